@@ -1,0 +1,255 @@
+//! The signed manifest: what the package-signing key vouches for.
+//!
+//! ```text
+//!  "OPM1" | body length (u32 LE) | body (postcard Manifest) | Ed25519 signature (64 B)
+//!  └──────────── signed bytes ──────────────────────────┘
+//! ```
+//!
+//! The manifest binds the info file (its SHA-256), the whole archive
+//! (SHA-256 and size) and every fragment (size and SHA-256). The agent runs
+//! nothing whose info file or bytes are not covered by a valid signature.
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use ring::signature::{ED25519, UnparsedPublicKey};
+use serde::{Deserialize, Serialize};
+
+use super::limits::{MAX_FRAGMENTS, MAX_MANIFEST_LEN};
+
+/// Magic bytes that open every manifest.
+pub const MAGIC: &[u8; 4] = b"OPM1";
+/// Manifest body format understood by this code.
+pub const FORMAT: u16 = 1;
+/// Length of an Ed25519 signature.
+pub const SIGNATURE_LEN: usize = 64;
+
+/// Flag: request a reboot after a successful action.
+pub const FLAG_REBOOT: u32 = 1;
+
+/// One fragment as published: its size and SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FragmentEntry {
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256 of the fragment's bytes.
+    pub sha256: [u8; 32],
+}
+
+/// The signed description of a package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Body format ([`FORMAT`]).
+    pub format: u16,
+    /// The package id (same as the info file's ID).
+    pub package_id: u64,
+    /// Version of this package's manifest, increasing when it is re-signed.
+    pub version: u32,
+    /// Creation time, seconds since 1970 UTC.
+    pub created: u64,
+    /// SHA-256 of the info file's exact bytes.
+    pub info_sha256: [u8; 32],
+    /// Size of the whole archive (sum of fragment sizes).
+    pub archive_size: u64,
+    /// SHA-256 of the whole archive.
+    pub archive_sha256: [u8; 32],
+    /// The fragments in order (`ID-1` first).
+    pub fragments: Vec<FragmentEntry>,
+    /// `FLAG_*` bits.
+    pub flags: u32,
+}
+
+/// Why a manifest was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManifestError {
+    /// Larger than [`MAX_MANIFEST_LEN`] or with more than [`MAX_FRAGMENTS`] fragments.
+    TooLarge,
+    /// Not a manifest (magic, length or encoding wrong).
+    Malformed,
+    /// A format this agent does not know.
+    UnknownFormat(u16),
+    /// The signature does not verify with the configured key.
+    BadSignature,
+    /// The fragment sizes do not add up to the archive size.
+    Inconsistent,
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooLarge => f.write_str("manifest too large"),
+            Self::Malformed => f.write_str("malformed manifest"),
+            Self::UnknownFormat(v) => write!(f, "unknown manifest format {v}"),
+            Self::BadSignature => f.write_str("manifest signature does not verify"),
+            Self::Inconsistent => f.write_str("manifest fragment sizes do not add up"),
+        }
+    }
+}
+
+impl core::error::Error for ManifestError {}
+
+impl Manifest {
+    /// The bytes to sign: magic, length, postcard body.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        // Serialising plain data into a Vec cannot fail.
+        let body = postcard::to_allocvec(self).unwrap_or_default();
+        let mut out = Vec::with_capacity(8 + body.len() + SIGNATURE_LEN);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Encode with a signature made by `sign` over [`Manifest::signed_bytes`].
+    pub fn encode_signed(&self, sign: impl FnOnce(&[u8]) -> [u8; SIGNATURE_LEN]) -> Vec<u8> {
+        let mut out = self.signed_bytes();
+        let sig = sign(&out);
+        out.extend_from_slice(&sig);
+        out
+    }
+
+    /// Decode `bytes` and check the signature with the Ed25519 `public_key`.
+    pub fn decode_verified(bytes: &[u8], public_key: &[u8; 32]) -> Result<Self, ManifestError> {
+        if bytes.len() > MAX_MANIFEST_LEN {
+            return Err(ManifestError::TooLarge);
+        }
+        if bytes.len() < 8 + SIGNATURE_LEN || &bytes[..4] != MAGIC {
+            return Err(ManifestError::Malformed);
+        }
+        let body_len = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as usize;
+        if bytes.len() != 8 + body_len + SIGNATURE_LEN {
+            return Err(ManifestError::Malformed);
+        }
+        let (signed, sig) = bytes.split_at(8 + body_len);
+        UnparsedPublicKey::new(&ED25519, public_key)
+            .verify(signed, sig)
+            .map_err(|_| ManifestError::BadSignature)?;
+        let body = &signed[8..];
+        // The format field comes first: check it before decoding the rest.
+        let (format, _) =
+            postcard::take_from_bytes::<u16>(body).map_err(|_| ManifestError::Malformed)?;
+        if format != FORMAT {
+            return Err(ManifestError::UnknownFormat(format));
+        }
+        let m: Self = postcard::from_bytes(body).map_err(|_| ManifestError::Malformed)?;
+        if m.fragments.len() > MAX_FRAGMENTS {
+            return Err(ManifestError::TooLarge);
+        }
+        let sum = m
+            .fragments
+            .iter()
+            .try_fold(0u64, |a, f| a.checked_add(f.size));
+        if sum != Some(m.archive_size) || m.fragments.iter().any(|f| f.size == 0) {
+            return Err(ManifestError::Inconsistent);
+        }
+        Ok(m)
+    }
+
+    /// The archive size of a stored manifest, *without* checking its
+    /// signature: for display only, never for decisions.
+    pub fn decode_unverified_size(bytes: &[u8]) -> Option<u64> {
+        let body_len = u32::from_le_bytes(bytes.get(4..8)?.try_into().ok()?) as usize;
+        let body = bytes.get(8..8usize.checked_add(body_len)?)?;
+        postcard::from_bytes::<Self>(body)
+            .ok()
+            .map(|m| m.archive_size)
+    }
+
+    /// Offset of fragment `index` (0-based) in the archive.
+    pub fn fragment_offset(&self, index: usize) -> u64 {
+        self.fragments[..index.min(self.fragments.len())]
+            .iter()
+            .map(|f| f.size)
+            .sum()
+    }
+
+    /// Whether a reboot is requested after a successful action.
+    pub fn wants_reboot(&self) -> bool {
+        self.flags & FLAG_REBOOT != 0
+    }
+}
+
+/// SHA-256 of `data`.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, data);
+    let mut out = [0; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+
+    fn key() -> Ed25519KeyPair {
+        Ed25519KeyPair::from_seed_unchecked(&[7; 32]).unwrap()
+    }
+
+    fn sample() -> Manifest {
+        Manifest {
+            format: FORMAT,
+            package_id: 42,
+            version: 1,
+            created: 1_700_000_000,
+            info_sha256: sha256(b"info"),
+            archive_size: 5,
+            archive_sha256: sha256(b"hello"),
+            fragments: alloc::vec![
+                FragmentEntry {
+                    size: 3,
+                    sha256: sha256(b"hel")
+                },
+                FragmentEntry {
+                    size: 2,
+                    sha256: sha256(b"lo")
+                }
+            ],
+            flags: 0,
+        }
+    }
+
+    fn encode(m: &Manifest) -> Vec<u8> {
+        let k = key();
+        m.encode_signed(|b| k.sign(b).as_ref().try_into().unwrap())
+    }
+
+    fn pk() -> [u8; 32] {
+        key().public_key().as_ref().try_into().unwrap()
+    }
+
+    #[test]
+    fn signed_manifest_round_trips() {
+        let bytes = encode(&sample());
+        let m = Manifest::decode_verified(&bytes, &pk()).unwrap();
+        assert_eq!(m, sample());
+        assert_eq!(m.fragment_offset(1), 3);
+    }
+
+    #[test]
+    fn any_flipped_bit_or_other_key_is_refused() {
+        let bytes = encode(&sample());
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x01;
+            assert!(Manifest::decode_verified(&b, &pk()).is_err(), "byte {i}");
+        }
+        assert_eq!(
+            Manifest::decode_verified(&bytes, &[9; 32]),
+            Err(ManifestError::BadSignature)
+        );
+        for i in 0..bytes.len() {
+            assert!(Manifest::decode_verified(&bytes[..i], &pk()).is_err());
+        }
+    }
+
+    #[test]
+    fn inconsistent_sizes_are_refused_even_when_signed() {
+        let mut m = sample();
+        m.archive_size = 6;
+        assert_eq!(
+            Manifest::decode_verified(&encode(&m), &pk()),
+            Err(ManifestError::Inconsistent)
+        );
+    }
+}

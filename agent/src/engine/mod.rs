@@ -1,0 +1,21 @@
+//! The sans-IO core: wire formats and decisions, no sockets, files or clocks.
+//!
+//! Builds without `std` (alloc only). Every function that depends on time
+//! takes `now` (or a wall time) as an argument; randomness comes in as values.
+//!
+//! ```text
+//!   bytes from network/disk ─► info / manifest / proto / journal decoders
+//!                                      │
+//!   runtime ──now, events──► fetch (per fragment) · backoff · plan ──► what to do next
+//! ```
+
+pub mod backoff;
+pub mod digest;
+pub mod fetch;
+pub mod info;
+pub mod journal;
+pub mod limits;
+pub mod manifest;
+pub mod plan;
+pub mod proto;
+pub mod status;

@@ -1,0 +1,131 @@
+//! `outpost-agent`: polls the Outpost server, downloads, verifies, installs.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use outpost_agent::rt::agent::Agent;
+use outpost_agent::rt::config::Config;
+use outpost_agent::rt::logger;
+use outpost_agent::rt::store::Store;
+
+const HELP: &str = "\
+outpost-agent — deploys packages published by an Outpost (or OCS Inventory) server
+
+USAGE:
+    outpost-agent --config FILE [-v|-q]... run [--once]
+    outpost-agent --config FILE status
+    outpost-agent --help | --version
+
+COMMANDS:
+    run           poll the server and deploy what it assigns; keeps polling at
+                  the interval the server gives (backing off while it is away)
+    run --once    one poll; work until every package is finished or failed;
+                  exit 0 when every status was reported, 1 otherwise
+    status        each package: state, bytes cached/total, last status code
+
+OPTIONS:
+    --config FILE   agent configuration (written by `outpost-server device add`)
+    -v, -q          more / less logging (repeatable); or OUTPOST_LOG=error|warn|info|debug|trace
+";
+
+struct Args {
+    config: PathBuf,
+    command: String,
+    once: bool,
+    verbosity: i32,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut config = None;
+    let mut command = None;
+    let mut once = false;
+    let mut verbosity = 0;
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-h" | "--help" => {
+                print!("{HELP}");
+                std::process::exit(0);
+            }
+            "-V" | "--version" => {
+                println!("outpost-agent {}", env!("CARGO_PKG_VERSION"));
+                std::process::exit(0);
+            }
+            "--config" | "-c" => {
+                config = Some(PathBuf::from(it.next().ok_or("--config needs a file")?))
+            }
+            "-v" | "--verbose" => verbosity += 1,
+            "-q" | "--quiet" => verbosity -= 1,
+            "--once" => once = true,
+            "run" | "status" if command.is_none() => command = Some(a),
+            other => return Err(format!("unexpected argument {other:?}")),
+        }
+    }
+    let command = command.ok_or("no command given (run or status)")?;
+    if once && command != "run" {
+        return Err("--once goes with run".into());
+    }
+    Ok(Args {
+        config: config.ok_or("--config FILE is required")?,
+        command,
+        once,
+        verbosity,
+    })
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("outpost-agent: {e}\n\n{HELP}");
+            return ExitCode::from(2);
+        }
+    };
+    logger::init(args.verbosity);
+    let cfg = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!(target: "outpost", "{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.command == "status" {
+        let lines = Store::open(&cfg.agent.state_dir).and_then(|s| Agent::status_lines(&s));
+        return match lines {
+            Ok(lines) => {
+                for l in lines {
+                    println!("{l}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                log::error!(target: "outpost", "{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let mut agent = match Agent::new(cfg) {
+        Ok(a) => a,
+        Err(e) => {
+            log::error!(target: "outpost", "{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if !args.once {
+        agent.run_forever();
+    }
+    match agent.run_once() {
+        Ok(s) if s.pending == 0 && s.unreported == 0 => {
+            log::info!(target: "outpost", "done: {} package(s) finished, every status reported", s.finished);
+            ExitCode::SUCCESS
+        }
+        Ok(s) => {
+            log::warn!(target: "outpost", "{} package(s) unfinished, {} report(s) undelivered", s.pending, s.unreported);
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            log::error!(target: "outpost", "{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

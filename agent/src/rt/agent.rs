@@ -1,0 +1,780 @@
+//! The agent's work loop: poll, fetch, verify, unpack, run, report.
+//!
+//! Order of durable steps for one package:
+//!
+//! 1. info + manifest fetched over verified TLS; the manifest's signature and
+//!    the info file's SHA-256 are checked; both are saved; record `Fetching`.
+//! 2. each fragment is fetched into `frag-n.part` (synced every
+//!    `CHECKPOINT_BYTES`), verified against the manifest, synced and renamed
+//!    to `frag-n`; then the record counts it.
+//! 3. the whole archive is verified (SHA-256 from the manifest and the info
+//!    file's own digest) and unpacked into a fresh directory.
+//! 4. record `Installing` is written *before* the action starts.
+//! 5. the status is written to the outbox and the record goes `Finished`;
+//!    the report is deleted from the outbox only when the server acks it.
+//!
+//! Crash rule: a package found `Installing` at start was interrupted during
+//! its action. It is **not** run again silently: it is reported
+//! `ERR_DONE_FAILED` (the server may force a new deployment).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use outpost_hal::linux::{space_of, sync_dir};
+use ring::rand::SecureRandom;
+
+use super::config::Config;
+use super::http::{self, Client, Url};
+use super::store::{FragmentChain, Store, StoreError};
+use super::{action, unpack};
+use crate::engine::backoff::Backoff;
+use crate::engine::digest::{ArchiveHasher, hex, info_digest_matches};
+use crate::engine::fetch::{FetchError, FragmentFetch};
+use crate::engine::info::{Info, Proto};
+use crate::engine::journal::{OutboxRecord, PackageRecord, Phase};
+use crate::engine::limits::{
+    MAX_CONTROL_LEN, MAX_INFO_LEN, MAX_MANIFEST_LEN, MAX_REPORTS_PER_REQUEST,
+};
+use crate::engine::manifest::{Manifest, sha256};
+use crate::engine::plan::{self, Decision};
+use crate::engine::proto::{self, Offer, PollReply, Report};
+use crate::engine::status::StatusCode;
+
+/// Bytes received between two syncs of a partial fragment: at most this much
+/// is fetched again after a power cut.
+pub const CHECKPOINT_BYTES: u64 = 256 * 1024;
+
+/// Why a run could not do its work.
+#[derive(Debug)]
+pub enum AgentError {
+    /// The state directory failed.
+    Store(StoreError),
+    /// The server could not be reached or refused us.
+    Server(String),
+}
+
+impl std::fmt::Display for AgentError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Store(e) => write!(f, "state directory: {e}"),
+            Self::Server(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for AgentError {}
+
+impl From<StoreError> for AgentError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+/// The result of working on one package in this run.
+#[derive(Debug)]
+enum Step {
+    /// A final status.
+    Final(StatusCode),
+    /// Not finished; try again later (network trouble, server busy).
+    Later(String),
+}
+
+/// What one run achieved.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    /// Packages that reached a final status in this run.
+    pub finished: usize,
+    /// Packages left for a later run.
+    pub pending: usize,
+    /// Reports still waiting for the server's acknowledgement.
+    pub unreported: usize,
+}
+
+/// The agent.
+pub struct Agent {
+    cfg: Config,
+    store: Store,
+    client: Client,
+    key: [u8; 32],
+    rng: ring::rand::SystemRandom,
+}
+
+impl Agent {
+    /// Build an agent from its configuration.
+    pub fn new(cfg: Config) -> Result<Self, AgentError> {
+        let store = Store::open(&cfg.agent.state_dir)?;
+        let client = Client::new(
+            &cfg.server.ca_cert,
+            Duration::from_secs(cfg.agent.connect_timeout),
+            Duration::from_secs(cfg.agent.io_timeout),
+        )
+        .map_err(|e| AgentError::Server(e.to_string()))?;
+        let key = cfg
+            .signing_key()
+            .map_err(|e| AgentError::Server(e.to_string()))?;
+        Ok(Self {
+            cfg,
+            store,
+            client,
+            key,
+            rng: ring::rand::SystemRandom::new(),
+        })
+    }
+
+    /// The state directory.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn random_u64(&self) -> u64 {
+        let mut b = [0u8; 8];
+        // SystemRandom only fails when the OS has no entropy source at all.
+        let _ = self.rng.fill(&mut b);
+        u64::from_le_bytes(b)
+    }
+
+    fn api(&self, path: &str) -> Result<Url, AgentError> {
+        Url::parse(&format!(
+            "{}{path}",
+            self.cfg.server.url.trim_end_matches('/')
+        ))
+        .map_err(|e| AgentError::Server(e.to_string()))
+    }
+
+    fn post(&self, path: &str, body: &str) -> Result<Vec<u8>, AgentError> {
+        let url = self.api(path)?;
+        let auth = proto::auth_header(&self.cfg.server.device_id, &self.cfg.server.secret);
+        let headers = [
+            ("Authorization", auth.as_str()),
+            ("Content-Type", "text/plain"),
+        ];
+        let mut r = self
+            .client
+            .request("POST", &url, &headers, body.as_bytes())
+            .map_err(|e| AgentError::Server(e.to_string()))?;
+        let body = r
+            .read_to_vec(MAX_CONTROL_LEN)
+            .map_err(|e| AgentError::Server(e.to_string()))?;
+        match r.status {
+            200 => Ok(body),
+            401 => Err(AgentError::Server(format!(
+                "server {} refused device {:?}: unknown device or wrong secret (401)",
+                self.cfg.server.url, self.cfg.server.device_id
+            ))),
+            s => Err(AgentError::Server(format!("server answered {s} to {path}"))),
+        }
+    }
+
+    /// Ask the server what to deploy.
+    pub fn poll(&self) -> Result<PollReply, AgentError> {
+        let body = self.post(
+            proto::POLL_PATH,
+            &format!("{}\nagent {}\n", proto::HEADER, env!("CARGO_PKG_VERSION")),
+        )?;
+        PollReply::decode(&body).map_err(|e| AgentError::Server(format!("bad poll reply: {e}")))
+    }
+
+    /// Deliver queued reports. Returns how many are still unacknowledged.
+    pub fn flush_reports(&self) -> Result<usize, AgentError> {
+        let pending = self.store.pending_reports()?;
+        for batch in pending.chunks(MAX_REPORTS_PER_REQUEST) {
+            let reports: Vec<Report> = batch
+                .iter()
+                .map(|r| Report {
+                    id: r.report_id,
+                    package: r.package,
+                    status: StatusCode::parse(&r.status),
+                })
+                .collect();
+            let body = match self.post(proto::REPORT_PATH, &proto::encode_reports(&reports)) {
+                Ok(b) => b,
+                Err(e) => {
+                    log::warn!(target: "outpost", "status reports not delivered yet: {e}");
+                    break;
+                }
+            };
+            let acks = proto::decode_acks(&body)
+                .map_err(|e| AgentError::Server(format!("bad report reply: {e}")))?;
+            for r in batch.iter().filter(|r| acks.contains(&r.report_id)) {
+                self.store.ack_report(r.report_id)?;
+                log::info!(target: "outpost", "package {}: reported {}", r.package, r.status);
+            }
+        }
+        Ok(self.store.pending_reports()?.len())
+    }
+
+    /// One poll and all the work it gives, including packages left
+    /// unfinished by earlier runs (they resume without the server's help).
+    pub fn run_once(&mut self) -> Result<RunSummary, AgentError> {
+        self.recover_interrupted()?;
+        self.flush_reports()?;
+        let reply = self.poll();
+        let mut offers = match &reply {
+            Ok(r) => r.offers.clone(),
+            Err(e) => {
+                log::error!(target: "outpost", "poll failed: {e}");
+                Vec::new()
+            }
+        };
+        plan::deploy_order(&mut offers);
+        // Resume what we were fetching even if the server no longer lists it.
+        for id in self.store.package_ids()? {
+            if offers.iter().any(|o| o.id == id) {
+                continue;
+            }
+            if let Some(rec) = self.store.package(id)?
+                && rec.phase == Phase::Fetching
+            {
+                offers.push(Offer {
+                    id,
+                    priority: rec.priority,
+                    force: rec.force,
+                    info_loc: String::new(),
+                    pack_loc: rec.pack_loc,
+                });
+            }
+        }
+        let mut summary = RunSummary::default();
+        for offer in &offers {
+            match self.handle_offer(offer)? {
+                Some(Step::Final(code)) => {
+                    self.finish(offer, &code)?;
+                    summary.finished += 1;
+                }
+                Some(Step::Later(why)) => {
+                    log::warn!(target: "outpost", "package {}: not finished in this run: {why}", offer.id);
+                    summary.pending += 1;
+                }
+                None => {}
+            }
+        }
+        summary.unreported = self.flush_reports()?;
+        reply?;
+        Ok(summary)
+    }
+
+    /// Poll forever at the server's interval, backing off while it is away.
+    pub fn run_forever(&mut self) -> ! {
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(15 * 60));
+        loop {
+            let wait = match self.run_once() {
+                Ok(s) if s.pending == 0 && s.unreported == 0 => {
+                    backoff.reset();
+                    let interval = self.poll().map(|r| r.poll_interval).unwrap_or(0);
+                    Duration::from_secs(if interval > 0 {
+                        interval.into()
+                    } else {
+                        self.cfg.agent.poll_interval
+                    })
+                }
+                Ok(_) => backoff.next_delay(self.random_u64()),
+                Err(e) => {
+                    log::error!(target: "outpost", "{e}");
+                    backoff.next_delay(self.random_u64())
+                }
+            };
+            log::debug!(target: "outpost", "next poll in {}s", wait.as_secs());
+            std::thread::sleep(wait);
+        }
+    }
+
+    /// Packages found `Installing` were interrupted during their action:
+    /// report ERR_DONE_FAILED rather than run them again.
+    fn recover_interrupted(&mut self) -> Result<(), AgentError> {
+        for id in self.store.package_ids()? {
+            if let Some(rec) = self.store.package(id)?
+                && rec.phase == Phase::Installing
+            {
+                log::error!(target: "outpost", "package {id}: the agent stopped during its action; not running it again");
+                let offer = Offer {
+                    id,
+                    priority: rec.priority,
+                    force: rec.force,
+                    info_loc: String::new(),
+                    pack_loc: rec.pack_loc,
+                };
+                self.finish(&offer, &StatusCode::ErrDoneFailed)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Decide and, if needed, deploy one offered package.
+    fn handle_offer(&mut self, offer: &Offer) -> Result<Option<Step>, AgentError> {
+        let id = offer.id;
+        let rec = self.store.package(id)?;
+        if let Some(r) = &rec
+            && r.phase == Phase::Finished
+        {
+            let queued = self
+                .store
+                .pending_reports()?
+                .iter()
+                .any(|p| p.package == id);
+            if queued {
+                return Ok(None); // its report is on its way
+            }
+        }
+        let in_history = self.store.history()?.ids.contains(&id);
+        if plan::decide(offer, in_history) == Decision::AlreadySetup {
+            return Ok(Some(Step::Final(StatusCode::SuccessAlreadySetup)));
+        }
+        let fresh = rec.as_ref().is_none_or(|r| r.phase != Phase::Fetching);
+        if fresh {
+            self.store.drop_payload(id)?;
+            // Only a fetching record carries a verified manifest for resume.
+            let _ = fs::remove_file(self.store.package_dir(id).join("manifest"));
+        }
+        Ok(Some(match self.deploy(offer, fresh) {
+            Ok(step) => step,
+            Err(e) if e.is_storage_full() => Step::Final(StatusCode::ErrOutOfSpace),
+            Err(e) => return Err(e.into()),
+        }))
+    }
+
+    fn finish(&mut self, offer: &Offer, code: &StatusCode) -> Result<(), AgentError> {
+        let id = offer.id;
+        let prev = self.store.package(id).ok().flatten();
+        if *code == StatusCode::Success {
+            self.store.add_history(id)?;
+        }
+        let report = OutboxRecord {
+            report_id: self.random_u64(),
+            package: id,
+            status: code.to_string(),
+        };
+        self.store.queue_report(&report)?;
+        let rec = PackageRecord {
+            id,
+            phase: Phase::Finished,
+            priority: offer.priority,
+            force: offer.force,
+            pack_loc: offer.pack_loc.clone(),
+            first_seen: prev.as_ref().map_or(0, |p| p.first_seen),
+            fragments_verified: 0,
+            status: Some(code.to_string()),
+        };
+        self.store.put_package(&rec)?;
+        self.store.drop_payload(id)?;
+        log::info!(target: "outpost", "package {id}: finished with {code}");
+        Ok(())
+    }
+
+    /// Fetch (or reload) and verify the info file and manifest.
+    fn metadata(
+        &self,
+        offer: &Offer,
+        fresh: bool,
+    ) -> Result<Result<(Info, Manifest), Step>, StoreError> {
+        let id = offer.id;
+        let cached = if fresh {
+            None
+        } else {
+            self.store
+                .package_file(id, "info")?
+                .zip(self.store.package_file(id, "manifest")?)
+        };
+        let (info_bytes, manifest_bytes) = match cached {
+            Some(c) => c,
+            None => {
+                if offer.info_loc.is_empty() {
+                    return Ok(Err(Step::Final(StatusCode::ErrDownloadInfo)));
+                }
+                let mut got = Vec::new();
+                for (name, max) in [("info", MAX_INFO_LEN), ("manifest", MAX_MANIFEST_LEN)] {
+                    let url =
+                        match Url::from_location(true, &offer.info_loc, &format!("{id}/{name}")) {
+                            Ok(u) => u,
+                            Err(e) => return Ok(Err(Step::Later(e.to_string()))),
+                        };
+                    match self.client.get_small(&url, &[], max) {
+                        Ok((200, body)) => got.push(body),
+                        Ok((status, _)) => {
+                            log::error!(target: "outpost", "package {id}: {url} answered {status}");
+                            return Ok(Err(Step::Final(StatusCode::ErrDownloadInfo)));
+                        }
+                        Err(e @ http::Error::Tls(_)) => {
+                            log::error!(target: "outpost", "{e}");
+                            return Ok(Err(Step::Later(e.to_string())));
+                        }
+                        Err(e) => return Ok(Err(Step::Later(format!("{url}: {e}")))),
+                    }
+                }
+                let manifest = got.pop().unwrap_or_default();
+                (got.pop().unwrap_or_default(), manifest)
+            }
+        };
+        let manifest = match Manifest::decode_verified(&manifest_bytes, &self.key) {
+            Ok(m) => m,
+            Err(e) => {
+                log::error!(target: "outpost", "package {id}: {e}; refusing it");
+                return Ok(Err(Step::Final(StatusCode::ErrBadDigest)));
+            }
+        };
+        if manifest.package_id != id {
+            log::error!(target: "outpost", "package {id}: manifest is for package {}", manifest.package_id);
+            return Ok(Err(Step::Final(StatusCode::ErrBadId)));
+        }
+        if sha256(&info_bytes) != manifest.info_sha256 {
+            log::error!(target: "outpost", "package {id}: info file does not match its signed manifest; refusing it");
+            return Ok(Err(Step::Final(StatusCode::ErrBadDigest)));
+        }
+        let info = match Info::parse(&info_bytes) {
+            Ok(i) => i,
+            Err(e) => {
+                log::error!(target: "outpost", "package {id}: {e}");
+                return Ok(Err(Step::Final(StatusCode::ErrBadParam)));
+            }
+        };
+        if info.id != id {
+            return Ok(Err(Step::Final(StatusCode::ErrBadId)));
+        }
+        if info.frags as usize != manifest.fragments.len() {
+            log::error!(target: "outpost", "package {id}: info says {} fragments, manifest {}", info.frags, manifest.fragments.len());
+            return Ok(Err(Step::Final(StatusCode::ErrBadParam)));
+        }
+        if fresh {
+            self.store.put_package_file(id, "info", &info_bytes)?;
+            self.store
+                .put_package_file(id, "manifest", &manifest_bytes)?;
+        }
+        Ok(Ok((info, manifest)))
+    }
+
+    fn deploy(&mut self, offer: &Offer, fresh: bool) -> Result<Step, StoreError> {
+        let id = offer.id;
+        let (info, manifest) = match self.metadata(offer, fresh)? {
+            Ok(m) => m,
+            Err(step) => return Ok(step),
+        };
+        let mut rec = match self.store.package(id)? {
+            Some(r) if !fresh => r,
+            prev => PackageRecord {
+                id,
+                phase: Phase::Fetching,
+                priority: offer.priority,
+                force: offer.force,
+                pack_loc: offer.pack_loc.clone(),
+                first_seen: prev.map_or(0, |p| p.first_seen),
+                fragments_verified: 0,
+                status: None,
+            },
+        };
+        if rec.first_seen == 0 {
+            rec.first_seen =
+                outpost_hal::time::Clock::unix_time(&outpost_hal::linux::StdClock::new());
+        }
+        rec.phase = Phase::Fetching;
+        self.store.put_package(&rec)?;
+
+        // Space: what is left to fetch, plus room to unpack, plus a margin.
+        let done = rec.fragments_verified as usize;
+        let left: u64 = manifest.fragments.iter().skip(done).map(|f| f.size).sum();
+        if let Ok(space) = space_of(self.store.root())
+            && !plan::fits(
+                space.available,
+                left + manifest.archive_size,
+                manifest.archive_size,
+            )
+        {
+            log::error!(target: "outpost", "package {id}: needs {} bytes, {} available", left + manifest.archive_size, space.available);
+            return Ok(Step::Final(StatusCode::ErrOutOfSpace));
+        }
+
+        for n in done..manifest.fragments.len() {
+            match self.fetch_fragment(&info, &manifest, &rec.pack_loc, n)? {
+                Ok(()) => {
+                    rec.fragments_verified = n as u32 + 1;
+                    self.store.put_package(&rec)?;
+                    log::info!(target: "outpost", "package {id}: fragment {}/{} verified", n + 1, manifest.fragments.len());
+                }
+                Err(step) => return Ok(step),
+            }
+        }
+
+        let unpack_dir = self.store.package_dir(id).join("unpack");
+        if let Some(code) = self.verify_and_unpack(&info, &manifest, &unpack_dir)? {
+            return Ok(Step::Final(code));
+        }
+
+        rec.phase = Phase::Installing;
+        self.store.put_package(&rec)?;
+        log::info!(target: "outpost", "package {id}: running {} {:?}", info.action.as_ocs(), info.target);
+        let log_path = self.store.package_dir(id).join("action.log");
+        let outcome = action::run(
+            &info,
+            &unpack_dir,
+            &log_path,
+            Duration::from_secs(self.cfg.agent.execution_timeout),
+        );
+        Ok(Step::Final(plan::status_for(outcome)))
+    }
+
+    fn fragment_parts(&self, id: u64, m: &Manifest) -> Vec<(std::path::PathBuf, u64)> {
+        m.fragments
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (self.store.fragment_path(id, i + 1), f.size))
+            .collect()
+    }
+
+    /// Check the whole archive and unpack it. `Some(code)` on failure.
+    fn verify_and_unpack(
+        &self,
+        info: &Info,
+        m: &Manifest,
+        dir: &Path,
+    ) -> Result<Option<StatusCode>, StoreError> {
+        let id = info.id;
+        let io_err = |e: io::Error| StoreError::Io(dir.to_owned(), e);
+        let tmp = dir.with_file_name("unpack.tmp");
+        for d in [dir, tmp.as_path()] {
+            if d.exists() {
+                fs::remove_dir_all(d).map_err(io_err)?;
+            }
+        }
+        if info.frags == 0 {
+            fs::create_dir_all(dir).map_err(io_err)?;
+            return Ok(None);
+        }
+        let mut chain = FragmentChain::new(self.fragment_parts(id, m));
+        let mut hasher = ArchiveHasher::new(info.digest_algo);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = chain.read(&mut buf).map_err(io_err)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        let (sha, legacy) = hasher.finish();
+        if sha != m.archive_sha256 || !info_digest_matches(info, &legacy) {
+            log::error!(target: "outpost", "package {id}: archive digest mismatch (sha256 {}); nothing unpacked", hex(&sha));
+            self.store.drop_payload(id)?;
+            return Ok(Some(StatusCode::ErrBadDigest));
+        }
+        fs::create_dir_all(&tmp).map_err(io_err)?;
+        chain.seek(SeekFrom::Start(0)).map_err(io_err)?;
+        match unpack::unpack(chain, &tmp) {
+            Ok(n) => {
+                fs::rename(&tmp, dir).map_err(io_err)?;
+                log::info!(target: "outpost", "package {id}: unpacked {n} members");
+                Ok(None)
+            }
+            Err(e) => {
+                log::error!(target: "outpost", "package {id}: {e}; nothing was installed");
+                let _ = fs::remove_dir_all(&tmp);
+                Ok(Some(match e {
+                    unpack::UnpackError::Io(ref io) if io.kind() == io::ErrorKind::StorageFull => {
+                        StatusCode::ErrOutOfSpace
+                    }
+                    _ => StatusCode::ErrBuild,
+                }))
+            }
+        }
+    }
+
+    /// Fetch fragment `n` (0-based) until verified, or give up for this run.
+    fn fetch_fragment(
+        &self,
+        info: &Info,
+        m: &Manifest,
+        pack_loc: &str,
+        n: usize,
+    ) -> Result<Result<(), Step>, StoreError> {
+        let id = info.id;
+        let entry = &m.fragments[n];
+        let part = self.store.partial_path(id, n + 1);
+        let done = self.store.fragment_path(id, n + 1);
+        let io_err = |e: io::Error| StoreError::Io(part.clone(), e);
+        let url = match Url::from_location(
+            info.proto == Proto::Https,
+            pack_loc,
+            &format!("{id}/{id}-{}", n + 1),
+        ) {
+            Ok(u) => u,
+            Err(e) => return Ok(Err(Step::Final(bad_location(id, &e)))),
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&part)
+            .map_err(io_err)?;
+        let mut fetch = FragmentFetch::new(entry.size, entry.sha256);
+        // Resume from the durable prefix, re-hashing it.
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let k = file.read(&mut buf).map_err(io_err)?;
+            if k == 0 || fetch.is_complete() {
+                break;
+            }
+            fetch.resume(&buf[..k]);
+        }
+        file.set_len(fetch.have()).map_err(io_err)?;
+        if fetch.have() > 0 {
+            log::info!(target: "outpost", "package {id}: resuming fragment {} at byte {}", n + 1, fetch.have());
+        }
+
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        let mut last_err = String::new();
+        let mut corrupt = false;
+        let mut failures = 0;
+        while failures < self.cfg.agent.fragment_tries {
+            let before = fetch.have();
+            let result = if fetch.is_complete() {
+                fetch.finish()
+            } else {
+                self.fetch_once(&url, &mut fetch, &mut file, &part)?
+            };
+            match result {
+                Ok(()) => {
+                    file.sync_all().map_err(io_err)?;
+                    drop(file);
+                    fs::rename(&part, &done).map_err(io_err)?;
+                    sync_dir(&self.store.package_dir(id)).map_err(io_err)?;
+                    return Ok(Ok(()));
+                }
+                Err(FetchError::Corrupt) => {
+                    log::warn!(target: "outpost", "package {id}: fragment {} failed its digest, fetching it again", n + 1);
+                    file.set_len(0).map_err(io_err)?;
+                    fetch = FragmentFetch::new(entry.size, entry.sha256);
+                    corrupt = true;
+                    failures += 1;
+                    last_err = "fragment digest mismatch".into();
+                    continue;
+                }
+                Err(e) => {
+                    last_err = format!("{url}: {e}");
+                    corrupt = false;
+                    if fetch.have() > before {
+                        // Progress was made (e.g. a truncated response): go on at once.
+                        log::warn!(target: "outpost", "package {id}: {last_err}; resuming at byte {}", fetch.have());
+                        continue;
+                    }
+                    if matches!(e, FetchError::BadContentRange | FetchError::TooLong) {
+                        // Start this fragment over with a plain GET.
+                        file.set_len(0).map_err(io_err)?;
+                        fetch = FragmentFetch::new(entry.size, entry.sha256);
+                    }
+                    failures += 1;
+                }
+            }
+            if failures < self.cfg.agent.fragment_tries {
+                let wait = backoff.next_delay(self.random_u64());
+                log::warn!(target: "outpost", "package {id}: {last_err}; retrying in {} ms", wait.as_millis());
+                std::thread::sleep(wait);
+            }
+        }
+        Ok(Err(if corrupt {
+            log::error!(target: "outpost", "package {id}: fragment {} never matched its signed digest", n + 1);
+            Step::Final(StatusCode::ErrBadDigest)
+        } else {
+            Step::Later(last_err)
+        }))
+    }
+
+    /// One request for the rest of a fragment. Transport errors become
+    /// `FetchError::Short` (progress is kept) or `Status(0)` (nothing came).
+    fn fetch_once(
+        &self,
+        url: &Url,
+        fetch: &mut FragmentFetch,
+        file: &mut File,
+        part: &Path,
+    ) -> Result<Result<(), FetchError>, StoreError> {
+        let io_err = |e: io::Error| StoreError::Io(part.to_owned(), e);
+        let range = fetch.range();
+        let headers: Vec<(&str, &str)> =
+            range.as_deref().map(|r| ("Range", r)).into_iter().collect();
+        let mut resp = match self.client.request("GET", url, &headers, &[]) {
+            Ok(r) => r,
+            Err(e) => {
+                if let http::Error::Tls(m) = &e {
+                    log::error!(target: "outpost", "{m}");
+                } else {
+                    log::debug!(target: "outpost", "{url}: {e}");
+                }
+                return Ok(Err(FetchError::Status(0)));
+            }
+        };
+        let cr = resp.header("content-range").map(str::to_owned);
+        if let Err(e) = fetch.handle_head(resp.status, cr.as_deref()) {
+            return Ok(Err(e));
+        }
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut since_sync = 0u64;
+        loop {
+            let k = match resp.read(&mut buf) {
+                Ok(0) => break,
+                Ok(k) => k,
+                Err(e) => {
+                    log::debug!(target: "outpost", "{url}: body read failed: {e}");
+                    file.sync_data().map_err(io_err)?;
+                    return Ok(Err(FetchError::Short));
+                }
+            };
+            let (_, data) = match fetch.handle_body(&buf[..k]) {
+                Ok(w) => w,
+                Err(e) => {
+                    file.sync_data().map_err(io_err)?;
+                    return Ok(Err(e));
+                }
+            };
+            file.write_all(data).map_err(io_err)?;
+            since_sync += data.len() as u64;
+            if since_sync >= CHECKPOINT_BYTES {
+                file.sync_data().map_err(io_err)?;
+                since_sync = 0;
+            }
+        }
+        file.sync_data().map_err(io_err)?;
+        Ok(fetch.finish())
+    }
+
+    /// One line per package for `outpost-agent status`.
+    pub fn status_lines(store: &Store) -> Result<Vec<String>, StoreError> {
+        let pending = store.pending_reports()?;
+        let mut out = vec![format!(
+            "{:<12} {:<11} {:>23}  {}",
+            "PACKAGE", "STATE", "CACHED/TOTAL BYTES", "LAST STATUS"
+        )];
+        for id in store.package_ids()? {
+            let Some(rec) = store.package(id)? else {
+                continue;
+            };
+            let total = store
+                .package_file(id, "manifest")?
+                .and_then(|b| Manifest::decode_unverified_size(&b))
+                .unwrap_or(0);
+            let mut cached = 0u64;
+            for n in 1..=rec.fragments_verified as usize {
+                cached += fs::metadata(store.fragment_path(id, n))
+                    .map(|m| m.len())
+                    .unwrap_or(0);
+            }
+            cached += fs::metadata(store.partial_path(id, rec.fragments_verified as usize + 1))
+                .map(|m| m.len())
+                .unwrap_or(0);
+            let state = match rec.phase {
+                Phase::Fetching => "downloading",
+                Phase::Installing => "installing",
+                Phase::Finished if pending.iter().any(|p| p.package == id) => "unreported",
+                Phase::Finished => "reported",
+            };
+            let status = rec.status.as_deref().unwrap_or("-");
+            out.push(format!(
+                "{id:<12} {state:<11} {:>23}  {status}",
+                format!("{cached}/{total}")
+            ));
+        }
+        Ok(out)
+    }
+}
+
+fn bad_location(id: u64, e: &http::Error) -> StatusCode {
+    log::error!(target: "outpost", "package {id}: unusable fragment location: {e}");
+    StatusCode::ErrDownloadPack
+}

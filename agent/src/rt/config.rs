@@ -1,0 +1,161 @@
+//! The agent's configuration file (TOML), as `outpost-server device add`
+//! writes it. Unknown keys are errors, so typos do not pass silently.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::engine::digest::unhex;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// How to reach and trust the server.
+    pub server: Server,
+    /// Local behaviour.
+    pub agent: Agent,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    /// `https://host:port` of the control API.
+    pub url: String,
+    /// This device's id.
+    pub device_id: String,
+    /// This device's secret (never logged).
+    pub secret: String,
+    /// PEM of the only CA trusted for the server (and HTTPS fragments).
+    pub ca_cert: String,
+    /// Hex of the Ed25519 package-signing public key (32 bytes).
+    pub signing_key: String,
+}
+
+fn default_execution_timeout() -> u64 {
+    7200
+}
+fn default_poll_interval() -> u64 {
+    3600
+}
+fn default_connect_timeout() -> u64 {
+    10
+}
+fn default_io_timeout() -> u64 {
+    60
+}
+fn default_fragment_tries() -> u32 {
+    5
+}
+
+/// `[agent]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Agent {
+    /// Where the agent keeps its cache, journal and history.
+    pub state_dir: PathBuf,
+    /// Seconds an action may run before it is killed (ERR_EXECUTE_TIMEOUT).
+    #[serde(default = "default_execution_timeout")]
+    pub execution_timeout: u64,
+    /// Seconds between polls when the server does not say.
+    #[serde(default = "default_poll_interval")]
+    pub poll_interval: u64,
+    /// Seconds to wait for a TCP/TLS connection.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: u64,
+    /// Seconds without a byte before a transfer is abandoned.
+    #[serde(default = "default_io_timeout")]
+    pub io_timeout: u64,
+    /// Failed tries of one fragment (without progress) before giving up for this run.
+    #[serde(default = "default_fragment_tries")]
+    pub fragment_tries: u32,
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The file could not be read.
+    Read(PathBuf, std::io::Error),
+    /// The TOML is invalid or a key is unknown or missing.
+    Parse(String),
+    /// A value is out of its domain.
+    Invalid(&'static str),
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Read(p, e) => write!(f, "cannot read config {}: {e}", p.display()),
+            Self::Parse(e) => write!(f, "invalid config: {e}"),
+            Self::Invalid(what) => write!(f, "invalid config: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Read and check a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_owned(), e))?;
+        Self::parse(&text)
+    }
+
+    /// Parse and check configuration text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let c: Self =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.message().to_string()))?;
+        if !c.server.url.starts_with("https://") {
+            return Err(ConfigError::Invalid("server.url must start with https://"));
+        }
+        if !crate::engine::proto::valid_device_id(&c.server.device_id) {
+            return Err(ConfigError::Invalid(
+                "server.device_id has characters outside A-Za-z0-9._-",
+            ));
+        }
+        c.signing_key()?;
+        if c.agent.execution_timeout == 0 || c.agent.fragment_tries == 0 {
+            return Err(ConfigError::Invalid(
+                "agent.execution_timeout and agent.fragment_tries must be > 0",
+            ));
+        }
+        Ok(c)
+    }
+
+    /// The package-signing public key.
+    pub fn signing_key(&self) -> Result<[u8; 32], ConfigError> {
+        unhex(self.server.signing_key.trim())
+            .and_then(|v| v.try_into().ok())
+            .ok_or(ConfigError::Invalid(
+                "server.signing_key must be 64 hex digits",
+            ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[server]
+url = "https://127.0.0.1:8443"
+device_id = "pc-1"
+secret = "s"
+ca_cert = "pem"
+signing_key = "0000000000000000000000000000000000000000000000000000000000000000"
+[agent]
+state_dir = "/tmp/x"
+"#;
+
+    #[test]
+    fn defaults_and_checks() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.agent.execution_timeout, 7200);
+        assert!(Config::parse(&GOOD.replace("https://", "http://")).is_err());
+        assert!(Config::parse(&GOOD.replace("state_dir", "state_dri")).is_err());
+        assert!(Config::parse(&GOOD.replace("\"0000", "\"zz00")).is_err());
+        assert!(Config::parse("not toml [").is_err());
+    }
+}

@@ -1,0 +1,508 @@
+//! A small blocking HTTP/1.1 client over TCP or rustls.
+//!
+//! One connection per request (`Connection: close`), bodies framed by
+//! `Content-Length`, chunked encoding or connection close. A body that ends
+//! before its announced length is an `UnexpectedEof` error, never a silent
+//! short read. TLS trusts exactly one CA (the configured one).
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+
+/// Largest response head accepted.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// A parsed `http://` or `https://` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url {
+    /// TLS or not.
+    pub tls: bool,
+    /// Host name or IP literal (IPv6 without brackets).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Path and query, starting with `/`.
+    pub path: String,
+}
+
+impl Url {
+    /// Parse an absolute http(s) URL.
+    pub fn parse(s: &str) -> Result<Self, Error> {
+        let (tls, rest) = if let Some(r) = s.strip_prefix("https://") {
+            (true, r)
+        } else if let Some(r) = s.strip_prefix("http://") {
+            (false, r)
+        } else {
+            return Err(Error::BadUrl(s.to_string()));
+        };
+        let (auth, path) = rest
+            .find('/')
+            .map_or((rest, "/"), |i| (&rest[..i], &rest[i..]));
+        let default_port = if tls { 443 } else { 80 };
+        let (host, port) = if let Some(h) = auth.strip_prefix('[') {
+            let (h, p) = h
+                .split_once(']')
+                .ok_or_else(|| Error::BadUrl(s.to_string()))?;
+            (h, p.strip_prefix(':'))
+        } else {
+            match auth.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (auth, None),
+            }
+        };
+        let port = match port {
+            Some(p) => p.parse().map_err(|_| Error::BadUrl(s.to_string()))?,
+            None => default_port,
+        };
+        if host.is_empty() || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return Err(Error::BadUrl(s.to_string()));
+        }
+        Ok(Self {
+            tls,
+            host: host.to_string(),
+            port,
+            path: path.to_string(),
+        })
+    }
+
+    /// `scheme://loc/suffix` for a scheme-less OCS location.
+    pub fn from_location(tls: bool, loc: &str, suffix: &str) -> Result<Self, Error> {
+        let scheme = if tls { "https" } else { "http" };
+        Self::parse(&format!(
+            "{scheme}://{}/{}",
+            loc.trim_end_matches('/'),
+            suffix.trim_start_matches('/')
+        ))
+    }
+
+    fn host_header(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == if self.tls { 443 } else { 80 } {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+impl std::fmt::Display for Url {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}://{}{}",
+            if self.tls { "https" } else { "http" },
+            self.host_header(),
+            self.path
+        )
+    }
+}
+
+/// What went wrong with a request.
+#[derive(Debug)]
+pub enum Error {
+    /// The URL cannot be used.
+    BadUrl(String),
+    /// TCP connect failed or timed out.
+    Connect(String, io::Error),
+    /// TLS failed: the certificate was not trusted, or the handshake broke.
+    Tls(String),
+    /// Reading or writing failed mid-request.
+    Io(io::Error),
+    /// The response is not valid HTTP/1.1.
+    Protocol(&'static str),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::BadUrl(u) => write!(f, "bad url {u:?}"),
+            Self::Connect(a, e) => write!(f, "cannot connect to {a}: {e}"),
+            Self::Tls(m) => f.write_str(m),
+            Self::Io(e) => write!(f, "transfer failed: {e}"),
+            Self::Protocol(m) => write!(f, "bad http response: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(s) => s.read(buf),
+            Self::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(s) => s.write(buf),
+            Self::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::Plain(s) => s.flush(),
+            Self::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// Describe a TLS failure in one line a person can act on.
+fn explain_tls(host: &str, e: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    let why = match e {
+        rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => {
+            "its certificate is not signed by the configured CA (server.ca_cert)".to_string()
+        }
+        rustls::Error::InvalidCertificate(
+            C::NotValidForName | C::NotValidForNameContext { .. },
+        ) => {
+            format!("its certificate is not valid for the name {host:?}")
+        }
+        rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+            "its certificate has expired".to_string()
+        }
+        other => other.to_string(),
+    };
+    format!("TLS verification of {host} failed: {why}; nothing was downloaded from it")
+}
+
+/// Issues requests; cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    tls: Arc<ClientConfig>,
+    connect_timeout: Duration,
+    io_timeout: Duration,
+    user_agent: String,
+}
+
+impl Client {
+    /// A client trusting only the CA certificates in `ca_pem`.
+    pub fn new(
+        ca_pem: &str,
+        connect_timeout: Duration,
+        io_timeout: Duration,
+    ) -> Result<Self, Error> {
+        let mut roots = RootCertStore::empty();
+        let mut found = 0;
+        for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+            let cert = cert.map_err(|_| Error::Tls("server.ca_cert is not valid PEM".into()))?;
+            roots
+                .add(cert)
+                .map_err(|e| Error::Tls(format!("server.ca_cert is not a usable CA: {e}")))?;
+            found += 1;
+        }
+        if found == 0 {
+            return Err(Error::Tls("server.ca_cert holds no certificate".into()));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Tls(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Self {
+            tls: Arc::new(cfg),
+            connect_timeout,
+            io_timeout,
+            user_agent: format!("outpost-agent/{}", env!("CARGO_PKG_VERSION")),
+        })
+    }
+
+    fn connect(&self, url: &Url) -> Result<Stream, Error> {
+        let addr = format!("{}:{}", url.host, url.port);
+        let addrs: Vec<_> = (url.host.as_str(), url.port)
+            .to_socket_addrs()
+            .map_err(|e| Error::Connect(addr.clone(), e))?
+            .collect();
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+        let mut tcp = None;
+        for a in addrs {
+            match TcpStream::connect_timeout(&a, self.connect_timeout) {
+                Ok(s) => {
+                    tcp = Some(s);
+                    break;
+                }
+                Err(e) => last = e,
+            }
+        }
+        let tcp = tcp.ok_or(Error::Connect(addr, last))?;
+        tcp.set_read_timeout(Some(self.io_timeout))?;
+        tcp.set_write_timeout(Some(self.io_timeout))?;
+        let _ = tcp.set_nodelay(true);
+        if !url.tls {
+            return Ok(Stream::Plain(tcp));
+        }
+        let name =
+            ServerName::try_from(url.host.clone()).map_err(|_| Error::BadUrl(url.to_string()))?;
+        let conn =
+            ClientConnection::new(self.tls.clone(), name).map_err(|e| Error::Tls(e.to_string()))?;
+        let mut s = StreamOwned::new(conn, tcp);
+        while s.conn.is_handshaking() {
+            if let Err(e) = s.conn.complete_io(&mut s.sock) {
+                let tls_err = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
+                return Err(match tls_err {
+                    Some(te) => Error::Tls(explain_tls(&url.host, te)),
+                    None => Error::Tls(format!("TLS handshake with {} failed: {e}", url.host)),
+                });
+            }
+        }
+        Ok(Stream::Tls(Box::new(s)))
+    }
+
+    /// Send a request and read the response head. `headers` are extra
+    /// `(name, value)` pairs; `body` is sent with a Content-Length.
+    pub fn request(
+        &self,
+        method: &str,
+        url: &Url,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Response, Error> {
+        let mut s = self.connect(url)?;
+        let mut head = format!(
+            "{method} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: {}\r\nConnection: close\r\n",
+            url.path,
+            url.host_header(),
+            self.user_agent
+        );
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if !body.is_empty() || method == "POST" {
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        head.push_str("\r\n");
+        s.write_all(head.as_bytes())?;
+        s.write_all(body)?;
+        s.flush()?;
+        Response::read(BufReader::with_capacity(64 * 1024, s), method == "HEAD")
+    }
+
+    /// GET a small resource into memory, refusing more than `max` bytes.
+    pub fn get_small(
+        &self,
+        url: &Url,
+        headers: &[(&str, &str)],
+        max: usize,
+    ) -> Result<(u16, Vec<u8>), Error> {
+        let mut r = self.request("GET", url, headers, &[])?;
+        let body = r.read_to_vec(max)?;
+        Ok((r.status, body))
+    }
+}
+
+enum Framing {
+    Length(u64),
+    Chunked { left: u64, done: bool },
+    Close,
+}
+
+/// A response whose body is read on demand.
+pub struct Response {
+    /// HTTP status.
+    pub status: u16,
+    headers: Vec<(String, String)>,
+    stream: BufReader<Stream>,
+    framing: Framing,
+}
+
+impl std::fmt::Debug for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Response")
+            .field("status", &self.status)
+            .finish()
+    }
+}
+
+impl Response {
+    fn read(mut stream: BufReader<Stream>, head_only: bool) -> Result<Self, Error> {
+        let mut head = Vec::new();
+        loop {
+            let n = stream.read_until(b'\n', &mut head)?;
+            if n == 0 {
+                return Err(Error::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed before the response",
+                )));
+            }
+            if head.ends_with(b"\r\n\r\n") || head.ends_with(b"\n\n") {
+                break;
+            }
+            if head.len() > MAX_HEAD {
+                return Err(Error::Protocol("response head too large"));
+            }
+        }
+        let mut hs = [httparse::EMPTY_HEADER; 64];
+        let mut resp = httparse::Response::new(&mut hs);
+        match resp.parse(&head) {
+            Ok(httparse::Status::Complete(_)) => {}
+            _ => return Err(Error::Protocol("unparsable response head")),
+        }
+        let status = resp.code.ok_or(Error::Protocol("no status"))?;
+        let headers: Vec<(String, String)> = resp
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_ascii_lowercase(),
+                    String::from_utf8_lossy(h.value).trim().to_string(),
+                )
+            })
+            .collect();
+        let get = |n: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.as_str())
+        };
+        let framing = if head_only || status == 204 || status == 304 || (100..200).contains(&status)
+        {
+            Framing::Length(0)
+        } else if get("transfer-encoding")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+        {
+            Framing::Chunked {
+                left: 0,
+                done: false,
+            }
+        } else if let Some(v) = get("content-length") {
+            Framing::Length(
+                v.parse()
+                    .map_err(|_| Error::Protocol("bad content-length"))?,
+            )
+        } else {
+            Framing::Close
+        };
+        Ok(Self {
+            status,
+            headers,
+            stream,
+            framing,
+        })
+    }
+
+    /// A header's value (names are case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Read the whole body, refusing more than `max` bytes.
+    pub fn read_to_vec(&mut self, max: usize) -> Result<Vec<u8>, Error> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            let n = self.read(&mut buf)?;
+            if n == 0 {
+                return Ok(out);
+            }
+            if out.len() + n > max {
+                return Err(Error::Protocol("response body too large"));
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    fn chunk_size_line(&mut self) -> io::Result<u64> {
+        let mut line = String::new();
+        self.stream.by_ref().take(1024).read_line(&mut line)?;
+        let hex = line.trim().split(';').next().unwrap_or("");
+        u64::from_str_radix(hex, 16)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad chunk size"))
+    }
+}
+
+impl Read for Response {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let eof = || io::Error::new(io::ErrorKind::UnexpectedEof, "response body truncated");
+        match self.framing {
+            Framing::Length(0) => Ok(0),
+            Framing::Length(left) => {
+                let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                let n = self.stream.read(&mut buf[..want])?;
+                if n == 0 {
+                    return Err(eof());
+                }
+                self.framing = Framing::Length(left - n as u64);
+                Ok(n)
+            }
+            Framing::Close => match self.stream.read(buf) {
+                // A TLS peer that closes without close_notify is still the end.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                r => r,
+            },
+            Framing::Chunked { done: true, .. } => Ok(0),
+            Framing::Chunked { left, .. } => {
+                let mut left = left;
+                if left == 0 {
+                    left = self.chunk_size_line()?;
+                    if left == 0 {
+                        self.framing = Framing::Chunked {
+                            left: 0,
+                            done: true,
+                        };
+                        return Ok(0);
+                    }
+                }
+                let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                let n = self.stream.read(&mut buf[..want])?;
+                if n == 0 {
+                    return Err(eof());
+                }
+                left -= n as u64;
+                if left == 0 {
+                    let mut crlf = [0u8; 2];
+                    self.stream.read_exact(&mut crlf)?;
+                }
+                self.framing = Framing::Chunked { left, done: false };
+                Ok(n)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let u = Url::parse("https://127.0.0.1:8443/api/v1/poll").unwrap();
+        assert_eq!(
+            (u.tls, u.host.as_str(), u.port, u.path.as_str()),
+            (true, "127.0.0.1", 8443, "/api/v1/poll")
+        );
+        let u = Url::from_location(false, "cdn.example/download/", "/17/17-1").unwrap();
+        assert_eq!(u.to_string(), "http://cdn.example/download/17/17-1");
+        assert_eq!(Url::parse("http://[::1]:80/x").unwrap().host, "::1");
+        assert!(Url::parse("ftp://x/").is_err());
+        assert!(Url::parse("http://h:99999/").is_err());
+        assert!(Url::parse("http://h/a b").is_err());
+    }
+}

@@ -1,0 +1,377 @@
+//! The agent's state directory.
+//!
+//! ```text
+//! STATE/
+//!   history                  HistoryRecord: installed package ids
+//!   outbox/<report-id>       OutboxRecord: a report not yet acknowledged
+//!   packages/<ID>/record     PackageRecord: phase, verified fragments, status
+//!   packages/<ID>/info       the info file as fetched (verified via the manifest)
+//!   packages/<ID>/manifest   the signed manifest as fetched
+//!   packages/<ID>/frag-<n>.part  fragment n being fetched (durable prefix)
+//!   packages/<ID>/frag-<n>   fragment n, verified and synced
+//!   packages/<ID>/unpack/    the unpacked archive: the action's working directory
+//!   packages/<ID>/action.log the action's stdout and stderr
+//! ```
+//!
+//! Every record goes through `write_atomic` (temporary, fsync, rename, fsync
+//! dir): a crash leaves the old or the new record, never a torn one.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use outpost_hal::linux::{sync_dir, write_atomic};
+
+use crate::engine::journal::{self, HistoryRecord, OutboxRecord, PackageRecord, kind};
+
+/// Handle on the state directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+/// A store error: IO or a record that does not decode.
+#[derive(Debug)]
+pub enum StoreError {
+    /// Filesystem failure.
+    Io(PathBuf, io::Error),
+    /// A record that cannot be read.
+    Record(PathBuf, journal::RecordError),
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Io(p, e) => write!(f, "{}: {e}", p.display()),
+            Self::Record(p, e) => write!(f, "{}: {e}", p.display()),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl StoreError {
+    /// Whether the disk is full.
+    pub fn is_storage_full(&self) -> bool {
+        matches!(self, Self::Io(_, e) if e.kind() == io::ErrorKind::StorageFull)
+    }
+}
+
+fn io_at(p: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |e| StoreError::Io(p.to_owned(), e)
+}
+
+impl Store {
+    /// Open (and create) the state directory, private to the agent's user.
+    pub fn open(root: &Path) -> Result<Self, StoreError> {
+        use std::os::unix::fs::DirBuilderExt;
+        for d in [root.to_owned(), root.join("outbox"), root.join("packages")] {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&d)
+                .map_err(io_at(&d))?;
+        }
+        Ok(Self {
+            root: root.to_owned(),
+        })
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Directory of one package.
+    pub fn package_dir(&self, id: u64) -> PathBuf {
+        self.root.join("packages").join(id.to_string())
+    }
+
+    fn read_record<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &Path,
+        k: u8,
+    ) -> Result<Option<T>, StoreError> {
+        match fs::read(path) {
+            Ok(b) => journal::decode(k, &b)
+                .map(Some)
+                .map_err(|e| StoreError::Record(path.to_owned(), e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::Io(path.to_owned(), e)),
+        }
+    }
+
+    fn write_record<T: serde::Serialize>(
+        &self,
+        path: &Path,
+        k: u8,
+        v: &T,
+    ) -> Result<(), StoreError> {
+        let bytes = journal::encode(k, v).map_err(|e| StoreError::Record(path.to_owned(), e))?;
+        write_atomic(path, &bytes).map_err(io_at(path))
+    }
+
+    /// The history (empty when none was written yet).
+    pub fn history(&self) -> Result<HistoryRecord, StoreError> {
+        Ok(self
+            .read_record(&self.root.join("history"), kind::HISTORY)?
+            .unwrap_or_default())
+    }
+
+    /// Add `id` to the history.
+    pub fn add_history(&self, id: u64) -> Result<(), StoreError> {
+        let mut h = self.history()?;
+        if !h.ids.contains(&id) {
+            h.ids.push(id);
+            self.write_record(&self.root.join("history"), kind::HISTORY, &h)?;
+        }
+        Ok(())
+    }
+
+    /// The record of package `id`, if any.
+    pub fn package(&self, id: u64) -> Result<Option<PackageRecord>, StoreError> {
+        self.read_record(&self.package_dir(id).join("record"), kind::PACKAGE)
+    }
+
+    /// Write the record of a package (creating its directory).
+    pub fn put_package(&self, rec: &PackageRecord) -> Result<(), StoreError> {
+        let dir = self.package_dir(rec.id);
+        if !dir.exists() {
+            fs::create_dir_all(&dir).map_err(io_at(&dir))?;
+            sync_dir(&self.root.join("packages")).map_err(io_at(&dir))?;
+        }
+        self.write_record(&dir.join("record"), kind::PACKAGE, rec)
+    }
+
+    /// Ids of every package directory with a record.
+    pub fn package_ids(&self) -> Result<Vec<u64>, StoreError> {
+        let dir = self.root.join("packages");
+        let mut ids: Vec<u64> = fs::read_dir(&dir)
+            .map_err(io_at(&dir))?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Write a file of a package durably (info, manifest).
+    pub fn put_package_file(&self, id: u64, name: &str, data: &[u8]) -> Result<(), StoreError> {
+        let dir = self.package_dir(id);
+        fs::create_dir_all(&dir).map_err(io_at(&dir))?;
+        let p = dir.join(name);
+        write_atomic(&p, data).map_err(io_at(&p))
+    }
+
+    /// Read a file of a package, `None` if absent.
+    pub fn package_file(&self, id: u64, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let p = self.package_dir(id).join(name);
+        match fs::read(&p) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::Io(p, e)),
+        }
+    }
+
+    /// Path of verified fragment `n` (1-based) of package `id`.
+    pub fn fragment_path(&self, id: u64, n: usize) -> PathBuf {
+        self.package_dir(id).join(format!("frag-{n}"))
+    }
+
+    /// Path of the partial fragment `n`.
+    pub fn partial_path(&self, id: u64, n: usize) -> PathBuf {
+        self.package_dir(id).join(format!("frag-{n}.part"))
+    }
+
+    /// Remove the cached payload of a package (fragments, unpack tree),
+    /// keeping its record, info and manifest.
+    pub fn drop_payload(&self, id: u64) -> Result<(), StoreError> {
+        let dir = self.package_dir(id);
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return Ok(());
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            let p = e.path();
+            if name.starts_with("frag-") {
+                fs::remove_file(&p).map_err(io_at(&p))?;
+            } else if name.starts_with("unpack") {
+                fs::remove_dir_all(&p).map_err(io_at(&p))?;
+            }
+        }
+        sync_dir(&dir).map_err(io_at(&dir))
+    }
+
+    /// Queue a report durably.
+    pub fn queue_report(&self, r: &OutboxRecord) -> Result<(), StoreError> {
+        self.write_record(
+            &self
+                .root
+                .join("outbox")
+                .join(format!("{:016x}", r.report_id)),
+            kind::OUTBOX,
+            r,
+        )
+    }
+
+    /// Reports not yet acknowledged. Unreadable entries are logged and skipped.
+    pub fn pending_reports(&self) -> Result<Vec<OutboxRecord>, StoreError> {
+        let dir = self.root.join("outbox");
+        let mut out = Vec::new();
+        for e in fs::read_dir(&dir).map_err(io_at(&dir))?.flatten() {
+            let p = e.path();
+            if p.extension().is_some() {
+                continue; // a temporary left by a crash
+            }
+            match self.read_record::<OutboxRecord>(&p, kind::OUTBOX) {
+                Ok(Some(r)) => out.push(r),
+                Ok(None) => {}
+                Err(err) => {
+                    log::warn!(target: "outpost", "skipping unreadable queued report: {err}")
+                }
+            }
+        }
+        out.sort_by_key(|r| r.report_id);
+        Ok(out)
+    }
+
+    /// Drop an acknowledged report.
+    pub fn ack_report(&self, report_id: u64) -> Result<(), StoreError> {
+        let p = self.root.join("outbox").join(format!("{report_id:016x}"));
+        match fs::remove_file(&p) {
+            Ok(()) | Err(_) => sync_dir(&self.root.join("outbox")).map_err(io_at(&p)),
+        }
+    }
+}
+
+/// The verified fragments of a package seen as one archive (Read + Seek),
+/// so the archive is never concatenated on disk.
+pub struct FragmentChain {
+    parts: Vec<(PathBuf, u64)>,
+    total: u64,
+    pos: u64,
+    open: Option<(usize, File)>,
+}
+
+impl FragmentChain {
+    /// Chain `parts` (path, size) in order.
+    pub fn new(parts: Vec<(PathBuf, u64)>) -> Self {
+        let total = parts.iter().map(|p| p.1).sum();
+        Self {
+            parts,
+            total,
+            pos: 0,
+            open: None,
+        }
+    }
+
+    /// Total size.
+    pub fn len(&self) -> u64 {
+        self.total
+    }
+
+    /// Whether there are no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+}
+
+impl Read for FragmentChain {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos >= self.total || buf.is_empty() {
+            return Ok(0);
+        }
+        let mut start = 0;
+        let mut idx = 0;
+        while start + self.parts[idx].1 <= self.pos {
+            start += self.parts[idx].1;
+            idx += 1;
+        }
+        let within = self.pos - start;
+        if self.open.as_ref().map(|(i, _)| *i) != Some(idx) {
+            self.open = Some((idx, File::open(&self.parts[idx].0)?));
+        }
+        let Some((_, f)) = self.open.as_mut() else {
+            return Ok(0);
+        };
+        f.seek(SeekFrom::Start(within))?;
+        let want = buf.len().min((self.parts[idx].1 - within) as usize);
+        let n = f.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "fragment shorter than its manifest size",
+            ));
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for FragmentChain {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let target = match to {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.total.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos = target
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before start"))?;
+        Ok(self.pos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("outpost-store-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn chain_reads_and_seeks_across_parts() {
+        let d = tmp("chain");
+        fs::create_dir_all(&d).unwrap();
+        let mut parts = Vec::new();
+        for (i, s) in ["abc", "de", "fghij"].iter().enumerate() {
+            let p = d.join(format!("p{i}"));
+            fs::write(&p, s).unwrap();
+            parts.push((p, s.len() as u64));
+        }
+        let mut c = FragmentChain::new(parts);
+        let mut all = String::new();
+        c.read_to_string(&mut all).unwrap();
+        assert_eq!(all, "abcdefghij");
+        c.seek(SeekFrom::End(-4)).unwrap();
+        let mut b = [0u8; 3];
+        c.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"ghi");
+        assert!(c.seek(SeekFrom::Current(-100)).is_err());
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn records_history_and_outbox() {
+        let d = tmp("rec");
+        let s = Store::open(&d).unwrap();
+        s.add_history(5).unwrap();
+        s.add_history(5).unwrap();
+        assert_eq!(s.history().unwrap().ids, [5]);
+        let r = OutboxRecord {
+            report_id: 7,
+            package: 5,
+            status: "SUCCESS".into(),
+        };
+        s.queue_report(&r).unwrap();
+        assert_eq!(s.pending_reports().unwrap(), [r]);
+        s.ack_report(7).unwrap();
+        assert!(s.pending_reports().unwrap().is_empty());
+        // A garbage history is an error, not a panic or a silent reset.
+        fs::write(d.join("history"), b"garbage").unwrap();
+        assert!(s.history().is_err());
+        fs::remove_dir_all(&d).unwrap();
+    }
+}

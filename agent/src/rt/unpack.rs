@@ -1,0 +1,425 @@
+//! Unpacking zip and tar.gz archives without ever writing outside the target.
+//!
+//! Every member name is checked here rather than trusted to a library: it
+//! must be relative and free of `..`; no path is written through a symbolic
+//! link; a symbolic link's target must stay inside the tree (checked
+//! lexically from where the link sits); hard links must name a member inside;
+//! device files, FIFOs and sockets are refused. Permission bits are kept,
+//! set-id and sticky bits dropped. Any violation aborts the whole unpack
+//! ([`UnpackError::Unsafe`] → `ERR_BUILD`); the caller unpacks into a fresh
+//! directory and throws it away on error.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt, symlink};
+use std::path::{Component, Path, PathBuf};
+
+/// Why an archive was not unpacked.
+#[derive(Debug)]
+pub enum UnpackError {
+    /// Neither gzip'ed tar nor zip.
+    UnknownFormat,
+    /// The archive is corrupt.
+    Corrupt(String),
+    /// A member would escape the directory or is of a refused kind.
+    Unsafe(String),
+    /// Writing failed (disk full, permissions…).
+    Io(io::Error),
+}
+
+impl std::fmt::Display for UnpackError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::UnknownFormat => f.write_str("archive is neither zip nor tar.gz"),
+            Self::Corrupt(m) => write!(f, "corrupt archive: {m}"),
+            Self::Unsafe(m) => write!(f, "refused archive member: {m}"),
+            Self::Io(e) => write!(f, "cannot write unpacked file: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for UnpackError {}
+
+impl From<io::Error> for UnpackError {
+    fn from(e: io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+/// Archive kinds Outpost deploys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// gzip-compressed tar.
+    TarGz,
+    /// zip.
+    Zip,
+}
+
+/// Recognise an archive by its first bytes.
+pub fn detect(head: &[u8]) -> Option<Format> {
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Some(Format::TarGz)
+    } else if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
+        Some(Format::Zip)
+    } else {
+        None
+    }
+}
+
+/// A member name made safe: its normal components, in order.
+fn clean(name: &Path) -> Result<Vec<&std::ffi::OsStr>, UnpackError> {
+    let mut out = Vec::new();
+    for c in name.components() {
+        match c {
+            Component::Normal(s) => {
+                if s.as_encoded_bytes().contains(&b'\\') {
+                    return Err(UnpackError::Unsafe(format!(
+                        "{}: backslash in name",
+                        name.display()
+                    )));
+                }
+                out.push(s);
+            }
+            Component::CurDir => {}
+            Component::ParentDir => {
+                return Err(UnpackError::Unsafe(format!(
+                    "{}: '..' in path",
+                    name.display()
+                )));
+            }
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(UnpackError::Unsafe(format!(
+                    "{}: absolute path",
+                    name.display()
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Writes a tree under `root`, refusing anything that would leave it.
+pub struct SafeTree {
+    root: PathBuf,
+    files: u64,
+}
+
+impl SafeTree {
+    /// A tree rooted at `root`, which must exist.
+    pub fn new(root: &Path) -> Self {
+        Self {
+            root: root.to_owned(),
+            files: 0,
+        }
+    }
+
+    /// Members written so far.
+    pub fn count(&self) -> u64 {
+        self.files
+    }
+
+    /// Resolve a member name; create its parent directories; refuse any
+    /// existing symlink on the way. Returns the path and the clean parts.
+    fn place(&self, name: &Path) -> Result<(PathBuf, usize), UnpackError> {
+        let parts = clean(name)?;
+        if parts.is_empty() {
+            return Ok((self.root.clone(), 0));
+        }
+        let mut p = self.root.clone();
+        for part in &parts[..parts.len() - 1] {
+            p.push(part);
+            match fs::symlink_metadata(&p) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(UnpackError::Unsafe(format!(
+                        "{}: path goes through a symbolic link",
+                        name.display()
+                    )));
+                }
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return Err(UnpackError::Unsafe(format!(
+                        "{}: parent is not a directory",
+                        name.display()
+                    )));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(&p)?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        p.push(parts[parts.len() - 1]);
+        Ok((p, parts.len()))
+    }
+
+    /// Remove whatever non-directory sits at `p` (a later member replaces an
+    /// earlier one; removing a symlink never touches its target).
+    fn clear(p: &Path) -> Result<(), UnpackError> {
+        match fs::symlink_metadata(p) {
+            Ok(m) if m.is_dir() => Err(UnpackError::Unsafe(format!(
+                "{}: replaces a directory",
+                p.display()
+            ))),
+            Ok(_) => Ok(fs::remove_file(p)?),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Create a directory member.
+    pub fn dir(&mut self, name: &Path, mode: Option<u32>) -> Result<(), UnpackError> {
+        let (p, depth) = self.place(name)?;
+        if depth == 0 {
+            return Ok(());
+        }
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(UnpackError::Unsafe(format!(
+                    "{}: directory over a file or link",
+                    name.display()
+                )));
+            }
+            Err(_) => fs::create_dir(&p)?,
+        }
+        if let Some(m) = mode {
+            fs::set_permissions(&p, fs::Permissions::from_mode((m & 0o777) | 0o700))?;
+        }
+        self.files += 1;
+        Ok(())
+    }
+
+    /// Create a regular file member from `data`.
+    pub fn file(
+        &mut self,
+        name: &Path,
+        mode: Option<u32>,
+        data: &mut dyn Read,
+    ) -> Result<(), UnpackError> {
+        let (p, depth) = self.place(name)?;
+        if depth == 0 {
+            return Err(UnpackError::Unsafe("file member with an empty name".into()));
+        }
+        Self::clear(&p)?;
+        let mode = mode.map_or(0o644, |m| m & 0o777);
+        // create_new refuses to follow (or replace) anything at the path.
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&p)?;
+        io::copy(data, &mut f)?;
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        self.files += 1;
+        Ok(())
+    }
+
+    /// Create a symbolic link member whose target stays inside the tree.
+    pub fn symlink(&mut self, name: &Path, target: &Path) -> Result<(), UnpackError> {
+        let (p, depth) = self.place(name)?;
+        if depth == 0 {
+            return Err(UnpackError::Unsafe("link member with an empty name".into()));
+        }
+        // Lexical check from the link's directory (depth - 1 levels below root).
+        let mut level = depth as i64 - 1;
+        for c in target.components() {
+            match c {
+                Component::Normal(_) => level += 1,
+                Component::CurDir => {}
+                Component::ParentDir => {
+                    level -= 1;
+                    if level < 0 {
+                        return Err(UnpackError::Unsafe(format!(
+                            "{} -> {}: link leaves the package",
+                            name.display(),
+                            target.display()
+                        )));
+                    }
+                }
+                Component::RootDir | Component::Prefix(_) => {
+                    return Err(UnpackError::Unsafe(format!(
+                        "{} -> {}: absolute link target",
+                        name.display(),
+                        target.display()
+                    )));
+                }
+            }
+        }
+        if target.as_os_str().is_empty() {
+            return Err(UnpackError::Unsafe(format!(
+                "{}: empty link target",
+                name.display()
+            )));
+        }
+        Self::clear(&p)?;
+        symlink(target, &p)?;
+        self.files += 1;
+        Ok(())
+    }
+
+    /// Create a hard link member to an earlier regular-file member.
+    pub fn hardlink(&mut self, name: &Path, target: &Path) -> Result<(), UnpackError> {
+        let (src, _) = self.place(target)?;
+        let m = fs::symlink_metadata(&src).map_err(|_| {
+            UnpackError::Unsafe(format!("{}: hard link to a missing member", name.display()))
+        })?;
+        if !m.is_file() {
+            return Err(UnpackError::Unsafe(format!(
+                "{}: hard link to a non-file",
+                name.display()
+            )));
+        }
+        let (p, _) = self.place(name)?;
+        Self::clear(&p)?;
+        fs::hard_link(&src, &p)?;
+        self.files += 1;
+        Ok(())
+    }
+}
+
+/// Unpack `archive` (zip or tar.gz, detected from its first bytes) into the
+/// existing, empty directory `dest`. Returns the number of members.
+pub fn unpack<R: Read + Seek>(mut archive: R, dest: &Path) -> Result<u64, UnpackError> {
+    let mut head = [0u8; 4];
+    let n = archive.read(&mut head)?;
+    archive.rewind()?;
+    let mut tree = SafeTree::new(dest);
+    match detect(&head[..n]).ok_or(UnpackError::UnknownFormat)? {
+        Format::TarGz => unpack_tar(archive, &mut tree)?,
+        Format::Zip => unpack_zip(archive, &mut tree)?,
+    }
+    Ok(tree.count())
+}
+
+fn unpack_tar(r: impl Read, tree: &mut SafeTree) -> Result<(), UnpackError> {
+    use tar::EntryType as T;
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(r));
+    let corrupt = |e: io::Error| UnpackError::Corrupt(e.to_string());
+    for entry in ar.entries().map_err(corrupt)? {
+        let mut e = entry.map_err(corrupt)?;
+        let name = e.path().map_err(corrupt)?.into_owned();
+        let mode = e.header().mode().ok();
+        match e.header().entry_type() {
+            T::Regular | T::Continuous | T::GNUSparse => tree.file(&name, mode, &mut e)?,
+            T::Directory => tree.dir(&name, mode)?,
+            T::Symlink => {
+                let target = e
+                    .link_name()
+                    .map_err(corrupt)?
+                    .ok_or_else(|| UnpackError::Corrupt("link without target".into()))?;
+                tree.symlink(&name, &target)?
+            }
+            T::Link => {
+                let target = e
+                    .link_name()
+                    .map_err(corrupt)?
+                    .ok_or_else(|| UnpackError::Corrupt("link without target".into()))?;
+                tree.hardlink(&name, &target)?
+            }
+            T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink => {}
+            other => {
+                return Err(UnpackError::Unsafe(format!(
+                    "{}: refused member type {other:?}",
+                    name.display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn unpack_zip<R: Read + Seek>(r: R, tree: &mut SafeTree) -> Result<(), UnpackError> {
+    const S_IFMT: u32 = 0o170000;
+    const S_IFLNK: u32 = 0o120000;
+    const S_IFREG: u32 = 0o100000;
+    const S_IFDIR: u32 = 0o040000;
+    let corrupt = |e: zip::result::ZipError| UnpackError::Corrupt(e.to_string());
+    let mut ar = zip::ZipArchive::new(r).map_err(corrupt)?;
+    for i in 0..ar.len() {
+        let mut f = ar.by_index(i).map_err(corrupt)?;
+        let name = PathBuf::from(f.name());
+        let mode = f.unix_mode();
+        let kind = mode.map(|m| m & S_IFMT).filter(|k| *k != 0);
+        if f.is_dir() || kind == Some(S_IFDIR) {
+            tree.dir(&name, mode)?;
+        } else if kind == Some(S_IFLNK) {
+            let mut target = String::new();
+            f.by_ref().take(4096).read_to_string(&mut target)?;
+            tree.symlink(&name, Path::new(&target))?;
+        } else if kind.is_none() || kind == Some(S_IFREG) {
+            tree.file(&name, mode, &mut f)?;
+        } else {
+            return Err(UnpackError::Unsafe(format!(
+                "{}: refused member type",
+                name.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Open `path` for reading as an archive (helper for tests and the server).
+pub fn open(path: &Path) -> io::Result<File> {
+    File::open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("outpost-unpack-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(d.join("in")).unwrap();
+        d
+    }
+
+    #[test]
+    fn names_are_cleaned() {
+        assert!(clean(Path::new("../x")).is_err());
+        assert!(clean(Path::new("/etc/passwd")).is_err());
+        assert!(clean(Path::new("a/../../x")).is_err());
+        assert!(clean(Path::new("a\\b")).is_err());
+        assert_eq!(clean(Path::new("./a/b")).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn links_that_leave_are_refused_and_nothing_is_written_outside() {
+        let d = tmp("links");
+        let root = d.join("in");
+        let mut t = SafeTree::new(&root);
+        t.symlink(Path::new("sub/ok"), Path::new("../file"))
+            .unwrap();
+        assert!(
+            t.symlink(Path::new("sub/bad"), Path::new("../../out"))
+                .is_err()
+        );
+        assert!(t.symlink(Path::new("abs"), Path::new("/tmp")).is_err());
+        // A link to outside made by other means is never written through.
+        symlink(&d, root.join("esc")).unwrap();
+        let err = t
+            .file(Path::new("esc/evil"), None, &mut &b"x"[..])
+            .unwrap_err();
+        assert!(matches!(err, UnpackError::Unsafe(_)), "{err}");
+        assert!(!d.join("evil").exists());
+        // A file member replacing a link replaces the link, not its target.
+        fs::write(d.join("target"), b"keep").unwrap();
+        symlink(d.join("target"), root.join("f")).unwrap();
+        t.file(Path::new("f"), Some(0o4755), &mut &b"new"[..])
+            .unwrap();
+        assert_eq!(fs::read(d.join("target")).unwrap(), b"keep");
+        assert_eq!(
+            fs::metadata(root.join("f")).unwrap().permissions().mode() & 0o7777,
+            0o755
+        );
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn unknown_format_is_refused() {
+        let e = unpack(
+            io::Cursor::new(b"plain text".to_vec()),
+            Path::new("/nonexistent"),
+        )
+        .unwrap_err();
+        assert!(matches!(e, UnpackError::UnknownFormat));
+    }
+}

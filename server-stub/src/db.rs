@@ -1,0 +1,308 @@
+//! The server's state in SQLite (`DIR/state.db`).
+//!
+//! Devices (with the SHA-256 of their secret, never the secret), packages,
+//! assignments with their OCS status (`WAITING NOTIFICATION` → `NOTIFIED` →
+//! the code the agent reported), `--all` assignments that cover future
+//! devices, and the ids of reports already applied (duplicates are dropped).
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::time::now_rfc3339;
+
+/// Status of an assignment not yet sent to its device.
+pub const WAITING: &str = "WAITING NOTIFICATION";
+/// Status of an assignment sent to its device, no result yet.
+pub const NOTIFIED: &str = "NOTIFIED";
+
+/// A database error with context.
+pub type DbResult<T> = Result<T, rusqlite::Error>;
+
+/// Open handle on the state database.
+pub struct Db {
+    conn: Connection,
+}
+
+/// One row of `status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusRow {
+    /// Package id.
+    pub package: u64,
+    /// Package name.
+    pub name: String,
+    /// Device id.
+    pub device: String,
+    /// OCS status.
+    pub status: String,
+    /// Last change, RFC 3339.
+    pub updated: String,
+}
+
+/// A package offered to a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    /// Package id.
+    pub package: u64,
+    /// Priority.
+    pub priority: u8,
+    /// Forced re-deploy.
+    pub force: bool,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS devices(
+    id TEXT PRIMARY KEY, secret_sha256 BLOB NOT NULL, created TEXT NOT NULL, last_seen TEXT);
+CREATE TABLE IF NOT EXISTS packages(
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL, action TEXT NOT NULL, priority INTEGER NOT NULL,
+    frags INTEGER NOT NULL, size INTEGER NOT NULL, created TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS assign_all(
+    package INTEGER PRIMARY KEY REFERENCES packages(id), force INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS assignments(
+    package INTEGER NOT NULL REFERENCES packages(id), device TEXT NOT NULL REFERENCES devices(id),
+    status TEXT NOT NULL, updated TEXT NOT NULL, force INTEGER NOT NULL,
+    PRIMARY KEY(package, device));
+CREATE TABLE IF NOT EXISTS reports(
+    device TEXT NOT NULL, report_id TEXT NOT NULL, received TEXT NOT NULL,
+    PRIMARY KEY(device, report_id));
+";
+
+impl Db {
+    /// Open (creating the schema if needed).
+    pub fn open(path: &Path) -> DbResult<Self> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self { conn })
+    }
+
+    /// Register a device; `false` if the id exists. Applies `--all` packages.
+    pub fn add_device(&mut self, id: &str, secret_sha256: &[u8; 32]) -> DbResult<bool> {
+        let tx = self.conn.transaction()?;
+        let now = now_rfc3339();
+        let n = tx.execute(
+            "INSERT OR IGNORE INTO devices(id, secret_sha256, created) VALUES (?1, ?2, ?3)",
+            params![id, &secret_sha256[..], now],
+        )?;
+        if n == 0 {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT OR IGNORE INTO assignments(package, device, status, updated, force)
+             SELECT package, ?1, ?2, ?3, force FROM assign_all",
+            params![id, WAITING, now],
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// The stored secret hash of a device.
+    pub fn device_secret(&self, id: &str) -> DbResult<Option<Vec<u8>>> {
+        self.conn
+            .query_row(
+                "SELECT secret_sha256 FROM devices WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()
+    }
+
+    /// Record a package.
+    pub fn add_package(
+        &self,
+        id: u64,
+        name: &str,
+        action: &str,
+        priority: u8,
+        frags: u32,
+        size: u64,
+    ) -> DbResult<()> {
+        self.conn.execute(
+            "INSERT INTO packages(id, name, action, priority, frags, size, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![id as i64, name, action, priority, frags, size as i64, now_rfc3339()],
+        )?;
+        Ok(())
+    }
+
+    /// Largest package id so far.
+    pub fn max_package_id(&self) -> DbResult<u64> {
+        let v: Option<i64> = self
+            .conn
+            .query_row("SELECT MAX(id) FROM packages", [], |r| r.get(0))?;
+        Ok(v.unwrap_or(0) as u64)
+    }
+
+    /// Whether a package exists.
+    pub fn has_package(&self, id: u64) -> DbResult<bool> {
+        Ok(self
+            .conn
+            .query_row("SELECT 1 FROM packages WHERE id = ?1", [id as i64], |_| {
+                Ok(())
+            })
+            .optional()?
+            .is_some())
+    }
+
+    /// Whether a device exists.
+    pub fn has_device(&self, id: &str) -> DbResult<bool> {
+        Ok(self
+            .conn
+            .query_row("SELECT 1 FROM devices WHERE id = ?1", [id], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    /// Assign a package to one device (or, with `None`, to every device now
+    /// and later). Re-assigning resets the status to WAITING NOTIFICATION.
+    pub fn assign(&mut self, package: u64, device: Option<&str>, force: bool) -> DbResult<usize> {
+        let tx = self.conn.transaction()?;
+        let now = now_rfc3339();
+        let n = match device {
+            Some(d) => tx.execute(
+                "INSERT INTO assignments(package, device, status, updated, force) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(package, device) DO UPDATE SET status = ?3, updated = ?4, force = ?5",
+                params![package as i64, d, WAITING, now, force],
+            )?,
+            None => {
+                tx.execute(
+                    "INSERT INTO assign_all(package, force) VALUES (?1, ?2)
+                     ON CONFLICT(package) DO UPDATE SET force = ?2",
+                    params![package as i64, force],
+                )?;
+                tx.execute(
+                    "INSERT OR IGNORE INTO assignments(package, device, status, updated, force)
+                     SELECT ?1, id, ?2, ?3, ?4 FROM devices",
+                    params![package as i64, WAITING, now, force],
+                )?
+            }
+        };
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// What a device must deploy now; marks WAITING ones NOTIFIED.
+    pub fn poll(&mut self, device: &str) -> DbResult<Vec<Pending>> {
+        let tx = self.conn.transaction()?;
+        let now = now_rfc3339();
+        let out = {
+            let mut st = tx.prepare(
+                "SELECT a.package, p.priority, a.force FROM assignments a JOIN packages p ON p.id = a.package
+                 WHERE a.device = ?1 AND a.status IN (?2, ?3) ORDER BY p.priority, a.package",
+            )?;
+            st.query_map(params![device, WAITING, NOTIFIED], |r| {
+                Ok(Pending {
+                    package: r.get::<_, i64>(0)? as u64,
+                    priority: r.get(1)?,
+                    force: r.get(2)?,
+                })
+            })?
+            .collect::<DbResult<Vec<_>>>()?
+        };
+        tx.execute(
+            "UPDATE assignments SET status = ?1, updated = ?2 WHERE device = ?3 AND status = ?4",
+            params![NOTIFIED, now, device, WAITING],
+        )?;
+        tx.execute(
+            "UPDATE devices SET last_seen = ?1 WHERE id = ?2",
+            params![now, device],
+        )?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Apply a status report unless its id was seen before. Returns whether
+    /// it changed anything. Reports for unassigned packages are dropped.
+    pub fn report(
+        &mut self,
+        device: &str,
+        report_id: &str,
+        package: u64,
+        status: &str,
+    ) -> DbResult<bool> {
+        let tx = self.conn.transaction()?;
+        let now = now_rfc3339();
+        let fresh = tx.execute(
+            "INSERT OR IGNORE INTO reports(device, report_id, received) VALUES (?1, ?2, ?3)",
+            params![device, report_id, now],
+        )?;
+        let changed = fresh > 0
+            && tx.execute(
+                "UPDATE assignments SET status = ?1, updated = ?2, force = 0 WHERE device = ?3 AND package = ?4",
+                params![status, now, device, package as i64],
+            )? > 0;
+        tx.commit()?;
+        Ok(changed)
+    }
+
+    /// Every assignment, optionally of one package.
+    pub fn status(&self, package: Option<u64>) -> DbResult<Vec<StatusRow>> {
+        let mut st = self.conn.prepare(
+            "SELECT a.package, p.name, a.device, a.status, a.updated FROM assignments a
+             JOIN packages p ON p.id = a.package WHERE ?1 IS NULL OR a.package = ?1
+             ORDER BY a.package, a.device",
+        )?;
+        st.query_map([package.map(|p| p as i64)], |r| {
+            Ok(StatusRow {
+                package: r.get::<_, i64>(0)? as u64,
+                name: r.get(1)?,
+                device: r.get(2)?,
+                status: r.get(3)?,
+                updated: r.get(4)?,
+            })
+        })?
+        .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> Db {
+        let p = std::env::temp_dir().join(format!(
+            "outpost-db-{}-{:?}.db",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_file(&p);
+        Db::open(&p).unwrap()
+    }
+
+    #[test]
+    fn lifecycle_waiting_notified_code_and_duplicates() {
+        let mut d = db();
+        assert!(d.add_device("pc1", &[1; 32]).unwrap());
+        assert!(!d.add_device("pc1", &[2; 32]).unwrap());
+        d.add_package(10, "p", "EXECUTE", 5, 1, 100).unwrap();
+        d.assign(10, Some("pc1"), false).unwrap();
+        assert_eq!(d.status(None).unwrap()[0].status, WAITING);
+        assert_eq!(d.poll("pc1").unwrap().len(), 1);
+        assert_eq!(d.status(None).unwrap()[0].status, NOTIFIED);
+        assert!(d.report("pc1", "r1", 10, "EXIT_CODE_3").unwrap());
+        assert!(
+            !d.report("pc1", "r1", 10, "SUCCESS").unwrap(),
+            "duplicate report id is dropped"
+        );
+        assert_eq!(d.status(Some(10)).unwrap()[0].status, "EXIT_CODE_3");
+        assert!(d.poll("pc1").unwrap().is_empty());
+    }
+
+    #[test]
+    fn assign_all_covers_future_devices() {
+        let mut d = db();
+        d.add_device("a", &[1; 32]).unwrap();
+        d.add_package(11, "p", "STORE", 5, 1, 1).unwrap();
+        d.assign(11, None, false).unwrap();
+        d.add_device("b", &[1; 32]).unwrap();
+        let devs: Vec<String> = d
+            .status(None)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.device)
+            .collect();
+        assert_eq!(devs, ["a", "b"]);
+    }
+}

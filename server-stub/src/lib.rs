@@ -1,0 +1,21 @@
+//! # outpost-server
+//!
+//! Publishes packages in the OCS Inventory NG layout and tells devices what
+//! to install. Built on the agent's sans-IO core for every wire format
+//! (info file, manifest, control protocol, status codes).
+//!
+//! ```text
+//!  package add ─► DIR/download/ID/{info, manifest, ID-1..ID-N}   (static files)
+//!                       │ HTTPS: control API, info, manifest
+//!                       │ HTTP:  fragments (or nginx / a CDN from the same dir)
+//!  serve ◄──── poll / report ──── outpost-agent
+//!    └─► SQLite (DIR/state.db): devices, packages, assignments, statuses
+//! ```
+
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod package;
+pub mod pki;
+pub mod serve;
+pub mod time;

@@ -1,0 +1,304 @@
+//! Building a package in the OCS layout: `DIR/download/ID/{info, manifest, ID-1..ID-N}`.
+//!
+//! The directory is assembled under a temporary name and renamed into place,
+//! so a static server never sees half a package.
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use md5::Digest as _;
+use outpost_agent::engine::digest::hex;
+use outpost_agent::engine::info::{Action, DigestAlgo, DigestEncode, Info, Notify, Proto};
+use outpost_agent::engine::manifest::{FORMAT, FragmentEntry, Manifest, sha256};
+use outpost_agent::engine::plan::launch_program;
+
+use crate::db::Db;
+use crate::pki;
+
+/// What `package add` was asked to build.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// The archive, if any.
+    pub file: Option<PathBuf>,
+    /// The action.
+    pub action: Action,
+    /// Command line (launch, execute).
+    pub command: Option<String>,
+    /// Destination (store).
+    pub path: Option<String>,
+    /// Priority 0..=10.
+    pub priority: u8,
+    /// Fragment size in bytes.
+    pub frag_size: u64,
+    /// Fragment transport.
+    pub proto: Proto,
+    /// Display name.
+    pub name: Option<String>,
+    /// Ask for a reboot after success.
+    pub reboot: bool,
+}
+
+/// Parse `1M`, `512K`, `1048576`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('k' | 'K') => (&s[..s.len() - 1], 1024),
+        Some('m' | 'M') => (&s[..s.len() - 1], 1024 * 1024),
+        Some('g' | 'G') => (&s[..s.len() - 1], 1024 * 1024 * 1024),
+        _ => (s, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("bad size {s:?} (use e.g. 1M, 512K, 65536)"))?;
+    match n.checked_mul(mult) {
+        Some(v) if v > 0 => Ok(v),
+        _ => Err(format!("bad size {s:?}")),
+    }
+}
+
+/// The archive kinds accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Zip,
+    TarGz,
+}
+
+/// Regular-file members of an archive (normalised: no leading `./`).
+fn members(path: &Path) -> Result<(Kind, Vec<String>), String> {
+    let mut head = [0u8; 4];
+    let n = File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let head = &head[..n];
+    let norm = |s: &str| s.trim_start_matches("./").to_string();
+    if head.starts_with(&[0x1f, 0x8b]) {
+        let f = File::open(path).map_err(|e| e.to_string())?;
+        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(f));
+        let bad =
+            |e: std::io::Error| format!("{} is not a valid tar.gz archive: {e}", path.display());
+        let mut out = Vec::new();
+        for e in ar.entries().map_err(bad)? {
+            let e = e.map_err(bad)?;
+            if e.header().entry_type().is_file() {
+                out.push(norm(&e.path().map_err(bad)?.to_string_lossy()));
+            }
+        }
+        Ok((Kind::TarGz, out))
+    } else if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
+        let f = File::open(path).map_err(|e| e.to_string())?;
+        let ar = zip::ZipArchive::new(f)
+            .map_err(|e| format!("{} is not a valid zip archive: {e}", path.display()))?;
+        Ok((
+            Kind::Zip,
+            ar.file_names()
+                .filter(|n| !n.ends_with('/'))
+                .map(norm)
+                .collect(),
+        ))
+    } else {
+        Err(format!(
+            "{} is neither a zip nor a tar.gz archive",
+            path.display()
+        ))
+    }
+}
+
+/// Check the spec against the rules of each action.
+fn validate(spec: &Spec) -> Result<String, String> {
+    if spec.priority > 10 {
+        return Err("--priority must be 0..10".into());
+    }
+    match spec.action {
+        Action::Launch => {
+            let cmd = spec
+                .command
+                .clone()
+                .ok_or("launch needs --command (the file to run, from the archive)")?;
+            let file = spec.file.as_ref().ok_or("launch needs --file ARCHIVE")?;
+            let prog = launch_program(&cmd)
+                .ok_or_else(|| format!("--command {cmd:?} must start with a relative file name"))?;
+            let (_, names) = members(file)?;
+            if !names.iter().any(|n| n == prog) {
+                return Err(format!(
+                    "launch command names {prog:?}, which is not a file in {}",
+                    file.display()
+                ));
+            }
+            Ok(cmd)
+        }
+        Action::Execute => {
+            if let Some(f) = &spec.file {
+                members(f)?;
+            }
+            spec.command
+                .clone()
+                .filter(|c| !c.trim().is_empty())
+                .ok_or_else(|| "execute needs --command".into())
+        }
+        Action::Store => {
+            let p = spec
+                .path
+                .clone()
+                .ok_or("store needs --path (the destination directory)")?;
+            if !p.starts_with('/') {
+                return Err("--path must be an absolute path".into());
+            }
+            let f = spec.file.as_ref().ok_or("store needs --file ARCHIVE")?;
+            members(f)?;
+            Ok(p)
+        }
+    }
+}
+
+/// Build and publish a package; returns its id.
+pub fn add(dir: &Path, db: &Db, spec: &Spec) -> Result<u64, String> {
+    let target = validate(spec)?;
+    let key = pki::signing_key(dir)?;
+    let download = dir.join("download");
+    fs::create_dir_all(&download).map_err(|e| e.to_string())?;
+
+    // OCS uses the creation time as id; keep ids unique and increasing.
+    let mut id = crate::time::unix_now().max(db.max_package_id().map_err(|e| e.to_string())? + 1);
+    while download.join(id.to_string()).exists() {
+        id += 1;
+    }
+    let tmp = download.join(format!(".{id}.tmp"));
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
+    let result = build(&tmp, id, spec, &target, &key);
+    let (info, manifest) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+    };
+    let name = spec.name.clone().unwrap_or_else(|| {
+        spec.file
+            .as_ref()
+            .and_then(|f| f.file_name())
+            .map_or_else(|| target.clone(), |n| n.to_string_lossy().into_owned())
+    });
+    fs::rename(&tmp, download.join(id.to_string())).map_err(|e| e.to_string())?;
+    db.add_package(
+        id,
+        &name,
+        info.action.as_ocs(),
+        info.priority,
+        info.frags,
+        manifest.archive_size,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(id)
+}
+
+fn build(
+    tmp: &Path,
+    id: u64,
+    spec: &Spec,
+    target: &str,
+    key: &ring::signature::Ed25519KeyPair,
+) -> Result<(Info, Manifest), String> {
+    let mut fragments = Vec::new();
+    let mut md5 = md5::Md5::new();
+    let mut whole = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut size = 0u64;
+    if let Some(file) = &spec.file {
+        let mut f = File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            // One fragment: up to frag_size bytes.
+            let mut frag_hash = ring::digest::Context::new(&ring::digest::SHA256);
+            let mut frag_len = 0u64;
+            let path = tmp.join(format!("{id}-{}", fragments.len() + 1));
+            let mut out = File::create(&path).map_err(|e| e.to_string())?;
+            while frag_len < spec.frag_size {
+                let want = buf.len().min((spec.frag_size - frag_len) as usize);
+                let n = f.read(&mut buf[..want]).map_err(|e| e.to_string())?;
+                if n == 0 {
+                    break;
+                }
+                out.write_all(&buf[..n]).map_err(|e| e.to_string())?;
+                frag_hash.update(&buf[..n]);
+                md5.update(&buf[..n]);
+                whole.update(&buf[..n]);
+                frag_len += n as u64;
+            }
+            if frag_len == 0 {
+                drop(out);
+                fs::remove_file(&path).map_err(|e| e.to_string())?;
+                break;
+            }
+            out.sync_all().map_err(|e| e.to_string())?;
+            let mut sha = [0u8; 32];
+            sha.copy_from_slice(frag_hash.finish().as_ref());
+            fragments.push(FragmentEntry {
+                size: frag_len,
+                sha256: sha,
+            });
+            size += frag_len;
+        }
+        if fragments.is_empty() {
+            return Err(format!("{} is empty", file.display()));
+        }
+    }
+    let frags = fragments.len() as u32;
+    let info = Info {
+        id,
+        priority: spec.priority,
+        action: spec.action,
+        digest: if frags > 0 {
+            hex(&md5.finalize())
+        } else {
+            String::new()
+        },
+        proto: spec.proto,
+        frags,
+        digest_algo: DigestAlgo::Md5,
+        digest_encode: DigestEncode::Hexa,
+        target: target.to_string(),
+        notify: Notify::default(),
+    };
+    let info_xml = info.to_ocs_xml();
+    let mut archive_sha256 = [0u8; 32];
+    archive_sha256.copy_from_slice(whole.finish().as_ref());
+    let manifest = Manifest {
+        format: FORMAT,
+        package_id: id,
+        version: 1,
+        created: crate::time::unix_now(),
+        info_sha256: sha256(info_xml.as_bytes()),
+        archive_size: size,
+        archive_sha256,
+        fragments,
+        flags: if spec.reboot {
+            outpost_agent::engine::manifest::FLAG_REBOOT
+        } else {
+            0
+        },
+    };
+    let signed = manifest.encode_signed(|b| {
+        let mut s = [0u8; 64];
+        s.copy_from_slice(key.sign(b).as_ref());
+        s
+    });
+    fs::write(tmp.join("info"), info_xml).map_err(|e| e.to_string())?;
+    fs::write(tmp.join("manifest"), signed).map_err(|e| e.to_string())?;
+    Ok((info, manifest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1M").unwrap(), 1 << 20);
+        assert_eq!(parse_size("512k").unwrap(), 512 << 10);
+        assert_eq!(parse_size("100").unwrap(), 100);
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("99999999999999999G").is_err());
+    }
+}

@@ -1,0 +1,104 @@
+//! The server's own certificate authority, its TLS certificate, and the
+//! Ed25519 package-signing key.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose,
+    SanType,
+};
+use ring::signature::{Ed25519KeyPair, KeyPair as _};
+
+/// Write a file readable by its owner only; refuse to replace one.
+pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+/// Create `DIR/tls/{ca-cert,ca-key,server-cert,server-key}.pem` for `sans`.
+pub fn create_tls(dir: &Path, sans: &[String]) -> Result<(), String> {
+    let tls = dir.join("tls");
+    fs::create_dir_all(&tls).map_err(|e| e.to_string())?;
+    let err = |e: rcgen::Error| format!("certificate generation failed: {e}");
+
+    let ca_key = KeyPair::generate().map_err(err)?;
+    let mut ca = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "Outpost server CA");
+    ca.distinguished_name = dn;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca.not_before = rcgen::date_time_ymd(2024, 1, 1);
+    ca.not_after = rcgen::date_time_ymd(2049, 12, 31);
+    let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
+
+    let key = KeyPair::generate().map_err(err)?;
+    let mut leaf = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(
+        DnType::CommonName,
+        sans.first().cloned().unwrap_or_default(),
+    );
+    leaf.distinguished_name = dn;
+    leaf.subject_alt_names = sans
+        .iter()
+        .map(|s| match s.parse::<IpAddr>() {
+            Ok(ip) => Ok(SanType::IpAddress(ip)),
+            Err(_) => s.clone().try_into().map(SanType::DnsName).map_err(err),
+        })
+        .collect::<Result<_, _>>()?;
+    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    leaf.not_before = rcgen::date_time_ymd(2024, 1, 1);
+    leaf.not_after = rcgen::date_time_ymd(2049, 12, 31);
+    let cert = leaf.signed_by(&key, &ca_cert, &ca_key).map_err(err)?;
+
+    let w = |name: &str, data: String, private: bool| {
+        let p = tls.join(name);
+        let r = if private {
+            write_private(&p, data.as_bytes())
+        } else {
+            fs::write(&p, data)
+        };
+        r.map_err(|e| format!("cannot write {}: {e}", p.display()))
+    };
+    w("ca-key.pem", ca_key.serialize_pem(), true)?;
+    w("ca-cert.pem", ca_cert.pem(), false)?;
+    w("server-key.pem", key.serialize_pem(), true)?;
+    w("server-cert.pem", cert.pem(), false)?;
+    Ok(())
+}
+
+/// Create the package-signing key `DIR/keys/signing.pk8` (PKCS#8, 0600).
+pub fn create_signing_key(dir: &Path) -> Result<(), String> {
+    let keys = dir.join("keys");
+    fs::create_dir_all(&keys).map_err(|e| e.to_string())?;
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 =
+        Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| "key generation failed".to_string())?;
+    write_private(&keys.join("signing.pk8"), pkcs8.as_ref())
+        .map_err(|e| format!("cannot write signing key: {e}"))
+}
+
+/// Load the package-signing key.
+pub fn signing_key(dir: &Path) -> Result<Ed25519KeyPair, String> {
+    let p = dir.join("keys/signing.pk8");
+    let bytes = fs::read(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+    Ed25519KeyPair::from_pkcs8(&bytes)
+        .map_err(|_| format!("{} is not an Ed25519 PKCS#8 key", p.display()))
+}
+
+/// Hex of the package-signing public key.
+pub fn signing_public_hex(dir: &Path) -> Result<String, String> {
+    Ok(outpost_agent::engine::digest::hex(
+        signing_key(dir)?.public_key().as_ref(),
+    ))
+}
