@@ -1,1 +1,447 @@
+//! End-to-end tests with real processes on 127.0.0.1: outpost-server
+//! (init, package add, device add, assign, serve, status) and outpost-agent
+//! (run --once, status).
 
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use outpost_tests::{Member, Server, TempDir, agent, targz, text, tune_agent, zip};
+
+const SCRIPT: &[u8] = b"#!/bin/sh\necho \"ran with $*\" >> \"$OUTPOST_MARK\"\n";
+
+fn write(path: &Path, bytes: &[u8]) -> String {
+    fs::write(path, bytes).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// A shell comment line of `n` pseudo-random hex digits: hard to compress,
+/// harmless to run.
+fn noise(n: usize) -> Vec<u8> {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut v = b"# ".to_vec();
+    for _ in 0..n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.push(b"0123456789abcdef"[(x & 15) as usize]);
+    }
+    v.push(b'\n');
+    v
+}
+
+fn count_lines(p: &Path) -> usize {
+    fs::read_to_string(p).map(|s| s.lines().count()).unwrap_or(0)
+}
+
+#[test]
+fn deploys_launch_execute_store_and_reports_each_status() {
+    let t = TempDir::new("e2e");
+    let mut srv = Server::init(t.join("srv"), &[]);
+    let mark = t.join("mark");
+    let store_dest = t.join("stored/deep/dir");
+
+    // LAUNCH a hyphenated file, split into several fragments.
+    let mut big = SCRIPT.to_vec();
+    big.extend(std::iter::repeat_n(b'#', 50_000));
+    big.push(b'\n');
+    let launch_arc = write(&t.join("launch.tar.gz"), &targz(&[Member::File("my-setup.sh", &big, 0o644)]));
+    let launch = srv.package_add(&[
+        "--file",
+        &launch_arc,
+        "--action",
+        "launch",
+        "--command",
+        "my-setup.sh --quiet",
+        "--frag-size",
+        "4K",
+    ]);
+    // EXECUTE a shell line from a zip.
+    let exec_arc = write(&t.join("exec.zip"), &zip(&[("tool.sh", SCRIPT, 0o644)]));
+    let exec = srv.package_add(&[
+        "--file",
+        &exec_arc,
+        "--action",
+        "execute",
+        "--command",
+        "sh tool.sh exec && echo ok > done.txt",
+    ]);
+    // STORE a tree (with a dot file) to a path that does not exist yet.
+    let store_arc = write(
+        &t.join("store.tar.gz"),
+        &targz(&[Member::File("conf/app.ini", b"[app]\nx=1\n", 0o640), Member::File(".hidden", b"h", 0o600)]),
+    );
+    let store = srv.package_add(&[
+        "--file",
+        &store_arc,
+        "--action",
+        "store",
+        "--path",
+        store_dest.to_str().unwrap(),
+        "--priority",
+        "0",
+    ]);
+    // EXECUTE without a file, exiting 3.
+    let exit3 = srv.package_add(&["--action", "execute", "--command", "exit 3", "--priority", "9"]);
+
+    let cfg = srv.device_add("pc-1", t.path());
+    let mode = fs::metadata(&cfg).unwrap().permissions();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600, "agent config is private");
+    for p in [launch, exec, store] {
+        srv.assign(p, "pc-1", &[]);
+    }
+    let o = srv.cmd(&["assign", "--package", &exit3.to_string(), "--all"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(srv.statuses().iter().all(|(_, _, s)| s == "WAITING NOTIFICATION"));
+
+    srv.start();
+    let env = [("OUTPOST_MARK", mark.to_str().unwrap())];
+    let o = agent(&cfg, &["run", "--once"], &env);
+    assert!(o.status.success(), "agent run: {}", text(&o));
+
+    // Effects on disk.
+    let marks = fs::read_to_string(&mark).unwrap();
+    assert!(marks.contains("ran with --quiet"), "launch ran: {marks}");
+    assert!(marks.contains("ran with exec"), "execute ran: {marks}");
+    assert_eq!(fs::read(store_dest.join("conf/app.ini")).unwrap(), b"[app]\nx=1\n");
+    assert_eq!(fs::read(store_dest.join(".hidden")).unwrap(), b"h");
+
+    // Statuses on the server, exactly as reported.
+    assert_eq!(srv.status_of(launch, "pc-1"), "SUCCESS");
+    assert_eq!(srv.status_of(exec, "pc-1"), "SUCCESS");
+    assert_eq!(srv.status_of(store, "pc-1"), "SUCCESS");
+    assert_eq!(srv.status_of(exit3, "pc-1"), "EXIT_CODE_3");
+
+    // The agent's own view.
+    let o = agent(&cfg, &["status"], &[]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && out.contains(&launch.to_string()) && out.contains("EXIT_CODE_3"), "{}", text(&o));
+
+    // Nothing new: a second run does nothing and succeeds.
+    let o = agent(&cfg, &["run", "--once"], &env);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(count_lines(&mark), 2);
+
+    // Re-assigned without force: already installed, not run again.
+    srv.assign(launch, "pc-1", &[]);
+    let o = agent(&cfg, &["run", "--once"], &env);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(srv.status_of(launch, "pc-1"), "SUCCESS_ALREADY_SETUP");
+    assert_eq!(count_lines(&mark), 2, "an installed package is not run again");
+
+    // Forced: it runs again.
+    srv.assign(launch, "pc-1", &["--force"]);
+    let o = agent(&cfg, &["run", "--once"], &env);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(srv.status_of(launch, "pc-1"), "SUCCESS");
+    assert_eq!(count_lines(&mark), 3, "a forced package runs again");
+
+    // A device added later gets the --all package.
+    let cfg2 = srv.device_add("pc-2", t.path());
+    assert_eq!(srv.status_of(exit3, "pc-2"), "WAITING NOTIFICATION");
+    let o = agent(&cfg2, &["run", "--once"], &env);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(srv.status_of(exit3, "pc-2"), "EXIT_CODE_3");
+
+    assert!(srv.stop(), "serve exits 0 on SIGTERM");
+}
+
+#[test]
+fn info_file_matches_ocsreports_byte_for_byte() {
+    let t = TempDir::new("fixture");
+    let srv = Server::init(t.join("srv"), &[]);
+    let arc = write(&t.join("bash.tar.gz"), &targz(&[Member::File("bashscript.sh", b"echo hi\n", 0o644)]));
+    let id = srv.package_add(&["--file", &arc, "--action", "execute", "--command", "sh bashscript.sh --verbose"]);
+    let ours = fs::read_to_string(srv.dir.join(format!("download/{id}/info"))).unwrap();
+    let fixture = include_str!("fixtures/ocsreports-2.8.1-execute.info");
+    let digest = format!("{:x}", md5_of(&fs::read(&arc).unwrap()));
+    assert!(ours.contains(&format!("DIGEST=\"{digest}\"")), "MD5 hex of the whole archive: {ours}");
+    let normalised = ours
+        .replace(&format!("ID=\"{id}\""), "ID=\"1795457331\"")
+        .replace(&format!("DIGEST=\"{digest}\""), "DIGEST=\"4b3b03dc24a8dee176b41fe694fd38c3\"");
+    assert_eq!(normalised, fixture);
+    // Fragments and manifest sit beside it, in the OCS layout.
+    assert!(srv.dir.join(format!("download/{id}/{id}-1")).is_file());
+    assert!(srv.dir.join(format!("download/{id}/manifest")).is_file());
+}
+
+fn md5_of(data: &[u8]) -> u128 {
+    use outpost_agent::engine::digest::hex;
+    let mut h = outpost_agent::engine::digest::ArchiveHasher::new(outpost_agent::engine::info::DigestAlgo::Md5);
+    h.update(data);
+    u128::from_str_radix(&hex(&h.finish().1), 16).unwrap()
+}
+
+#[test]
+fn package_add_rejects_bad_input_clearly() {
+    let t = TempDir::new("reject");
+    let srv = Server::init(t.join("srv"), &[]);
+    let plain = write(&t.join("notes.txt"), b"just text");
+    let arc = write(&t.join("a.tar.gz"), &targz(&[Member::File("setup.sh", b"x", 0o755)]));
+    let cases: &[(&[&str], &str)] = &[
+        (&["--file", &plain, "--action", "execute", "--command", "true"], "neither a zip nor a tar.gz"),
+        (&["--file", &arc, "--action", "launch", "--command", "other.sh"], "not a file in"),
+        (&["--file", &arc, "--action", "store"], "--path"),
+        (&["--action", "launch", "--command", "setup.sh"], "--file"),
+        (&["--action", "store", "--path", "/opt/x"], "--file"),
+    ];
+    for (args, msg) in cases {
+        let mut a = vec!["package", "add"];
+        a.extend_from_slice(args);
+        let o = srv.cmd(&a);
+        assert!(!o.status.success(), "{args:?} must fail");
+        assert!(String::from_utf8_lossy(&o.stderr).contains(msg), "{args:?}: {}", text(&o));
+    }
+    assert!(fs::read_dir(srv.dir.join("download")).unwrap().next().is_none(), "nothing published");
+    // init refuses to overwrite an existing server's keys.
+    let o = outpost_tests::run(std::process::Command::new(outpost_tests::bin("outpost-server")).args([
+        "init",
+        "--dir",
+        srv.dir.to_str().unwrap(),
+        "--https",
+        "127.0.0.1:1",
+        "--http",
+        "127.0.0.1:2",
+    ]));
+    assert!(
+        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("refusing to overwrite"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn wrong_ca_or_wrong_name_downloads_nothing() {
+    let t = TempDir::new("ca");
+    let mut srv = Server::init(t.join("srv"), &[]);
+    let other = Server::init(t.join("other"), &[]);
+    let arc = write(&t.join("a.tar.gz"), &targz(&[Member::File("setup.sh", SCRIPT, 0o755)]));
+    let id = srv.package_add(&["--file", &arc, "--action", "launch", "--command", "setup.sh"]);
+    let cfg = srv.device_add("pc-1", t.path());
+    srv.assign(id, "pc-1", &[]);
+    srv.start();
+
+    // Another server's CA in the agent's configuration.
+    let good = fs::read_to_string(&cfg).unwrap();
+    let our_ca = fs::read_to_string(srv.dir.join("tls/ca-cert.pem")).unwrap();
+    let their_ca = fs::read_to_string(other.dir.join("tls/ca-cert.pem")).unwrap();
+    fs::write(&cfg, good.replace(our_ca.trim_end(), their_ca.trim_end())).unwrap();
+    let o = agent(&cfg, &["run", "--once"], &[]);
+    assert!(!o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.matches("not signed by the configured CA").count(), 1, "one clear line: {err}");
+    let state = t.join("pc-1-state/packages");
+    assert_eq!(fs::read_dir(&state).map(|d| d.count()).unwrap_or(0), 0, "nothing downloaded");
+    assert_eq!(srv.status_of(id, "pc-1"), "WAITING NOTIFICATION");
+
+    // The right CA but a certificate for another name.
+    let mut named = Server::init(t.join("named"), &["--san", "outpost.invalid"]);
+    let cfg_n = named.device_add("pc-n", t.path());
+    let text_n = fs::read_to_string(&cfg_n).unwrap();
+    let url = format!("https://outpost.invalid:{}", named.https_port);
+    fs::write(&cfg_n, text_n.replace(&url, &format!("https://127.0.0.1:{}", named.https_port))).unwrap();
+    named.start();
+    let o = agent(&cfg_n, &["run", "--once"], &[]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not valid for the name \"127.0.0.1\""), "{}", text(&o));
+}
+
+#[test]
+fn tampered_fragment_is_caught_before_anything_is_unpacked() {
+    let t = TempDir::new("tamper");
+    let mut srv = Server::init(t.join("srv"), &[]);
+    let mark = t.join("mark");
+    let mut body = SCRIPT.to_vec();
+    body.extend(noise(20_000));
+    let arc = write(&t.join("a.tar.gz"), &targz(&[Member::File("setup.sh", &body, 0o755)]));
+    let id = srv.package_add(&["--file", &arc, "--action", "launch", "--command", "setup.sh", "--frag-size", "1K"]);
+    // Flip one byte of fragment 2 on the server.
+    let frag = srv.dir.join(format!("download/{id}/{id}-2"));
+    let mut bytes = fs::read(&frag).unwrap();
+    bytes[100] ^= 0x55;
+    fs::write(&frag, bytes).unwrap();
+    let cfg = srv.device_add("pc-1", t.path());
+    tune_agent(&cfg, "fragment_tries = 2");
+    srv.assign(id, "pc-1", &[]);
+    srv.start();
+    let o = agent(&cfg, &["run", "--once"], &[("OUTPOST_MARK", mark.to_str().unwrap())]);
+    assert!(o.status.success(), "the failure is reported: {}", text(&o));
+    assert_eq!(srv.status_of(id, "pc-1"), "ERR_BAD_DIGEST");
+    assert!(!mark.exists(), "nothing ran");
+    assert!(!t.path().join(format!("pc-1-state/packages/{id}/unpack")).exists(), "nothing unpacked");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("fragment 2 failed its digest"), "{}", text(&o));
+}
+
+#[test]
+fn zip_slip_and_tar_symlink_escape_give_err_build_and_write_nothing_outside() {
+    let t = TempDir::new("slip");
+    let outside = t.join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    let mut srv = Server::init(t.join("srv"), &[]);
+    let zip_slip =
+        write(&t.join("slip.zip"), &zip(&[("ok.txt", b"fine", 0o644), ("../../../../evil-zip", b"pwned", 0o644)]));
+    let tar_abs = write(
+        &t.join("abs.tar.gz"),
+        &targz(&[Member::Symlink("link", outside.to_str().unwrap()), Member::File("link/evil-abs", b"pwned", 0o644)]),
+    );
+    let tar_rel = write(
+        &t.join("rel.tar.gz"),
+        &targz(&[Member::Symlink("up", "../../../../../../.."), Member::File("up/evil-rel", b"pwned", 0o644)]),
+    );
+    let tar_dotdot = write(&t.join("dotdot.tar.gz"), &targz(&[Member::File("../../evil-dotdot", b"pwned", 0o644)]));
+    let cfg = srv.device_add("pc-1", t.path());
+    let mut ids = Vec::new();
+    for arc in [&zip_slip, &tar_abs, &tar_rel, &tar_dotdot] {
+        let id = srv.package_add(&["--file", arc, "--action", "execute", "--command", "touch ran"]);
+        srv.assign(id, "pc-1", &[]);
+        ids.push(id);
+    }
+    srv.start();
+    let o = agent(&cfg, &["run", "--once"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let log = String::from_utf8_lossy(&o.stderr);
+    for id in &ids {
+        assert_eq!(srv.status_of(*id, "pc-1"), "ERR_BUILD", "package {id}: {}", text(&o));
+        assert!(log.contains(&format!("package {id}: refused archive member")), "refused by the member checks: {log}");
+    }
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "nothing written through the link");
+    let leaked: Vec<_> = walk(t.path()).into_iter().filter(|p| p.to_string_lossy().contains("evil")).collect();
+    assert!(leaked.is_empty(), "files escaped: {leaked:?}");
+    for p in ["/evil-zip", "/evil-rel", "/tmp/evil-zip", "/tmp/evil-dotdot"] {
+        assert!(!Path::new(p).exists(), "{p} written");
+    }
+}
+
+fn walk(p: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = fs::read_dir(p) {
+        for e in rd.flatten() {
+            let path = e.path();
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                out.extend(walk(&path));
+            }
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// A proxy that cuts the first fragment response after `cut` body bytes,
+/// and relays the others whole. Records every request head.
+fn truncating_proxy(upstream: u16, cut: usize) -> (u16, Arc<Mutex<Vec<String>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    let count = Arc::new(AtomicUsize::new(0));
+    std::thread::spawn(move || {
+        for client in l.incoming() {
+            let Ok(mut client) = client else { continue };
+            let n = count.fetch_add(1, Ordering::SeqCst);
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if client.read(&mut b).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(b[0]);
+                }
+                seen.lock().unwrap().push(String::from_utf8_lossy(&head).into_owned());
+                let mut up = TcpStream::connect(("127.0.0.1", upstream)).unwrap();
+                up.write_all(&head).unwrap();
+                let mut resp = Vec::new();
+                up.read_to_end(&mut resp).unwrap();
+                let body_at = resp.windows(4).position(|w| w == b"\r\n\r\n").map_or(0, |i| i + 4);
+                let end = if n == 0 { (body_at + cut).min(resp.len()) } else { resp.len() };
+                let _ = client.write_all(&resp[..end]);
+                let _ = client.shutdown(Shutdown::Both);
+            });
+        }
+    });
+    (port, heads)
+}
+
+#[test]
+fn truncated_response_is_resumed_with_range() {
+    let t = TempDir::new("trunc");
+    let http_port = outpost_tests::free_port();
+    let (proxy, heads) = truncating_proxy(http_port, 3000);
+    let loc = format!("127.0.0.1:{proxy}/download");
+    let mut srv = Server::init_with_http(t.join("srv"), http_port, &["--fragment-loc", &loc]);
+    let mark = t.join("mark");
+    let mut body = SCRIPT.to_vec();
+    body.extend(noise(30_000));
+    let arc = write(&t.join("a.tar.gz"), &targz(&[Member::File("setup.sh", &body, 0o755)]));
+    let id = srv.package_add(&["--file", &arc, "--action", "launch", "--command", "setup.sh"]);
+    let cfg = srv.device_add("pc-1", t.path());
+    srv.assign(id, "pc-1", &[]);
+    srv.start();
+    let o = agent(&cfg, &["run", "--once"], &[("OUTPOST_MARK", mark.to_str().unwrap())]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(srv.status_of(id, "pc-1"), "SUCCESS");
+    let heads = heads.lock().unwrap();
+    assert!(heads.len() >= 2, "retried: {heads:?}");
+    assert!(!heads[0].to_ascii_lowercase().contains("range:"), "first request is a plain GET");
+    assert!(heads[1].contains("Range: bytes=3000-"), "resumed from the byte it had: {:?}", heads[1]);
+}
+
+#[test]
+fn unknown_device_or_wrong_secret_gets_401_and_nothing_is_recorded() {
+    use outpost_agent::rt::http::{Client, Url};
+    let t = TempDir::new("auth");
+    let mut srv = Server::init(t.join("srv"), &[]);
+    let id = srv.package_add(&["--action", "execute", "--command", "true"]);
+    let cfg = srv.device_add("pc-1", t.path());
+    srv.assign(id, "pc-1", &[]);
+    srv.start();
+    let good = fs::read_to_string(&cfg).unwrap();
+    let secret_line = good.lines().find(|l| l.starts_with("secret")).unwrap().to_string();
+
+    let wrong = t.join("wrong.toml");
+    fs::write(&wrong, good.replace(&secret_line, "secret = \"00112233\"")).unwrap();
+    let o = agent(&wrong, &["run", "--once"], &[]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("(401)"), "{}", text(&o));
+
+    let ghost = t.join("ghost.toml");
+    fs::write(&ghost, good.replace("device_id = \"pc-1\"", "device_id = \"ghost\"")).unwrap();
+    let o = agent(&ghost, &["run", "--once"], &[]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("(401)"), "{}", text(&o));
+
+    // A forged report straight at the API.
+    let ca = fs::read_to_string(srv.dir.join("tls/ca-cert.pem")).unwrap();
+    let client = Client::new(&ca, std::time::Duration::from_secs(5), std::time::Duration::from_secs(5)).unwrap();
+    let url = Url::parse(&format!("https://127.0.0.1:{}/api/v1/report", srv.https_port)).unwrap();
+    let body = format!("outpost 1\nreport id=00000000000000ff package={id} status=SUCCESS\n");
+    for auth in ["Outpost pc-1 wrongsecret", "Outpost ghost x", "Basic cGMtMTp4", ""] {
+        let mut r = client.request("POST", &url, &[("Authorization", auth)], body.as_bytes()).unwrap();
+        assert_eq!(r.status, 401, "{auth:?}");
+        let _ = r.read_to_vec(1024);
+    }
+    assert_eq!(srv.statuses(), vec![(id, "pc-1".to_string(), "WAITING NOTIFICATION".to_string())], "nothing recorded");
+    // The real device still works afterwards.
+    let o = agent(&cfg, &["run", "--once"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(srv.status_of(id, "pc-1"), "SUCCESS");
+}
+
+#[test]
+fn action_past_its_timeout_is_killed_and_reported() {
+    let t = TempDir::new("timeout");
+    let mut srv = Server::init(t.join("srv"), &[]);
+    let id = srv.package_add(&["--action", "execute", "--command", "sleep 60"]);
+    let cfg = srv.device_add("pc-1", t.path());
+    let text_cfg = fs::read_to_string(&cfg).unwrap().replace("execution_timeout = 7200", "execution_timeout = 1");
+    fs::write(&cfg, text_cfg).unwrap();
+    srv.assign(id, "pc-1", &[]);
+    srv.start();
+    let o = agent(&cfg, &["run", "--once"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(srv.status_of(id, "pc-1"), "ERR_EXECUTE_TIMEOUT");
+}

@@ -51,9 +51,7 @@ fn parse_args() -> Result<Args, String> {
                 println!("outpost-agent {}", env!("CARGO_PKG_VERSION"));
                 std::process::exit(0);
             }
-            "--config" | "-c" => {
-                config = Some(PathBuf::from(it.next().ok_or("--config needs a file")?))
-            }
+            "--config" | "-c" => config = Some(PathBuf::from(it.next().ok_or("--config needs a file")?)),
             "-v" | "--verbose" => verbosity += 1,
             "-q" | "--quiet" => verbosity -= 1,
             "--once" => once = true,
@@ -65,12 +63,7 @@ fn parse_args() -> Result<Args, String> {
     if once && command != "run" {
         return Err("--once goes with run".into());
     }
-    Ok(Args {
-        config: config.ok_or("--config FILE is required")?,
-        command,
-        once,
-        verbosity,
-    })
+    Ok(Args { config: config.ok_or("--config FILE is required")?, command, once, verbosity })
 }
 
 fn main() -> ExitCode {
@@ -115,10 +108,11 @@ fn main() -> ExitCode {
         agent.run_forever();
     }
     match agent.run_once() {
-        Ok(s) if s.pending == 0 && s.unreported == 0 => {
+        Ok(s) if s.complete() => {
             log::info!(target: "outpost", "done: {} package(s) finished, every status reported", s.finished);
             ExitCode::SUCCESS
         }
+        Ok(s) if s.poll_error.is_some() => ExitCode::FAILURE,
         Ok(s) => {
             log::warn!(target: "outpost", "{} package(s) unfinished, {} report(s) undelivered", s.pending, s.unreported);
             ExitCode::FAILURE

@@ -21,16 +21,12 @@ pub struct SimClock {
 impl SimClock {
     /// A clock at `Instant::ZERO` whose wall time starts at `unix_base`.
     pub fn new(unix_base: u64) -> Self {
-        Self {
-            now: Cell::new(0),
-            unix_base,
-        }
+        Self { now: Cell::new(0), unix_base }
     }
 
     /// Move time forward.
     pub fn advance(&self, d: Duration) {
-        self.now
-            .set((Instant::from_micros(self.now.get()) + d).as_micros());
+        self.now.set((Instant::from_micros(self.now.get()) + d).as_micros());
     }
 
     /// Jump to `t` if it is later than now.
@@ -65,10 +61,7 @@ pub struct SimDisk {
 impl SimDisk {
     /// An empty disk of `capacity` bytes.
     pub fn new(capacity: u64) -> Self {
-        Self {
-            capacity,
-            ..Self::default()
-        }
+        Self { capacity, ..Self::default() }
     }
 
     /// Change the capacity (a disk that fills up or gets space back).
@@ -97,10 +90,7 @@ impl ErrorType for SimDisk {
 
 impl DiskSpace for SimDisk {
     fn space(&mut self) -> Result<SpaceInfo, ErrorKind> {
-        Ok(SpaceInfo {
-            total: self.capacity,
-            available: self.capacity.saturating_sub(self.used()),
-        })
+        Ok(SpaceInfo { total: self.capacity, available: self.capacity.saturating_sub(self.used()) })
     }
 }
 

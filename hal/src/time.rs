@@ -79,14 +79,8 @@ mod tests {
     #[test]
     fn instant_arithmetic_saturates() {
         let a = Instant::from_secs(2);
-        assert_eq!(
-            a.saturating_duration_since(Instant::from_secs(3)),
-            Duration::ZERO
-        );
+        assert_eq!(a.saturating_duration_since(Instant::from_secs(3)), Duration::ZERO);
         assert_eq!(a + Duration::from_millis(500), Instant::from_millis(2_500));
-        assert_eq!(
-            Instant::from_micros(u64::MAX) + Duration::from_secs(1),
-            Instant::from_micros(u64::MAX)
-        );
+        assert_eq!(Instant::from_micros(u64::MAX) + Duration::from_secs(1), Instant::from_micros(u64::MAX));
     }
 }

@@ -54,9 +54,7 @@ fn default_poll_interval() -> u32 {
 
 impl Default for Agents {
     fn default() -> Self {
-        Self {
-            poll_interval: default_poll_interval(),
-        }
+        Self { poll_interval: default_poll_interval() }
     }
 }
 
@@ -64,8 +62,7 @@ impl ServerConfig {
     /// Read `DIR/server.toml`.
     pub fn load(dir: &Path) -> Result<Self, String> {
         let p = dir.join("server.toml");
-        let text =
-            std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+        let text = std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
         toml::from_str(&text).map_err(|e| format!("{}: {}", p.display(), e.message()))
     }
 

@@ -101,25 +101,11 @@ impl Db {
 
     /// The stored secret hash of a device.
     pub fn device_secret(&self, id: &str) -> DbResult<Option<Vec<u8>>> {
-        self.conn
-            .query_row(
-                "SELECT secret_sha256 FROM devices WHERE id = ?1",
-                [id],
-                |r| r.get(0),
-            )
-            .optional()
+        self.conn.query_row("SELECT secret_sha256 FROM devices WHERE id = ?1", [id], |r| r.get(0)).optional()
     }
 
     /// Record a package.
-    pub fn add_package(
-        &self,
-        id: u64,
-        name: &str,
-        action: &str,
-        priority: u8,
-        frags: u32,
-        size: u64,
-    ) -> DbResult<()> {
+    pub fn add_package(&self, id: u64, name: &str, action: &str, priority: u8, frags: u32, size: u64) -> DbResult<()> {
         self.conn.execute(
             "INSERT INTO packages(id, name, action, priority, frags, size, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![id as i64, name, action, priority, frags, size as i64, now_rfc3339()],
@@ -129,30 +115,18 @@ impl Db {
 
     /// Largest package id so far.
     pub fn max_package_id(&self) -> DbResult<u64> {
-        let v: Option<i64> = self
-            .conn
-            .query_row("SELECT MAX(id) FROM packages", [], |r| r.get(0))?;
+        let v: Option<i64> = self.conn.query_row("SELECT MAX(id) FROM packages", [], |r| r.get(0))?;
         Ok(v.unwrap_or(0) as u64)
     }
 
     /// Whether a package exists.
     pub fn has_package(&self, id: u64) -> DbResult<bool> {
-        Ok(self
-            .conn
-            .query_row("SELECT 1 FROM packages WHERE id = ?1", [id as i64], |_| {
-                Ok(())
-            })
-            .optional()?
-            .is_some())
+        Ok(self.conn.query_row("SELECT 1 FROM packages WHERE id = ?1", [id as i64], |_| Ok(())).optional()?.is_some())
     }
 
     /// Whether a device exists.
     pub fn has_device(&self, id: &str) -> DbResult<bool> {
-        Ok(self
-            .conn
-            .query_row("SELECT 1 FROM devices WHERE id = ?1", [id], |_| Ok(()))
-            .optional()?
-            .is_some())
+        Ok(self.conn.query_row("SELECT 1 FROM devices WHERE id = ?1", [id], |_| Ok(())).optional()?.is_some())
     }
 
     /// Assign a package to one device (or, with `None`, to every device now
@@ -193,11 +167,7 @@ impl Db {
                  WHERE a.device = ?1 AND a.status IN (?2, ?3) ORDER BY p.priority, a.package",
             )?;
             st.query_map(params![device, WAITING, NOTIFIED], |r| {
-                Ok(Pending {
-                    package: r.get::<_, i64>(0)? as u64,
-                    priority: r.get(1)?,
-                    force: r.get(2)?,
-                })
+                Ok(Pending { package: r.get::<_, i64>(0)? as u64, priority: r.get(1)?, force: r.get(2)? })
             })?
             .collect::<DbResult<Vec<_>>>()?
         };
@@ -205,23 +175,14 @@ impl Db {
             "UPDATE assignments SET status = ?1, updated = ?2 WHERE device = ?3 AND status = ?4",
             params![NOTIFIED, now, device, WAITING],
         )?;
-        tx.execute(
-            "UPDATE devices SET last_seen = ?1 WHERE id = ?2",
-            params![now, device],
-        )?;
+        tx.execute("UPDATE devices SET last_seen = ?1 WHERE id = ?2", params![now, device])?;
         tx.commit()?;
         Ok(out)
     }
 
     /// Apply a status report unless its id was seen before. Returns whether
     /// it changed anything. Reports for unassigned packages are dropped.
-    pub fn report(
-        &mut self,
-        device: &str,
-        report_id: &str,
-        package: u64,
-        status: &str,
-    ) -> DbResult<bool> {
+    pub fn report(&mut self, device: &str, report_id: &str, package: u64, status: &str) -> DbResult<bool> {
         let tx = self.conn.transaction()?;
         let now = now_rfc3339();
         let fresh = tx.execute(
@@ -282,10 +243,7 @@ mod tests {
         assert_eq!(d.poll("pc1").unwrap().len(), 1);
         assert_eq!(d.status(None).unwrap()[0].status, NOTIFIED);
         assert!(d.report("pc1", "r1", 10, "EXIT_CODE_3").unwrap());
-        assert!(
-            !d.report("pc1", "r1", 10, "SUCCESS").unwrap(),
-            "duplicate report id is dropped"
-        );
+        assert!(!d.report("pc1", "r1", 10, "SUCCESS").unwrap(), "duplicate report id is dropped");
         assert_eq!(d.status(Some(10)).unwrap()[0].status, "EXIT_CODE_3");
         assert!(d.poll("pc1").unwrap().is_empty());
     }
@@ -297,12 +255,7 @@ mod tests {
         d.add_package(11, "p", "STORE", 5, 1, 1).unwrap();
         d.assign(11, None, false).unwrap();
         d.add_device("b", &[1; 32]).unwrap();
-        let devs: Vec<String> = d
-            .status(None)
-            .unwrap()
-            .into_iter()
-            .map(|r| r.device)
-            .collect();
+        let devs: Vec<String> = d.status(None).unwrap().into_iter().map(|r| r.device).collect();
         assert_eq!(devs, ["a", "b"]);
     }
 }

@@ -34,10 +34,7 @@ pub struct Request {
 impl Request {
     /// A header value.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 }
 
@@ -51,16 +48,11 @@ pub enum ReadError {
 }
 
 /// Read one request.
-pub async fn read_request<S: AsyncRead + Unpin>(
-    s: &mut BufReader<S>,
-) -> Result<Request, ReadError> {
+pub async fn read_request<S: AsyncRead + Unpin>(s: &mut BufReader<S>) -> Result<Request, ReadError> {
     let mut head = Vec::with_capacity(1024);
     let head_done = async {
         loop {
-            let n = (&mut *s)
-                .take((MAX_HEAD + 1 - head.len()) as u64)
-                .read_until(b'\n', &mut head)
-                .await;
+            let n = (&mut *s).take((MAX_HEAD + 1 - head.len()) as u64).read_until(b'\n', &mut head).await;
             match n {
                 Ok(0) if head.is_empty() => return Err(ReadError::Closed),
                 Ok(0) => return Err(ReadError::Reject(400, "truncated request")),
@@ -91,27 +83,15 @@ pub async fn read_request<S: AsyncRead + Unpin>(
     let headers: Vec<(String, String)> = req
         .headers
         .iter()
-        .map(|h| {
-            (
-                h.name.to_ascii_lowercase(),
-                String::from_utf8_lossy(h.value).trim().to_string(),
-            )
-        })
+        .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).trim().to_string()))
         .collect();
-    let get = |n: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k == n)
-            .map(|(_, v)| v.as_str())
-    };
+    let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
     if get("transfer-encoding").is_some() {
         return Err(ReadError::Reject(411, "send a Content-Length"));
     }
     let len: usize = match get("content-length") {
         None => 0,
-        Some(v) => v
-            .parse()
-            .map_err(|_| ReadError::Reject(400, "bad content-length"))?,
+        Some(v) => v.parse().map_err(|_| ReadError::Reject(400, "bad content-length"))?,
     };
     if len > MAX_BODY {
         return Err(ReadError::Reject(413, "request body too large"));
@@ -119,23 +99,13 @@ pub async fn read_request<S: AsyncRead + Unpin>(
     let conn = get("connection").unwrap_or("").to_ascii_lowercase();
     let close = conn.contains("close") || (req.version == Some(0) && !conn.contains("keep-alive"));
     let mut body = vec![0u8; len];
-    let read_body = async {
-        s.read_exact(&mut body)
-            .await
-            .map_err(|_| ReadError::Reject(400, "truncated body"))
-    };
+    let read_body = async { s.read_exact(&mut body).await.map_err(|_| ReadError::Reject(400, "truncated body")) };
     smol::future::or(read_body, async {
         smol::Timer::after(REQUEST_TIMEOUT).await;
         Err(ReadError::Reject(408, "request body timed out"))
     })
     .await?;
-    Ok(Request {
-        method,
-        path,
-        headers,
-        body,
-        close,
-    })
+    Ok(Request { method, path, headers, body, close })
 }
 
 /// A response body.
@@ -208,12 +178,7 @@ pub async fn write_response<S: AsyncWrite + Unpin>(
     head_only: bool,
     close: bool,
 ) -> std::io::Result<()> {
-    let mut head = format!(
-        "HTTP/1.1 {} {}\r\nContent-Length: {}\r\n",
-        resp.status,
-        reason(resp.status),
-        resp.len()
-    );
+    let mut head = format!("HTTP/1.1 {} {}\r\nContent-Length: {}\r\n", resp.status, reason(resp.status), resp.len());
     for (k, v) in &resp.headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -235,10 +200,7 @@ pub async fn write_response<S: AsyncWrite + Unpin>(
                     let want = buf.len().min(left as usize);
                     let n = file.read(&mut buf[..want])?;
                     if n == 0 {
-                        return Err(std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "file shrank",
-                        ));
+                        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "file shrank"));
                     }
                     s.write_all(&buf[..n]).await?;
                     left -= n as u64;
@@ -276,26 +238,13 @@ pub fn range(header: Option<&str>, len: u64) -> RangeAnswer {
         // Suffix: the last b bytes.
         match b.parse::<u64>() {
             Ok(0) | Err(_) => {
-                return if b == "0" {
-                    RangeAnswer::Unsatisfiable
-                } else {
-                    RangeAnswer::Full
-                };
+                return if b == "0" { RangeAnswer::Unsatisfiable } else { RangeAnswer::Full };
             }
             Ok(n) => Some((len.saturating_sub(n), len.saturating_sub(1))),
         }
     } else {
-        match (
-            a.parse::<u64>(),
-            if b.is_empty() {
-                Ok(u64::MAX)
-            } else {
-                b.parse::<u64>()
-            },
-        ) {
-            (Ok(first), Ok(last)) if first <= last => {
-                Some((first, last.min(len.saturating_sub(1))))
-            }
+        match (a.parse::<u64>(), if b.is_empty() { Ok(u64::MAX) } else { b.parse::<u64>() }) {
+            (Ok(first), Ok(last)) if first <= last => Some((first, last.min(len.saturating_sub(1)))),
             _ => return RangeAnswer::Full,
         }
     };
@@ -327,37 +276,16 @@ mod tests {
         smol::block_on(async {
             let ok = b"POST /x?y HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc".to_vec();
             let r = read_request(&mut BufReader::new(&ok[..])).await.unwrap();
-            assert_eq!(
-                (r.method.as_str(), r.path.as_str(), &r.body[..]),
-                ("POST", "/x", &b"abc"[..])
-            );
+            assert_eq!((r.method.as_str(), r.path.as_str(), &r.body[..]), ("POST", "/x", &b"abc"[..]));
             let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD));
-            assert!(matches!(
-                read_request(&mut BufReader::new(big.as_bytes())).await,
-                Err(ReadError::Reject(431, _))
-            ));
-            let huge = format!(
-                "POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
-                MAX_BODY + 1
-            );
-            assert!(matches!(
-                read_request(&mut BufReader::new(huge.as_bytes())).await,
-                Err(ReadError::Reject(413, _))
-            ));
+            assert!(matches!(read_request(&mut BufReader::new(big.as_bytes())).await, Err(ReadError::Reject(431, _))));
+            let huge = format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", MAX_BODY + 1);
+            assert!(matches!(read_request(&mut BufReader::new(huge.as_bytes())).await, Err(ReadError::Reject(413, _))));
             let chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
-            assert!(matches!(
-                read_request(&mut BufReader::new(&chunked[..])).await,
-                Err(ReadError::Reject(411, _))
-            ));
+            assert!(matches!(read_request(&mut BufReader::new(&chunked[..])).await, Err(ReadError::Reject(411, _))));
             let garbage = b"\x00\x01 nonsense\r\n\r\n".to_vec();
-            assert!(matches!(
-                read_request(&mut BufReader::new(&garbage[..])).await,
-                Err(ReadError::Reject(400, _))
-            ));
-            assert!(matches!(
-                read_request(&mut BufReader::new(&b""[..])).await,
-                Err(ReadError::Closed)
-            ));
+            assert!(matches!(read_request(&mut BufReader::new(&garbage[..])).await, Err(ReadError::Reject(400, _))));
+            assert!(matches!(read_request(&mut BufReader::new(&b""[..])).await, Err(ReadError::Closed)));
         });
     }
 }

@@ -183,14 +183,11 @@ fn init_logger(verbose: u8) {
         }
         fn flush(&self) {}
     }
-    let level = std::env::var("OUTPOST_LOG")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(match verbose {
-            0 => log::LevelFilter::Info,
-            1 => log::LevelFilter::Debug,
-            _ => log::LevelFilter::Trace,
-        });
+    let level = std::env::var("OUTPOST_LOG").ok().and_then(|v| v.parse().ok()).unwrap_or(match verbose {
+        0 => log::LevelFilter::Info,
+        1 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    });
     if log::set_logger(&L).is_ok() {
         log::set_max_level(level);
     }
@@ -202,71 +199,39 @@ fn host_of(addr: &str) -> String {
 }
 
 fn url_host(h: &str) -> String {
-    if h.contains(':') {
-        format!("[{h}]")
-    } else {
-        h.to_string()
-    }
+    if h.contains(':') { format!("[{h}]") } else { h.to_string() }
 }
 
 fn port_of(addr: &str) -> Result<u16, String> {
-    addr.rsplit_once(':')
-        .and_then(|(_, p)| p.parse().ok())
-        .ok_or_else(|| format!("{addr:?} is not HOST:PORT"))
+    addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).ok_or_else(|| format!("{addr:?} is not HOST:PORT"))
 }
 
-fn init(
-    dir: &Path,
-    https: &str,
-    http: &str,
-    sans: Vec<String>,
-    fragment_loc: Option<String>,
-) -> Result<(), String> {
+fn init(dir: &Path, https: &str, http: &str, sans: Vec<String>, fragment_loc: Option<String>) -> Result<(), String> {
     for a in [https, http] {
         port_of(a)?;
     }
-    let taken = [
-        "server.toml",
-        "tls/ca-key.pem",
-        "tls/server-key.pem",
-        "keys/signing.pk8",
-        "state.db",
-    ];
+    let taken = ["server.toml", "tls/ca-key.pem", "tls/server-key.pem", "keys/signing.pk8", "state.db"];
     if let Some(t) = taken.iter().find(|t| dir.join(t).exists()) {
-        return Err(format!(
-            "{} already holds a server ({t} exists); refusing to overwrite its keys",
-            dir.display()
-        ));
+        return Err(format!("{} already holds a server ({t} exists); refusing to overwrite its keys", dir.display()));
     }
-    let sans = if sans.is_empty() {
-        vec![host_of(https)]
-    } else {
-        sans
-    };
+    let sans = if sans.is_empty() { vec![host_of(https)] } else { sans };
     let public_host = url_host(&sans[0]);
     let https_port = port_of(https)?;
     let http_host = match host_of(http).as_str() {
         "0.0.0.0" | "::" => public_host.clone(),
         h => url_host(h),
     };
-    let fragment_loc = fragment_loc
-        .unwrap_or_else(|| format!("{http_host}:{}/download", port_of(http).unwrap_or(80)));
+    let fragment_loc = fragment_loc.unwrap_or_else(|| format!("{http_host}:{}/download", port_of(http).unwrap_or(80)));
     if !valid_location(&fragment_loc) {
-        return Err(format!(
-            "--fragment-loc {fragment_loc:?} must be HOST[:PORT]/PATH without a scheme"
-        ));
+        return Err(format!("--fragment-loc {fragment_loc:?} must be HOST[:PORT]/PATH without a scheme"));
     }
-    fs::create_dir_all(dir.join("download"))
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    fs::create_dir_all(dir.join("download")).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| e.to_string())?;
     pki::create_tls(dir, &sans)?;
     pki::create_signing_key(dir)?;
     Db::open(&dir.join("state.db")).map_err(|e| format!("state.db: {e}"))?;
     let cfg = ServerConfig {
-        listen: Listen {
-            https: https.to_string(),
-            http: http.to_string(),
-        },
+        listen: Listen { https: https.to_string(), http: http.to_string() },
         public: Public {
             server_url: format!("https://{public_host}:{https_port}"),
             info_loc: format!("{public_host}:{https_port}/download"),
@@ -293,13 +258,10 @@ fn device_add(dir: &Path, id: &str, out: &Path, state_dir: &Path) -> Result<(), 
         return Err(format!("device id {id:?}: use 1-128 of A-Za-z0-9._-"));
     }
     let cfg = ServerConfig::load(dir)?;
-    let ca = fs::read_to_string(dir.join("tls/ca-cert.pem"))
-        .map_err(|e| format!("tls/ca-cert.pem: {e}"))?;
+    let ca = fs::read_to_string(dir.join("tls/ca-cert.pem")).map_err(|e| format!("tls/ca-cert.pem: {e}"))?;
     let public = pki::signing_public_hex(dir)?;
     let mut secret = [0u8; 32];
-    ring::rand::SystemRandom::new()
-        .fill(&mut secret)
-        .map_err(|_| "no randomness available")?;
+    ring::rand::SystemRandom::new().fill(&mut secret).map_err(|_| "no randomness available")?;
     let secret = hex(&secret);
     let mut db = Db::open(&dir.join("state.db")).map_err(|e| format!("state.db: {e}"))?;
     let state = state_dir.to_str().ok_or("--state-dir must be UTF-8")?;
@@ -323,21 +285,14 @@ fn device_add(dir: &Path, id: &str, out: &Path, state_dir: &Path) -> Result<(), 
         .mode(0o600)
         .open(out)
         .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
-    f.set_permissions(fs::Permissions::from_mode(0o600))
-        .map_err(|e| e.to_string())?;
+    f.set_permissions(fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
     f.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
     f.sync_all().map_err(|e| e.to_string())?;
-    if !db
-        .add_device(id, &sha256(secret.as_bytes()))
-        .map_err(|e| e.to_string())?
-    {
+    if !db.add_device(id, &sha256(secret.as_bytes())).map_err(|e| e.to_string())? {
         let _ = fs::remove_file(out);
         return Err(format!("device {id:?} already exists"));
     }
-    println!(
-        "device {id} registered; agent configuration in {}",
-        out.display()
-    );
+    println!("device {id} registered; agent configuration in {}", out.display());
     Ok(())
 }
 
@@ -351,48 +306,21 @@ fn status(dir: &Path, package: Option<u64>, json: bool) -> Result<(), String> {
                 serde_json::json!({"package": r.package, "name": r.name, "device": r.device, "status": r.status, "updated": r.updated})
             })
             .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
-        );
+        println!("{}", serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?);
         return Ok(());
     }
-    println!(
-        "{:<12} {:<24} {:<24} {:<22} UPDATED",
-        "PACKAGE", "NAME", "DEVICE", "STATUS"
-    );
+    println!("{:<12} {:<24} {:<24} {:<22} UPDATED", "PACKAGE", "NAME", "DEVICE", "STATUS");
     for r in rows {
-        println!(
-            "{:<12} {:<24} {:<24} {:<22} {}",
-            r.package, r.name, r.device, r.status, r.updated
-        );
+        println!("{:<12} {:<24} {:<24} {:<22} {}", r.package, r.name, r.device, r.status, r.updated);
     }
     Ok(())
 }
 
 fn run(cli: Cli) -> Result<(), String> {
     match cli.cmd {
-        Cmd::Init {
-            dir,
-            https,
-            http,
-            san,
-            fragment_loc,
-        } => init(&dir, &https, &http, san, fragment_loc),
+        Cmd::Init { dir, https, http, san, fragment_loc } => init(&dir, &https, &http, san, fragment_loc),
         Cmd::Package {
-            cmd:
-                PackageCmd::Add {
-                    dir,
-                    file,
-                    action,
-                    command,
-                    path,
-                    priority,
-                    frag_size,
-                    proto,
-                    name,
-                    reboot,
-                },
+            cmd: PackageCmd::Add { dir, file, action, command, path, priority, frag_size, proto, name, reboot },
         } => {
             ServerConfig::load(&dir)?;
             let action = match action {
@@ -405,30 +333,14 @@ fn run(cli: Cli) -> Result<(), String> {
                 ProtoArg::Https => Proto::Https,
             };
             let db = Db::open(&dir.join("state.db")).map_err(|e| format!("state.db: {e}"))?;
-            let spec = Spec {
-                file,
-                action,
-                command,
-                path,
-                priority,
-                frag_size,
-                proto,
-                name,
-                reboot,
-            };
+            let spec = Spec { file, action, command, path, priority, frag_size, proto, name, reboot };
             let id = package::add(&dir, &db, &spec)?;
             println!("{id}");
             Ok(())
         }
-        Cmd::Device {
-            cmd:
-                DeviceCmd::Add {
-                    dir,
-                    id,
-                    agent_config,
-                    state_dir,
-                },
-        } => device_add(&dir, &id, &agent_config, &state_dir),
+        Cmd::Device { cmd: DeviceCmd::Add { dir, id, agent_config, state_dir } } => {
+            device_add(&dir, &id, &agent_config, &state_dir)
+        }
         Cmd::Assign(a) => {
             let mut db = Db::open(&a.dir.join("state.db")).map_err(|e| format!("state.db: {e}"))?;
             if !db.has_package(a.package).map_err(|e| e.to_string())? {
@@ -439,15 +351,10 @@ fn run(cli: Cli) -> Result<(), String> {
             {
                 return Err(format!("no device {d:?}"));
             }
-            let n = db
-                .assign(a.package, a.target.device.as_deref(), a.force)
-                .map_err(|e| e.to_string())?;
+            let n = db.assign(a.package, a.target.device.as_deref(), a.force).map_err(|e| e.to_string())?;
             match &a.target.device {
                 Some(d) => println!("package {} assigned to {d}", a.package),
-                None => println!(
-                    "package {} assigned to all devices ({n} now, and every future one)",
-                    a.package
-                ),
+                None => println!("package {} assigned to all devices ({n} now, and every future one)", a.package),
             }
             Ok(())
         }

@@ -48,9 +48,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         Some('g' | 'G') => (&s[..s.len() - 1], 1024 * 1024 * 1024),
         _ => (s, 1),
     };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("bad size {s:?} (use e.g. 1M, 512K, 65536)"))?;
+    let n: u64 = num.parse().map_err(|_| format!("bad size {s:?} (use e.g. 1M, 512K, 65536)"))?;
     match n.checked_mul(mult) {
         Some(v) if v > 0 => Ok(v),
         _ => Err(format!("bad size {s:?}")),
@@ -67,16 +65,13 @@ enum Kind {
 /// Regular-file members of an archive (normalised: no leading `./`).
 fn members(path: &Path) -> Result<(Kind, Vec<String>), String> {
     let mut head = [0u8; 4];
-    let n = File::open(path)
-        .and_then(|mut f| f.read(&mut head))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let n = File::open(path).and_then(|mut f| f.read(&mut head)).map_err(|e| format!("{}: {e}", path.display()))?;
     let head = &head[..n];
     let norm = |s: &str| s.trim_start_matches("./").to_string();
     if head.starts_with(&[0x1f, 0x8b]) {
         let f = File::open(path).map_err(|e| e.to_string())?;
         let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(f));
-        let bad =
-            |e: std::io::Error| format!("{} is not a valid tar.gz archive: {e}", path.display());
+        let bad = |e: std::io::Error| format!("{} is not a valid tar.gz archive: {e}", path.display());
         let mut out = Vec::new();
         for e in ar.entries().map_err(bad)? {
             let e = e.map_err(bad)?;
@@ -87,20 +82,10 @@ fn members(path: &Path) -> Result<(Kind, Vec<String>), String> {
         Ok((Kind::TarGz, out))
     } else if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
         let f = File::open(path).map_err(|e| e.to_string())?;
-        let ar = zip::ZipArchive::new(f)
-            .map_err(|e| format!("{} is not a valid zip archive: {e}", path.display()))?;
-        Ok((
-            Kind::Zip,
-            ar.file_names()
-                .filter(|n| !n.ends_with('/'))
-                .map(norm)
-                .collect(),
-        ))
+        let ar = zip::ZipArchive::new(f).map_err(|e| format!("{} is not a valid zip archive: {e}", path.display()))?;
+        Ok((Kind::Zip, ar.file_names().filter(|n| !n.ends_with('/')).map(norm).collect()))
     } else {
-        Err(format!(
-            "{} is neither a zip nor a tar.gz archive",
-            path.display()
-        ))
+        Err(format!("{} is neither a zip nor a tar.gz archive", path.display()))
     }
 }
 
@@ -111,19 +96,13 @@ fn validate(spec: &Spec) -> Result<String, String> {
     }
     match spec.action {
         Action::Launch => {
-            let cmd = spec
-                .command
-                .clone()
-                .ok_or("launch needs --command (the file to run, from the archive)")?;
+            let cmd = spec.command.clone().ok_or("launch needs --command (the file to run, from the archive)")?;
             let file = spec.file.as_ref().ok_or("launch needs --file ARCHIVE")?;
             let prog = launch_program(&cmd)
                 .ok_or_else(|| format!("--command {cmd:?} must start with a relative file name"))?;
             let (_, names) = members(file)?;
             if !names.iter().any(|n| n == prog) {
-                return Err(format!(
-                    "launch command names {prog:?}, which is not a file in {}",
-                    file.display()
-                ));
+                return Err(format!("launch command names {prog:?}, which is not a file in {}", file.display()));
             }
             Ok(cmd)
         }
@@ -131,16 +110,10 @@ fn validate(spec: &Spec) -> Result<String, String> {
             if let Some(f) = &spec.file {
                 members(f)?;
             }
-            spec.command
-                .clone()
-                .filter(|c| !c.trim().is_empty())
-                .ok_or_else(|| "execute needs --command".into())
+            spec.command.clone().filter(|c| !c.trim().is_empty()).ok_or_else(|| "execute needs --command".into())
         }
         Action::Store => {
-            let p = spec
-                .path
-                .clone()
-                .ok_or("store needs --path (the destination directory)")?;
+            let p = spec.path.clone().ok_or("store needs --path (the destination directory)")?;
             if !p.starts_with('/') {
                 return Err("--path must be an absolute path".into());
             }
@@ -181,15 +154,8 @@ pub fn add(dir: &Path, db: &Db, spec: &Spec) -> Result<u64, String> {
             .map_or_else(|| target.clone(), |n| n.to_string_lossy().into_owned())
     });
     fs::rename(&tmp, download.join(id.to_string())).map_err(|e| e.to_string())?;
-    db.add_package(
-        id,
-        &name,
-        info.action.as_ocs(),
-        info.priority,
-        info.frags,
-        manifest.archive_size,
-    )
-    .map_err(|e| e.to_string())?;
+    db.add_package(id, &name, info.action.as_ocs(), info.priority, info.frags, manifest.archive_size)
+        .map_err(|e| e.to_string())?;
     Ok(id)
 }
 
@@ -233,10 +199,7 @@ fn build(
             out.sync_all().map_err(|e| e.to_string())?;
             let mut sha = [0u8; 32];
             sha.copy_from_slice(frag_hash.finish().as_ref());
-            fragments.push(FragmentEntry {
-                size: frag_len,
-                sha256: sha,
-            });
+            fragments.push(FragmentEntry { size: frag_len, sha256: sha });
             size += frag_len;
         }
         if fragments.is_empty() {
@@ -248,11 +211,7 @@ fn build(
         id,
         priority: spec.priority,
         action: spec.action,
-        digest: if frags > 0 {
-            hex(&md5.finalize())
-        } else {
-            String::new()
-        },
+        digest: if frags > 0 { hex(&md5.finalize()) } else { String::new() },
         proto: spec.proto,
         frags,
         digest_algo: DigestAlgo::Md5,
@@ -272,11 +231,7 @@ fn build(
         archive_size: size,
         archive_sha256,
         fragments,
-        flags: if spec.reboot {
-            outpost_agent::engine::manifest::FLAG_REBOOT
-        } else {
-            0
-        },
+        flags: if spec.reboot { outpost_agent::engine::manifest::FLAG_REBOOT } else { 0 },
     };
     let signed = manifest.encode_signed(|b| {
         let mut s = [0u8; 64];

@@ -7,19 +7,12 @@ use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose,
-    SanType,
-};
+use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType};
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 
 /// Write a file readable by its owner only; refuse to replace one.
 pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
+    let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
     f.write_all(data)?;
     f.sync_all()
 }
@@ -44,10 +37,7 @@ pub fn create_tls(dir: &Path, sans: &[String]) -> Result<(), String> {
     let key = KeyPair::generate().map_err(err)?;
     let mut leaf = CertificateParams::default();
     let mut dn = DistinguishedName::new();
-    dn.push(
-        DnType::CommonName,
-        sans.first().cloned().unwrap_or_default(),
-    );
+    dn.push(DnType::CommonName, sans.first().cloned().unwrap_or_default());
     leaf.distinguished_name = dn;
     leaf.subject_alt_names = sans
         .iter()
@@ -63,11 +53,7 @@ pub fn create_tls(dir: &Path, sans: &[String]) -> Result<(), String> {
 
     let w = |name: &str, data: String, private: bool| {
         let p = tls.join(name);
-        let r = if private {
-            write_private(&p, data.as_bytes())
-        } else {
-            fs::write(&p, data)
-        };
+        let r = if private { write_private(&p, data.as_bytes()) } else { fs::write(&p, data) };
         r.map_err(|e| format!("cannot write {}: {e}", p.display()))
     };
     w("ca-key.pem", ca_key.serialize_pem(), true)?;
@@ -82,23 +68,18 @@ pub fn create_signing_key(dir: &Path) -> Result<(), String> {
     let keys = dir.join("keys");
     fs::create_dir_all(&keys).map_err(|e| e.to_string())?;
     let rng = ring::rand::SystemRandom::new();
-    let pkcs8 =
-        Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| "key generation failed".to_string())?;
-    write_private(&keys.join("signing.pk8"), pkcs8.as_ref())
-        .map_err(|e| format!("cannot write signing key: {e}"))
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| "key generation failed".to_string())?;
+    write_private(&keys.join("signing.pk8"), pkcs8.as_ref()).map_err(|e| format!("cannot write signing key: {e}"))
 }
 
 /// Load the package-signing key.
 pub fn signing_key(dir: &Path) -> Result<Ed25519KeyPair, String> {
     let p = dir.join("keys/signing.pk8");
     let bytes = fs::read(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-    Ed25519KeyPair::from_pkcs8(&bytes)
-        .map_err(|_| format!("{} is not an Ed25519 PKCS#8 key", p.display()))
+    Ed25519KeyPair::from_pkcs8(&bytes).map_err(|_| format!("{} is not an Ed25519 PKCS#8 key", p.display()))
 }
 
 /// Hex of the package-signing public key.
 pub fn signing_public_hex(dir: &Path) -> Result<String, String> {
-    Ok(outpost_agent::engine::digest::hex(
-        signing_key(dir)?.public_key().as_ref(),
-    ))
+    Ok(outpost_agent::engine::digest::hex(signing_key(dir)?.public_key().as_ref()))
 }

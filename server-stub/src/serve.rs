@@ -48,17 +48,13 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn load_tls(dir: &Path) -> Result<Arc<TlsConfig>, String> {
-    let read = |n: &str| {
-        std::fs::read(dir.join("tls").join(n)).map_err(|e| format!("cannot read tls/{n}: {e}"))
-    };
-    let certs: Vec<CertificateDer<'static>> =
-        rustls_pemfile::certs(&mut &read("server-cert.pem")?[..])
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("tls/server-cert.pem: {e}"))?;
-    let key: PrivateKeyDer<'static> =
-        rustls_pemfile::private_key(&mut &read("server-key.pem")?[..])
-            .map_err(|e| format!("tls/server-key.pem: {e}"))?
-            .ok_or("tls/server-key.pem holds no key")?;
+    let read = |n: &str| std::fs::read(dir.join("tls").join(n)).map_err(|e| format!("cannot read tls/{n}: {e}"));
+    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &read("server-cert.pem")?[..])
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("tls/server-cert.pem: {e}"))?;
+    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &read("server-key.pem")?[..])
+        .map_err(|e| format!("tls/server-key.pem: {e}"))?
+        .ok_or("tls/server-key.pem holds no key")?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cfg = TlsConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -75,21 +71,13 @@ pub fn run(dir: &Path) -> Result<(), String> {
     let cfg = ServerConfig::load(dir)?;
     let tls = TlsAcceptor::from(load_tls(dir)?);
     let db = Db::open(&dir.join("state.db")).map_err(|e| format!("state.db: {e}"))?;
-    let state = Arc::new(State {
-        dir: dir.to_owned(),
-        cfg: cfg.clone(),
-        db: Mutex::new(db),
-        active: AtomicUsize::new(0),
-    });
+    let state =
+        Arc::new(State { dir: dir.to_owned(), cfg: cfg.clone(), db: Mutex::new(db), active: AtomicUsize::new(0) });
 
-    let (sig_read, sig_write) =
-        std::os::unix::net::UnixStream::pair().map_err(|e| e.to_string())?;
+    let (sig_read, sig_write) = std::os::unix::net::UnixStream::pair().map_err(|e| e.to_string())?;
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::low_level::pipe::register(
-            sig,
-            sig_write.try_clone().map_err(|e| e.to_string())?,
-        )
-        .map_err(|e| e.to_string())?;
+        signal_hook::low_level::pipe::register(sig, sig_write.try_clone().map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
     }
 
     smol::block_on(async {
@@ -116,13 +104,10 @@ pub fn run(dir: &Path) -> Result<(), String> {
                     let (state, tls) = (state.clone(), tls.clone());
                     smol::spawn(async move {
                         let _guard = Active::new(&state);
-                        let hs = smol::future::or(
-                            async { tls.accept(tcp).await.map_err(|e| e.to_string()) },
-                            async {
-                                smol::Timer::after(http::REQUEST_TIMEOUT).await;
-                                Err("handshake timed out".to_string())
-                            },
-                        );
+                        let hs = smol::future::or(async { tls.accept(tcp).await.map_err(|e| e.to_string()) }, async {
+                            smol::Timer::after(http::REQUEST_TIMEOUT).await;
+                            Err("handshake timed out".to_string())
+                        });
                         match hs.await {
                             Ok(stream) => serve_conn(&state, stream, peer, Side::Https).await,
                             Err(e) => {
@@ -153,16 +138,10 @@ pub fn run(dir: &Path) -> Result<(), String> {
         let signalled = async {
             let mut r = smol::Async::new(sig_read).map_err(|e| e.to_string())?;
             let mut b = [0u8; 1];
-            smol::io::AsyncReadExt::read(&mut r, &mut b)
-                .await
-                .map_err(|e| e.to_string())?;
+            smol::io::AsyncReadExt::read(&mut r, &mut b).await.map_err(|e| e.to_string())?;
             Ok::<(), String>(())
         };
-        smol::future::or(
-            async { smol::future::zip(accept_tls, accept_plain).await.0 },
-            signalled,
-        )
-        .await?;
+        smol::future::or(async { smol::future::zip(accept_tls, accept_plain).await.0 }, signalled).await?;
         log::info!(target: "outpost", "signal received, shutting down");
         for _ in 0..50 {
             if state.active.load(Ordering::SeqCst) == 0 {
@@ -189,20 +168,14 @@ impl Drop for Active<'_> {
     }
 }
 
-async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(
-    state: &State,
-    stream: S,
-    peer: SocketAddr,
-    side: Side,
-) {
+async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(state: &State, stream: S, peer: SocketAddr, side: Side) {
     let mut s = BufReader::new(stream);
     loop {
         let req = match http::read_request(&mut s).await {
             Ok(r) => r,
             Err(ReadError::Closed) => return,
             Err(ReadError::Reject(status, why)) => {
-                let _ = http::write_response(s.get_mut(), Response::text(status, why), false, true)
-                    .await;
+                let _ = http::write_response(s.get_mut(), Response::text(status, why), false, true).await;
                 return;
             }
         };
@@ -210,11 +183,7 @@ async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(
         let close = req.close;
         let resp = route(state, &req, side);
         log::debug!(target: "outpost", "{peer} {} {} -> {}", req.method, req.path, resp.status);
-        if http::write_response(s.get_mut(), resp, head_only, close)
-            .await
-            .is_err()
-            || close
-        {
+        if http::write_response(s.get_mut(), resp, head_only, close).await.is_err() || close {
             return;
         }
     }
@@ -242,11 +211,7 @@ fn route(state: &State, req: &Request, side: Side) -> Response {
 }
 
 fn post_only(req: &Request, f: impl FnOnce() -> Response) -> Response {
-    if req.method == "POST" {
-        f()
-    } else {
-        Response::text(405, "use POST")
-    }
+    if req.method == "POST" { f() } else { Response::text(405, "use POST") }
 }
 
 fn serve_file(path: &Path, req: &Request) -> Response {
@@ -256,31 +221,13 @@ fn serve_file(path: &Path, req: &Request) -> Response {
     let Ok(len) = file.metadata().map(|m| m.len()) else {
         return Response::text(500, "cannot stat");
     };
-    let mut headers = vec![
-        ("Accept-Ranges", "bytes".to_string()),
-        ("Content-Type", "application/octet-stream".to_string()),
-    ];
+    let mut headers =
+        vec![("Accept-Ranges", "bytes".to_string()), ("Content-Type", "application/octet-stream".to_string())];
     match http::range(req.header("range"), len) {
-        RangeAnswer::Full => Response {
-            status: 200,
-            headers,
-            body: Body::File {
-                file,
-                offset: 0,
-                len,
-            },
-        },
+        RangeAnswer::Full => Response { status: 200, headers, body: Body::File { file, offset: 0, len } },
         RangeAnswer::Partial(a, b) => {
             headers.push(("Content-Range", format!("bytes {a}-{b}/{len}")));
-            Response {
-                status: 206,
-                headers,
-                body: Body::File {
-                    file,
-                    offset: a,
-                    len: b - a + 1,
-                },
-            }
+            Response { status: 206, headers, body: Body::File { file, offset: a, len: b - a + 1 } }
         }
         RangeAnswer::Unsatisfiable => {
             let mut r = Response::text(416, "range not satisfiable");
@@ -297,15 +244,8 @@ fn authenticate<'r>(state: &State, req: &'r Request) -> Result<&'r str, Response
         r.headers.push(("WWW-Authenticate", "Outpost".into()));
         r
     };
-    let (device, secret) = req
-        .header("authorization")
-        .and_then(proto::parse_auth_header)
-        .ok_or_else(unauthorized)?;
-    let stored = state
-        .db
-        .lock()
-        .map_err(|_| Response::text(500, "database lock poisoned"))?
-        .device_secret(device);
+    let (device, secret) = req.header("authorization").and_then(proto::parse_auth_header).ok_or_else(unauthorized)?;
+    let stored = state.db.lock().map_err(|_| Response::text(500, "database lock poisoned"))?.device_secret(device);
     let stored = stored.map_err(|e| {
         log::error!(target: "outpost", "database: {e}");
         Response::text(500, "database error")
@@ -370,12 +310,7 @@ fn report(state: &State, req: &Request) -> Response {
     };
     let mut acks = Vec::new();
     for r in &reports {
-        match db.report(
-            device,
-            &hex(&r.id.to_be_bytes()),
-            r.package,
-            &r.status.to_string(),
-        ) {
+        match db.report(device, &hex(&r.id.to_be_bytes()), r.package, &r.status.to_string()) {
             Ok(changed) => {
                 if changed {
                     log::info!(target: "outpost", "device {device}: package {} -> {}", r.package, r.status);

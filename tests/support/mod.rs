@@ -1,1 +1,289 @@
+//! Helpers for Outpost's integration tests: temporary directories, real
+//! `outpost-server` / `outpost-agent` processes on 127.0.0.1, archives.
+//!
+//! The binaries come from the workspace's target directory; `scripts/test`
+//! builds them before running the tests (`cargo build --workspace --bins`).
 
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Path of a workspace binary (debug profile), built beforehand.
+pub fn bin(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let p = target.join("debug").join(name);
+    assert!(p.exists(), "{} is missing: run `cargo build --workspace --bins` first (scripts/test does)", p.display());
+    p
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A fresh, empty directory named after `tag`.
+    pub fn new(tag: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "outpost-it-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        Self(p)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// A path inside it.
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.0.join(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A TCP port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// Wait until something accepts on 127.0.0.1:port (a real process starting):
+/// the one real-time wait of these tests, bounded to 20 s.
+#[allow(clippy::disallowed_methods)]
+pub fn wait_for_port(port: u16) {
+    #[allow(clippy::disallowed_methods)]
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(20), "nothing listens on port {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Run a command, returning its output; panics if it cannot start.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().expect("spawn")
+}
+
+/// Output as text, for messages.
+pub fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}--- stderr\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// An outpost-server directory, and the `serve` process once started.
+pub struct Server {
+    /// The server directory.
+    pub dir: PathBuf,
+    /// HTTPS port.
+    pub https_port: u16,
+    /// HTTP port.
+    pub http_port: u16,
+    child: Option<Child>,
+}
+
+impl Server {
+    /// `outpost-server init` in `dir` with fresh ports and extra init args.
+    pub fn init(dir: PathBuf, extra: &[&str]) -> Self {
+        Self::init_with_http(dir, free_port(), extra)
+    }
+
+    /// `init` with a chosen HTTP port.
+    pub fn init_with_http(dir: PathBuf, http_port: u16, extra: &[&str]) -> Self {
+        let https_port = free_port();
+        let https = format!("127.0.0.1:{https_port}");
+        let http = format!("127.0.0.1:{http_port}");
+        let mut args = vec!["init", "--dir", dir.to_str().unwrap(), "--https", &https, "--http", &http];
+        args.extend_from_slice(extra);
+        let o = run(Command::new(bin("outpost-server")).args(&args));
+        assert!(o.status.success(), "init failed: {}", text(&o));
+        Self { dir, https_port, http_port, child: None }
+    }
+
+    /// Run `outpost-server <args…> --dir DIR`.
+    pub fn cmd(&self, args: &[&str]) -> Output {
+        run(Command::new(bin("outpost-server")).args(args).arg("--dir").arg(&self.dir))
+    }
+
+    /// `package add`; returns the id.
+    pub fn package_add(&self, args: &[&str]) -> u64 {
+        let mut a = vec!["package", "add"];
+        a.extend_from_slice(args);
+        let o = self.cmd(&a);
+        assert!(o.status.success(), "package add failed: {}", text(&o));
+        String::from_utf8_lossy(&o.stdout).trim().parse().expect("package id on stdout")
+    }
+
+    /// `device add`; returns the agent config path (state dir beside it).
+    pub fn device_add(&self, id: &str, at: &Path) -> PathBuf {
+        let cfg = at.join(format!("{id}.toml"));
+        let state = at.join(format!("{id}-state"));
+        let o = self.cmd(&[
+            "device",
+            "add",
+            "--id",
+            id,
+            "--agent-config",
+            cfg.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "device add failed: {}", text(&o));
+        cfg
+    }
+
+    /// `assign --package P --device D` (plus extra args).
+    pub fn assign(&self, package: u64, device: &str, extra: &[&str]) {
+        let p = package.to_string();
+        let mut a = vec!["assign", "--package", &p, "--device", device];
+        a.extend_from_slice(extra);
+        let o = self.cmd(&a);
+        assert!(o.status.success(), "assign failed: {}", text(&o));
+    }
+
+    /// `status --json` as (package, device) → status.
+    pub fn statuses(&self) -> Vec<(u64, String, String)> {
+        let o = self.cmd(&["status", "--json"]);
+        assert!(o.status.success(), "status failed: {}", text(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("status --json is JSON");
+        v.as_array()
+            .expect("array")
+            .iter()
+            .map(|r| {
+                assert!(
+                    r["updated"].as_str().is_some_and(|u| u.ends_with('Z') && u.len() == 20),
+                    "RFC 3339 updated: {r}"
+                );
+                (
+                    r["package"].as_u64().unwrap(),
+                    r["device"].as_str().unwrap().to_string(),
+                    r["status"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// The status of one package on one device.
+    pub fn status_of(&self, package: u64, device: &str) -> String {
+        self.statuses()
+            .into_iter()
+            .find(|(p, d, _)| *p == package && d == device)
+            .map(|(_, _, s)| s)
+            .unwrap_or_default()
+    }
+
+    /// Start `serve` and wait until both ports accept.
+    pub fn start(&mut self) {
+        let log = std::fs::File::create(self.dir.join("serve.log")).expect("log file");
+        let child = Command::new(bin("outpost-server"))
+            .args(["serve", "--dir"])
+            .arg(&self.dir)
+            .env("OUTPOST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn serve");
+        self.child = Some(child);
+        wait_for_port(self.https_port);
+        wait_for_port(self.http_port);
+    }
+
+    /// Stop `serve` with SIGTERM and wait for it; returns whether it exited 0.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else { return true };
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        c.wait().map(|s| s.success()).unwrap_or(false)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Run `outpost-agent --config CFG <args…>` with extra environment.
+pub fn agent(cfg: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(bin("outpost-agent"));
+    c.arg("--config").arg(cfg).args(args).env("OUTPOST_LOG", "info");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    run(&mut c)
+}
+
+/// Append `key = value` lines to the `[agent]` table of a config (it is the
+/// last table `device add` writes).
+pub fn tune_agent(cfg: &Path, lines: &str) {
+    let mut f = std::fs::OpenOptions::new().append(true).open(cfg).expect("open config");
+    writeln!(f, "{lines}").expect("append");
+}
+
+/// One archive member.
+pub enum Member<'a> {
+    /// A regular file with its mode.
+    File(&'a str, &'a [u8], u32),
+    /// A symbolic link.
+    Symlink(&'a str, &'a str),
+}
+
+/// A tar.gz of `members`. Names are written raw, so hostile names (`..`,
+/// absolute) can be made for tests.
+pub fn targz(members: &[Member<'_>]) -> Vec<u8> {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut b = tar::Builder::new(gz);
+    for m in members {
+        let mut h = tar::Header::new_gnu();
+        let (name, data): (&str, &[u8]) = match m {
+            Member::File(n, d, mode) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(*mode);
+                h.set_size(d.len() as u64);
+                (n, d)
+            }
+            Member::Symlink(n, target) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_mode(0o777);
+                h.set_size(0);
+                h.set_link_name(target).expect("link name");
+                (n, &[])
+            }
+        };
+        let raw = &mut h.as_old_mut().name;
+        raw[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_cksum();
+        b.append(&h, data).expect("append");
+    }
+    b.into_inner().and_then(|gz| gz.finish()).expect("finish tar.gz")
+}
+
+/// A zip of regular files `(name, data, mode)`; names are written as given.
+pub fn zip(files: &[(&str, &[u8], u32)]) -> Vec<u8> {
+    let mut w = ::zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, data, mode) in files {
+        let opts = ::zip::write::SimpleFileOptions::default().unix_permissions(*mode);
+        w.start_file(*name, opts).expect("zip entry");
+        w.write_all(data).expect("zip data");
+    }
+    w.finish().expect("finish zip").into_inner()
+}

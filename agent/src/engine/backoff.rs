@@ -13,11 +13,7 @@ pub struct Backoff {
 impl Backoff {
     /// Start at `base`, double per failure, never above `max`.
     pub const fn new(base: Duration, max: Duration) -> Self {
-        Self {
-            base,
-            max,
-            failures: 0,
-        }
+        Self { base, max, failures: 0 }
     }
 
     /// Record a failure and return how long to wait: a uniform pick in
@@ -27,9 +23,7 @@ impl Backoff {
         self.failures = self.failures.saturating_add(1);
         let d = self.base.saturating_mul(1 << exp).min(self.max);
         let half = d / 2;
-        let span = u64::try_from((d - half).as_micros())
-            .unwrap_or(u64::MAX)
-            .max(1);
+        let span = u64::try_from((d - half).as_micros()).unwrap_or(u64::MAX).max(1);
         half + Duration::from_micros(random % (span + 1))
     }
 

@@ -25,10 +25,7 @@ impl ArchiveHasher {
             DigestAlgo::Md5 => Legacy::Md5(md5::Md5::new()),
             DigestAlgo::Sha1 => Legacy::Sha1(sha1::Sha1::new()),
         };
-        Self {
-            sha256: ring::digest::Context::new(&ring::digest::SHA256),
-            legacy,
-        }
+        Self { sha256: ring::digest::Context::new(&ring::digest::SHA256), legacy }
     }
 
     /// Feed the next bytes of the archive.
@@ -66,13 +63,11 @@ pub fn hex(bytes: &[u8]) -> String {
 /// Decode hex (either case). `None` on odd length or a non-hex character.
 pub fn unhex(s: &str) -> Option<Vec<u8>> {
     let b = s.as_bytes();
-    if b.len() % 2 != 0 {
+    if !b.len().is_multiple_of(2) {
         return None;
     }
     let v = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-    b.chunks(2)
-        .map(|p| Some(v(p[0])? << 4 | v(p[1])?))
-        .collect()
+    b.chunks(2).map(|p| Some(v(p[0])? << 4 | v(p[1])?)).collect()
 }
 
 /// Standard base64 without padding (Perl's `b64digest`).
@@ -80,9 +75,7 @@ pub fn base64_unpadded(bytes: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut s = String::new();
     for c in bytes.chunks(3) {
-        let n = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
+        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
         for i in 0..=c.len() {
             s.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
         }
@@ -127,9 +120,6 @@ mod tests {
         h.update(b"c");
         let (sha256, sha1) = h.finish();
         assert_eq!(hex(&sha1), "a9993e364706816aba3e25717850c26c9cd0d89d");
-        assert_eq!(
-            hex(&sha256),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(hex(&sha256), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 }

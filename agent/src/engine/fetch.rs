@@ -63,10 +63,7 @@ pub struct FragmentFetch {
 
 impl fmt::Debug for FragmentFetch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FragmentFetch")
-            .field("size", &self.size)
-            .field("have", &self.have)
-            .finish()
+        f.debug_struct("FragmentFetch").field("size", &self.size).field("have", &self.have).finish()
     }
 }
 
@@ -126,11 +123,7 @@ impl FragmentFetch {
     }
 
     /// Take the status line and `Content-Range` of a response.
-    pub fn handle_head(
-        &mut self,
-        status: u16,
-        content_range: Option<&str>,
-    ) -> Result<(), FetchError> {
+    pub fn handle_head(&mut self, status: u16, content_range: Option<&str>) -> Result<(), FetchError> {
         match status {
             200 => {
                 // Range ignored (or not sent): the body is the whole fragment.
@@ -139,14 +132,9 @@ impl FragmentFetch {
                 Ok(())
             }
             206 => {
-                let (first, last, total) = content_range
-                    .and_then(parse_content_range)
-                    .ok_or(FetchError::BadContentRange)?;
-                if total.is_some_and(|t| t != self.size)
-                    || last < first
-                    || last >= self.size
-                    || first > self.have
-                {
+                let (first, last, total) =
+                    content_range.and_then(parse_content_range).ok_or(FetchError::BadContentRange)?;
+                if total.is_some_and(|t| t != self.size) || last < first || last >= self.size || first > self.have {
                     return Err(FetchError::BadContentRange);
                 }
                 self.skip = self.have - first;
@@ -183,11 +171,7 @@ impl FragmentFetch {
             return Err(FetchError::Short);
         }
         let got = self.hasher.clone().finish();
-        if got.as_ref() == self.expected {
-            Ok(())
-        } else {
-            Err(FetchError::Corrupt)
-        }
+        if got.as_ref() == self.expected { Ok(()) } else { Err(FetchError::Corrupt) }
     }
 }
 
@@ -195,6 +179,7 @@ impl FragmentFetch {
 mod tests {
     use super::*;
     use crate::engine::manifest::sha256;
+    use alloc::vec::Vec;
 
     const DATA: &[u8] = b"0123456789abcdefghij";
 
@@ -208,7 +193,7 @@ mod tests {
         status: u16,
         cr: Option<&str>,
         body: &[u8],
-        out: &mut alloc::vec::Vec<u8>,
+        out: &mut Vec<u8>,
     ) -> Result<(), FetchError> {
         f.handle_head(status, cr)?;
         for c in body.chunks(3) {
@@ -222,11 +207,8 @@ mod tests {
     #[test]
     fn truncated_body_resumes_with_range() {
         let mut f = fetch();
-        let mut out = alloc::vec::Vec::new();
-        assert_eq!(
-            run(&mut f, 200, None, &DATA[..7], &mut out),
-            Err(FetchError::Short)
-        );
+        let mut out = Vec::new();
+        assert_eq!(run(&mut f, 200, None, &DATA[..7], &mut out), Err(FetchError::Short));
         assert_eq!(f.range().as_deref(), Some("bytes=7-19"));
         run(&mut f, 206, Some("bytes 7-19/20"), &DATA[7..], &mut out).unwrap();
         assert_eq!(out, DATA);
@@ -251,22 +233,10 @@ mod tests {
 
         let mut g = fetch();
         g.resume(&DATA[..10]);
-        assert_eq!(
-            g.handle_head(206, Some("bytes 12-19/20")),
-            Err(FetchError::BadContentRange)
-        );
-        assert_eq!(
-            g.handle_head(206, Some("bytes 10-19/21")),
-            Err(FetchError::BadContentRange)
-        );
-        assert_eq!(
-            g.handle_head(206, Some("bytes 10-25/20")),
-            Err(FetchError::BadContentRange)
-        );
-        assert_eq!(
-            g.handle_head(206, Some("garbage")),
-            Err(FetchError::BadContentRange)
-        );
+        assert_eq!(g.handle_head(206, Some("bytes 12-19/20")), Err(FetchError::BadContentRange));
+        assert_eq!(g.handle_head(206, Some("bytes 10-19/21")), Err(FetchError::BadContentRange));
+        assert_eq!(g.handle_head(206, Some("bytes 10-25/20")), Err(FetchError::BadContentRange));
+        assert_eq!(g.handle_head(206, Some("garbage")), Err(FetchError::BadContentRange));
         assert_eq!(g.handle_head(206, None), Err(FetchError::BadContentRange));
         assert_eq!(g.handle_head(503, None), Err(FetchError::Status(503)));
     }
@@ -276,18 +246,12 @@ mod tests {
         let mut f = fetch();
         let mut bad = DATA.to_vec();
         bad[4] ^= 0x20;
-        let mut out = alloc::vec::Vec::new();
-        assert_eq!(
-            run(&mut f, 200, None, &bad, &mut out),
-            Err(FetchError::Corrupt)
-        );
+        let mut out = Vec::new();
+        assert_eq!(run(&mut f, 200, None, &bad, &mut out), Err(FetchError::Corrupt));
 
         let mut g = fetch();
         let mut long = DATA.to_vec();
         long.push(b'!');
-        assert_eq!(
-            run(&mut g, 200, None, &long, &mut alloc::vec::Vec::new()),
-            Err(FetchError::TooLong)
-        );
+        assert_eq!(run(&mut g, 200, None, &long, &mut Vec::new()), Err(FetchError::TooLong));
     }
 }

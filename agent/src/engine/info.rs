@@ -45,9 +45,7 @@ impl Action {
 
     /// Parse `LAUNCH` / `EXECUTE` / `STORE`, any case.
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Launch, Self::Execute, Self::Store]
-            .into_iter()
-            .find(|a| a.as_ocs().eq_ignore_ascii_case(s))
+        [Self::Launch, Self::Execute, Self::Store].into_iter().find(|a| a.as_ocs().eq_ignore_ascii_case(s))
     }
 }
 
@@ -157,9 +155,7 @@ impl core::error::Error for InfoError {}
 /// followed by white space, `/`, `>` or the end: unescaped `&`, `<`, `>`
 /// inside are kept.
 fn attributes(text: &str) -> Result<Vec<(&str, &str)>, InfoError> {
-    let start = text
-        .find("<DOWNLOAD")
-        .ok_or(InfoError::Malformed("no <DOWNLOAD element"))?;
+    let start = text.find("<DOWNLOAD").ok_or(InfoError::Malformed("no <DOWNLOAD element"))?;
     let mut rest = &text[start + "<DOWNLOAD".len()..];
     let mut out = Vec::new();
     loop {
@@ -170,9 +166,7 @@ fn attributes(text: &str) -> Result<Vec<(&str, &str)>, InfoError> {
         if rest.is_empty() {
             return Err(InfoError::Malformed("unterminated element"));
         }
-        let eq = rest
-            .find('=')
-            .ok_or(InfoError::Malformed("attribute without value"))?;
+        let eq = rest.find('=').ok_or(InfoError::Malformed("attribute without value"))?;
         let name = rest[..eq].trim();
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             return Err(InfoError::Malformed("bad attribute name"));
@@ -274,12 +268,7 @@ impl Info {
         }
         let text = core::str::from_utf8(bytes).map_err(|_| InfoError::NotUtf8)?;
         let attrs = attributes(text)?;
-        let get = |n: &str| {
-            attrs
-                .iter()
-                .find(|(k, _)| *k == n)
-                .map(|(_, v)| unescape(v))
-        };
+        let get = |n: &str| attrs.iter().find(|(k, _)| *k == n).map(|(_, v)| unescape(v));
         let need = |n: &'static str| get(n).ok_or(InfoError::Missing(n));
 
         let id_s = need("ID")?;
@@ -288,10 +277,7 @@ impl Info {
             return Err(InfoError::Invalid("ID"));
         }
         let id = id_s.parse().map_err(|_| InfoError::Invalid("ID"))?;
-        let priority: u8 = need("PRI")?
-            .trim()
-            .parse()
-            .map_err(|_| InfoError::Invalid("PRI"))?;
+        let priority: u8 = need("PRI")?.trim().parse().map_err(|_| InfoError::Invalid("PRI"))?;
         if priority > 10 {
             return Err(InfoError::Invalid("PRI"));
         }
@@ -326,10 +312,7 @@ impl Info {
         let target = get(action.target_attr()).unwrap_or_default();
         let countdown = match get("NOTIFY_COUNTDOWN").as_deref().map(str::trim) {
             None | Some("") => None,
-            Some(c) => Some(
-                c.parse()
-                    .map_err(|_| InfoError::Invalid("NOTIFY_COUNTDOWN"))?,
-            ),
+            Some(c) => Some(c.parse().map_err(|_| InfoError::Invalid("NOTIFY_COUNTDOWN"))?),
         };
         let notify = Notify {
             user: flag(get("NOTIFY_USER"), "NOTIFY_USER")?,
@@ -340,28 +323,13 @@ impl Info {
             need_done_action: flag(get("NEED_DONE_ACTION"), "NEED_DONE_ACTION")?,
             need_done_action_text: get("NEED_DONE_ACTION_TEXT").unwrap_or_default(),
         };
-        Ok(Self {
-            id,
-            priority,
-            action,
-            digest,
-            proto,
-            frags,
-            digest_algo,
-            digest_encode,
-            target,
-            notify,
-        })
+        Ok(Self { id, priority, action, digest, proto, frags, digest_algo, digest_encode, target, notify })
     }
 
     /// Write the file as ocsreports 2.8 does, with values escaped.
     pub fn to_ocs_xml(&self) -> String {
         let b = |v: bool| if v { "1" } else { "0" };
-        let countdown = self
-            .notify
-            .countdown
-            .map(|c| c.to_string())
-            .unwrap_or_default();
+        let countdown = self.notify.countdown.map(|c| c.to_string()).unwrap_or_default();
         let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<DOWNLOAD");
         let mut attr = |k: &str, v: &str| {
             s.push(' ');
@@ -374,31 +342,10 @@ impl Info {
         attr("PRI", &self.priority.to_string());
         attr("ACT", self.action.as_ocs());
         attr("DIGEST", &self.digest);
-        attr(
-            "PROTO",
-            if self.proto == Proto::Https {
-                "HTTPS"
-            } else {
-                "HTTP"
-            },
-        );
+        attr("PROTO", if self.proto == Proto::Https { "HTTPS" } else { "HTTP" });
         attr("FRAGS", &self.frags.to_string());
-        attr(
-            "DIGEST_ALGO",
-            if self.digest_algo == DigestAlgo::Sha1 {
-                "SHA1"
-            } else {
-                "MD5"
-            },
-        );
-        attr(
-            "DIGEST_ENCODE",
-            if self.digest_encode == DigestEncode::Base64 {
-                "Base64"
-            } else {
-                "Hexa"
-            },
-        );
+        attr("DIGEST_ALGO", if self.digest_algo == DigestAlgo::Sha1 { "SHA1" } else { "MD5" });
+        attr("DIGEST_ENCODE", if self.digest_encode == DigestEncode::Base64 { "Base64" } else { "Hexa" });
         attr(self.action.target_attr(), &self.target);
         attr("NOTIFY_USER", b(self.notify.user));
         attr("NOTIFY_TEXT", &self.notify.text);
@@ -441,10 +388,7 @@ mod tests {
         let f = "<DOWNLOAD ID=\"7\" PRI=\"1\" ACT=\"EXECUTE\" FRAGS=\"0\" COMMAND=\"a &amp;&amp; b &lt;x&gt; &#65;&#x42; &bogus\" />";
         let info = Info::parse(f.as_bytes()).unwrap();
         assert_eq!(info.target, "a && b <x> AB &bogus");
-        assert!(
-            info.to_ocs_xml()
-                .contains("COMMAND=\"a &amp;&amp; b &lt;x&gt; AB &amp;bogus\"")
-        );
+        assert!(info.to_ocs_xml().contains("COMMAND=\"a &amp;&amp; b &lt;x&gt; AB &amp;bogus\""));
         assert_eq!(Info::parse(info.to_ocs_xml().as_bytes()).unwrap(), info);
     }
 

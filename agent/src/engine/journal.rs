@@ -167,26 +167,17 @@ mod tests {
     fn records_round_trip() {
         let b = encode(kind::PACKAGE, &rec()).unwrap();
         assert_eq!(decode::<PackageRecord>(kind::PACKAGE, &b).unwrap(), rec());
-        assert_eq!(
-            decode::<PackageRecord>(kind::HISTORY, &b),
-            Err(RecordError::WrongKind(kind::PACKAGE))
-        );
+        assert_eq!(decode::<PackageRecord>(kind::HISTORY, &b), Err(RecordError::WrongKind(kind::PACKAGE)));
     }
 
     #[test]
     fn garbage_and_torn_records_are_errors() {
         let b = encode(kind::PACKAGE, &rec()).unwrap();
         for i in 0..b.len() {
-            assert!(
-                decode::<PackageRecord>(kind::PACKAGE, &b[..i]).is_err(),
-                "prefix {i}"
-            );
+            assert!(decode::<PackageRecord>(kind::PACKAGE, &b[..i]).is_err(), "prefix {i}");
             let mut c = b.clone();
             c[i] ^= 0x80;
-            assert!(
-                decode::<PackageRecord>(kind::PACKAGE, &c).is_err(),
-                "flip {i}"
-            );
+            assert!(decode::<PackageRecord>(kind::PACKAGE, &c).is_err(), "flip {i}");
         }
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         for _ in 0..2_000 {

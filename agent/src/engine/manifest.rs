@@ -121,13 +121,10 @@ impl Manifest {
             return Err(ManifestError::Malformed);
         }
         let (signed, sig) = bytes.split_at(8 + body_len);
-        UnparsedPublicKey::new(&ED25519, public_key)
-            .verify(signed, sig)
-            .map_err(|_| ManifestError::BadSignature)?;
+        UnparsedPublicKey::new(&ED25519, public_key).verify(signed, sig).map_err(|_| ManifestError::BadSignature)?;
         let body = &signed[8..];
         // The format field comes first: check it before decoding the rest.
-        let (format, _) =
-            postcard::take_from_bytes::<u16>(body).map_err(|_| ManifestError::Malformed)?;
+        let (format, _) = postcard::take_from_bytes::<u16>(body).map_err(|_| ManifestError::Malformed)?;
         if format != FORMAT {
             return Err(ManifestError::UnknownFormat(format));
         }
@@ -135,10 +132,7 @@ impl Manifest {
         if m.fragments.len() > MAX_FRAGMENTS {
             return Err(ManifestError::TooLarge);
         }
-        let sum = m
-            .fragments
-            .iter()
-            .try_fold(0u64, |a, f| a.checked_add(f.size));
+        let sum = m.fragments.iter().try_fold(0u64, |a, f| a.checked_add(f.size));
         if sum != Some(m.archive_size) || m.fragments.iter().any(|f| f.size == 0) {
             return Err(ManifestError::Inconsistent);
         }
@@ -150,17 +144,12 @@ impl Manifest {
     pub fn decode_unverified_size(bytes: &[u8]) -> Option<u64> {
         let body_len = u32::from_le_bytes(bytes.get(4..8)?.try_into().ok()?) as usize;
         let body = bytes.get(8..8usize.checked_add(body_len)?)?;
-        postcard::from_bytes::<Self>(body)
-            .ok()
-            .map(|m| m.archive_size)
+        postcard::from_bytes::<Self>(body).ok().map(|m| m.archive_size)
     }
 
     /// Offset of fragment `index` (0-based) in the archive.
     pub fn fragment_offset(&self, index: usize) -> u64 {
-        self.fragments[..index.min(self.fragments.len())]
-            .iter()
-            .map(|f| f.size)
-            .sum()
+        self.fragments[..index.min(self.fragments.len())].iter().map(|f| f.size).sum()
     }
 
     /// Whether a reboot is requested after a successful action.
@@ -196,14 +185,8 @@ mod tests {
             archive_size: 5,
             archive_sha256: sha256(b"hello"),
             fragments: alloc::vec![
-                FragmentEntry {
-                    size: 3,
-                    sha256: sha256(b"hel")
-                },
-                FragmentEntry {
-                    size: 2,
-                    sha256: sha256(b"lo")
-                }
+                FragmentEntry { size: 3, sha256: sha256(b"hel") },
+                FragmentEntry { size: 2, sha256: sha256(b"lo") }
             ],
             flags: 0,
         }
@@ -234,10 +217,7 @@ mod tests {
             b[i] ^= 0x01;
             assert!(Manifest::decode_verified(&b, &pk()).is_err(), "byte {i}");
         }
-        assert_eq!(
-            Manifest::decode_verified(&bytes, &[9; 32]),
-            Err(ManifestError::BadSignature)
-        );
+        assert_eq!(Manifest::decode_verified(&bytes, &[9; 32]), Err(ManifestError::BadSignature));
         for i in 0..bytes.len() {
             assert!(Manifest::decode_verified(&bytes[..i], &pk()).is_err());
         }
@@ -247,9 +227,6 @@ mod tests {
     fn inconsistent_sizes_are_refused_even_when_signed() {
         let mut m = sample();
         m.archive_size = 6;
-        assert_eq!(
-            Manifest::decode_verified(&encode(&m), &pk()),
-            Err(ManifestError::Inconsistent)
-        );
+        assert_eq!(Manifest::decode_verified(&encode(&m), &pk()), Err(ManifestError::Inconsistent));
     }
 }

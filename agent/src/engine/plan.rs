@@ -21,11 +21,7 @@ pub enum Decision {
 
 /// Decide for one offer given whether its id is in the history.
 pub fn decide(offer: &Offer, in_history: bool) -> Decision {
-    if in_history && !offer.force {
-        Decision::AlreadySetup
-    } else {
-        Decision::Deploy
-    }
+    if in_history && !offer.force { Decision::AlreadySetup } else { Decision::Deploy }
 }
 
 /// The program a LAUNCH command line starts: its first word, which must be a
@@ -34,9 +30,7 @@ pub fn decide(offer: &Offer, in_history: bool) -> Decision {
 pub fn launch_program(command: &str) -> Option<&str> {
     let first = command.split_ascii_whitespace().next()?;
     let first = first.strip_prefix("./").unwrap_or(first);
-    let ok = !first.is_empty()
-        && !first.starts_with('/')
-        && first.split('/').all(|c| !c.is_empty() && c != "..");
+    let ok = !first.is_empty() && !first.starts_with('/') && first.split('/').all(|c| !c.is_empty() && c != "..");
     ok.then_some(first)
 }
 
@@ -77,27 +71,17 @@ pub fn fits(available: u64, needed: u64, package_size: u64) -> bool {
 mod tests {
     use super::*;
     use alloc::string::ToString;
+    use alloc::vec::Vec;
 
     fn offer(id: u64, priority: u8, force: bool) -> Offer {
-        Offer {
-            id,
-            priority,
-            force,
-            info_loc: "a/b".to_string(),
-            pack_loc: "a/b".to_string(),
-        }
+        Offer { id, priority, force, info_loc: "a/b".to_string(), pack_loc: "a/b".to_string() }
     }
 
     #[test]
     fn priority_zero_first_then_ascending_then_id() {
-        let mut v = alloc::vec![
-            offer(3, 5, false),
-            offer(1, 9, false),
-            offer(2, 0, false),
-            offer(0, 5, false)
-        ];
+        let mut v = alloc::vec![offer(3, 5, false), offer(1, 9, false), offer(2, 0, false), offer(0, 5, false)];
         deploy_order(&mut v);
-        let ids: alloc::vec::Vec<u64> = v.iter().map(|o| o.id).collect();
+        let ids: Vec<u64> = v.iter().map(|o| o.id).collect();
         assert_eq!(ids, [2, 0, 3, 1]);
     }
 

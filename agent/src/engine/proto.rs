@@ -90,7 +90,10 @@ impl fmt::Display for ProtoError {
 
 impl core::error::Error for ProtoError {}
 
-fn lines(msg: &[u8]) -> Result<impl Iterator<Item = (&str, Vec<(&str, &str)>)>, ProtoError> {
+/// One record: its kind and its `key=value` fields.
+type Line<'a> = (&'a str, Vec<(&'a str, &'a str)>);
+
+fn lines(msg: &[u8]) -> Result<impl Iterator<Item = Line<'_>>, ProtoError> {
     if msg.len() > MAX_CONTROL_LEN {
         return Err(ProtoError::TooLarge);
     }
@@ -102,27 +105,16 @@ fn lines(msg: &[u8]) -> Result<impl Iterator<Item = (&str, Vec<(&str, &str)>)>, 
     Ok(it.filter(|l| !l.trim().is_empty()).map(|l| {
         let mut words = l.split_ascii_whitespace();
         let kind = words.next().unwrap_or("");
-        (
-            kind,
-            words
-                .map(|w| w.split_once('=').unwrap_or((w, "")))
-                .collect(),
-        )
+        (kind, words.map(|w| w.split_once('=').unwrap_or((w, ""))).collect())
     }))
 }
 
 fn field<'a>(fields: &[(&str, &'a str)], key: &'static str) -> Result<&'a str, ProtoError> {
-    fields
-        .iter()
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| *v)
-        .ok_or(ProtoError::BadField(key))
+    fields.iter().find(|(k, _)| *k == key).map(|(_, v)| *v).ok_or(ProtoError::BadField(key))
 }
 
 fn num<T: core::str::FromStr>(fields: &[(&str, &str)], key: &'static str) -> Result<T, ProtoError> {
-    field(fields, key)?
-        .parse()
-        .map_err(|_| ProtoError::BadField(key))
+    field(fields, key)?.parse().map_err(|_| ProtoError::BadField(key))
 }
 
 /// A `host[:port]/path` location without scheme, as OCS uses them.
@@ -130,22 +122,17 @@ pub fn valid_location(s: &str) -> bool {
     !s.is_empty()
         && !s.contains("://")
         && !s.starts_with('/')
-        && s.bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        && s.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
 }
 
 /// Device ids: 1 to 128 of `A-Za-z0-9._-` (OCS DEVICEIDs fit).
 pub fn valid_device_id(s: &str) -> bool {
-    (1..=128).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    (1..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 /// Status codes on the wire: 1 to 64 of `A-Z0-9_-`.
 pub fn valid_status(s: &str) -> bool {
-    (1..=MAX_STATUS_LEN).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    (1..=MAX_STATUS_LEN).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 impl PollReply {
@@ -169,9 +156,7 @@ impl PollReply {
             match kind {
                 "poll-interval" => {
                     let v = f.first().map(|(k, _)| *k).unwrap_or("");
-                    reply.poll_interval = v
-                        .parse()
-                        .map_err(|_| ProtoError::BadField("poll-interval"))?;
+                    reply.poll_interval = v.parse().map_err(|_| ProtoError::BadField("poll-interval"))?;
                 }
                 "package" => {
                     if reply.offers.len() >= MAX_POLL_PACKAGES {
@@ -208,10 +193,7 @@ impl PollReply {
 pub fn encode_reports(reports: &[Report]) -> String {
     let mut s = format!("{HEADER}\n");
     for r in reports {
-        s.push_str(&format!(
-            "report id={:016x} package={} status={}\n",
-            r.id, r.package, r.status
-        ));
+        s.push_str(&format!("report id={:016x} package={} status={}\n", r.id, r.package, r.status));
     }
     s
 }
@@ -226,17 +208,12 @@ pub fn decode_reports(msg: &[u8]) -> Result<Vec<Report>, ProtoError> {
         if out.len() >= MAX_REPORTS_PER_REQUEST {
             return Err(ProtoError::TooLarge);
         }
-        let id =
-            u64::from_str_radix(field(&f, "id")?, 16).map_err(|_| ProtoError::BadField("id"))?;
+        let id = u64::from_str_radix(field(&f, "id")?, 16).map_err(|_| ProtoError::BadField("id"))?;
         let status = field(&f, "status")?;
         if !valid_status(status) {
             return Err(ProtoError::BadField("status"));
         }
-        out.push(Report {
-            id,
-            package: num(&f, "package")?,
-            status: StatusCode::parse(status),
-        });
+        out.push(Report { id, package: num(&f, "package")?, status: StatusCode::parse(status) });
     }
     Ok(out)
 }
@@ -301,50 +278,25 @@ mod tests {
     #[test]
     fn reports_and_acks_round_trip() {
         let reps = alloc::vec![
-            Report {
-                id: 0xdead_beef,
-                package: 5,
-                status: StatusCode::ExitCode(3)
-            },
-            Report {
-                id: 1,
-                package: 6,
-                status: StatusCode::Success
-            }
+            Report { id: 0xdead_beef, package: 5, status: StatusCode::ExitCode(3) },
+            Report { id: 1, package: 6, status: StatusCode::Success }
         ];
-        assert_eq!(
-            decode_reports(encode_reports(&reps).as_bytes()).unwrap(),
-            reps
-        );
-        assert_eq!(
-            decode_acks(encode_acks(&[1, 2]).as_bytes()).unwrap(),
-            alloc::vec![1, 2]
-        );
+        assert_eq!(decode_reports(encode_reports(&reps).as_bytes()).unwrap(), reps);
+        assert_eq!(decode_acks(encode_acks(&[1, 2]).as_bytes()).unwrap(), alloc::vec![1, 2]);
     }
 
     #[test]
     fn bad_messages_are_errors() {
         assert_eq!(PollReply::decode(b"hello"), Err(ProtoError::BadHeader));
-        assert!(
-            PollReply::decode(b"outpost 1\npackage id=x priority=1 force=0 info=a/b pack=a/b\n")
-                .is_err()
-        );
-        assert!(
-            PollReply::decode(
-                b"outpost 1\npackage id=1 priority=1 force=0 info=http://a/b pack=a/b\n"
-            )
-            .is_err()
-        );
+        assert!(PollReply::decode(b"outpost 1\npackage id=x priority=1 force=0 info=a/b pack=a/b\n").is_err());
+        assert!(PollReply::decode(b"outpost 1\npackage id=1 priority=1 force=0 info=http://a/b pack=a/b\n").is_err());
         assert!(decode_reports(b"outpost 1\nreport id=1 package=2 status=bad<code>\n").is_err());
         assert!(decode_reports(&[b'x'; MAX_CONTROL_LEN + 1]).is_err());
     }
 
     #[test]
     fn auth_header_parsing() {
-        assert_eq!(
-            parse_auth_header(&auth_header("pc-1", "abc")),
-            Some(("pc-1", "abc"))
-        );
+        assert_eq!(parse_auth_header(&auth_header("pc-1", "abc")), Some(("pc-1", "abc")));
         assert_eq!(parse_auth_header("Basic abc"), None);
         assert_eq!(parse_auth_header("Outpost a/b c"), None);
         assert_eq!(parse_auth_header("Outpost a b c"), None);

@@ -75,11 +75,7 @@ impl StatusCode {
 
     /// The code for an action that exited with `code`.
     pub fn from_exit(code: i32) -> Self {
-        if code == 0 {
-            Self::Success
-        } else {
-            Self::ExitCode(code)
-        }
+        if code == 0 { Self::Success } else { Self::ExitCode(code) }
     }
 
     /// True for codes the OCS console counts as success (`SUCCESS*`).
@@ -124,14 +120,7 @@ mod tests {
 
     #[test]
     fn codes_round_trip() {
-        for s in [
-            "SUCCESS",
-            "EXIT_CODE_3",
-            "EXIT_CODE_-1",
-            "ERR_BUILD",
-            "SUCCESS_REBOOT_REQUIRED",
-            "ERR_UNZIP",
-        ] {
+        for s in ["SUCCESS", "EXIT_CODE_3", "EXIT_CODE_-1", "ERR_BUILD", "SUCCESS_REBOOT_REQUIRED", "ERR_UNZIP"] {
             assert_eq!(StatusCode::parse(s).to_string(), s);
         }
         assert_eq!(StatusCode::parse("EXIT_CODE_3"), StatusCode::ExitCode(3));

@@ -36,11 +36,7 @@ pub fn run(info: &Info, dir: &Path, log_path: &Path, timeout: Duration) -> Outco
                 return Outcome::NotStarted;
             };
             let path = dir.join(prog);
-            let inside = path
-                .canonicalize()
-                .ok()
-                .zip(dir.canonicalize().ok())
-                .is_some_and(|(p, d)| p.starts_with(d));
+            let inside = path.canonicalize().ok().zip(dir.canonicalize().ok()).is_some_and(|(p, d)| p.starts_with(d));
             let is_file = fs::metadata(&path).map(|m| m.is_file()).unwrap_or(false);
             if !inside || !is_file {
                 log::error!(target: "outpost", "package {}: {prog} is not a file of the package", info.id);
@@ -51,11 +47,7 @@ pub fn run(info: &Info, dir: &Path, log_path: &Path, timeout: Duration) -> Outco
                 return Outcome::NotStarted;
             }
             let cmd = info.target.trim_start();
-            let line = if cmd.starts_with("./") {
-                cmd.to_string()
-            } else {
-                format!("./{cmd}")
-            };
+            let line = if cmd.starts_with("./") { cmd.to_string() } else { format!("./{cmd}") };
             spawn(info.id, &line, dir, log_path, timeout)
         }
     }
@@ -113,7 +105,7 @@ fn spawn(id: u64, line: &str, dir: &Path, log_path: &Path, timeout: Duration) ->
                 let _ = child.wait();
                 return Outcome::TimedOut;
             }
-            Ok(None) => std::thread::sleep(WAIT_STEP),
+            Ok(None) => super::sleep(WAIT_STEP),
             Err(e) => {
                 log::error!(target: "outpost", "package {id}: waiting for the action failed: {e}");
                 kill_group(child.id());
@@ -127,10 +119,7 @@ fn spawn(id: u64, line: &str, dir: &Path, log_path: &Path, timeout: Duration) ->
 /// modes and symbolic links; dot files included.
 pub fn store(src: &Path, dest: &Path) -> io::Result<()> {
     if !dest.is_absolute() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "store destination must be an absolute path",
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "store destination must be an absolute path"));
     }
     fs::create_dir_all(dest)?;
     copy_tree(src, dest)

@@ -34,9 +34,7 @@ use crate::engine::digest::{ArchiveHasher, hex, info_digest_matches};
 use crate::engine::fetch::{FetchError, FragmentFetch};
 use crate::engine::info::{Info, Proto};
 use crate::engine::journal::{OutboxRecord, PackageRecord, Phase};
-use crate::engine::limits::{
-    MAX_CONTROL_LEN, MAX_INFO_LEN, MAX_MANIFEST_LEN, MAX_REPORTS_PER_REQUEST,
-};
+use crate::engine::limits::{MAX_CONTROL_LEN, MAX_INFO_LEN, MAX_MANIFEST_LEN, MAX_REPORTS_PER_REQUEST};
 use crate::engine::manifest::{Manifest, sha256};
 use crate::engine::plan::{self, Decision};
 use crate::engine::proto::{self, Offer, PollReply, Report};
@@ -90,6 +88,17 @@ pub struct RunSummary {
     pub pending: usize,
     /// Reports still waiting for the server's acknowledgement.
     pub unreported: usize,
+    /// The poll's error, if the server could not be asked (already logged).
+    pub poll_error: Option<String>,
+    /// Seconds until the next poll, as the server said.
+    pub poll_interval: Option<u32>,
+}
+
+impl RunSummary {
+    /// Whether everything this run could see was finished and reported.
+    pub fn complete(&self) -> bool {
+        self.pending == 0 && self.unreported == 0 && self.poll_error.is_none()
+    }
 }
 
 /// The agent.
@@ -111,16 +120,8 @@ impl Agent {
             Duration::from_secs(cfg.agent.io_timeout),
         )
         .map_err(|e| AgentError::Server(e.to_string()))?;
-        let key = cfg
-            .signing_key()
-            .map_err(|e| AgentError::Server(e.to_string()))?;
-        Ok(Self {
-            cfg,
-            store,
-            client,
-            key,
-            rng: ring::rand::SystemRandom::new(),
-        })
+        let key = cfg.signing_key().map_err(|e| AgentError::Server(e.to_string()))?;
+        Ok(Self { cfg, store, client, key, rng: ring::rand::SystemRandom::new() })
     }
 
     /// The state directory.
@@ -136,27 +137,19 @@ impl Agent {
     }
 
     fn api(&self, path: &str) -> Result<Url, AgentError> {
-        Url::parse(&format!(
-            "{}{path}",
-            self.cfg.server.url.trim_end_matches('/')
-        ))
-        .map_err(|e| AgentError::Server(e.to_string()))
+        Url::parse(&format!("{}{path}", self.cfg.server.url.trim_end_matches('/')))
+            .map_err(|e| AgentError::Server(e.to_string()))
     }
 
     fn post(&self, path: &str, body: &str) -> Result<Vec<u8>, AgentError> {
         let url = self.api(path)?;
         let auth = proto::auth_header(&self.cfg.server.device_id, &self.cfg.server.secret);
-        let headers = [
-            ("Authorization", auth.as_str()),
-            ("Content-Type", "text/plain"),
-        ];
+        let headers = [("Authorization", auth.as_str()), ("Content-Type", "text/plain")];
         let mut r = self
             .client
             .request("POST", &url, &headers, body.as_bytes())
             .map_err(|e| AgentError::Server(e.to_string()))?;
-        let body = r
-            .read_to_vec(MAX_CONTROL_LEN)
-            .map_err(|e| AgentError::Server(e.to_string()))?;
+        let body = r.read_to_vec(MAX_CONTROL_LEN).map_err(|e| AgentError::Server(e.to_string()))?;
         match r.status {
             200 => Ok(body),
             401 => Err(AgentError::Server(format!(
@@ -169,10 +162,7 @@ impl Agent {
 
     /// Ask the server what to deploy.
     pub fn poll(&self) -> Result<PollReply, AgentError> {
-        let body = self.post(
-            proto::POLL_PATH,
-            &format!("{}\nagent {}\n", proto::HEADER, env!("CARGO_PKG_VERSION")),
-        )?;
+        let body = self.post(proto::POLL_PATH, &format!("{}\nagent {}\n", proto::HEADER, env!("CARGO_PKG_VERSION")))?;
         PollReply::decode(&body).map_err(|e| AgentError::Server(format!("bad poll reply: {e}")))
     }
 
@@ -182,11 +172,7 @@ impl Agent {
         for batch in pending.chunks(MAX_REPORTS_PER_REQUEST) {
             let reports: Vec<Report> = batch
                 .iter()
-                .map(|r| Report {
-                    id: r.report_id,
-                    package: r.package,
-                    status: StatusCode::parse(&r.status),
-                })
+                .map(|r| Report { id: r.report_id, package: r.package, status: StatusCode::parse(&r.status) })
                 .collect();
             let body = match self.post(proto::REPORT_PATH, &proto::encode_reports(&reports)) {
                 Ok(b) => b,
@@ -195,8 +181,7 @@ impl Agent {
                     break;
                 }
             };
-            let acks = proto::decode_acks(&body)
-                .map_err(|e| AgentError::Server(format!("bad report reply: {e}")))?;
+            let acks = proto::decode_acks(&body).map_err(|e| AgentError::Server(format!("bad report reply: {e}")))?;
             for r in batch.iter().filter(|r| acks.contains(&r.report_id)) {
                 self.store.ack_report(r.report_id)?;
                 log::info!(target: "outpost", "package {}: reported {}", r.package, r.status);
@@ -210,11 +195,15 @@ impl Agent {
     pub fn run_once(&mut self) -> Result<RunSummary, AgentError> {
         self.recover_interrupted()?;
         self.flush_reports()?;
-        let reply = self.poll();
-        let mut offers = match &reply {
-            Ok(r) => r.offers.clone(),
+        let mut summary = RunSummary::default();
+        let mut offers = match self.poll() {
+            Ok(r) => {
+                summary.poll_interval = Some(r.poll_interval);
+                r.offers
+            }
             Err(e) => {
                 log::error!(target: "outpost", "poll failed: {e}");
+                summary.poll_error = Some(e.to_string());
                 Vec::new()
             }
         };
@@ -236,7 +225,6 @@ impl Agent {
                 });
             }
         }
-        let mut summary = RunSummary::default();
         for offer in &offers {
             match self.handle_offer(offer)? {
                 Some(Step::Final(code)) => {
@@ -251,7 +239,6 @@ impl Agent {
             }
         }
         summary.unreported = self.flush_reports()?;
-        reply?;
         Ok(summary)
     }
 
@@ -263,11 +250,7 @@ impl Agent {
                 Ok(s) if s.pending == 0 && s.unreported == 0 => {
                     backoff.reset();
                     let interval = self.poll().map(|r| r.poll_interval).unwrap_or(0);
-                    Duration::from_secs(if interval > 0 {
-                        interval.into()
-                    } else {
-                        self.cfg.agent.poll_interval
-                    })
+                    Duration::from_secs(if interval > 0 { interval.into() } else { self.cfg.agent.poll_interval })
                 }
                 Ok(_) => backoff.next_delay(self.random_u64()),
                 Err(e) => {
@@ -276,7 +259,7 @@ impl Agent {
                 }
             };
             log::debug!(target: "outpost", "next poll in {}s", wait.as_secs());
-            std::thread::sleep(wait);
+            super::sleep(wait);
         }
     }
 
@@ -308,11 +291,7 @@ impl Agent {
         if let Some(r) = &rec
             && r.phase == Phase::Finished
         {
-            let queued = self
-                .store
-                .pending_reports()?
-                .iter()
-                .any(|p| p.package == id);
+            let queued = self.store.pending_reports()?.iter().any(|p| p.package == id);
             if queued {
                 return Ok(None); // its report is on its way
             }
@@ -340,11 +319,7 @@ impl Agent {
         if *code == StatusCode::Success {
             self.store.add_history(id)?;
         }
-        let report = OutboxRecord {
-            report_id: self.random_u64(),
-            package: id,
-            status: code.to_string(),
-        };
+        let report = OutboxRecord { report_id: self.random_u64(), package: id, status: code.to_string() };
         self.store.queue_report(&report)?;
         let rec = PackageRecord {
             id,
@@ -363,18 +338,12 @@ impl Agent {
     }
 
     /// Fetch (or reload) and verify the info file and manifest.
-    fn metadata(
-        &self,
-        offer: &Offer,
-        fresh: bool,
-    ) -> Result<Result<(Info, Manifest), Step>, StoreError> {
+    fn metadata(&self, offer: &Offer, fresh: bool) -> Result<Result<(Info, Manifest), Step>, StoreError> {
         let id = offer.id;
         let cached = if fresh {
             None
         } else {
-            self.store
-                .package_file(id, "info")?
-                .zip(self.store.package_file(id, "manifest")?)
+            self.store.package_file(id, "info")?.zip(self.store.package_file(id, "manifest")?)
         };
         let (info_bytes, manifest_bytes) = match cached {
             Some(c) => c,
@@ -384,11 +353,10 @@ impl Agent {
                 }
                 let mut got = Vec::new();
                 for (name, max) in [("info", MAX_INFO_LEN), ("manifest", MAX_MANIFEST_LEN)] {
-                    let url =
-                        match Url::from_location(true, &offer.info_loc, &format!("{id}/{name}")) {
-                            Ok(u) => u,
-                            Err(e) => return Ok(Err(Step::Later(e.to_string()))),
-                        };
+                    let url = match Url::from_location(true, &offer.info_loc, &format!("{id}/{name}")) {
+                        Ok(u) => u,
+                        Err(e) => return Ok(Err(Step::Later(e.to_string()))),
+                    };
                     match self.client.get_small(&url, &[], max) {
                         Ok((200, body)) => got.push(body),
                         Ok((status, _)) => {
@@ -437,8 +405,7 @@ impl Agent {
         }
         if fresh {
             self.store.put_package_file(id, "info", &info_bytes)?;
-            self.store
-                .put_package_file(id, "manifest", &manifest_bytes)?;
+            self.store.put_package_file(id, "manifest", &manifest_bytes)?;
         }
         Ok(Ok((info, manifest)))
     }
@@ -463,8 +430,7 @@ impl Agent {
             },
         };
         if rec.first_seen == 0 {
-            rec.first_seen =
-                outpost_hal::time::Clock::unix_time(&outpost_hal::linux::StdClock::new());
+            rec.first_seen = outpost_hal::time::Clock::unix_time(&outpost_hal::linux::StdClock::new());
         }
         rec.phase = Phase::Fetching;
         self.store.put_package(&rec)?;
@@ -473,11 +439,7 @@ impl Agent {
         let done = rec.fragments_verified as usize;
         let left: u64 = manifest.fragments.iter().skip(done).map(|f| f.size).sum();
         if let Ok(space) = space_of(self.store.root())
-            && !plan::fits(
-                space.available,
-                left + manifest.archive_size,
-                manifest.archive_size,
-            )
+            && !plan::fits(space.available, left + manifest.archive_size, manifest.archive_size)
         {
             log::error!(target: "outpost", "package {id}: needs {} bytes, {} available", left + manifest.archive_size, space.available);
             return Ok(Step::Final(StatusCode::ErrOutOfSpace));
@@ -503,30 +465,16 @@ impl Agent {
         self.store.put_package(&rec)?;
         log::info!(target: "outpost", "package {id}: running {} {:?}", info.action.as_ocs(), info.target);
         let log_path = self.store.package_dir(id).join("action.log");
-        let outcome = action::run(
-            &info,
-            &unpack_dir,
-            &log_path,
-            Duration::from_secs(self.cfg.agent.execution_timeout),
-        );
+        let outcome = action::run(&info, &unpack_dir, &log_path, Duration::from_secs(self.cfg.agent.execution_timeout));
         Ok(Step::Final(plan::status_for(outcome)))
     }
 
     fn fragment_parts(&self, id: u64, m: &Manifest) -> Vec<(std::path::PathBuf, u64)> {
-        m.fragments
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (self.store.fragment_path(id, i + 1), f.size))
-            .collect()
+        m.fragments.iter().enumerate().map(|(i, f)| (self.store.fragment_path(id, i + 1), f.size)).collect()
     }
 
     /// Check the whole archive and unpack it. `Some(code)` on failure.
-    fn verify_and_unpack(
-        &self,
-        info: &Info,
-        m: &Manifest,
-        dir: &Path,
-    ) -> Result<Option<StatusCode>, StoreError> {
+    fn verify_and_unpack(&self, info: &Info, m: &Manifest, dir: &Path) -> Result<Option<StatusCode>, StoreError> {
         let id = info.id;
         let io_err = |e: io::Error| StoreError::Io(dir.to_owned(), e);
         let tmp = dir.with_file_name("unpack.tmp");
@@ -589,20 +537,11 @@ impl Agent {
         let part = self.store.partial_path(id, n + 1);
         let done = self.store.fragment_path(id, n + 1);
         let io_err = |e: io::Error| StoreError::Io(part.clone(), e);
-        let url = match Url::from_location(
-            info.proto == Proto::Https,
-            pack_loc,
-            &format!("{id}/{id}-{}", n + 1),
-        ) {
+        let url = match Url::from_location(info.proto == Proto::Https, pack_loc, &format!("{id}/{id}-{}", n + 1)) {
             Ok(u) => u,
             Err(e) => return Ok(Err(Step::Final(bad_location(id, &e)))),
         };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&part)
-            .map_err(io_err)?;
+        let mut file = OpenOptions::new().read(true).append(true).create(true).open(&part).map_err(io_err)?;
         let mut fetch = FragmentFetch::new(entry.size, entry.sha256);
         // Resume from the durable prefix, re-hashing it.
         let mut buf = vec![0u8; 64 * 1024];
@@ -624,11 +563,8 @@ impl Agent {
         let mut failures = 0;
         while failures < self.cfg.agent.fragment_tries {
             let before = fetch.have();
-            let result = if fetch.is_complete() {
-                fetch.finish()
-            } else {
-                self.fetch_once(&url, &mut fetch, &mut file, &part)?
-            };
+            let result =
+                if fetch.is_complete() { fetch.finish() } else { self.fetch_once(&url, &mut fetch, &mut file, &part)? };
             match result {
                 Ok(()) => {
                     file.sync_all().map_err(io_err)?;
@@ -665,7 +601,7 @@ impl Agent {
             if failures < self.cfg.agent.fragment_tries {
                 let wait = backoff.next_delay(self.random_u64());
                 log::warn!(target: "outpost", "package {id}: {last_err}; retrying in {} ms", wait.as_millis());
-                std::thread::sleep(wait);
+                super::sleep(wait);
             }
         }
         Ok(Err(if corrupt {
@@ -687,8 +623,7 @@ impl Agent {
     ) -> Result<Result<(), FetchError>, StoreError> {
         let io_err = |e: io::Error| StoreError::Io(part.to_owned(), e);
         let range = fetch.range();
-        let headers: Vec<(&str, &str)> =
-            range.as_deref().map(|r| ("Range", r)).into_iter().collect();
+        let headers: Vec<(&str, &str)> = range.as_deref().map(|r| ("Range", r)).into_iter().collect();
         let mut resp = match self.client.request("GET", url, &headers, &[]) {
             Ok(r) => r,
             Err(e) => {
@@ -737,27 +672,20 @@ impl Agent {
     /// One line per package for `outpost-agent status`.
     pub fn status_lines(store: &Store) -> Result<Vec<String>, StoreError> {
         let pending = store.pending_reports()?;
-        let mut out = vec![format!(
-            "{:<12} {:<11} {:>23}  {}",
-            "PACKAGE", "STATE", "CACHED/TOTAL BYTES", "LAST STATUS"
-        )];
+        let mut out =
+            vec![format!("{:<12} {:<11} {:>23}  {}", "PACKAGE", "STATE", "CACHED/TOTAL BYTES", "LAST STATUS")];
         for id in store.package_ids()? {
             let Some(rec) = store.package(id)? else {
                 continue;
             };
-            let total = store
-                .package_file(id, "manifest")?
-                .and_then(|b| Manifest::decode_unverified_size(&b))
-                .unwrap_or(0);
+            let total =
+                store.package_file(id, "manifest")?.and_then(|b| Manifest::decode_unverified_size(&b)).unwrap_or(0);
             let mut cached = 0u64;
             for n in 1..=rec.fragments_verified as usize {
-                cached += fs::metadata(store.fragment_path(id, n))
-                    .map(|m| m.len())
-                    .unwrap_or(0);
+                cached += fs::metadata(store.fragment_path(id, n)).map(|m| m.len()).unwrap_or(0);
             }
-            cached += fs::metadata(store.partial_path(id, rec.fragments_verified as usize + 1))
-                .map(|m| m.len())
-                .unwrap_or(0);
+            cached +=
+                fs::metadata(store.partial_path(id, rec.fragments_verified as usize + 1)).map(|m| m.len()).unwrap_or(0);
             let state = match rec.phase {
                 Phase::Fetching => "downloading",
                 Phase::Installing => "installing",
@@ -765,10 +693,7 @@ impl Agent {
                 Phase::Finished => "reported",
             };
             let status = rec.status.as_deref().unwrap_or("-");
-            out.push(format!(
-                "{id:<12} {state:<11} {:>23}  {status}",
-                format!("{cached}/{total}")
-            ));
+            out.push(format!("{id:<12} {state:<11} {:>23}  {status}", format!("{cached}/{total}")));
         }
         Ok(out)
     }

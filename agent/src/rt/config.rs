@@ -98,28 +98,22 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// Read and check a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_owned(), e))?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_owned(), e))?;
         Self::parse(&text)
     }
 
     /// Parse and check configuration text.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let c: Self =
-            toml::from_str(text).map_err(|e| ConfigError::Parse(e.message().to_string()))?;
+        let c: Self = toml::from_str(text).map_err(|e| ConfigError::Parse(e.message().to_string()))?;
         if !c.server.url.starts_with("https://") {
             return Err(ConfigError::Invalid("server.url must start with https://"));
         }
         if !crate::engine::proto::valid_device_id(&c.server.device_id) {
-            return Err(ConfigError::Invalid(
-                "server.device_id has characters outside A-Za-z0-9._-",
-            ));
+            return Err(ConfigError::Invalid("server.device_id has characters outside A-Za-z0-9._-"));
         }
         c.signing_key()?;
         if c.agent.execution_timeout == 0 || c.agent.fragment_tries == 0 {
-            return Err(ConfigError::Invalid(
-                "agent.execution_timeout and agent.fragment_tries must be > 0",
-            ));
+            return Err(ConfigError::Invalid("agent.execution_timeout and agent.fragment_tries must be > 0"));
         }
         Ok(c)
     }
@@ -128,9 +122,7 @@ impl Config {
     pub fn signing_key(&self) -> Result<[u8; 32], ConfigError> {
         unhex(self.server.signing_key.trim())
             .and_then(|v| v.try_into().ok())
-            .ok_or(ConfigError::Invalid(
-                "server.signing_key must be 64 hex digits",
-            ))
+            .ok_or(ConfigError::Invalid("server.signing_key must be 64 hex digits"))
     }
 }
 

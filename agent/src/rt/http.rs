@@ -39,14 +39,10 @@ impl Url {
         } else {
             return Err(Error::BadUrl(s.to_string()));
         };
-        let (auth, path) = rest
-            .find('/')
-            .map_or((rest, "/"), |i| (&rest[..i], &rest[i..]));
+        let (auth, path) = rest.find('/').map_or((rest, "/"), |i| (&rest[..i], &rest[i..]));
         let default_port = if tls { 443 } else { 80 };
         let (host, port) = if let Some(h) = auth.strip_prefix('[') {
-            let (h, p) = h
-                .split_once(']')
-                .ok_or_else(|| Error::BadUrl(s.to_string()))?;
+            let (h, p) = h.split_once(']').ok_or_else(|| Error::BadUrl(s.to_string()))?;
             (h, p.strip_prefix(':'))
         } else {
             match auth.rsplit_once(':') {
@@ -61,47 +57,24 @@ impl Url {
         if host.is_empty() || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
             return Err(Error::BadUrl(s.to_string()));
         }
-        Ok(Self {
-            tls,
-            host: host.to_string(),
-            port,
-            path: path.to_string(),
-        })
+        Ok(Self { tls, host: host.to_string(), port, path: path.to_string() })
     }
 
     /// `scheme://loc/suffix` for a scheme-less OCS location.
     pub fn from_location(tls: bool, loc: &str, suffix: &str) -> Result<Self, Error> {
         let scheme = if tls { "https" } else { "http" };
-        Self::parse(&format!(
-            "{scheme}://{}/{}",
-            loc.trim_end_matches('/'),
-            suffix.trim_start_matches('/')
-        ))
+        Self::parse(&format!("{scheme}://{}/{}", loc.trim_end_matches('/'), suffix.trim_start_matches('/')))
     }
 
     fn host_header(&self) -> String {
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        if self.port == if self.tls { 443 } else { 80 } {
-            host
-        } else {
-            format!("{host}:{}", self.port)
-        }
+        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        if self.port == if self.tls { 443 } else { 80 } { host } else { format!("{host}:{}", self.port) }
     }
 }
 
 impl std::fmt::Display for Url {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}://{}{}",
-            if self.tls { "https" } else { "http" },
-            self.host_header(),
-            self.path
-        )
+        write!(f, "{}://{}{}", if self.tls { "https" } else { "http" }, self.host_header(), self.path)
     }
 }
 
@@ -176,9 +149,7 @@ fn explain_tls(host: &str, e: &rustls::Error) -> String {
         rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => {
             "its certificate is not signed by the configured CA (server.ca_cert)".to_string()
         }
-        rustls::Error::InvalidCertificate(
-            C::NotValidForName | C::NotValidForNameContext { .. },
-        ) => {
+        rustls::Error::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
             format!("its certificate is not valid for the name {host:?}")
         }
         rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
@@ -200,18 +171,12 @@ pub struct Client {
 
 impl Client {
     /// A client trusting only the CA certificates in `ca_pem`.
-    pub fn new(
-        ca_pem: &str,
-        connect_timeout: Duration,
-        io_timeout: Duration,
-    ) -> Result<Self, Error> {
+    pub fn new(ca_pem: &str, connect_timeout: Duration, io_timeout: Duration) -> Result<Self, Error> {
         let mut roots = RootCertStore::empty();
         let mut found = 0;
         for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
             let cert = cert.map_err(|_| Error::Tls("server.ca_cert is not valid PEM".into()))?;
-            roots
-                .add(cert)
-                .map_err(|e| Error::Tls(format!("server.ca_cert is not a usable CA: {e}")))?;
+            roots.add(cert).map_err(|e| Error::Tls(format!("server.ca_cert is not a usable CA: {e}")))?;
             found += 1;
         }
         if found == 0 {
@@ -233,10 +198,8 @@ impl Client {
 
     fn connect(&self, url: &Url) -> Result<Stream, Error> {
         let addr = format!("{}:{}", url.host, url.port);
-        let addrs: Vec<_> = (url.host.as_str(), url.port)
-            .to_socket_addrs()
-            .map_err(|e| Error::Connect(addr.clone(), e))?
-            .collect();
+        let addrs: Vec<_> =
+            (url.host.as_str(), url.port).to_socket_addrs().map_err(|e| Error::Connect(addr.clone(), e))?.collect();
         let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
         let mut tcp = None;
         for a in addrs {
@@ -255,10 +218,8 @@ impl Client {
         if !url.tls {
             return Ok(Stream::Plain(tcp));
         }
-        let name =
-            ServerName::try_from(url.host.clone()).map_err(|_| Error::BadUrl(url.to_string()))?;
-        let conn =
-            ClientConnection::new(self.tls.clone(), name).map_err(|e| Error::Tls(e.to_string()))?;
+        let name = ServerName::try_from(url.host.clone()).map_err(|_| Error::BadUrl(url.to_string()))?;
+        let conn = ClientConnection::new(self.tls.clone(), name).map_err(|e| Error::Tls(e.to_string()))?;
         let mut s = StreamOwned::new(conn, tcp);
         while s.conn.is_handshaking() {
             if let Err(e) = s.conn.complete_io(&mut s.sock) {
@@ -274,13 +235,7 @@ impl Client {
 
     /// Send a request and read the response head. `headers` are extra
     /// `(name, value)` pairs; `body` is sent with a Content-Length.
-    pub fn request(
-        &self,
-        method: &str,
-        url: &Url,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> Result<Response, Error> {
+    pub fn request(&self, method: &str, url: &Url, headers: &[(&str, &str)], body: &[u8]) -> Result<Response, Error> {
         let mut s = self.connect(url)?;
         let mut head = format!(
             "{method} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: {}\r\nConnection: close\r\n",
@@ -302,12 +257,7 @@ impl Client {
     }
 
     /// GET a small resource into memory, refusing more than `max` bytes.
-    pub fn get_small(
-        &self,
-        url: &Url,
-        headers: &[(&str, &str)],
-        max: usize,
-    ) -> Result<(u16, Vec<u8>), Error> {
+    pub fn get_small(&self, url: &Url, headers: &[(&str, &str)], max: usize) -> Result<(u16, Vec<u8>), Error> {
         let mut r = self.request("GET", url, headers, &[])?;
         let body = r.read_to_vec(max)?;
         Ok((r.status, body))
@@ -331,9 +281,7 @@ pub struct Response {
 
 impl std::fmt::Debug for Response {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Response")
-            .field("status", &self.status)
-            .finish()
+        f.debug_struct("Response").field("status", &self.status).finish()
     }
 }
 
@@ -365,52 +313,25 @@ impl Response {
         let headers: Vec<(String, String)> = resp
             .headers
             .iter()
-            .map(|h| {
-                (
-                    h.name.to_ascii_lowercase(),
-                    String::from_utf8_lossy(h.value).trim().to_string(),
-                )
-            })
+            .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).trim().to_string()))
             .collect();
-        let get = |n: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == n)
-                .map(|(_, v)| v.as_str())
-        };
-        let framing = if head_only || status == 204 || status == 304 || (100..200).contains(&status)
-        {
+        let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+        let framing = if head_only || status == 204 || status == 304 || (100..200).contains(&status) {
             Framing::Length(0)
-        } else if get("transfer-encoding")
-            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
-        {
-            Framing::Chunked {
-                left: 0,
-                done: false,
-            }
+        } else if get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+            Framing::Chunked { left: 0, done: false }
         } else if let Some(v) = get("content-length") {
-            Framing::Length(
-                v.parse()
-                    .map_err(|_| Error::Protocol("bad content-length"))?,
-            )
+            Framing::Length(v.parse().map_err(|_| Error::Protocol("bad content-length"))?)
         } else {
             Framing::Close
         };
-        Ok(Self {
-            status,
-            headers,
-            stream,
-            framing,
-        })
+        Ok(Self { status, headers, stream, framing })
     }
 
     /// A header's value (names are case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
     }
 
     /// Read the whole body, refusing more than `max` bytes.
@@ -433,8 +354,7 @@ impl Response {
         let mut line = String::new();
         self.stream.by_ref().take(1024).read_line(&mut line)?;
         let hex = line.trim().split(';').next().unwrap_or("");
-        u64::from_str_radix(hex, 16)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad chunk size"))
+        u64::from_str_radix(hex, 16).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad chunk size"))
     }
 }
 
@@ -463,10 +383,7 @@ impl Read for Response {
                 if left == 0 {
                     left = self.chunk_size_line()?;
                     if left == 0 {
-                        self.framing = Framing::Chunked {
-                            left: 0,
-                            done: true,
-                        };
+                        self.framing = Framing::Chunked { left: 0, done: true };
                         return Ok(0);
                     }
                 }
@@ -494,10 +411,7 @@ mod tests {
     #[test]
     fn urls() {
         let u = Url::parse("https://127.0.0.1:8443/api/v1/poll").unwrap();
-        assert_eq!(
-            (u.tls, u.host.as_str(), u.port, u.path.as_str()),
-            (true, "127.0.0.1", 8443, "/api/v1/poll")
-        );
+        assert_eq!((u.tls, u.host.as_str(), u.port, u.path.as_str()), (true, "127.0.0.1", 8443, "/api/v1/poll"));
         let u = Url::from_location(false, "cdn.example/download/", "/17/17-1").unwrap();
         assert_eq!(u.to_string(), "http://cdn.example/download/17/17-1");
         assert_eq!(Url::parse("http://[::1]:80/x").unwrap().host, "::1");

@@ -23,9 +23,7 @@ impl Log for Stderr {
 
 /// Install the logger. `verbosity` is the count of `-v` minus the count of `-q`.
 pub fn init(verbosity: i32) {
-    let from_env = std::env::var("OUTPOST_LOG")
-        .ok()
-        .and_then(|v| v.parse::<LevelFilter>().ok());
+    let from_env = std::env::var("OUTPOST_LOG").ok().and_then(|v| v.parse::<LevelFilter>().ok());
     let level = from_env.unwrap_or(match verbosity {
         i32::MIN..=-2 => LevelFilter::Error,
         -1 => LevelFilter::Warn,

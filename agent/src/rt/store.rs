@@ -66,15 +66,9 @@ impl Store {
     pub fn open(root: &Path) -> Result<Self, StoreError> {
         use std::os::unix::fs::DirBuilderExt;
         for d in [root.to_owned(), root.join("outbox"), root.join("packages")] {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&d)
-                .map_err(io_at(&d))?;
+            fs::DirBuilder::new().recursive(true).mode(0o700).create(&d).map_err(io_at(&d))?;
         }
-        Ok(Self {
-            root: root.to_owned(),
-        })
+        Ok(Self { root: root.to_owned() })
     }
 
     /// The root directory.
@@ -87,35 +81,22 @@ impl Store {
         self.root.join("packages").join(id.to_string())
     }
 
-    fn read_record<T: serde::de::DeserializeOwned>(
-        &self,
-        path: &Path,
-        k: u8,
-    ) -> Result<Option<T>, StoreError> {
+    fn read_record<T: serde::de::DeserializeOwned>(&self, path: &Path, k: u8) -> Result<Option<T>, StoreError> {
         match fs::read(path) {
-            Ok(b) => journal::decode(k, &b)
-                .map(Some)
-                .map_err(|e| StoreError::Record(path.to_owned(), e)),
+            Ok(b) => journal::decode(k, &b).map(Some).map_err(|e| StoreError::Record(path.to_owned(), e)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StoreError::Io(path.to_owned(), e)),
         }
     }
 
-    fn write_record<T: serde::Serialize>(
-        &self,
-        path: &Path,
-        k: u8,
-        v: &T,
-    ) -> Result<(), StoreError> {
+    fn write_record<T: serde::Serialize>(&self, path: &Path, k: u8, v: &T) -> Result<(), StoreError> {
         let bytes = journal::encode(k, v).map_err(|e| StoreError::Record(path.to_owned(), e))?;
         write_atomic(path, &bytes).map_err(io_at(path))
     }
 
     /// The history (empty when none was written yet).
     pub fn history(&self) -> Result<HistoryRecord, StoreError> {
-        Ok(self
-            .read_record(&self.root.join("history"), kind::HISTORY)?
-            .unwrap_or_default())
+        Ok(self.read_record(&self.root.join("history"), kind::HISTORY)?.unwrap_or_default())
     }
 
     /// Add `id` to the history.
@@ -204,14 +185,7 @@ impl Store {
 
     /// Queue a report durably.
     pub fn queue_report(&self, r: &OutboxRecord) -> Result<(), StoreError> {
-        self.write_record(
-            &self
-                .root
-                .join("outbox")
-                .join(format!("{:016x}", r.report_id)),
-            kind::OUTBOX,
-            r,
-        )
+        self.write_record(&self.root.join("outbox").join(format!("{:016x}", r.report_id)), kind::OUTBOX, r)
     }
 
     /// Reports not yet acknowledged. Unreadable entries are logged and skipped.
@@ -257,12 +231,7 @@ impl FragmentChain {
     /// Chain `parts` (path, size) in order.
     pub fn new(parts: Vec<(PathBuf, u64)>) -> Self {
         let total = parts.iter().map(|p| p.1).sum();
-        Self {
-            parts,
-            total,
-            pos: 0,
-            open: None,
-        }
+        Self { parts, total, pos: 0, open: None }
     }
 
     /// Total size.
@@ -298,10 +267,7 @@ impl Read for FragmentChain {
         let want = buf.len().min((self.parts[idx].1 - within) as usize);
         let n = f.read(&mut buf[..want])?;
         if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "fragment shorter than its manifest size",
-            ));
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "fragment shorter than its manifest size"));
         }
         self.pos += n as u64;
         Ok(n)
@@ -315,8 +281,7 @@ impl Seek for FragmentChain {
             SeekFrom::End(d) => self.total.checked_add_signed(d),
             SeekFrom::Current(d) => self.pos.checked_add_signed(d),
         };
-        self.pos = target
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before start"))?;
+        self.pos = target.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before start"))?;
         Ok(self.pos)
     }
 }
@@ -360,11 +325,7 @@ mod tests {
         s.add_history(5).unwrap();
         s.add_history(5).unwrap();
         assert_eq!(s.history().unwrap().ids, [5]);
-        let r = OutboxRecord {
-            report_id: 7,
-            package: 5,
-            status: "SUCCESS".into(),
-        };
+        let r = OutboxRecord { report_id: 7, package: 5, status: "SUCCESS".into() };
         s.queue_report(&r).unwrap();
         assert_eq!(s.pending_reports().unwrap(), [r]);
         s.ack_report(7).unwrap();

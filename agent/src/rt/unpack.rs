@@ -73,25 +73,16 @@ fn clean(name: &Path) -> Result<Vec<&std::ffi::OsStr>, UnpackError> {
         match c {
             Component::Normal(s) => {
                 if s.as_encoded_bytes().contains(&b'\\') {
-                    return Err(UnpackError::Unsafe(format!(
-                        "{}: backslash in name",
-                        name.display()
-                    )));
+                    return Err(UnpackError::Unsafe(format!("{}: backslash in name", name.display())));
                 }
                 out.push(s);
             }
             Component::CurDir => {}
             Component::ParentDir => {
-                return Err(UnpackError::Unsafe(format!(
-                    "{}: '..' in path",
-                    name.display()
-                )));
+                return Err(UnpackError::Unsafe(format!("{}: '..' in path", name.display())));
             }
             Component::RootDir | Component::Prefix(_) => {
-                return Err(UnpackError::Unsafe(format!(
-                    "{}: absolute path",
-                    name.display()
-                )));
+                return Err(UnpackError::Unsafe(format!("{}: absolute path", name.display())));
             }
         }
     }
@@ -107,10 +98,7 @@ pub struct SafeTree {
 impl SafeTree {
     /// A tree rooted at `root`, which must exist.
     pub fn new(root: &Path) -> Self {
-        Self {
-            root: root.to_owned(),
-            files: 0,
-        }
+        Self { root: root.to_owned(), files: 0 }
     }
 
     /// Members written so far.
@@ -130,17 +118,11 @@ impl SafeTree {
             p.push(part);
             match fs::symlink_metadata(&p) {
                 Ok(m) if m.file_type().is_symlink() => {
-                    return Err(UnpackError::Unsafe(format!(
-                        "{}: path goes through a symbolic link",
-                        name.display()
-                    )));
+                    return Err(UnpackError::Unsafe(format!("{}: path goes through a symbolic link", name.display())));
                 }
                 Ok(m) if m.is_dir() => {}
                 Ok(_) => {
-                    return Err(UnpackError::Unsafe(format!(
-                        "{}: parent is not a directory",
-                        name.display()
-                    )));
+                    return Err(UnpackError::Unsafe(format!("{}: parent is not a directory", name.display())));
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(&p)?,
                 Err(e) => return Err(e.into()),
@@ -154,10 +136,7 @@ impl SafeTree {
     /// earlier one; removing a symlink never touches its target).
     fn clear(p: &Path) -> Result<(), UnpackError> {
         match fs::symlink_metadata(p) {
-            Ok(m) if m.is_dir() => Err(UnpackError::Unsafe(format!(
-                "{}: replaces a directory",
-                p.display()
-            ))),
+            Ok(m) if m.is_dir() => Err(UnpackError::Unsafe(format!("{}: replaces a directory", p.display()))),
             Ok(_) => Ok(fs::remove_file(p)?),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e.into()),
@@ -173,10 +152,7 @@ impl SafeTree {
         match fs::symlink_metadata(&p) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
-                return Err(UnpackError::Unsafe(format!(
-                    "{}: directory over a file or link",
-                    name.display()
-                )));
+                return Err(UnpackError::Unsafe(format!("{}: directory over a file or link", name.display())));
             }
             Err(_) => fs::create_dir(&p)?,
         }
@@ -188,12 +164,7 @@ impl SafeTree {
     }
 
     /// Create a regular file member from `data`.
-    pub fn file(
-        &mut self,
-        name: &Path,
-        mode: Option<u32>,
-        data: &mut dyn Read,
-    ) -> Result<(), UnpackError> {
+    pub fn file(&mut self, name: &Path, mode: Option<u32>, data: &mut dyn Read) -> Result<(), UnpackError> {
         let (p, depth) = self.place(name)?;
         if depth == 0 {
             return Err(UnpackError::Unsafe("file member with an empty name".into()));
@@ -201,11 +172,7 @@ impl SafeTree {
         Self::clear(&p)?;
         let mode = mode.map_or(0o644, |m| m & 0o777);
         // create_new refuses to follow (or replace) anything at the path.
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&p)?;
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(&p)?;
         io::copy(data, &mut f)?;
         f.set_permissions(fs::Permissions::from_mode(mode))?;
         self.files += 1;
@@ -244,10 +211,7 @@ impl SafeTree {
             }
         }
         if target.as_os_str().is_empty() {
-            return Err(UnpackError::Unsafe(format!(
-                "{}: empty link target",
-                name.display()
-            )));
+            return Err(UnpackError::Unsafe(format!("{}: empty link target", name.display())));
         }
         Self::clear(&p)?;
         symlink(target, &p)?;
@@ -258,14 +222,10 @@ impl SafeTree {
     /// Create a hard link member to an earlier regular-file member.
     pub fn hardlink(&mut self, name: &Path, target: &Path) -> Result<(), UnpackError> {
         let (src, _) = self.place(target)?;
-        let m = fs::symlink_metadata(&src).map_err(|_| {
-            UnpackError::Unsafe(format!("{}: hard link to a missing member", name.display()))
-        })?;
+        let m = fs::symlink_metadata(&src)
+            .map_err(|_| UnpackError::Unsafe(format!("{}: hard link to a missing member", name.display())))?;
         if !m.is_file() {
-            return Err(UnpackError::Unsafe(format!(
-                "{}: hard link to a non-file",
-                name.display()
-            )));
+            return Err(UnpackError::Unsafe(format!("{}: hard link to a non-file", name.display())));
         }
         let (p, _) = self.place(name)?;
         Self::clear(&p)?;
@@ -316,10 +276,7 @@ fn unpack_tar(r: impl Read, tree: &mut SafeTree) -> Result<(), UnpackError> {
             }
             T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink => {}
             other => {
-                return Err(UnpackError::Unsafe(format!(
-                    "{}: refused member type {other:?}",
-                    name.display()
-                )));
+                return Err(UnpackError::Unsafe(format!("{}: refused member type {other:?}", name.display())));
             }
         }
     }
@@ -347,10 +304,7 @@ fn unpack_zip<R: Read + Seek>(r: R, tree: &mut SafeTree) -> Result<(), UnpackErr
         } else if kind.is_none() || kind == Some(S_IFREG) {
             tree.file(&name, mode, &mut f)?;
         } else {
-            return Err(UnpackError::Unsafe(format!(
-                "{}: refused member type",
-                name.display()
-            )));
+            return Err(UnpackError::Unsafe(format!("{}: refused member type", name.display())));
         }
     }
     Ok(())
@@ -386,40 +340,26 @@ mod tests {
         let d = tmp("links");
         let root = d.join("in");
         let mut t = SafeTree::new(&root);
-        t.symlink(Path::new("sub/ok"), Path::new("../file"))
-            .unwrap();
-        assert!(
-            t.symlink(Path::new("sub/bad"), Path::new("../../out"))
-                .is_err()
-        );
+        t.symlink(Path::new("sub/ok"), Path::new("../file")).unwrap();
+        assert!(t.symlink(Path::new("sub/bad"), Path::new("../../out")).is_err());
         assert!(t.symlink(Path::new("abs"), Path::new("/tmp")).is_err());
         // A link to outside made by other means is never written through.
         symlink(&d, root.join("esc")).unwrap();
-        let err = t
-            .file(Path::new("esc/evil"), None, &mut &b"x"[..])
-            .unwrap_err();
+        let err = t.file(Path::new("esc/evil"), None, &mut &b"x"[..]).unwrap_err();
         assert!(matches!(err, UnpackError::Unsafe(_)), "{err}");
         assert!(!d.join("evil").exists());
         // A file member replacing a link replaces the link, not its target.
         fs::write(d.join("target"), b"keep").unwrap();
         symlink(d.join("target"), root.join("f")).unwrap();
-        t.file(Path::new("f"), Some(0o4755), &mut &b"new"[..])
-            .unwrap();
+        t.file(Path::new("f"), Some(0o4755), &mut &b"new"[..]).unwrap();
         assert_eq!(fs::read(d.join("target")).unwrap(), b"keep");
-        assert_eq!(
-            fs::metadata(root.join("f")).unwrap().permissions().mode() & 0o7777,
-            0o755
-        );
+        assert_eq!(fs::metadata(root.join("f")).unwrap().permissions().mode() & 0o7777, 0o755);
         fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
     fn unknown_format_is_refused() {
-        let e = unpack(
-            io::Cursor::new(b"plain text".to_vec()),
-            Path::new("/nonexistent"),
-        )
-        .unwrap_err();
+        let e = unpack(io::Cursor::new(b"plain text".to_vec()), Path::new("/nonexistent")).unwrap_err();
         assert!(matches!(e, UnpackError::UnknownFormat));
     }
 }

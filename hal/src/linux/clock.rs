@@ -12,9 +12,7 @@ impl StdClock {
     /// A clock whose epoch is the moment of this call.
     pub fn new() -> Self {
         #[allow(clippy::disallowed_methods)]
-        Self {
-            origin: std::time::Instant::now(),
-        }
+        Self { origin: std::time::Instant::now() }
     }
 }
 
@@ -32,9 +30,6 @@ impl Clock for StdClock {
 
     fn unix_time(&self) -> u64 {
         #[allow(clippy::disallowed_methods)]
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
     }
 }

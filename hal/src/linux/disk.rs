@@ -45,9 +45,8 @@ pub fn space_of(path: &Path) -> Result<SpaceInfo, IoError> {
     }
     // SAFETY: statvfs returned 0, so the structure is initialised.
     let st = unsafe { st.assume_init() };
-    let frsize = st.f_frsize as u64;
-    Ok(SpaceInfo {
-        total: (st.f_blocks as u64).saturating_mul(frsize),
-        available: (st.f_bavail as u64).saturating_mul(frsize),
-    })
+    // The field widths differ between platforms (u32 on some 32-bit ones).
+    #[allow(clippy::unnecessary_cast)]
+    let (frsize, blocks, avail) = (st.f_frsize as u64, st.f_blocks as u64, st.f_bavail as u64);
+    Ok(SpaceInfo { total: blocks.saturating_mul(frsize), available: avail.saturating_mul(frsize) })
 }

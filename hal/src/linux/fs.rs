@@ -45,19 +45,12 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 /// Replace `path` with `data`: write `path.tmp`, fsync it, rename over
 /// `path`, fsync the parent directory. A crash leaves the old or the new file.
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
-    let parent = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| Path::new("."));
     let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
     tmp_name.push(".tmp");
     let tmp = parent.join(tmp_name);
     {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
+        let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
     }
@@ -81,10 +74,7 @@ impl DirStore {
 
     fn path(&self, name: &str) -> Result<PathBuf, IoError> {
         if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-            return Err(IoError(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "bad object name",
-            )));
+            return Err(IoError(io::Error::new(io::ErrorKind::InvalidInput, "bad object name")));
         }
         Ok(self.root.join(name))
     }
@@ -137,10 +127,7 @@ mod tests {
         assert_eq!(out, b"two");
         assert!(!d.join("state.tmp").exists());
         s.remove("state").unwrap();
-        assert_eq!(
-            s.read("state", &mut out).unwrap_err().kind(),
-            ErrorKind::NotFound
-        );
+        assert_eq!(s.read("state", &mut out).unwrap_err().kind(), ErrorKind::NotFound);
         assert!(s.write_atomic("../escape", b"x").is_err());
         fs::remove_dir_all(&d).unwrap();
     }
