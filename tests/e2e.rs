@@ -445,3 +445,113 @@ fn action_past_its_timeout_is_killed_and_reported() {
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(srv.status_of(id, "pc-1"), "ERR_EXECUTE_TIMEOUT");
 }
+
+#[test]
+fn https_fragments_come_from_the_https_listener() {
+    let t = TempDir::new("https-frags");
+    let mut srv = Server::init(t.join("srv"), &[]);
+    let mark = t.join("mark");
+    let mut body = SCRIPT.to_vec();
+    body.extend(noise(10_000));
+    let arc = write(&t.join("a.tar.gz"), &targz(&[Member::File("setup.sh", &body, 0o755)]));
+    let id = srv.package_add(&[
+        "--file",
+        &arc,
+        "--action",
+        "launch",
+        "--command",
+        "setup.sh",
+        "--proto",
+        "https",
+        "--frag-size",
+        "2K",
+    ]);
+    assert!(fs::read_to_string(srv.dir.join(format!("download/{id}/info"))).unwrap().contains("PROTO=\"HTTPS\""));
+    let cfg = srv.device_add("pc-1", t.path());
+    srv.assign(id, "pc-1", &[]);
+    srv.start();
+    let o = agent(&cfg, &["run", "--once"], &[("OUTPOST_MARK", mark.to_str().unwrap())]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(srv.status_of(id, "pc-1"), "SUCCESS");
+    let log = fs::read_to_string(srv.dir.join("serve.log")).unwrap();
+    assert!(log.contains(&format!("Https GET /download/{id}/{id}-1 -> 200")), "{log}");
+    assert!(!log.contains("Http GET"), "no fragment over plain HTTP: {log}");
+}
+
+#[test]
+fn fragment_serving_honours_head_range_and_416() {
+    use outpost_agent::rt::http::{Client, Url};
+    let t = TempDir::new("serving");
+    let mut srv = Server::init(t.join("srv"), &[]);
+    let arc = write(&t.join("a.tar.gz"), &targz(&[Member::File("f", &noise(5_000), 0o644)]));
+    let id = srv.package_add(&["--file", &arc, "--action", "execute", "--command", "true"]);
+    let frag = fs::read(srv.dir.join(format!("download/{id}/{id}-1"))).unwrap();
+    let len = frag.len();
+    srv.start();
+    let ca = fs::read_to_string(srv.dir.join("tls/ca-cert.pem")).unwrap();
+    let c = Client::new(&ca, std::time::Duration::from_secs(5), std::time::Duration::from_secs(5)).unwrap();
+    let http = |path: &str| Url::parse(&format!("http://127.0.0.1:{}{path}", srv.http_port)).unwrap();
+    let https = |path: &str| Url::parse(&format!("https://127.0.0.1:{}{path}", srv.https_port)).unwrap();
+    let frag_path = format!("/download/{id}/{id}-1");
+
+    let mut r = c.request("HEAD", &http(&frag_path), &[], &[]).unwrap();
+    assert_eq!((r.status, r.header("content-length")), (200, Some(len.to_string().as_str())));
+    assert!(r.read_to_vec(10).unwrap().is_empty(), "HEAD has no body");
+
+    let mut r = c.request("GET", &http(&frag_path), &[("Range", "bytes=100-")], &[]).unwrap();
+    assert_eq!(r.status, 206);
+    assert_eq!(r.header("content-range"), Some(format!("bytes 100-{}/{len}", len - 1).as_str()));
+    assert_eq!(r.read_to_vec(1 << 20).unwrap(), &frag[100..]);
+
+    let mut r = c.request("GET", &http(&frag_path), &[("Range", &format!("bytes={len}-"))], &[]).unwrap();
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("content-range"), Some(format!("bytes */{len}").as_str()));
+    let _ = r.read_to_vec(1024);
+
+    for (url, want) in [
+        (http(&format!("/download/{id}/info")), 404), // metadata only over HTTPS
+        (https(&format!("/download/{id}/info")), 200),
+        (https(&format!("/download/{id}/manifest")), 200),
+        (http(&format!("/download/{id}/../../server.toml")), 404),
+        (http("/download/..%2f..%2fserver.toml/x"), 404),
+        (http(&format!("/download/{id}/{id}-99")), 404),
+        (http("/api/v1/poll"), 404), // control API only over HTTPS
+    ] {
+        let mut r = c.request("GET", &url, &[], &[]).unwrap();
+        assert_eq!(r.status, want, "{url}");
+        let _ = r.read_to_vec(1 << 20);
+    }
+    let mut r = c.request("GET", &https("/api/v1/poll"), &[], &[]).unwrap();
+    assert_eq!(r.status, 405);
+    let _ = r.read_to_vec(1024);
+}
+
+/// Real time is the point here: the agent's loop must poll again by itself.
+#[test]
+#[allow(clippy::disallowed_methods)]
+fn agent_without_once_keeps_polling_at_the_server_interval() {
+    let t = TempDir::new("loop");
+    let mut srv = Server::init(t.join("srv"), &[]);
+    let conf = fs::read_to_string(srv.dir.join("server.toml")).unwrap();
+    fs::write(srv.dir.join("server.toml"), conf.replace("poll_interval = 3600", "poll_interval = 1")).unwrap();
+    let cfg = srv.device_add("pc-1", t.path());
+    srv.start();
+    let mut child = std::process::Command::new(outpost_tests::bin("outpost-agent"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("run")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Assigned after the agent's first poll: only a later poll can see it.
+    let id = srv.package_add(&["--action", "execute", "--command", "true"]);
+    srv.assign(id, "pc-1", &[]);
+    let start = std::time::Instant::now();
+    while srv.status_of(id, "pc-1") != "SUCCESS" {
+        assert!(start.elapsed() < std::time::Duration::from_secs(20), "the agent never polled again");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

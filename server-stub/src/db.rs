@@ -39,6 +39,25 @@ pub struct StatusRow {
     pub updated: String,
 }
 
+/// A package as recorded by `package add`.
+#[derive(Debug, Clone)]
+pub struct NewPackage<'a> {
+    /// Id.
+    pub id: u64,
+    /// Display name.
+    pub name: &'a str,
+    /// `LAUNCH`, `EXECUTE` or `STORE`.
+    pub action: &'a str,
+    /// Priority.
+    pub priority: u8,
+    /// Fragment count.
+    pub frags: u32,
+    /// Archive size in bytes.
+    pub size: u64,
+    /// Fragments over HTTPS.
+    pub https: bool,
+}
+
 /// A package offered to a device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pending {
@@ -48,6 +67,8 @@ pub struct Pending {
     pub priority: u8,
     /// Forced re-deploy.
     pub force: bool,
+    /// Fragments over HTTPS (`PROTO="HTTPS"`).
+    pub https: bool,
 }
 
 const SCHEMA: &str = "
@@ -55,7 +76,7 @@ CREATE TABLE IF NOT EXISTS devices(
     id TEXT PRIMARY KEY, secret_sha256 BLOB NOT NULL, created TEXT NOT NULL, last_seen TEXT);
 CREATE TABLE IF NOT EXISTS packages(
     id INTEGER PRIMARY KEY, name TEXT NOT NULL, action TEXT NOT NULL, priority INTEGER NOT NULL,
-    frags INTEGER NOT NULL, size INTEGER NOT NULL, created TEXT NOT NULL);
+    frags INTEGER NOT NULL, size INTEGER NOT NULL, created TEXT NOT NULL, https INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS assign_all(
     package INTEGER PRIMARY KEY REFERENCES packages(id), force INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS assignments(
@@ -105,10 +126,11 @@ impl Db {
     }
 
     /// Record a package.
-    pub fn add_package(&self, id: u64, name: &str, action: &str, priority: u8, frags: u32, size: u64) -> DbResult<()> {
+    pub fn add_package(&self, p: &NewPackage<'_>) -> DbResult<()> {
         self.conn.execute(
-            "INSERT INTO packages(id, name, action, priority, frags, size, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![id as i64, name, action, priority, frags, size as i64, now_rfc3339()],
+            "INSERT INTO packages(id, name, action, priority, frags, size, created, https)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![p.id as i64, p.name, p.action, p.priority, p.frags, p.size as i64, now_rfc3339(), p.https],
         )?;
         Ok(())
     }
@@ -163,11 +185,16 @@ impl Db {
         let now = now_rfc3339();
         let out = {
             let mut st = tx.prepare(
-                "SELECT a.package, p.priority, a.force FROM assignments a JOIN packages p ON p.id = a.package
+                "SELECT a.package, p.priority, a.force, p.https FROM assignments a JOIN packages p ON p.id = a.package
                  WHERE a.device = ?1 AND a.status IN (?2, ?3) ORDER BY p.priority, a.package",
             )?;
             st.query_map(params![device, WAITING, NOTIFIED], |r| {
-                Ok(Pending { package: r.get::<_, i64>(0)? as u64, priority: r.get(1)?, force: r.get(2)? })
+                Ok(Pending {
+                    package: r.get::<_, i64>(0)? as u64,
+                    priority: r.get(1)?,
+                    force: r.get(2)?,
+                    https: r.get(3)?,
+                })
             })?
             .collect::<DbResult<Vec<_>>>()?
         };
@@ -222,6 +249,10 @@ impl Db {
 mod tests {
     use super::*;
 
+    fn pkg(id: u64, action: &'static str, priority: u8, frags: u32, size: u64) -> NewPackage<'static> {
+        NewPackage { id, name: "p", action, priority, frags, size, https: false }
+    }
+
     fn db() -> Db {
         let p = std::env::temp_dir().join(format!(
             "outpost-db-{}-{:?}.db",
@@ -237,7 +268,7 @@ mod tests {
         let mut d = db();
         assert!(d.add_device("pc1", &[1; 32]).unwrap());
         assert!(!d.add_device("pc1", &[2; 32]).unwrap());
-        d.add_package(10, "p", "EXECUTE", 5, 1, 100).unwrap();
+        d.add_package(&pkg(10, "EXECUTE", 5, 1, 100)).unwrap();
         d.assign(10, Some("pc1"), false).unwrap();
         assert_eq!(d.status(None).unwrap()[0].status, WAITING);
         assert_eq!(d.poll("pc1").unwrap().len(), 1);
@@ -252,7 +283,7 @@ mod tests {
     fn assign_all_covers_future_devices() {
         let mut d = db();
         d.add_device("a", &[1; 32]).unwrap();
-        d.add_package(11, "p", "STORE", 5, 1, 1).unwrap();
+        d.add_package(&pkg(11, "STORE", 5, 1, 1)).unwrap();
         d.assign(11, None, false).unwrap();
         d.add_device("b", &[1; 32]).unwrap();
         let devs: Vec<String> = d.status(None).unwrap().into_iter().map(|r| r.device).collect();

@@ -13,7 +13,7 @@ use outpost_agent::engine::info::{Action, DigestAlgo, DigestEncode, Info, Notify
 use outpost_agent::engine::manifest::{FORMAT, FragmentEntry, Manifest, sha256};
 use outpost_agent::engine::plan::launch_program;
 
-use crate::db::Db;
+use crate::db::{Db, NewPackage};
 use crate::pki;
 
 /// What `package add` was asked to build.
@@ -154,8 +154,16 @@ pub fn add(dir: &Path, db: &Db, spec: &Spec) -> Result<u64, String> {
             .map_or_else(|| target.clone(), |n| n.to_string_lossy().into_owned())
     });
     fs::rename(&tmp, download.join(id.to_string())).map_err(|e| e.to_string())?;
-    db.add_package(id, &name, info.action.as_ocs(), info.priority, info.frags, manifest.archive_size)
-        .map_err(|e| e.to_string())?;
+    db.add_package(&NewPackage {
+        id,
+        name: &name,
+        action: info.action.as_ocs(),
+        priority: info.priority,
+        frags: info.frags,
+        size: manifest.archive_size,
+        https: info.proto == Proto::Https,
+    })
+    .map_err(|e| e.to_string())?;
     Ok(id)
 }
 

@@ -182,7 +182,7 @@ async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(state: &State, stream: S,
         let head_only = req.method == "HEAD";
         let close = req.close;
         let resp = route(state, &req, side);
-        log::debug!(target: "outpost", "{peer} {} {} -> {}", req.method, req.path, resp.status);
+        log::debug!(target: "outpost", "{peer} {side:?} {} {} -> {}", req.method, req.path, resp.status);
         if http::write_response(s.get_mut(), resp, head_only, close).await.is_err() || close {
             return;
         }
@@ -286,7 +286,8 @@ fn poll(state: &State, req: &Request) -> Response {
                 priority: p.priority,
                 force: p.force,
                 info_loc: state.cfg.public.info_loc.clone(),
-                pack_loc: state.cfg.public.fragment_loc.clone(),
+                // PROTO="HTTPS" fragments come from the HTTPS listener.
+                pack_loc: if p.https { &state.cfg.public.info_loc } else { &state.cfg.public.fragment_loc }.clone(),
             })
             .collect(),
     };
