@@ -15,6 +15,67 @@ pub struct ServerConfig {
     /// Agent behaviour the server decides.
     #[serde(default)]
     pub agents: Agents,
+    /// The OCS Inventory NG endpoint (`POST /ocsinventory`).
+    #[serde(default)]
+    pub ocs: Ocs,
+}
+
+/// `[ocs]`: how OCS agents are served. OCS agents prove nothing but their
+/// DEVICEID, so they are served only from `allow` networks, and optionally
+/// only with HTTP Basic credentials.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ocs {
+    /// Networks (CIDR) OCS agents may connect from. Default: loopback only.
+    pub allow: Vec<String>,
+    /// Require these Basic credentials (the OCS agent's --user/--password/--realm).
+    pub basic_auth: Option<BasicAuth>,
+    /// Ask agents for an inventory (`RESPONSE=SEND`) so their history is known.
+    pub request_inventory: bool,
+    /// `PROLOG_FREQ` in hours.
+    pub prolog_freq: u32,
+    /// `FRAG_LATENCY` seconds.
+    pub frag_latency: u32,
+    /// `CYCLE_LATENCY` seconds.
+    pub cycle_latency: u32,
+    /// `PERIOD_LATENCY` seconds.
+    pub period_latency: u32,
+    /// `PERIOD_LENGTH` cycles (≥ the largest priority, so every package gets slots).
+    pub period_length: u32,
+    /// `TIMEOUT` days.
+    pub timeout: u32,
+    /// `EXECUTION_TIMEOUT` minutes.
+    pub execution_timeout: u32,
+}
+
+impl Default for Ocs {
+    fn default() -> Self {
+        Self {
+            allow: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            basic_auth: None,
+            request_inventory: false,
+            prolog_freq: 12,
+            // Bandwidth is the throttle's job, not sleeps: no latencies.
+            frag_latency: 0,
+            cycle_latency: 0,
+            period_latency: 0,
+            period_length: 10,
+            timeout: 30,
+            execution_timeout: 120,
+        }
+    }
+}
+
+/// `[ocs.basic_auth]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    /// User name.
+    pub user: String,
+    /// Password (kept in server.toml, which is private to the server).
+    pub password: String,
+    /// Realm announced in the 401; the OCS agent's --realm must match it.
+    pub realm: String,
 }
 
 /// `[listen]`.
@@ -63,7 +124,18 @@ impl ServerConfig {
     pub fn load(dir: &Path) -> Result<Self, String> {
         let p = dir.join("server.toml");
         let text = std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-        toml::from_str(&text).map_err(|e| format!("{}: {}", p.display(), e.message()))
+        let cfg: Self = toml::from_str(&text).map_err(|e| format!("{}: {}", p.display(), e.message()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Check what serde cannot: the OCS networks parse.
+    pub fn validate(&self) -> Result<(), String> {
+        for a in &self.ocs.allow {
+            crate::ocs::Cidr::parse(a)
+                .ok_or_else(|| format!("server.toml: ocs.allow entry {a:?} is not a CIDR network"))?;
+        }
+        Ok(())
     }
 
     /// The TOML text.

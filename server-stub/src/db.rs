@@ -11,6 +11,11 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::time::now_rfc3339;
 
+/// Devices registered with `device add` (they authenticate with a secret).
+pub const KIND_OUTPOST: &str = "outpost";
+/// Devices that appeared through the OCS protocol (identified by DEVICEID only).
+pub const KIND_OCS: &str = "ocs";
+
 /// Status of an assignment not yet sent to its device.
 pub const WAITING: &str = "WAITING NOTIFICATION";
 /// Status of an assignment sent to its device, no result yet.
@@ -73,7 +78,9 @@ pub struct Pending {
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS devices(
-    id TEXT PRIMARY KEY, secret_sha256 BLOB NOT NULL, created TEXT NOT NULL, last_seen TEXT);
+    id TEXT PRIMARY KEY, kind TEXT NOT NULL, secret_sha256 BLOB, created TEXT NOT NULL, last_seen TEXT);
+CREATE TABLE IF NOT EXISTS ocs_history(
+    device TEXT NOT NULL REFERENCES devices(id), package INTEGER NOT NULL, PRIMARY KEY(device, package));
 CREATE TABLE IF NOT EXISTS packages(
     id INTEGER PRIMARY KEY, name TEXT NOT NULL, action TEXT NOT NULL, priority INTEGER NOT NULL,
     frags INTEGER NOT NULL, size INTEGER NOT NULL, created TEXT NOT NULL, https INTEGER NOT NULL);
@@ -100,13 +107,32 @@ impl Db {
         Ok(Self { conn })
     }
 
-    /// Register a device; `false` if the id exists. Applies `--all` packages.
+    /// Register an Outpost device; `false` if the id exists. Applies `--all` packages.
     pub fn add_device(&mut self, id: &str, secret_sha256: &[u8; 32]) -> DbResult<bool> {
+        self.insert_device(id, KIND_OUTPOST, Some(&secret_sha256[..]))
+    }
+
+    /// Register an OCS agent by its DEVICEID if it is new. `Ok(false)` if the
+    /// id belongs to an Outpost device (which an OCS agent must not take over).
+    pub fn ensure_ocs_device(&mut self, id: &str) -> DbResult<bool> {
+        let kind: Option<String> =
+            self.conn.query_row("SELECT kind FROM devices WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+        match kind.as_deref() {
+            Some(KIND_OCS) => Ok(true),
+            Some(_) => Ok(false),
+            None => {
+                self.insert_device(id, KIND_OCS, None)?;
+                Ok(true)
+            }
+        }
+    }
+
+    fn insert_device(&mut self, id: &str, kind: &str, secret_sha256: Option<&[u8]>) -> DbResult<bool> {
         let tx = self.conn.transaction()?;
         let now = now_rfc3339();
         let n = tx.execute(
-            "INSERT OR IGNORE INTO devices(id, secret_sha256, created) VALUES (?1, ?2, ?3)",
-            params![id, &secret_sha256[..], now],
+            "INSERT OR IGNORE INTO devices(id, kind, secret_sha256, created) VALUES (?1, ?2, ?3, ?4)",
+            params![id, kind, secret_sha256, now],
         )?;
         if n == 0 {
             return Ok(false);
@@ -120,9 +146,56 @@ impl Db {
         Ok(true)
     }
 
-    /// The stored secret hash of a device.
+    /// The stored secret hash of an Outpost device (OCS devices have none).
     pub fn device_secret(&self, id: &str) -> DbResult<Option<Vec<u8>>> {
-        self.conn.query_row("SELECT secret_sha256 FROM devices WHERE id = ?1", [id], |r| r.get(0)).optional()
+        let v: Option<Option<Vec<u8>>> = self
+            .conn
+            .query_row("SELECT secret_sha256 FROM devices WHERE id = ?1 AND kind = ?2", [id, KIND_OUTPOST], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        Ok(v.flatten())
+    }
+
+    /// Replace the download history an OCS agent sent in its inventory.
+    pub fn set_history(&mut self, device: &str, ids: &[u64]) -> DbResult<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM ocs_history WHERE device = ?1", [device])?;
+        for id in ids {
+            tx.execute(
+                "INSERT OR IGNORE INTO ocs_history(device, package) VALUES (?1, ?2)",
+                params![device, *id as i64],
+            )?;
+        }
+        tx.commit()
+    }
+
+    /// Apply an OCS status report (no report id: OCS has none). Returns
+    /// whether an assignment was updated.
+    pub fn report_ocs(&mut self, device: &str, package: u64, status: &str) -> DbResult<bool> {
+        Ok(self.conn.execute(
+            "UPDATE assignments SET status = ?1, updated = ?2, force = 0 WHERE device = ?3 AND package = ?4",
+            params![status, now_rfc3339(), device, package as i64],
+        )? > 0)
+    }
+
+    /// `validate`: forget the assignments of `package` that succeeded.
+    pub fn validate(&mut self, package: u64) -> DbResult<usize> {
+        self.conn.execute("DELETE FROM assignments WHERE package = ?1 AND status LIKE 'SUCCESS%'", [package as i64])
+    }
+
+    /// `unaffect`: remove assignments of `package`; only those not yet
+    /// notified with `not_notified`, else all of them and its `--all` rule.
+    pub fn unaffect(&mut self, package: u64, not_notified: bool) -> DbResult<usize> {
+        let tx = self.conn.transaction()?;
+        let n = if not_notified {
+            tx.execute("DELETE FROM assignments WHERE package = ?1 AND status = ?2", params![package as i64, WAITING])?
+        } else {
+            tx.execute("DELETE FROM assign_all WHERE package = ?1", [package as i64])?;
+            tx.execute("DELETE FROM assignments WHERE package = ?1", [package as i64])?
+        };
+        tx.commit()?;
+        Ok(n)
     }
 
     /// Record a package.
@@ -179,10 +252,18 @@ impl Db {
         Ok(n)
     }
 
-    /// What a device must deploy now; marks WAITING ones NOTIFIED.
+    /// What a device must deploy now; marks WAITING ones NOTIFIED. Packages
+    /// an OCS agent listed in its history are not sent again unless forced:
+    /// they are marked `SUCCESS_ALREADY_IN_HISTORY`, as the OCS server does.
     pub fn poll(&mut self, device: &str) -> DbResult<Vec<Pending>> {
         let tx = self.conn.transaction()?;
         let now = now_rfc3339();
+        tx.execute(
+            "UPDATE assignments SET status = 'SUCCESS_ALREADY_IN_HISTORY', updated = ?1
+             WHERE device = ?2 AND force = 0 AND status IN (?3, ?4)
+             AND package IN (SELECT package FROM ocs_history WHERE device = ?2)",
+            params![now, device, WAITING, NOTIFIED],
+        )?;
         let out = {
             let mut st = tx.prepare(
                 "SELECT a.package, p.priority, a.force, p.https FROM assignments a JOIN packages p ON p.id = a.package
@@ -277,6 +358,30 @@ mod tests {
         assert!(!d.report("pc1", "r1", 10, "SUCCESS").unwrap(), "duplicate report id is dropped");
         assert_eq!(d.status(Some(10)).unwrap()[0].status, "EXIT_CODE_3");
         assert!(d.poll("pc1").unwrap().is_empty());
+    }
+
+    #[test]
+    fn ocs_devices_history_validate_unaffect() {
+        let mut d = db();
+        let dev = "pc-2026-01-01-00-00-00";
+        d.add_package(&pkg(20, "EXECUTE", 5, 1, 1)).unwrap();
+        d.add_package(&pkg(21, "EXECUTE", 5, 1, 1)).unwrap();
+        d.assign(20, None, false).unwrap();
+        assert!(d.ensure_ocs_device(dev).unwrap());
+        assert!(d.ensure_ocs_device(dev).unwrap(), "idempotent");
+        assert_eq!(d.device_secret(dev).unwrap(), None, "OCS devices cannot use the Outpost API");
+        d.add_device("outpost-pc", &[1; 32]).unwrap();
+        assert!(!d.ensure_ocs_device("outpost-pc").unwrap(), "no take-over");
+        d.assign(21, Some(dev), false).unwrap();
+        d.set_history(dev, &[21]).unwrap();
+        let p: Vec<u64> = d.poll(dev).unwrap().into_iter().map(|p| p.package).collect();
+        assert_eq!(p, [20], "package 21 is in the agent's history");
+        assert!(d.report_ocs(dev, 20, "SUCCESS").unwrap());
+        assert_eq!(d.validate(20).unwrap(), 1);
+        assert_eq!(d.unaffect(21, true).unwrap(), 0, "21 is not WAITING any more");
+        assert_eq!(d.unaffect(20, false).unwrap(), 1, "outpost-pc's assignment of 20");
+        d.add_device("late", &[1; 32]).unwrap();
+        assert!(d.status(Some(20)).unwrap().is_empty(), "--all rule removed too");
     }
 
     #[test]

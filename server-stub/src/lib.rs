@@ -15,6 +15,7 @@
 pub mod config;
 pub mod db;
 pub mod http;
+pub mod ocs;
 pub mod package;
 pub mod pki;
 pub mod serve;

@@ -67,7 +67,24 @@ enum Cmd {
         #[arg(long)]
         dir: PathBuf,
     },
-    /// Show the status of every package on every device.
+    /// Clear a package's successful devices from the status (OCS "validate").
+    Validate {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        package: u64,
+    },
+    /// Remove a package from devices (OCS "unaffect").
+    Unaffect {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        package: u64,
+        /// Only from devices not yet notified (else from every device, and the --all rule).
+        #[arg(long)]
+        not_notified: bool,
+    },
+    /// Show, per package, the counts the OCS console shows, then every device's status.
     Status {
         #[arg(long)]
         dir: PathBuf,
@@ -238,6 +255,7 @@ fn init(dir: &Path, https: &str, http: &str, sans: Vec<String>, fragment_loc: Op
             fragment_loc,
         },
         agents: Agents::default(),
+        ocs: Default::default(),
     };
     fs::write(dir.join("server.toml"), cfg.to_toml()).map_err(|e| e.to_string())?;
     println!(
@@ -309,6 +327,27 @@ fn status(dir: &Path, package: Option<u64>, json: bool) -> Result<(), String> {
         println!("{}", serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?);
         return Ok(());
     }
+    // Per package, what the OCS console counts: waiting, notified, success, errors.
+    let mut stats: Vec<(u64, String, [usize; 4])> = Vec::new();
+    for r in &rows {
+        if stats.last().is_none_or(|s| s.0 != r.package) {
+            stats.push((r.package, r.name.clone(), [0; 4]));
+        }
+        let bucket = match r.status.as_str() {
+            outpost_server::db::WAITING => 0,
+            outpost_server::db::NOTIFIED => 1,
+            s if s.starts_with("SUCCESS") => 2,
+            _ => 3,
+        };
+        if let Some(last) = stats.last_mut() {
+            last.2[bucket] += 1;
+        }
+    }
+    println!("{:<12} {:<24} {:>8} {:>8} {:>8} {:>8}", "PACKAGE", "NAME", "WAITING", "NOTIFIED", "SUCCESS", "ERRORS");
+    for (p, name, c) in &stats {
+        println!("{p:<12} {name:<24} {:>8} {:>8} {:>8} {:>8}", c[0], c[1], c[2], c[3]);
+    }
+    println!();
     println!("{:<12} {:<24} {:<24} {:<22} UPDATED", "PACKAGE", "NAME", "DEVICE", "STATUS");
     for r in rows {
         println!("{:<12} {:<24} {:<24} {:<22} {}", r.package, r.name, r.device, r.status, r.updated);
@@ -359,6 +398,18 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Cmd::Serve { dir } => serve::run(&dir),
+        Cmd::Validate { dir, package } => {
+            let mut db = Db::open(&dir.join("state.db")).map_err(|e| format!("state.db: {e}"))?;
+            let n = db.validate(package).map_err(|e| e.to_string())?;
+            println!("package {package}: {n} successful device(s) cleared");
+            Ok(())
+        }
+        Cmd::Unaffect { dir, package, not_notified } => {
+            let mut db = Db::open(&dir.join("state.db")).map_err(|e| format!("state.db: {e}"))?;
+            let n = db.unaffect(package, not_notified).map_err(|e| e.to_string())?;
+            println!("package {package}: removed from {n} device(s)");
+            Ok(())
+        }
         Cmd::Status { dir, package, json } => status(&dir, package, json),
     }
 }

@@ -181,7 +181,7 @@ async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(state: &State, stream: S,
         };
         let head_only = req.method == "HEAD";
         let close = req.close;
-        let resp = route(state, &req, side);
+        let resp = route(state, &req, side, peer);
         log::debug!(target: "outpost", "{peer} {side:?} {} {} -> {}", req.method, req.path, resp.status);
         if http::write_response(s.get_mut(), resp, head_only, close).await.is_err() || close {
             return;
@@ -189,9 +189,12 @@ async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(state: &State, stream: S,
     }
 }
 
-fn route(state: &State, req: &Request, side: Side) -> Response {
+fn route(state: &State, req: &Request, side: Side, peer: SocketAddr) -> Response {
     let parts: Vec<&str> = req.path.split('/').collect();
     match (side, parts.as_slice()) {
+        (_, ["", "ocsinventory"]) => {
+            post_only(req, || crate::ocs::handle(state, &req.body, req.header("authorization"), peer.ip()))
+        }
         (Side::Https, ["", "api", "v1", "poll"]) => post_only(req, || poll(state, req)),
         (Side::Https, ["", "api", "v1", "report"]) => post_only(req, || report(state, req)),
         (_, ["", "download", id, name]) => {

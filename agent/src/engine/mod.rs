@@ -16,6 +16,7 @@ pub mod info;
 pub mod journal;
 pub mod limits;
 pub mod manifest;
+pub mod ocs;
 pub mod plan;
 pub mod proto;
 pub mod status;
