@@ -10,6 +10,7 @@
 //! ```
 
 pub mod backoff;
+pub mod civil;
 pub mod digest;
 pub mod fetch;
 pub mod info;
@@ -17,6 +18,7 @@ pub mod journal;
 pub mod limits;
 pub mod manifest;
 pub mod ocs;
+pub mod ocs_sched;
 pub mod plan;
 pub mod proto;
 pub mod status;

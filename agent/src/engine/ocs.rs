@@ -61,6 +61,23 @@ pub fn valid_device_id(s: &str) -> bool {
     !name.is_empty() && shape_ok && name.bytes().all(|c| c.is_ascii_graphic())
 }
 
+/// A DEVICEID in the OCS form for `host` at `unix` time: the host name up
+/// to its first dot (characters outside `A-Za-z0-9-_` dropped), then
+/// `-YYYY-MM-DD-HH-MM-SS` (UTC).
+pub fn device_id_for(host: &str, unix: u64) -> String {
+    let name: String = host
+        .split('.')
+        .next()
+        .unwrap_or("")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .take(64)
+        .collect();
+    let name = if name.is_empty() { "outpost" } else { &name };
+    let [y, m, d, h, mi, s] = super::civil::civil(unix);
+    format!("{name}-{y:04}-{m:02}-{d:02}-{h:02}-{mi:02}-{s:02}")
+}
+
 /// A request from an OCS agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
@@ -322,6 +339,15 @@ mod tests {
         assert!(!valid_device_id("2026-11-23-18-03-38"));
         assert!(!valid_device_id("vm-2026-11-23-18-03"));
         assert!(!valid_device_id("vm 2026-11-23-18-03-38x"));
+    }
+
+    #[test]
+    fn device_ids_are_made_in_the_ocs_form() {
+        let id = device_id_for("pc-7.branch.example", 1_795_457_331);
+        assert_eq!(id, "pc-7-2026-11-23-18-08-51");
+        assert!(valid_device_id(&id));
+        assert!(valid_device_id(&device_id_for("", 0)));
+        assert!(valid_device_id(&device_id_for("we ird/host", 0)));
     }
 
     #[test]

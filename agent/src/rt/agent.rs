@@ -314,27 +314,7 @@ impl Agent {
     }
 
     fn finish(&mut self, offer: &Offer, code: &StatusCode) -> Result<(), AgentError> {
-        let id = offer.id;
-        let prev = self.store.package(id).ok().flatten();
-        if *code == StatusCode::Success {
-            self.store.add_history(id)?;
-        }
-        let report = OutboxRecord { report_id: self.random_u64(), package: id, status: code.to_string() };
-        self.store.queue_report(&report)?;
-        let rec = PackageRecord {
-            id,
-            phase: Phase::Finished,
-            priority: offer.priority,
-            force: offer.force,
-            pack_loc: offer.pack_loc.clone(),
-            first_seen: prev.as_ref().map_or(0, |p| p.first_seen),
-            fragments_verified: 0,
-            status: Some(code.to_string()),
-        };
-        self.store.put_package(&rec)?;
-        self.store.drop_payload(id)?;
-        log::info!(target: "outpost", "package {id}: finished with {code}");
-        Ok(())
+        Ok(record_final(&self.store, self.random_u64(), offer, code)?)
     }
 
     /// Fetch (or reload) and verify the info file and manifest.
@@ -457,7 +437,8 @@ impl Agent {
         }
 
         let unpack_dir = self.store.package_dir(id).join("unpack");
-        if let Some(code) = self.verify_and_unpack(&info, &manifest, &unpack_dir)? {
+        let parts = self.fragment_parts(id, &manifest);
+        if let Some(code) = verify_and_unpack(&self.store, &info, parts, Some(&manifest.archive_sha256), &unpack_dir)? {
             return Ok(Step::Final(code));
         }
 
@@ -471,57 +452,6 @@ impl Agent {
 
     fn fragment_parts(&self, id: u64, m: &Manifest) -> Vec<(std::path::PathBuf, u64)> {
         m.fragments.iter().enumerate().map(|(i, f)| (self.store.fragment_path(id, i + 1), f.size)).collect()
-    }
-
-    /// Check the whole archive and unpack it. `Some(code)` on failure.
-    fn verify_and_unpack(&self, info: &Info, m: &Manifest, dir: &Path) -> Result<Option<StatusCode>, StoreError> {
-        let id = info.id;
-        let io_err = |e: io::Error| StoreError::Io(dir.to_owned(), e);
-        let tmp = dir.with_file_name("unpack.tmp");
-        for d in [dir, tmp.as_path()] {
-            if d.exists() {
-                fs::remove_dir_all(d).map_err(io_err)?;
-            }
-        }
-        if info.frags == 0 {
-            fs::create_dir_all(dir).map_err(io_err)?;
-            return Ok(None);
-        }
-        let mut chain = FragmentChain::new(self.fragment_parts(id, m));
-        let mut hasher = ArchiveHasher::new(info.digest_algo);
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = chain.read(&mut buf).map_err(io_err)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-        let (sha, legacy) = hasher.finish();
-        if sha != m.archive_sha256 || !info_digest_matches(info, &legacy) {
-            log::error!(target: "outpost", "package {id}: archive digest mismatch (sha256 {}); nothing unpacked", hex(&sha));
-            self.store.drop_payload(id)?;
-            return Ok(Some(StatusCode::ErrBadDigest));
-        }
-        fs::create_dir_all(&tmp).map_err(io_err)?;
-        chain.seek(SeekFrom::Start(0)).map_err(io_err)?;
-        match unpack::unpack(chain, &tmp) {
-            Ok(n) => {
-                fs::rename(&tmp, dir).map_err(io_err)?;
-                log::info!(target: "outpost", "package {id}: unpacked {n} members");
-                Ok(None)
-            }
-            Err(e) => {
-                log::error!(target: "outpost", "package {id}: {e}; nothing was installed");
-                let _ = fs::remove_dir_all(&tmp);
-                Ok(Some(match e {
-                    unpack::UnpackError::Io(ref io) if io.kind() == io::ErrorKind::StorageFull => {
-                        StatusCode::ErrOutOfSpace
-                    }
-                    _ => StatusCode::ErrBuild,
-                }))
-            }
-        }
     }
 
     /// Fetch fragment `n` (0-based) until verified, or give up for this run.
@@ -696,6 +626,88 @@ impl Agent {
             out.push(format!("{id:<12} {state:<11} {:>23}  {status}", format!("{cached}/{total}")));
         }
         Ok(out)
+    }
+}
+
+/// Record a final status durably: history (on success), the report in the
+/// outbox, the record `Finished`; then free the package's payload.
+pub(crate) fn record_final(store: &Store, report_id: u64, offer: &Offer, code: &StatusCode) -> Result<(), StoreError> {
+    let id = offer.id;
+    let prev = store.package(id).ok().flatten();
+    if *code == StatusCode::Success {
+        store.add_history(id)?;
+    }
+    store.queue_report(&OutboxRecord { report_id, package: id, status: code.to_string() })?;
+    let rec = PackageRecord {
+        id,
+        phase: Phase::Finished,
+        priority: offer.priority,
+        force: offer.force,
+        pack_loc: offer.pack_loc.clone(),
+        first_seen: prev.as_ref().map_or(0, |p| p.first_seen),
+        fragments_verified: 0,
+        status: Some(code.to_string()),
+    };
+    store.put_package(&rec)?;
+    store.drop_payload(id)?;
+    log::info!(target: "outpost", "package {id}: finished with {code}");
+    Ok(())
+}
+
+/// Check the whole archive made of `parts` (the manifest's SHA-256 when
+/// there is one, and always the info file's own digest), then unpack it into
+/// `dir`. `Some(code)` on failure; nothing is unpacked then.
+pub(crate) fn verify_and_unpack(
+    store: &Store,
+    info: &Info,
+    parts: Vec<(std::path::PathBuf, u64)>,
+    sha256: Option<&[u8; 32]>,
+    dir: &Path,
+) -> Result<Option<StatusCode>, StoreError> {
+    let id = info.id;
+    let io_err = |e: io::Error| StoreError::Io(dir.to_owned(), e);
+    let tmp = dir.with_file_name("unpack.tmp");
+    for d in [dir, tmp.as_path()] {
+        if d.exists() {
+            fs::remove_dir_all(d).map_err(io_err)?;
+        }
+    }
+    if info.frags == 0 {
+        fs::create_dir_all(dir).map_err(io_err)?;
+        return Ok(None);
+    }
+    let mut chain = FragmentChain::new(parts);
+    let mut hasher = ArchiveHasher::new(info.digest_algo);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = chain.read(&mut buf).map_err(io_err)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    let (sha, legacy) = hasher.finish();
+    if sha256.is_some_and(|want| *want != sha) || !info_digest_matches(info, &legacy) {
+        log::error!(target: "outpost", "package {id}: archive digest mismatch (sha256 {}); nothing unpacked", hex(&sha));
+        store.drop_payload(id)?;
+        return Ok(Some(StatusCode::ErrBadDigest));
+    }
+    fs::create_dir_all(&tmp).map_err(io_err)?;
+    chain.seek(SeekFrom::Start(0)).map_err(io_err)?;
+    match unpack::unpack(chain, &tmp) {
+        Ok(n) => {
+            fs::rename(&tmp, dir).map_err(io_err)?;
+            log::info!(target: "outpost", "package {id}: unpacked {n} members");
+            Ok(None)
+        }
+        Err(e) => {
+            log::error!(target: "outpost", "package {id}: {e}; nothing was installed");
+            let _ = fs::remove_dir_all(&tmp);
+            Ok(Some(match e {
+                unpack::UnpackError::Io(ref io) if io.kind() == io::ErrorKind::StorageFull => StatusCode::ErrOutOfSpace,
+                _ => StatusCode::ErrBuild,
+            }))
+        }
     }
 }
 
