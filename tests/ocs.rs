@@ -257,3 +257,50 @@ fn ocs_wire_protocol_encodings_history_and_reports() {
     let o = srv.cmd(&["unaffect", "--package", &late.to_string(), "--not-notified"]);
     assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("removed from 1"), "{}", text(&o));
 }
+
+#[test]
+fn outpost_agent_in_ocs_mode_deploys_from_outpost_servers_ocs_endpoint() {
+    let t = TempDir::new("ocs-ours");
+    let mut srv = Server::init(t.join("srv"), &[]);
+    let mark = t.join("mark");
+    let mut data = format!("echo ours >> {}\n", mark.display()).into_bytes();
+    data.extend(noise(20_000));
+    let arc = t.join("pkg.tar.gz");
+    fs::write(&arc, targz(&[Member::File("setup.sh", &data, 0o755)])).unwrap();
+    let id = srv.package_add(&[
+        "--file",
+        arc.to_str().unwrap(),
+        "--action",
+        "launch",
+        "--command",
+        "setup.sh",
+        "--frag-size",
+        "4K",
+    ]);
+    assert!(srv.cmd(&["assign", "--package", &id.to_string(), "--all"]).status.success());
+    srv.start();
+    let ca = fs::read_to_string(srv.dir.join("tls/ca-cert.pem")).unwrap();
+    let cfg = t.join("ocs-agent.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "[server]\nprotocol = \"ocs\"\nurl = \"http://127.0.0.1:{}/ocsinventory\"\nca_cert = '''\n{ca}'''\n\n[agent]\nstate_dir = \"{}\"\n",
+            srv.http_port,
+            t.join("state").display()
+        ),
+    )
+    .unwrap();
+    let o = outpost_tests::agent(&cfg, &["run", "--once"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("without a signed manifest") && err.contains("verified TLS"), "says how it checked: {err}");
+    let devices = ocs_devices(&srv);
+    assert_eq!(devices.len(), 1);
+    assert!(outpost_agent::engine::ocs::valid_device_id(&devices[0]));
+    assert_eq!(srv.status_of(id, &devices[0]), "SUCCESS");
+    assert_eq!(fs::read_to_string(&mark).unwrap(), "ours\n");
+    // The DEVICEID is kept across runs.
+    let o = outpost_tests::agent(&cfg, &["run", "--once"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(ocs_devices(&srv), devices);
+}

@@ -3,13 +3,15 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use outpost_agent::rt::agent::Agent;
-use outpost_agent::rt::config::Config;
+use outpost_agent::rt::agent::{Agent, AgentError, Runner, run_forever};
+use outpost_agent::rt::config::{Config, Protocol};
 use outpost_agent::rt::logger;
+use outpost_agent::rt::ocs_mode::{OcsAgent, RealEnv};
 use outpost_agent::rt::store::Store;
 
 const HELP: &str = "\
-outpost-agent — deploys packages published by an Outpost (or OCS Inventory) server
+outpost-agent — deploys packages published by an Outpost or OCS Inventory NG server
+(server.protocol = outpost or ocs in the configuration)
 
 USAGE:
     outpost-agent --config FILE [-v|-q]... run [--once]
@@ -97,7 +99,14 @@ fn main() -> ExitCode {
             }
         };
     }
-    let mut agent = match Agent::new(cfg) {
+    let default_interval = cfg.agent.poll_interval;
+    let agent: Result<Box<dyn Runner>, AgentError> = match cfg.server.protocol {
+        Protocol::Outpost => Agent::new(cfg).map(|a| Box::new(a) as Box<dyn Runner>),
+        Protocol::Ocs => {
+            RealEnv::new(&cfg).and_then(|env| OcsAgent::new(cfg, env)).map(|a| Box::new(a) as Box<dyn Runner>)
+        }
+    };
+    let mut agent = match agent {
         Ok(a) => a,
         Err(e) => {
             log::error!(target: "outpost", "{e}");
@@ -105,7 +114,7 @@ fn main() -> ExitCode {
         }
     };
     if !args.once {
-        agent.run_forever();
+        run_forever(agent.as_mut(), default_interval);
     }
     match agent.run_once() {
         Ok(s) if s.complete() => {

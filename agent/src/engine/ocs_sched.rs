@@ -125,7 +125,7 @@ impl Scheduler {
         let mut rest: Vec<&Entry> = self
             .entries
             .iter()
-            .filter(|e| e.priority > 0 && self.cycle % u32::from(e.priority).min(len) == 0)
+            .filter(|e| e.priority > 0 && self.cycle.is_multiple_of(u32::from(e.priority).min(len)))
             .collect();
         rest.sort_by_key(|e| (e.priority, e.id));
         self.queue = zero.into_iter().chain(rest).map(|e| e.id).collect();

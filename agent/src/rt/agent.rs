@@ -101,6 +101,44 @@ impl RunSummary {
     }
 }
 
+/// One run of an agent, whatever server it talks to.
+pub trait Runner {
+    /// One poll and the work it gives.
+    fn run_once(&mut self) -> Result<RunSummary, AgentError>;
+}
+
+impl Runner for Agent {
+    fn run_once(&mut self) -> Result<RunSummary, AgentError> {
+        Agent::run_once(self)
+    }
+}
+
+/// Run forever: at the server's interval (or `default_interval` seconds)
+/// after a complete run, with exponential backoff and jitter (1 s up to
+/// 15 min) while the server is away or work is left.
+pub fn run_forever(runner: &mut dyn Runner, default_interval: u64) -> ! {
+    let rng = ring::rand::SystemRandom::new();
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(15 * 60));
+    loop {
+        let wait = match runner.run_once() {
+            Ok(s) if s.complete() => {
+                backoff.reset();
+                Duration::from_secs(s.poll_interval.filter(|i| *i > 0).map_or(default_interval, u64::from))
+            }
+            other => {
+                if let Err(e) = other {
+                    log::error!(target: "outpost", "{e}");
+                }
+                let mut b = [0u8; 8];
+                let _ = rng.fill(&mut b);
+                backoff.next_delay(u64::from_le_bytes(b))
+            }
+        };
+        log::debug!(target: "outpost", "next poll in {}s", wait.as_secs());
+        super::sleep(wait);
+    }
+}
+
 /// The agent.
 pub struct Agent {
     cfg: Config,
@@ -240,27 +278,6 @@ impl Agent {
         }
         summary.unreported = self.flush_reports()?;
         Ok(summary)
-    }
-
-    /// Poll forever at the server's interval, backing off while it is away.
-    pub fn run_forever(&mut self) -> ! {
-        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(15 * 60));
-        loop {
-            let wait = match self.run_once() {
-                Ok(s) if s.pending == 0 && s.unreported == 0 => {
-                    backoff.reset();
-                    let interval = self.poll().map(|r| r.poll_interval).unwrap_or(0);
-                    Duration::from_secs(if interval > 0 { interval.into() } else { self.cfg.agent.poll_interval })
-                }
-                Ok(_) => backoff.next_delay(self.random_u64()),
-                Err(e) => {
-                    log::error!(target: "outpost", "{e}");
-                    backoff.next_delay(self.random_u64())
-                }
-            };
-            log::debug!(target: "outpost", "next poll in {}s", wait.as_secs());
-            super::sleep(wait);
-        }
     }
 
     /// Packages found `Installing` were interrupted during their action:

@@ -17,20 +17,42 @@ pub struct Config {
     pub agent: Agent,
 }
 
+/// Which server the agent talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// outpost-server's control API (signed manifests).
+    #[default]
+    Outpost,
+    /// An OCS Inventory NG server (`url` is its `/ocsinventory`).
+    Ocs,
+}
+
 /// `[server]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Server {
-    /// `https://host:port` of the control API.
+    /// `outpost` (default) or `ocs`.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// `https://host:port` of the control API; with `ocs`, the server's
+    /// `/ocsinventory` URL (http or https).
     pub url: String,
-    /// This device's id.
+    /// This device's id (outpost; OCS mode makes its own DEVICEID).
+    #[serde(default)]
     pub device_id: String,
-    /// This device's secret (never logged).
+    /// This device's secret, never logged (outpost only).
+    #[serde(default)]
     pub secret: String,
-    /// PEM of the only CA trusted for the server (and HTTPS fragments).
+    /// PEM of the only CA trusted for the server, info files and HTTPS fragments.
     pub ca_cert: String,
-    /// Hex of the Ed25519 package-signing public key (32 bytes).
+    /// Hex of the Ed25519 package-signing public key, 32 bytes (outpost only).
+    #[serde(default)]
     pub signing_key: String,
+    /// Refuse packages without a signed manifest (`ERR_BAD_DIGEST`): with an
+    /// OCS server, that is every package.
+    #[serde(default)]
+    pub require_signed: bool,
 }
 
 fn default_execution_timeout() -> u64 {
@@ -105,13 +127,27 @@ impl Config {
     /// Parse and check configuration text.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
         let c: Self = toml::from_str(text).map_err(|e| ConfigError::Parse(e.message().to_string()))?;
-        if !c.server.url.starts_with("https://") {
-            return Err(ConfigError::Invalid("server.url must start with https://"));
+        match c.server.protocol {
+            Protocol::Outpost => {
+                if !c.server.url.starts_with("https://") {
+                    return Err(ConfigError::Invalid("server.url must start with https://"));
+                }
+                if !crate::engine::proto::valid_device_id(&c.server.device_id) {
+                    return Err(ConfigError::Invalid("server.device_id has characters outside A-Za-z0-9._-"));
+                }
+                if c.server.secret.is_empty() {
+                    return Err(ConfigError::Invalid("server.secret is required"));
+                }
+                c.signing_key()?;
+            }
+            Protocol::Ocs => {
+                if !c.server.url.starts_with("https://") && !c.server.url.starts_with("http://") {
+                    return Err(ConfigError::Invalid(
+                        "server.url must be the OCS server's http(s)://…/ocsinventory URL",
+                    ));
+                }
+            }
         }
-        if !crate::engine::proto::valid_device_id(&c.server.device_id) {
-            return Err(ConfigError::Invalid("server.device_id has characters outside A-Za-z0-9._-"));
-        }
-        c.signing_key()?;
         if c.agent.execution_timeout == 0 || c.agent.fragment_tries == 0 {
             return Err(ConfigError::Invalid("agent.execution_timeout and agent.fragment_tries must be > 0"));
         }
@@ -149,5 +185,16 @@ state_dir = "/tmp/x"
         assert!(Config::parse(&GOOD.replace("state_dir", "state_dri")).is_err());
         assert!(Config::parse(&GOOD.replace("\"0000", "\"zz00")).is_err());
         assert!(Config::parse("not toml [").is_err());
+        assert!(Config::parse(&GOOD.replace("secret = \"s\"", "")).is_err(), "outpost needs a secret");
+    }
+
+    #[test]
+    fn ocs_mode_needs_no_secret_or_key() {
+        let ocs = "[server]\nprotocol = \"ocs\"\nurl = \"http://ocs.example/ocsinventory\"\nca_cert = \"pem\"\n[agent]\nstate_dir = \"/x\"\n";
+        let c = Config::parse(ocs).unwrap();
+        assert_eq!(c.server.protocol, Protocol::Ocs);
+        assert!(!c.server.require_signed);
+        assert!(Config::parse(&ocs.replace("http://", "ftp://")).is_err());
+        assert!(Config::parse(&ocs.replace("\"ocs\"", "\"smb\"")).is_err());
     }
 }

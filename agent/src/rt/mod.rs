@@ -8,6 +8,7 @@ pub mod agent;
 pub mod config;
 pub mod http;
 pub mod logger;
+pub mod ocs_mode;
 pub mod store;
 pub mod unpack;
 

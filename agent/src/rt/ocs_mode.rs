@@ -1,0 +1,557 @@
+//! `server.protocol = "ocs"`: outpost-agent as a client of an OCS Inventory
+//! NG server, without the real Unix agent's bugs.
+//!
+//! One run: deliver queued reports (DOWNLOAD queries), send PROLOG with a
+//! DEVICEID in the OCS form (kept across runs in `STATE/ocs-deviceid`), send
+//! an INVENTORY with the download history when the server asks, fetch each
+//! new package's info file over verified HTTPS, then let the OCS scheduler
+//! ([`crate::engine::ocs_sched`]) hand out slots (fragments, installs) with
+//! the CONF's latencies, and report each final code. Packages being fetched
+//! are resumed from the journal even if the server stops listing them (the
+//! fragment location is kept), so resume never depends on the server.
+//!
+//! An OCS server has no signed manifest: the archive is checked against the
+//! info file's MD5 or SHA1 (hex or base64), which came over verified TLS;
+//! the agent says so in its log. `require_signed = true` refuses such
+//! packages with `ERR_BAD_DIGEST`.
+//!
+//! All IO goes through [`OcsEnv`], so tests drive this exact code against an
+//! in-process server in virtual time.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use outpost_hal::linux::{StdClock, sync_dir, write_atomic};
+use outpost_hal::time::Clock;
+
+use super::agent::{AgentError, RunSummary, Runner, record_final, verify_and_unpack};
+use super::config::Config;
+use super::http::{Client, Url};
+use super::store::{Store, StoreError};
+use crate::engine::info::{Info, Proto};
+use crate::engine::journal::{PackageRecord, Phase};
+use crate::engine::limits::{MAX_CONTROL_LEN, MAX_INFO_LEN};
+use crate::engine::ocs::{Conf, PrologReply, Request, device_id_for, valid_device_id};
+use crate::engine::ocs_sched::{Next, Scheduler};
+use crate::engine::plan::{self, Outcome};
+use crate::engine::proto::Offer;
+use crate::engine::status::StatusCode;
+
+/// Receives a response: its head first, then its body in chunks.
+pub trait BodySink {
+    /// The status and `Content-Range`; an error refuses the body.
+    fn head(&mut self, status: u16, content_range: Option<&str>) -> Result<(), String>;
+    /// The next body bytes.
+    fn data(&mut self, chunk: &[u8]) -> io::Result<()>;
+}
+
+/// Why a GET did not complete.
+#[derive(Debug)]
+pub enum GetError {
+    /// Nothing was received (connection, TLS).
+    Unreachable(String),
+    /// The sink refused the response head.
+    Refused(String),
+    /// The body broke off; what arrived before was passed to the sink.
+    Broken(String),
+}
+
+impl std::fmt::Display for GetError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unreachable(m) | Self::Refused(m) | Self::Broken(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Everything the OCS mode needs from the world.
+pub trait OcsEnv {
+    /// Wall time, seconds since 1970 UTC.
+    fn unix_time(&self) -> u64;
+    /// Wait (a latency or a backoff).
+    fn sleep(&mut self, d: Duration);
+    /// POST an (already compressed) OCS message; the status and raw body.
+    fn post(&mut self, url: &Url, body: &[u8]) -> Result<(u16, Vec<u8>), String>;
+    /// GET `url` with an optional `Range`, feeding `sink`.
+    fn get(&mut self, url: &Url, range: Option<&str>, sink: &mut dyn BodySink) -> Result<(), GetError>;
+}
+
+/// The real world: sockets through [`Client`], the system clock.
+pub struct RealEnv {
+    client: Client,
+    clock: StdClock,
+}
+
+impl RealEnv {
+    /// An environment trusting `cfg`'s CA.
+    pub fn new(cfg: &Config) -> Result<Self, AgentError> {
+        let client = Client::new(
+            &cfg.server.ca_cert,
+            Duration::from_secs(cfg.agent.connect_timeout),
+            Duration::from_secs(cfg.agent.io_timeout),
+        )
+        .map_err(|e| AgentError::Server(e.to_string()))?;
+        Ok(Self { client, clock: StdClock::new() })
+    }
+}
+
+impl OcsEnv for RealEnv {
+    fn unix_time(&self) -> u64 {
+        self.clock.unix_time()
+    }
+
+    fn sleep(&mut self, d: Duration) {
+        super::sleep(d);
+    }
+
+    fn post(&mut self, url: &Url, body: &[u8]) -> Result<(u16, Vec<u8>), String> {
+        let headers = [("Content-Type", "application/x-compress"), ("Pragma", "no-cache")];
+        let mut r = self.client.request("POST", url, &headers, body).map_err(|e| e.to_string())?;
+        let body = r.read_to_vec(MAX_CONTROL_LEN * 32).map_err(|e| e.to_string())?;
+        Ok((r.status, body))
+    }
+
+    fn get(&mut self, url: &Url, range: Option<&str>, sink: &mut dyn BodySink) -> Result<(), GetError> {
+        let headers: Vec<(&str, &str)> = range.map(|r| ("Range", r)).into_iter().collect();
+        let mut r = self.client.request("GET", url, &headers, &[]).map_err(|e| GetError::Unreachable(e.to_string()))?;
+        sink.head(r.status, r.header("content-range")).map_err(GetError::Refused)?;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => sink.data(&buf[..n]).map_err(|e| GetError::Broken(e.to_string()))?,
+                Err(e) => return Err(GetError::Broken(format!("{url}: {e}"))),
+            }
+        }
+    }
+}
+
+/// Collects a small body in memory.
+struct VecSink {
+    status: u16,
+    body: Vec<u8>,
+    max: usize,
+}
+
+impl BodySink for VecSink {
+    fn head(&mut self, status: u16, _: Option<&str>) -> Result<(), String> {
+        self.status = status;
+        Ok(())
+    }
+    fn data(&mut self, chunk: &[u8]) -> io::Result<()> {
+        if self.body.len() + chunk.len() > self.max {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "body too large"));
+        }
+        self.body.extend_from_slice(chunk);
+        Ok(())
+    }
+}
+
+/// Writes a fragment into its `.part` file, resuming at its length.
+struct PartSink {
+    file: File,
+    have: u64,
+    status: u16,
+}
+
+impl BodySink for PartSink {
+    fn head(&mut self, status: u16, content_range: Option<&str>) -> Result<(), String> {
+        self.status = status;
+        match status {
+            200 => {
+                // Whole fragment (Range not sent or ignored): start over.
+                self.file.set_len(0).map_err(|e| e.to_string())?;
+                self.have = 0;
+                Ok(())
+            }
+            206 => {
+                let start = content_range
+                    .and_then(|v| v.trim().strip_prefix("bytes")?.trim().split('-').next()?.trim().parse::<u64>().ok());
+                if start == Some(self.have) {
+                    Ok(())
+                } else {
+                    // A range we did not ask for: start this fragment over next time.
+                    let _ = self.file.set_len(0);
+                    Err(format!("bad content-range {content_range:?} for offset {}", self.have))
+                }
+            }
+            s => Err(format!("server answered {s}")),
+        }
+    }
+
+    fn data(&mut self, chunk: &[u8]) -> io::Result<()> {
+        self.file.write_all(chunk)?;
+        self.have += chunk.len() as u64;
+        Ok(())
+    }
+}
+
+fn zlib(xml: &str) -> Vec<u8> {
+    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    let _ = e.write_all(xml.as_bytes());
+    e.finish().unwrap_or_default()
+}
+
+/// Inflate a reply: zlib as the server sends, gzip or plain tolerated.
+fn inflate(body: &[u8]) -> Option<String> {
+    let mut s = String::new();
+    let limited = |r: &mut dyn Read, s: &mut String| r.take(8 << 20).read_to_string(s).is_ok();
+    if limited(&mut flate2::read::ZlibDecoder::new(body), &mut s) {
+        return Some(s);
+    }
+    s.clear();
+    if body.starts_with(&[0x1f, 0x8b]) && limited(&mut flate2::read::GzDecoder::new(body), &mut s) {
+        return Some(s);
+    }
+    std::str::from_utf8(body).ok().filter(|t| t.trim_start().starts_with('<')).map(str::to_string)
+}
+
+/// The host name, as the OCS agent uses it for its DEVICEID.
+fn host_name() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// What one slot achieved.
+enum SlotResult {
+    /// A fragment arrived.
+    Progressed,
+    /// The package reached its final status (reported).
+    Finished,
+    /// The slot failed (counted towards giving up).
+    Failed(String),
+}
+
+impl<E: OcsEnv> Runner for OcsAgent<E> {
+    fn run_once(&mut self) -> Result<RunSummary, AgentError> {
+        OcsAgent::run_once(self)
+    }
+}
+
+/// The agent in OCS mode.
+pub struct OcsAgent<E: OcsEnv> {
+    cfg: Config,
+    store: Store,
+    env: E,
+    url: Url,
+    device_id: String,
+    seq: u64,
+}
+
+impl<E: OcsEnv> OcsAgent<E> {
+    /// An agent for `cfg` (protocol `ocs`) working through `env`.
+    pub fn new(cfg: Config, env: E) -> Result<Self, AgentError> {
+        let store = Store::open(&cfg.agent.state_dir)?;
+        let url = Url::parse(&cfg.server.url).map_err(|e| AgentError::Server(e.to_string()))?;
+        if !url.tls {
+            log::warn!(target: "outpost", "the OCS control channel {} is plain HTTP: anyone on the path sees which packages this device gets (info files still come over verified HTTPS)", cfg.server.url);
+        }
+        let device_id = Self::load_device_id(&store, env.unix_time())?;
+        let seed = env.unix_time() ^ (u64::from(std::process::id()) << 32);
+        Ok(Self { cfg, store, env, url, device_id, seq: seed })
+    }
+
+    /// Give back the environment (tests inspect it).
+    pub fn into_env(self) -> E {
+        self.env
+    }
+
+    /// The DEVICEID this agent uses.
+    pub fn device_id(&self) -> &str {
+        &self.device_id
+    }
+
+    /// The kept DEVICEID, made anew when missing or when the host name
+    /// changed (as the OCS agent does).
+    fn load_device_id(store: &Store, now: u64) -> Result<String, AgentError> {
+        let path = store.root().join("ocs-deviceid");
+        let host = device_id_for(&host_name(), 0);
+        let prefix = host.trim_end_matches("-1970-01-01-00-00-00");
+        if let Ok(id) = fs::read_to_string(&path) {
+            let id = id.trim().to_string();
+            if valid_device_id(&id) && id.strip_suffix(&id[id.len() - 20..]) == Some(prefix) {
+                return Ok(id);
+            }
+        }
+        let id = device_id_for(&host_name(), now);
+        write_atomic(&path, id.as_bytes()).map_err(|e| AgentError::Store(StoreError::Io(path.clone(), e)))?;
+        Ok(id)
+    }
+
+    fn next_report_id(&mut self) -> u64 {
+        // Report ids only need to be distinct on this device.
+        self.seq = self.seq.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        self.seq
+    }
+
+    fn post(&mut self, req: &Request) -> Result<(u16, Vec<u8>), String> {
+        let url = self.url.clone();
+        self.env.post(&url, &zlib(&req.to_xml()))
+    }
+
+    /// Deliver queued reports as DOWNLOAD queries; any 2xx is the ack.
+    pub fn flush_reports(&mut self) -> Result<usize, AgentError> {
+        for r in self.store.pending_reports()? {
+            let req = Request::Download { device_id: self.device_id.clone(), id: r.package, err: r.status.clone() };
+            match self.post(&req) {
+                Ok((s, _)) if (200..300).contains(&s) => {
+                    self.store.ack_report(r.report_id)?;
+                    log::info!(target: "outpost", "package {}: reported {}", r.package, r.status);
+                }
+                Ok((s, _)) => {
+                    log::warn!(target: "outpost", "report of package {} refused ({s}); kept for later", r.package);
+                    break;
+                }
+                Err(e) => {
+                    log::warn!(target: "outpost", "status reports not delivered yet: {e}");
+                    break;
+                }
+            }
+        }
+        Ok(self.store.pending_reports()?.len())
+    }
+
+    fn finish(&mut self, id: u64, priority: u8, pack_loc: &str, code: &StatusCode) -> Result<(), AgentError> {
+        let offer = Offer { id, priority, force: false, info_loc: String::new(), pack_loc: pack_loc.to_string() };
+        let report_id = self.next_report_id();
+        record_final(&self.store, report_id, &offer, code)?;
+        // Report at once, as the OCS agent does: the server sees codes as they come.
+        self.flush_reports()?;
+        Ok(())
+    }
+
+    /// One PROLOG and all the work it (and the journal) gives.
+    pub fn run_once(&mut self) -> Result<RunSummary, AgentError> {
+        let mut summary = RunSummary::default();
+        self.flush_reports()?;
+        let reply = match self.prolog() {
+            Ok(r) => Some(r),
+            Err(e) => {
+                log::error!(target: "outpost", "PROLOG to {} failed: {e}", self.cfg.server.url);
+                summary.poll_error = Some(e);
+                None
+            }
+        };
+        let conf = reply.as_ref().and_then(|r| r.conf.clone()).unwrap_or_default();
+        if let Some(reply) = &reply {
+            summary.poll_interval = Some(reply.prolog_freq.saturating_mul(3600));
+            if reply.send_inventory {
+                let history = self.store.history()?.ids;
+                let inv = Request::Inventory { device_id: self.device_id.clone(), history };
+                if let Err(e) = self.post(&inv) {
+                    log::warn!(target: "outpost", "inventory not sent: {e}");
+                }
+            }
+            if !conf.on {
+                log::info!(target: "outpost", "the OCS server has downloads switched off (ON=0)");
+            } else {
+                for pack in &reply.packs {
+                    self.take_pack(pack)?;
+                }
+            }
+        }
+        if conf.on {
+            self.schedule(conf, &mut summary)?;
+        }
+        summary.unreported = self.flush_reports()?;
+        Ok(summary)
+    }
+
+    fn prolog(&mut self) -> Result<PrologReply, String> {
+        let (status, body) = self.post(&Request::Prolog { device_id: self.device_id.clone() })?;
+        if status != 200 {
+            return Err(format!("server answered {status}"));
+        }
+        let xml = inflate(&body).ok_or("reply is not zlib, gzip or XML")?;
+        PrologReply::parse(&xml).map_err(|e| e.to_string())
+    }
+
+    /// A package from the PROLOG: decide, fetch its info, journal it.
+    fn take_pack(&mut self, pack: &crate::engine::ocs::Pack) -> Result<(), AgentError> {
+        let id = pack.id;
+        let rec = self.store.package(id)?;
+        match rec.as_ref().map(|r| r.phase) {
+            Some(Phase::Fetching | Phase::Installing) => return Ok(()), // already ours
+            Some(Phase::Finished) if self.store.pending_reports()?.iter().any(|r| r.package == id) => return Ok(()),
+            _ => {}
+        }
+        if self.store.history()?.ids.contains(&id) && !pack.force {
+            return self.finish(id, 5, &pack.pack_loc, &StatusCode::SuccessAlreadySetup);
+        }
+        self.store.drop_payload(id)?;
+        let url = match Url::from_location(true, &pack.info_loc, &format!("{id}/info")) {
+            Ok(u) => u,
+            Err(e) => {
+                log::error!(target: "outpost", "package {id}: bad INFO_LOC: {e}");
+                return self.finish(id, 5, &pack.pack_loc, &StatusCode::ErrDownloadInfo);
+            }
+        };
+        let mut sink = VecSink { status: 0, body: Vec::new(), max: MAX_INFO_LEN };
+        match self.env.get(&url, None, &mut sink) {
+            Ok(()) if sink.status == 200 => {}
+            Ok(()) => {
+                log::error!(target: "outpost", "package {id}: {url} answered {}", sink.status);
+                return self.finish(id, 5, &pack.pack_loc, &StatusCode::ErrDownloadInfo);
+            }
+            Err(e) => {
+                // Unreachable or broken: try again at the next PROLOG.
+                log::warn!(target: "outpost", "package {id}: info not fetched yet: {e}");
+                return Ok(());
+            }
+        }
+        let info = match Info::parse(&sink.body) {
+            Ok(i) => i,
+            Err(e) => {
+                log::error!(target: "outpost", "package {id}: {e}");
+                return self.finish(id, 5, &pack.pack_loc, &StatusCode::ErrBadParam);
+            }
+        };
+        if info.id != id {
+            log::error!(target: "outpost", "package {id}: its info file says ID {}", info.id);
+            return self.finish(id, info.priority, &pack.pack_loc, &StatusCode::ErrBadId);
+        }
+        if self.cfg.server.require_signed {
+            log::error!(target: "outpost", "package {id}: no signed manifest (OCS server) and require_signed is set; refusing it");
+            return self.finish(id, info.priority, &pack.pack_loc, &StatusCode::ErrBadDigest);
+        }
+        if info.frags > 0 {
+            log::info!(
+                target: "outpost",
+                "package {id}: from an OCS server, without a signed manifest: its archive will be checked against the info file's {:?} digest, fetched over verified TLS",
+                info.digest_algo
+            );
+        }
+        self.store.put_package_file(id, "info", &sink.body)?;
+        self.store.put_package(&PackageRecord {
+            id,
+            phase: Phase::Fetching,
+            priority: info.priority,
+            force: pack.force,
+            pack_loc: pack.pack_loc.clone(),
+            first_seen: self.env.unix_time(),
+            fragments_verified: 0,
+            status: None,
+        })?;
+        Ok(())
+    }
+
+    fn schedule(&mut self, conf: Conf, summary: &mut RunSummary) -> Result<(), AgentError> {
+        let mut sched = Scheduler::new(conf);
+        for id in self.store.package_ids()? {
+            if let Some(rec) = self.store.package(id)? {
+                match rec.phase {
+                    Phase::Fetching => sched.add(id, rec.priority, rec.first_seen),
+                    Phase::Installing => {
+                        log::error!(target: "outpost", "package {id}: the agent stopped during its action; not running it again");
+                        self.finish(id, rec.priority, &rec.pack_loc, &StatusCode::ErrDoneFailed)?;
+                        summary.finished += 1;
+                    }
+                    Phase::Finished => {}
+                }
+            }
+        }
+        loop {
+            match sched.next(self.env.unix_time()) {
+                Next::Idle => return Ok(()),
+                Next::Wait(d) => self.env.sleep(d),
+                Next::Expired(id) => {
+                    let rec = self.store.package(id)?;
+                    let (pri, loc) = rec.map(|r| (r.priority, r.pack_loc)).unwrap_or_default();
+                    self.finish(id, pri, &loc, &StatusCode::ErrTimeout)?;
+                    summary.finished += 1;
+                }
+                Next::Slot(id) => match self.slot(id)? {
+                    SlotResult::Progressed => sched.slot_done(id),
+                    SlotResult::Finished => {
+                        sched.remove(id);
+                        summary.finished += 1;
+                    }
+                    SlotResult::Failed(why) => {
+                        log::warn!(target: "outpost", "package {id}: {why}");
+                        if sched.slot_failed(id) {
+                            let rec = self.store.package(id)?;
+                            let (pri, loc) = rec.map(|r| (r.priority, r.pack_loc)).unwrap_or_default();
+                            self.finish(id, pri, &loc, &StatusCode::ErrDownloadPack)?;
+                            summary.finished += 1;
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    /// One slot: the next fragment, or the install.
+    fn slot(&mut self, id: u64) -> Result<SlotResult, AgentError> {
+        let Some(mut rec) = self.store.package(id)? else { return Ok(SlotResult::Finished) };
+        let Some(Ok(info)) = self.store.package_file(id, "info")?.map(|b| Info::parse(&b)) else {
+            self.finish(id, rec.priority, &rec.pack_loc.clone(), &StatusCode::ErrBadParam)?;
+            return Ok(SlotResult::Finished);
+        };
+        if rec.fragments_verified < info.frags {
+            let n = rec.fragments_verified as usize + 1;
+            return Ok(match self.fetch_fragment(&info, &rec.pack_loc, n)? {
+                Ok(()) => {
+                    rec.fragments_verified += 1;
+                    self.store.put_package(&rec)?;
+                    log::info!(target: "outpost", "package {id}: fragment {n}/{} fetched", info.frags);
+                    SlotResult::Progressed
+                }
+                Err(e) => SlotResult::Failed(e),
+            });
+        }
+        // Every fragment is here: verify, unpack, run.
+        let parts: Vec<(PathBuf, u64)> = (1..=info.frags as usize)
+            .map(|n| {
+                let p = self.store.fragment_path(id, n);
+                let len = fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+                (p, len)
+            })
+            .collect();
+        let dir = self.store.package_dir(id).join("unpack");
+        let code = match verify_and_unpack(&self.store, &info, parts, None, &dir)? {
+            Some(code) => code,
+            None => {
+                rec.phase = Phase::Installing;
+                self.store.put_package(&rec)?;
+                log::info!(target: "outpost", "package {id}: running {} {:?}", info.action.as_ocs(), info.target);
+                let log_path = self.store.package_dir(id).join("action.log");
+                let timeout = Duration::from_secs(self.cfg.agent.execution_timeout);
+                let outcome: Outcome = super::action::run(&info, &dir, &log_path, timeout);
+                plan::status_for(outcome)
+            }
+        };
+        self.finish(id, rec.priority, &rec.pack_loc.clone(), &code)?;
+        Ok(SlotResult::Finished)
+    }
+
+    /// Fetch fragment `n` (1-based) into `frag-n`, resuming `frag-n.part`.
+    fn fetch_fragment(&mut self, info: &Info, pack_loc: &str, n: usize) -> Result<Result<(), String>, AgentError> {
+        let id = info.id;
+        let part = self.store.partial_path(id, n);
+        let io_err = |e: io::Error| AgentError::Store(StoreError::Io(part.clone(), e));
+        let url = match Url::from_location(info.proto == Proto::Https, pack_loc, &format!("{id}/{id}-{n}")) {
+            Ok(u) => u,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        let file = OpenOptions::new().append(true).create(true).open(&part).map_err(io_err)?;
+        let have = file.metadata().map_err(io_err)?.len();
+        let range = (have > 0).then(|| format!("bytes={have}-"));
+        let mut sink = PartSink { file, have, status: 0 };
+        let result = self.env.get(&url, range.as_deref(), &mut sink);
+        sink.file.sync_data().map_err(io_err)?;
+        match result {
+            Ok(()) => {
+                drop(sink);
+                let done = self.store.fragment_path(id, n);
+                fs::rename(&part, &done).map_err(io_err)?;
+                sync_dir(&self.store.package_dir(id)).map_err(io_err)?;
+                Ok(Ok(()))
+            }
+            Err(e) => Ok(Err(format!("fragment {n}: {e}"))),
+        }
+    }
+}
