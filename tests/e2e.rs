@@ -555,3 +555,69 @@ fn agent_without_once_keeps_polling_at_the_server_interval() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn the_notify_command_can_delay_abort_and_is_told_when_done() {
+    let t = TempDir::new("notify");
+    let mut srv = Server::init(t.join("srv"), &[]);
+    let mark = t.join("mark");
+    let answer = t.join("answer");
+    let asked = t.join("asked");
+    let arc = write(&t.join("a.tar.gz"), &targz(&[Member::File("tool.sh", SCRIPT, 0o644)]));
+    let ask = |srv: &Server, extra: &[&str]| {
+        let mut a = vec!["--file", &arc, "--action", "execute", "--command", "sh tool.sh", "--notify-user"];
+        a.extend_from_slice(&["--notify-text", "Install the tool?", "--notify-countdown", "0"]);
+        a.extend_from_slice(extra);
+        srv.package_add(&a)
+    };
+    let delayed = ask(
+        &srv,
+        &["--notify-can-delay", "--notify-can-abort", "--need-done-action", "--need-done-action-text", "All set"],
+    );
+    let cfg = srv.device_add("pc-1", t.path());
+    let hook = format!(
+        "echo \"$OUTPOST_NOTIFY_KIND $OUTPOST_NOTIFY_PACKAGE $OUTPOST_NOTIFY_TEXT\" >> {}; cat {}",
+        asked.display(),
+        answer.display()
+    );
+    tune_agent(&cfg, &format!("notify_command = '{hook}'"));
+    srv.assign(delayed, "pc-1", &[]);
+    srv.start();
+    let env = [("OUTPOST_MARK", mark.to_str().unwrap())];
+
+    fs::write(&answer, "delay\n").unwrap();
+    let o = agent(&cfg, &["run", "--once"], &env);
+    assert!(!o.status.success(), "a delayed package is not finished: {}", text(&o));
+    assert_eq!(srv.status_of(delayed, "pc-1"), "NOTIFIED");
+    assert!(!mark.exists());
+
+    fs::write(&answer, "proceed\n").unwrap();
+    let o = agent(&cfg, &["run", "--once"], &env);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(srv.status_of(delayed, "pc-1"), "SUCCESS");
+    assert_eq!(count_lines(&mark), 1);
+
+    // Abort where the package allows it, and where it does not.
+    let abortable = ask(&srv, &["--notify-can-abort"]);
+    let not_abortable = ask(&srv, &[]);
+    srv.assign(abortable, "pc-1", &[]);
+    srv.assign(not_abortable, "pc-1", &[]);
+    fs::write(&answer, "abort\n").unwrap();
+    let o = agent(&cfg, &["run", "--once"], &env);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(srv.status_of(abortable, "pc-1"), "ERR_ABORTED");
+    assert_eq!(srv.status_of(not_abortable, "pc-1"), "SUCCESS", "abort is not offered, so it proceeds");
+    assert_eq!(count_lines(&mark), 2);
+    let log = fs::read_to_string(&asked).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!("before {delayed} Install the tool?"),
+            format!("before {delayed} Install the tool?"),
+            format!("done {delayed} All set"),
+            format!("before {abortable} Install the tool?"),
+            format!("before {not_abortable} Install the tool?"),
+        ]
+    );
+}

@@ -14,6 +14,7 @@ use outpost_agent::engine::ocs::Request;
 use outpost_agent::rt::config::Config;
 use outpost_agent::rt::http::Url;
 use outpost_agent::rt::ocs_mode::{BodySink, GetError, OcsAgent, OcsEnv};
+use outpost_hal::notify::{Answer, Notice};
 use outpost_tests::{Member, TempDir, targz};
 
 struct Pkg {
@@ -34,6 +35,9 @@ struct Sim {
     /// Panic at the n-th sleep (the agent dies there).
     die_at_sleep: Option<usize>,
     sleeps: usize,
+    /// The user's answers, in turn (then proceed), and what was asked.
+    answers: std::collections::VecDeque<Answer>,
+    asked: Vec<String>,
 }
 
 impl Sim {
@@ -115,6 +119,8 @@ impl OcsEnv for Sim {
             }
             Request::Download { id, err, .. } => {
                 self.events.push((self.now, format!("REPORT {id} {err}")));
+                // As the real server: sent again on every PROLOG until a status arrives.
+                self.listed.retain(|l| *l != id);
                 Ok((200, Vec::new()))
             }
             _ => Ok((200, zlib(b"<REPLY><RESPONSE>NO_ACCOUNT_UPDATE</RESPONSE></REPLY>"))),
@@ -143,6 +149,12 @@ impl OcsEnv for Sim {
             sink.head(200, None).map_err(GetError::Refused)?;
         }
         sink.data(&body[start..]).map_err(|e| GetError::Broken(e.to_string()))
+    }
+
+    fn ask(&mut self, n: &Notice<'_>) -> Answer {
+        self.asked.push(format!("{:?} {} {}", n.kind, n.package, n.text));
+        self.now += u64::from(n.countdown); // the countdown passes in virtual time
+        self.answers.pop_front().unwrap_or(Answer::Proceed)
     }
 }
 
@@ -227,8 +239,7 @@ fn ocs_mode_slots_follow_the_ocs_rules_and_each_package_ends_right() {
         packs,
         events: Vec::new(),
         rng: 0x5eed,
-        die_at_sleep: None,
-        sleeps: 0,
+        ..dummy()
     };
     let mut agent = OcsAgent::new(agent_config(&t.join("state")), sim).unwrap();
     let summary = agent.run_once().unwrap();
@@ -276,7 +287,7 @@ fn ocs_mode_resumes_from_its_journal_when_the_server_stops_listing_the_package()
         events: Vec::new(),
         rng: 7,
         die_at_sleep: Some(4), // dies after its second fragment (frag + cycle latency per cycle)
-        sleeps: 0,
+        ..dummy()
     };
     let state = t.join("state");
     let mut agent = OcsAgent::new(agent_config(&state), std::mem::replace(&mut sim, dummy())).unwrap();
@@ -300,7 +311,18 @@ fn ocs_mode_resumes_from_its_journal_when_the_server_stops_listing_the_package()
 }
 
 fn dummy() -> Sim {
-    Sim { now: 0, conf: vec![], listed: vec![], packs: vec![], events: vec![], rng: 1, die_at_sleep: None, sleeps: 0 }
+    Sim {
+        now: 1_800_000_000,
+        conf: vec![],
+        listed: vec![],
+        packs: vec![],
+        events: vec![],
+        rng: 1,
+        die_at_sleep: None,
+        sleeps: 0,
+        answers: Default::default(),
+        asked: vec![],
+    }
 }
 
 fn agent_env(a: OcsAgent<Sim>) -> Sim {
@@ -318,4 +340,53 @@ fn require_signed_refuses_ocs_packages_with_err_bad_digest() {
     assert!(agent.run_once().unwrap().complete());
     let events: Vec<String> = agent_env(agent).events.into_iter().map(|(_, e)| e).collect();
     assert_eq!(events, ["REPORT 1 ERR_BAD_DIGEST"], "nothing fetched, nothing run");
+}
+
+#[test]
+fn ocs_mode_asks_the_user_delay_then_proceed_and_abort() {
+    let t = TempDir::new("ocs-notify");
+    let mark = t.join("marks");
+    let a = targz(&[Member::File("s.sh", format!("echo ran >> {}\n", mark.display()).as_bytes(), 0o644)]);
+    let mut ask = pkg(1, 5, "EXECUTE", "sh s.sh", &a, 1);
+    ask.info = ask.info.replace(
+        "NOTIFY_USER=\"0\" NOTIFY_TEXT=\"\" NOTIFY_COUNTDOWN=\"\" NOTIFY_CAN_ABORT=\"0\" NOTIFY_CAN_DELAY=\"1\" NEED_DONE_ACTION=\"0\" NEED_DONE_ACTION_TEXT=\"\"",
+        "",
+    );
+    ask.info = ask.info.replace(
+        "NOTIFY_USER=\"0\" NOTIFY_TEXT=\"\" NOTIFY_COUNTDOWN=\"\" NOTIFY_CAN_ABORT=\"0\" NOTIFY_CAN_DELAY=\"0\" NEED_DONE_ACTION=\"0\" NEED_DONE_ACTION_TEXT=\"\"",
+        "NOTIFY_USER=\"1\" NOTIFY_TEXT=\"Update & restart?\" NOTIFY_COUNTDOWN=\"300\" NOTIFY_CAN_ABORT=\"1\" NOTIFY_CAN_DELAY=\"1\" NEED_DONE_ACTION=\"1\" NEED_DONE_ACTION_TEXT=\"Done, thanks\"",
+    );
+    let mut abort = pkg(2, 5, "EXECUTE", "sh s.sh", &a, 1);
+    abort.info = abort
+        .info
+        .replace("NOTIFY_USER=\"0\"", "NOTIFY_USER=\"1\"")
+        .replace("NOTIFY_CAN_ABORT=\"0\"", "NOTIFY_CAN_ABORT=\"1\"");
+    let sim = Sim {
+        listed: vec![1, 2],
+        packs: vec![ask, abort],
+        conf: conf(),
+        answers: [Answer::Delay, Answer::Abort].into_iter().collect(),
+        ..dummy()
+    };
+    let state = t.join("state");
+    let mut agent = OcsAgent::new(agent_config(&state), sim).unwrap();
+    let s = agent.run_once().unwrap();
+    assert_eq!(s.pending, 1, "package 1 delayed: {s:?}");
+    let mut sim = agent_env(agent);
+    let reports: Vec<&str> = sim.events.iter().map(|(_, e)| e.as_str()).filter(|e| e.starts_with("REPORT")).collect();
+    assert_eq!(reports, ["REPORT 2 ERR_ABORTED"], "1 is delayed, 2 aborted");
+    assert!(!mark.exists(), "nothing ran");
+
+    sim.events.clear();
+    let mut agent = OcsAgent::new(agent_config(&state), sim).unwrap();
+    assert!(agent.run_once().unwrap().complete());
+    let sim = agent_env(agent);
+    let reports: Vec<&str> = sim.events.iter().map(|(_, e)| e.as_str()).filter(|e| e.starts_with("REPORT")).collect();
+    assert_eq!(reports, ["REPORT 1 SUCCESS"]);
+    assert_eq!(std::fs::read_to_string(&mark).unwrap(), "ran\n");
+    assert_eq!(
+        sim.asked,
+        ["Before 1 Update & restart?", "Before 2 ", "Before 1 Update & restart?", "Done 1 Done, thanks"],
+        "asked again after the delay; told when done"
+    );
 }

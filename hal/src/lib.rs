@@ -8,6 +8,7 @@
 //!   agent runtime ──► Clock       ──► linux::StdClock   | sim::SimClock
 //!                 ──► DiskSpace   ──► linux::LinuxDisk  | sim::SimDisk
 //!                 ──► DurableStore──► linux::DirStore   | sim::SimDisk
+//!                 ──► Notifier    ──► linux::CommandNotifier | sim::SimNotifier
 //! ```
 //!
 //! The core of the agent never touches these directly: the runtime reads them
@@ -17,6 +18,7 @@
 
 extern crate alloc;
 
+pub mod notify;
 pub mod storage;
 pub mod time;
 

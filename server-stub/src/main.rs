@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use outpost_agent::engine::digest::hex;
-use outpost_agent::engine::info::{Action, Proto};
+use outpost_agent::engine::info::{Action, Notify, Proto};
 use outpost_agent::engine::manifest::sha256;
 use outpost_agent::engine::proto::{valid_device_id, valid_location};
 use outpost_server::config::{Agents, Listen, Public, ServerConfig};
@@ -129,7 +129,35 @@ enum PackageCmd {
         /// Ask agents to reboot after a successful install.
         #[arg(long)]
         reboot: bool,
+        #[command(flatten)]
+        notify: NotifyArgs,
     },
+}
+
+/// The OCS user-notification fields of the info file.
+#[derive(Args)]
+struct NotifyArgs {
+    /// Ask the user before installing (NOTIFY_USER).
+    #[arg(long)]
+    notify_user: bool,
+    /// The question (NOTIFY_TEXT).
+    #[arg(long, default_value = "")]
+    notify_text: String,
+    /// Seconds before the install proceeds without an answer (NOTIFY_COUNTDOWN).
+    #[arg(long)]
+    notify_countdown: Option<u32>,
+    /// The user may abort (NOTIFY_CAN_ABORT): the device reports ERR_ABORTED.
+    #[arg(long)]
+    notify_can_abort: bool,
+    /// The user may delay (NOTIFY_CAN_DELAY): asked again at the next poll.
+    #[arg(long)]
+    notify_can_delay: bool,
+    /// Tell the user when the install is done (NEED_DONE_ACTION).
+    #[arg(long)]
+    need_done_action: bool,
+    /// What to tell them (NEED_DONE_ACTION_TEXT).
+    #[arg(long, default_value = "")]
+    need_done_action_text: String,
 }
 
 #[derive(Subcommand)]
@@ -359,7 +387,8 @@ fn run(cli: Cli) -> Result<(), String> {
     match cli.cmd {
         Cmd::Init { dir, https, http, san, fragment_loc } => init(&dir, &https, &http, san, fragment_loc),
         Cmd::Package {
-            cmd: PackageCmd::Add { dir, file, action, command, path, priority, frag_size, proto, name, reboot },
+            cmd:
+                PackageCmd::Add { dir, file, action, command, path, priority, frag_size, proto, name, reboot, notify: n },
         } => {
             ServerConfig::load(&dir)?;
             let action = match action {
@@ -372,7 +401,16 @@ fn run(cli: Cli) -> Result<(), String> {
                 ProtoArg::Https => Proto::Https,
             };
             let db = Db::open(&dir.join("state.db")).map_err(|e| format!("state.db: {e}"))?;
-            let spec = Spec { file, action, command, path, priority, frag_size, proto, name, reboot };
+            let notify = Notify {
+                user: n.notify_user,
+                text: n.notify_text,
+                countdown: n.notify_countdown,
+                can_abort: n.notify_can_abort,
+                can_delay: n.notify_can_delay,
+                need_done_action: n.need_done_action,
+                need_done_action_text: n.need_done_action_text,
+            };
+            let spec = Spec { file, action, command, path, priority, frag_size, proto, name, reboot, notify };
             let id = package::add(&dir, &db, &spec)?;
             println!("{id}");
             Ok(())

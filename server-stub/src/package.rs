@@ -37,6 +37,8 @@ pub struct Spec {
     pub name: Option<String>,
     /// Ask for a reboot after success.
     pub reboot: bool,
+    /// User notification (NOTIFY_*, NEED_DONE_ACTION*).
+    pub notify: Notify,
 }
 
 /// Parse `1M`, `512K`, `1048576`.
@@ -225,7 +227,7 @@ fn build(
         digest_algo: DigestAlgo::Md5,
         digest_encode: DigestEncode::Hexa,
         target: target.to_string(),
-        notify: Notify::default(),
+        notify: spec.notify.clone(),
     };
     let info_xml = info.to_ocs_xml();
     let mut archive_sha256 = [0u8; 32];

@@ -1,6 +1,9 @@
 //! Pure decisions: in which order to deploy, whether to deploy at all, what
 //! an action's outcome means, and whether a package fits on the disk.
 
+use outpost_hal::notify::{Answer, Notice, NoticeKind};
+
+use super::info::Info;
 use super::proto::Offer;
 use super::status::StatusCode;
 
@@ -57,6 +60,40 @@ pub fn status_for(outcome: Outcome) -> StatusCode {
     }
 }
 
+/// The question to ask before installing, if the package wants the user asked.
+pub fn notice_before(info: &Info) -> Option<Notice<'_>> {
+    info.notify.user.then(|| Notice {
+        kind: NoticeKind::Before,
+        package: info.id,
+        text: &info.notify.text,
+        countdown: info.notify.countdown.unwrap_or(0),
+        can_abort: info.notify.can_abort,
+        can_delay: info.notify.can_delay,
+    })
+}
+
+/// The message to show after a successful install, if any (`NEED_DONE_ACTION`).
+pub fn notice_done(info: &Info) -> Option<Notice<'_>> {
+    info.notify.need_done_action.then(|| Notice {
+        kind: NoticeKind::Done,
+        package: info.id,
+        text: &info.notify.need_done_action_text,
+        countdown: 0,
+        can_abort: false,
+        can_delay: false,
+    })
+}
+
+/// What an answer means for a package: abort and delay count only where
+/// the package allows them (`NOTIFY_CAN_ABORT`, `NOTIFY_CAN_DELAY`).
+pub fn honour(info: &Info, answer: Answer) -> Answer {
+    match answer {
+        Answer::Abort if info.notify.can_abort => Answer::Abort,
+        Answer::Delay if info.notify.can_delay => Answer::Delay,
+        _ => Answer::Proceed,
+    }
+}
+
 /// Bytes kept free beside a package: 10 % of its size, at least 16 MiB.
 pub fn space_margin(package_size: u64) -> u64 {
     (package_size / 10).max(16 << 20)
@@ -100,6 +137,24 @@ mod tests {
         assert_eq!(launch_program("../x"), None);
         assert_eq!(launch_program("a//b"), None);
         assert_eq!(launch_program("   "), None);
+    }
+
+    #[test]
+    fn answers_count_only_where_allowed() {
+        let mut info =
+            Info::parse(b"<DOWNLOAD ID=\"1\" PRI=\"5\" ACT=\"EXECUTE\" FRAGS=\"0\" COMMAND=\"true\" />").unwrap();
+        assert!(notice_before(&info).is_none(), "NOTIFY_USER=0: nobody is asked");
+        info.notify.user = true;
+        assert_eq!(notice_before(&info).map(|n| n.kind), Some(NoticeKind::Before));
+        assert_eq!(honour(&info, Answer::Abort), Answer::Proceed);
+        assert_eq!(honour(&info, Answer::Delay), Answer::Proceed);
+        info.notify.can_abort = true;
+        info.notify.can_delay = true;
+        assert_eq!(honour(&info, Answer::Abort), Answer::Abort);
+        assert_eq!(honour(&info, Answer::Delay), Answer::Delay);
+        assert!(notice_done(&info).is_none());
+        info.notify.need_done_action = true;
+        assert_eq!(notice_done(&info).map(|n| n.kind), Some(NoticeKind::Done));
     }
 
     #[test]

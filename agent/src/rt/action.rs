@@ -13,8 +13,36 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use outpost_hal::notify::{Answer, Notice, Notifier};
+
 use crate::engine::info::{Action, Info};
-use crate::engine::plan::{Outcome, launch_program};
+use crate::engine::plan::{self, Outcome, launch_program};
+
+/// Ask the user before installing, if the package wants it; the answer as
+/// the package allows it (see [`plan::honour`]). `ask` shows a notice.
+pub fn consent(info: &Info, ask: &mut dyn FnMut(&Notice<'_>) -> Answer) -> Answer {
+    let Some(notice) = plan::notice_before(info) else { return Answer::Proceed };
+    let answer = plan::honour(info, ask(&notice));
+    log::info!(target: "outpost", "package {}: the user was asked, answer: {answer:?}", info.id);
+    answer
+}
+
+/// Tell the user the install is done, if the package wants it (`NEED_DONE_ACTION`).
+pub fn tell_done(info: &Info, ask: &mut dyn FnMut(&Notice<'_>) -> Answer) {
+    if let Some(notice) = plan::notice_done(info) {
+        let _ = ask(&notice);
+    }
+}
+
+/// Ask through a HAL notifier; a failing hook means proceed.
+pub fn ask_with<N: Notifier>(n: &mut N) -> impl FnMut(&Notice<'_>) -> Answer + '_ {
+    move |notice| {
+        n.ask(notice).unwrap_or_else(|e| {
+            log::warn!(target: "outpost", "package {}: notification hook failed ({e}); proceeding", notice.package);
+            Answer::Proceed
+        })
+    }
+}
 
 /// How often a running action is checked.
 const WAIT_STEP: Duration = Duration::from_millis(20);

@@ -22,7 +22,8 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use outpost_hal::linux::{space_of, sync_dir};
+use outpost_hal::linux::{CommandNotifier, space_of, sync_dir};
+use outpost_hal::notify::Answer;
 use ring::rand::SecureRandom;
 
 use super::config::Config;
@@ -146,6 +147,7 @@ pub struct Agent {
     client: Client,
     key: [u8; 32],
     rng: ring::rand::SystemRandom,
+    notifier: CommandNotifier,
 }
 
 impl Agent {
@@ -159,7 +161,8 @@ impl Agent {
         )
         .map_err(|e| AgentError::Server(e.to_string()))?;
         let key = cfg.signing_key().map_err(|e| AgentError::Server(e.to_string()))?;
-        Ok(Self { cfg, store, client, key, rng: ring::rand::SystemRandom::new() })
+        let notifier = CommandNotifier::new(cfg.agent.notify_command.clone());
+        Ok(Self { cfg, store, client, key, rng: ring::rand::SystemRandom::new(), notifier })
     }
 
     /// The state directory.
@@ -459,12 +462,23 @@ impl Agent {
             return Ok(Step::Final(code));
         }
 
+        match action::consent(&info, &mut action::ask_with(&mut self.notifier)) {
+            Answer::Proceed => {}
+            Answer::Abort => return Ok(Step::Final(StatusCode::ErrAborted)),
+            Answer::Delay => {
+                return Ok(Step::Later("the user delayed the install; asking again at the next poll".into()));
+            }
+        }
         rec.phase = Phase::Installing;
         self.store.put_package(&rec)?;
         log::info!(target: "outpost", "package {id}: running {} {:?}", info.action.as_ocs(), info.target);
         let log_path = self.store.package_dir(id).join("action.log");
         let outcome = action::run(&info, &unpack_dir, &log_path, Duration::from_secs(self.cfg.agent.execution_timeout));
-        Ok(Step::Final(plan::status_for(outcome)))
+        let code = plan::status_for(outcome);
+        if code.is_success() {
+            action::tell_done(&info, &mut action::ask_with(&mut self.notifier));
+        }
+        Ok(Step::Final(code))
     }
 
     fn fragment_parts(&self, id: u64, m: &Manifest) -> Vec<(std::path::PathBuf, u64)> {

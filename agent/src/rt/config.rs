@@ -92,6 +92,10 @@ pub struct Agent {
     /// Failed tries of one fragment (without progress) before giving up for this run.
     #[serde(default = "default_fragment_tries")]
     pub fragment_tries: u32,
+    /// Command that asks the user about packages with NOTIFY_USER (see
+    /// `outpost_hal::linux::CommandNotifier`); none: proceed after the countdown.
+    #[serde(default)]
+    pub notify_command: Option<String>,
 }
 
 /// A configuration that cannot be used.

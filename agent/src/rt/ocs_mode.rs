@@ -23,7 +23,8 @@ use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use outpost_hal::linux::{StdClock, sync_dir, write_atomic};
+use outpost_hal::linux::{CommandNotifier, StdClock, sync_dir, write_atomic};
+use outpost_hal::notify::{Answer, Notice};
 use outpost_hal::time::Clock;
 
 use super::agent::{AgentError, RunSummary, Runner, record_final, verify_and_unpack};
@@ -76,12 +77,15 @@ pub trait OcsEnv {
     fn post(&mut self, url: &Url, body: &[u8]) -> Result<(u16, Vec<u8>), String>;
     /// GET `url` with an optional `Range`, feeding `sink`.
     fn get(&mut self, url: &Url, range: Option<&str>, sink: &mut dyn BodySink) -> Result<(), GetError>;
+    /// Show the user a notice and get the answer (the HAL's notifier).
+    fn ask(&mut self, notice: &Notice<'_>) -> Answer;
 }
 
 /// The real world: sockets through [`Client`], the system clock.
 pub struct RealEnv {
     client: Client,
     clock: StdClock,
+    notifier: CommandNotifier,
 }
 
 impl RealEnv {
@@ -93,7 +97,7 @@ impl RealEnv {
             Duration::from_secs(cfg.agent.io_timeout),
         )
         .map_err(|e| AgentError::Server(e.to_string()))?;
-        Ok(Self { client, clock: StdClock::new() })
+        Ok(Self { client, clock: StdClock::new(), notifier: CommandNotifier::new(cfg.agent.notify_command.clone()) })
     }
 }
 
@@ -125,6 +129,10 @@ impl OcsEnv for RealEnv {
                 Err(e) => return Err(GetError::Broken(format!("{url}: {e}"))),
             }
         }
+    }
+
+    fn ask(&mut self, notice: &Notice<'_>) -> Answer {
+        super::action::ask_with(&mut self.notifier)(notice)
     }
 }
 
@@ -224,6 +232,8 @@ enum SlotResult {
     Finished,
     /// The slot failed (counted towards giving up).
     Failed(String),
+    /// The user delayed the install: asked again at the next run.
+    Deferred,
 }
 
 impl<E: OcsEnv> Runner for OcsAgent<E> {
@@ -470,6 +480,11 @@ impl<E: OcsEnv> OcsAgent<E> {
                         sched.remove(id);
                         summary.finished += 1;
                     }
+                    SlotResult::Deferred => {
+                        log::info!(target: "outpost", "package {id}: delayed by the user until the next run");
+                        sched.remove(id);
+                        summary.pending += 1;
+                    }
                     SlotResult::Failed(why) => {
                         log::warn!(target: "outpost", "package {id}: {why}");
                         if sched.slot_failed(id) {
@@ -515,13 +530,27 @@ impl<E: OcsEnv> OcsAgent<E> {
         let code = match verify_and_unpack(&self.store, &info, parts, None, &dir)? {
             Some(code) => code,
             None => {
+                let env = &mut self.env;
+                match super::action::consent(&info, &mut |n| env.ask(n)) {
+                    Answer::Proceed => {}
+                    Answer::Abort => {
+                        self.finish(id, rec.priority, &rec.pack_loc.clone(), &StatusCode::ErrAborted)?;
+                        return Ok(SlotResult::Finished);
+                    }
+                    Answer::Delay => return Ok(SlotResult::Deferred),
+                }
                 rec.phase = Phase::Installing;
                 self.store.put_package(&rec)?;
                 log::info!(target: "outpost", "package {id}: running {} {:?}", info.action.as_ocs(), info.target);
                 let log_path = self.store.package_dir(id).join("action.log");
                 let timeout = Duration::from_secs(self.cfg.agent.execution_timeout);
                 let outcome: Outcome = super::action::run(&info, &dir, &log_path, timeout);
-                plan::status_for(outcome)
+                let code = plan::status_for(outcome);
+                if code.is_success() {
+                    let env = &mut self.env;
+                    super::action::tell_done(&info, &mut |n| env.ask(n));
+                }
+                code
             }
         };
         self.finish(id, rec.priority, &rec.pack_loc.clone(), &code)?;

@@ -4,7 +4,9 @@
 mod clock;
 mod disk;
 mod fs;
+mod notify;
 
 pub use clock::StdClock;
 pub use disk::{LinuxDisk, space_of};
 pub use fs::{DirStore, IoError, sync_dir, write_atomic};
+pub use notify::CommandNotifier;
