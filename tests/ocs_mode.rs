@@ -131,6 +131,11 @@ impl OcsEnv for Sim {
         let parts: Vec<&str> = url.path.split('/').collect();
         let id: u64 = parts[2].parse().unwrap();
         let pkg = self.packs.iter().find(|p| p.id == id).expect("known package");
+        if parts[3] != "info" && pkg.frags.is_empty() {
+            // A fragment that is not there: 404, every time.
+            self.events.push((self.now, format!("GET {} 404", parts[3])));
+            return sink.head(404, None).map_err(GetError::Refused);
+        }
         let body = if parts[3] == "info" {
             assert!(url.tls, "info files only over HTTPS");
             pkg.info.clone().into_bytes()
@@ -389,4 +394,44 @@ fn ocs_mode_asks_the_user_delay_then_proceed_and_abort() {
         ["Before 1 Update & restart?", "Before 2 ", "Before 1 Update & restart?", "Done 1 Done, thanks"],
         "asked again after the delay; told when done"
     );
+}
+
+#[test]
+fn ocs_mode_gives_up_on_a_missing_fragment_and_times_out_old_packages() {
+    let t = TempDir::new("ocs-giveup");
+    let a = targz(&[Member::File("s.sh", b"exit 0\n", 0o644)]);
+    let mut missing = pkg(1, 1, "EXECUTE", "sh s.sh", &a, 1);
+    missing.frags.clear(); // FRAGS=1, but the server has no fragment
+    let mut conf = conf();
+    for (k, v) in conf.iter_mut() {
+        if *k == "TIMEOUT" {
+            *v = "1".into(); // one day
+        }
+    }
+    let sim = Sim { listed: vec![1], packs: vec![missing], conf, ..dummy() };
+    let mut agent = OcsAgent::new(agent_config(&t.join("state")), sim).unwrap();
+    assert!(agent.run_once().unwrap().complete());
+    let sim = agent_env(agent);
+    let gets = sim.events.iter().filter(|(_, e)| e.ends_with("404")).count();
+    assert_eq!(gets, outpost_agent::engine::ocs_sched::MAX_SLOT_FAILURES as usize, "bounded tries");
+    assert_eq!(sim.events.last().unwrap().1, "REPORT 1 ERR_DOWNLOAD_PACK");
+
+    // A package still unfinished a day after it was first seen: ERR_TIMEOUT.
+    let t2 = TempDir::new("ocs-timeout");
+    let mut slow = pkg(2, 9, "EXECUTE", "sh s.sh", &a, 2);
+    slow.frags.clear(); // its fragments never come: 404 in every slot
+    let mut conf = self::conf();
+    for (k, v) in conf.iter_mut() {
+        match *k {
+            "TIMEOUT" => *v = "1".into(),
+            "PERIOD_LATENCY" => *v = "40000".into(), // half a day between periods
+            _ => {}
+        }
+    }
+    let sim = Sim { listed: vec![2], packs: vec![slow], conf, ..dummy() };
+    let mut agent = OcsAgent::new(agent_config(&t2.join("state")), sim).unwrap();
+    assert!(agent.run_once().unwrap().complete());
+    let sim = agent_env(agent);
+    assert_eq!(sim.events.last().unwrap().1, "REPORT 2 ERR_TIMEOUT", "{:?}", sim.events);
+    assert!(sim.events.iter().filter(|(_, e)| e.ends_with("404")).count() < 10, "timed out before giving up");
 }
