@@ -27,6 +27,8 @@ pub mod kind {
     pub const HISTORY: u8 = 2;
     /// [`super::OutboxRecord`].
     pub const OUTBOX: u8 = 3;
+    /// [`crate::engine::download::Checkpoint`].
+    pub const CHECKPOINT: u8 = 4;
 }
 
 /// Why a record could not be read.

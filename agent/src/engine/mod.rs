@@ -12,6 +12,7 @@
 pub mod backoff;
 pub mod civil;
 pub mod digest;
+pub mod download;
 pub mod fetch;
 pub mod info;
 pub mod journal;

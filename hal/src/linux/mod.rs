@@ -1,11 +1,13 @@
 //! Linux implementations of the HAL traits (real IO). This is the only place
 //! in the workspace that reads the system clocks.
 
+mod blocks;
 mod clock;
 mod disk;
 mod fs;
 mod notify;
 
+pub use blocks::DirBlocks;
 pub use clock::StdClock;
 pub use disk::{LinuxDisk, space_of};
 pub use fs::{DirStore, IoError, sync_dir, write_atomic};
