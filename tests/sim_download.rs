@@ -166,25 +166,34 @@ fn assert_verified_durable(disk: &SimBlocks, m: &Manifest, verified: u32) {
 
 #[test]
 fn crash_point_sweep_power_cut_after_every_write() {
-    // 1.2 MiB in five 250 000-byte fragments: checkpoints fall mid-fragment too.
-    let src = data(1_250_000, 42);
-    let m = manifest(&src, 250_000);
+    // 1.5 MB in fragments of 600 000, 600 000 and 300 000 bytes: every
+    // fragment crosses 256 KiB checkpoint boundaries before its end.
+    let src = data(1_500_000, 42);
+    let m = manifest(&src, 600_000);
     // A clean run counts the writes.
     let mut disk = SimBlocks::new(64 << 20);
-    let mut srv = Server::new(src.clone(), 250_000);
+    let mut srv = Server::new(src.clone(), 600_000);
     let mut dl = Download::open(&mut disk, &m, DEFAULT_CHECKPOINT_BYTES).unwrap();
     assert_eq!(drive(&mut dl, &mut disk, &mut srv), Stop::Complete);
     let (writes, written) = disk.write_stats();
-    assert!(writes > 80, "{writes} writes");
+    assert!(writes > 90, "{writes} writes");
+    assert!(dl.checkpoints() > m.fragments.len() as u64 + 2, "checkpoints inside fragments too");
     // Flash-friendly: few bytes written per byte downloaded, one checkpoint per 256 KiB at most
     // besides fragment ends.
     assert!(written as f64 / src.len() as f64 <= 1.1, "write amplification {written} / {}", src.len());
     assert!(dl.checkpoints() <= src.len() as u64 / DEFAULT_CHECKPOINT_BYTES + m.fragments.len() as u64);
+    eprintln!(
+        "clean run: {writes} writes, {written} bytes written for {} downloaded (x{:.4}), {} checkpoints",
+        src.len(),
+        written as f64 / src.len() as f64,
+        dl.checkpoints()
+    );
+    let mut worst = 0;
 
     for torn in [false, true] {
         for k in 0..writes {
             let mut disk = SimBlocks::new(64 << 20);
-            let mut srv = Server::new(src.clone(), 250_000);
+            let mut srv = Server::new(src.clone(), 600_000);
             disk.power_cut_after(k, torn);
             let mut dl = Download::open(&mut disk, &m, DEFAULT_CHECKPOINT_BYTES).unwrap();
             assert_eq!(drive(&mut dl, &mut disk, &mut srv), Stop::Crashed, "k={k}");
@@ -201,8 +210,10 @@ fn crash_point_sweep_power_cut_after_every_write() {
             assert_eq!(drive(&mut dl, &mut disk, &mut srv), Stop::Complete, "k={k}");
             assert_eq!(disk.durable(ARCHIVE).unwrap(), &src[..], "k={k} torn={torn}: wrong bytes");
             assert!(srv.delivered - src.len() as u64 <= DEFAULT_CHECKPOINT_BYTES, "k={k}: fetched again");
+            worst = worst.max(srv.delivered - src.len() as u64);
         }
     }
+    eprintln!("power cut after each of the {writes} writes, torn and not: at most {worst} bytes fetched again");
 }
 
 fn run_with(faults: &[Fault]) -> (Server, SimBlocks) {

@@ -17,12 +17,12 @@
 //! its action. It is **not** run again silently: it is reported
 //! `ERR_DONE_FAILED` (the server may force a new deployment).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::fs;
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::time::Duration;
 
-use outpost_hal::linux::{CommandNotifier, space_of, sync_dir};
+use outpost_hal::linux::{CommandNotifier, DirBlocks, space_of};
 use outpost_hal::notify::Answer;
 use ring::rand::SecureRandom;
 
@@ -32,7 +32,8 @@ use super::store::{FragmentChain, Store, StoreError};
 use super::{action, unpack};
 use crate::engine::backoff::Backoff;
 use crate::engine::digest::{ArchiveHasher, hex, info_digest_matches};
-use crate::engine::fetch::{FetchError, FragmentFetch};
+use crate::engine::download::{ARCHIVE, BodyError, Download};
+use crate::engine::fetch::FetchError;
 use crate::engine::info::{Info, Proto};
 use crate::engine::journal::{OutboxRecord, PackageRecord, Phase};
 use crate::engine::limits::{MAX_CONTROL_LEN, MAX_INFO_LEN, MAX_MANIFEST_LEN, MAX_REPORTS_PER_REQUEST};
@@ -40,10 +41,6 @@ use crate::engine::manifest::{Manifest, sha256};
 use crate::engine::plan::{self, Decision};
 use crate::engine::proto::{self, Offer, PollReply, Report};
 use crate::engine::status::StatusCode;
-
-/// Bytes received between two syncs of a partial fragment: at most this much
-/// is fetched again after a power cut.
-pub const CHECKPOINT_BYTES: u64 = 256 * 1024;
 
 /// Why a run could not do its work.
 #[derive(Debug)]
@@ -435,29 +432,30 @@ impl Agent {
         rec.phase = Phase::Fetching;
         self.store.put_package(&rec)?;
 
+        let dir = self.store.package_dir(id);
+        let blocks_err = |e: outpost_hal::linux::IoError| StoreError::Io(dir.join(ARCHIVE), e.0);
+        let mut blocks = DirBlocks::open(&dir).map_err(|e| StoreError::Io(dir.clone(), e))?;
+        let mut dl = Download::open(&mut blocks, &manifest, self.cfg.agent.checkpoint_bytes).map_err(blocks_err)?;
+
         // Space: what is left to fetch, plus room to unpack, plus a margin.
-        let done = rec.fragments_verified as usize;
-        let left: u64 = manifest.fragments.iter().skip(done).map(|f| f.size).sum();
+        let left = dl.total() - dl.have();
         if let Ok(space) = space_of(self.store.root())
             && !plan::fits(space.available, left + manifest.archive_size, manifest.archive_size)
         {
             log::error!(target: "outpost", "package {id}: needs {} bytes, {} available", left + manifest.archive_size, space.available);
             return Ok(Step::Final(StatusCode::ErrOutOfSpace));
         }
-
-        for n in done..manifest.fragments.len() {
-            match self.fetch_fragment(&info, &manifest, &rec.pack_loc, n)? {
-                Ok(()) => {
-                    rec.fragments_verified = n as u32 + 1;
-                    self.store.put_package(&rec)?;
-                    log::info!(target: "outpost", "package {id}: fragment {}/{} verified", n + 1, manifest.fragments.len());
-                }
-                Err(step) => return Ok(step),
-            }
+        if dl.have() > 0 && !dl.is_complete() {
+            log::info!(target: "outpost", "package {id}: resuming at byte {} of {}", dl.have(), dl.total());
         }
+        if let Err(step) = self.fetch_all(&info, &rec.pack_loc, &mut dl, &mut blocks)? {
+            return Ok(step);
+        }
+        rec.fragments_verified = dl.verified();
+        self.store.put_package(&rec)?;
 
-        let unpack_dir = self.store.package_dir(id).join("unpack");
-        let parts = self.fragment_parts(id, &manifest);
+        let unpack_dir = dir.join("unpack");
+        let parts = vec![(dir.join(ARCHIVE), manifest.archive_size)];
         if let Some(code) = verify_and_unpack(&self.store, &info, parts, Some(&manifest.archive_sha256), &unpack_dir)? {
             return Ok(Step::Final(code));
         }
@@ -481,110 +479,83 @@ impl Agent {
         Ok(Step::Final(code))
     }
 
-    fn fragment_parts(&self, id: u64, m: &Manifest) -> Vec<(std::path::PathBuf, u64)> {
-        m.fragments.iter().enumerate().map(|(i, f)| (self.store.fragment_path(id, i + 1), f.size)).collect()
-    }
-
-    /// Fetch fragment `n` (0-based) until verified, or give up for this run.
-    fn fetch_fragment(
+    /// Fetch every fragment through the download engine, retrying with
+    /// backoff. `Err(step)` when this run gives up (a digest that never
+    /// matches is final; network trouble is for a later run).
+    fn fetch_all(
         &self,
         info: &Info,
-        m: &Manifest,
         pack_loc: &str,
-        n: usize,
+        dl: &mut Download,
+        blocks: &mut DirBlocks,
     ) -> Result<Result<(), Step>, StoreError> {
         let id = info.id;
-        let entry = &m.fragments[n];
-        let part = self.store.partial_path(id, n + 1);
-        let done = self.store.fragment_path(id, n + 1);
-        let io_err = |e: io::Error| StoreError::Io(part.clone(), e);
-        let url = match Url::from_location(info.proto == Proto::Https, pack_loc, &format!("{id}/{id}-{}", n + 1)) {
-            Ok(u) => u,
-            Err(e) => return Ok(Err(Step::Final(bad_location(id, &e)))),
-        };
-        let mut file = OpenOptions::new().read(true).append(true).create(true).open(&part).map_err(io_err)?;
-        let mut fetch = FragmentFetch::new(entry.size, entry.sha256);
-        // Resume from the durable prefix, re-hashing it.
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let k = file.read(&mut buf).map_err(io_err)?;
-            if k == 0 || fetch.is_complete() {
-                break;
-            }
-            fetch.resume(&buf[..k]);
-        }
-        file.set_len(fetch.have()).map_err(io_err)?;
-        if fetch.have() > 0 {
-            log::info!(target: "outpost", "package {id}: resuming fragment {} at byte {}", n + 1, fetch.have());
-        }
-
+        let store_err = |e: outpost_hal::linux::IoError| StoreError::Io(self.store.package_dir(id).join(ARCHIVE), e.0);
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-        let mut last_err = String::new();
-        let mut corrupt = false;
-        let mut failures = 0;
-        while failures < self.cfg.agent.fragment_tries {
-            let before = fetch.have();
-            let result =
-                if fetch.is_complete() { fetch.finish() } else { self.fetch_once(&url, &mut fetch, &mut file, &part)? };
-            match result {
-                Ok(()) => {
-                    file.sync_all().map_err(io_err)?;
-                    drop(file);
-                    fs::rename(&part, &done).map_err(io_err)?;
-                    sync_dir(&self.store.package_dir(id)).map_err(io_err)?;
-                    return Ok(Ok(()));
-                }
-                Err(FetchError::Corrupt) => {
-                    log::warn!(target: "outpost", "package {id}: fragment {} failed its digest, fetching it again", n + 1);
-                    file.set_len(0).map_err(io_err)?;
-                    fetch = FragmentFetch::new(entry.size, entry.sha256);
-                    corrupt = true;
-                    failures += 1;
-                    last_err = "fragment digest mismatch".into();
+        let (mut failures, mut corrupt, mut last_err) = (0, false, String::new());
+        while let Some((n, range)) = dl.request() {
+            if failures >= self.cfg.agent.fragment_tries {
+                return Ok(Err(if corrupt {
+                    log::error!(target: "outpost", "package {id}: fragment {n} never matched its signed digest");
+                    Step::Final(StatusCode::ErrBadDigest)
+                } else {
+                    Step::Later(last_err)
+                }));
+            }
+            let url = match Url::from_location(info.proto == Proto::Https, pack_loc, &format!("{id}/{id}-{n}")) {
+                Ok(u) => u,
+                Err(e) => return Ok(Err(Step::Final(bad_location(id, &e)))),
+            };
+            let before = dl.have();
+            match self.transfer(&url, range.as_deref(), dl, blocks)? {
+                None if dl.verified() as usize >= n => {
+                    log::info!(target: "outpost", "package {id}: fragment {n}/{} verified", info.frags);
+                    failures = 0;
+                    corrupt = false;
+                    backoff.reset();
                     continue;
                 }
-                Err(e) => {
+                None => continue,
+                Some(FetchError::Corrupt) => {
+                    log::warn!(target: "outpost", "package {id}: fragment {n} failed its digest, fetching it again");
+                    last_err = "fragment digest mismatch".into();
+                    corrupt = true;
+                }
+                Some(e) => {
                     last_err = format!("{url}: {e}");
                     corrupt = false;
-                    if fetch.have() > before {
-                        // Progress was made (e.g. a truncated response): go on at once.
-                        log::warn!(target: "outpost", "package {id}: {last_err}; resuming at byte {}", fetch.have());
+                    if dl.have() > before {
+                        // Progress (e.g. a truncated response): go on at once.
+                        log::warn!(target: "outpost", "package {id}: {last_err}; resuming at byte {}", dl.have());
                         continue;
                     }
                     if matches!(e, FetchError::BadContentRange | FetchError::TooLong) {
-                        // Start this fragment over with a plain GET.
-                        file.set_len(0).map_err(io_err)?;
-                        fetch = FragmentFetch::new(entry.size, entry.sha256);
+                        dl.restart_fragment(blocks).map_err(store_err)?;
                     }
-                    failures += 1;
                 }
             }
+            failures += 1;
             if failures < self.cfg.agent.fragment_tries {
                 let wait = backoff.next_delay(self.random_u64());
                 log::warn!(target: "outpost", "package {id}: {last_err}; retrying in {} ms", wait.as_millis());
                 super::sleep(wait);
             }
         }
-        Ok(Err(if corrupt {
-            log::error!(target: "outpost", "package {id}: fragment {} never matched its signed digest", n + 1);
-            Step::Final(StatusCode::ErrBadDigest)
-        } else {
-            Step::Later(last_err)
-        }))
+        Ok(Ok(()))
     }
 
-    /// One request for the rest of a fragment. Transport errors become
-    /// `FetchError::Short` (progress is kept) or `Status(0)` (nothing came).
-    fn fetch_once(
+    /// One request. `None` when the body ended normally and the engine took
+    /// it (a fragment may now be verified); `Some(e)` for what went wrong.
+    fn transfer(
         &self,
         url: &Url,
-        fetch: &mut FragmentFetch,
-        file: &mut File,
-        part: &Path,
-    ) -> Result<Result<(), FetchError>, StoreError> {
-        let io_err = |e: io::Error| StoreError::Io(part.to_owned(), e);
-        let range = fetch.range();
-        let headers: Vec<(&str, &str)> = range.as_deref().map(|r| ("Range", r)).into_iter().collect();
+        range: Option<&str>,
+        dl: &mut Download,
+        blocks: &mut DirBlocks,
+    ) -> Result<Option<FetchError>, StoreError> {
+        let path = blocks.path(ARCHIVE);
+        let store_err = |e: outpost_hal::linux::IoError| StoreError::Io(path.clone(), e.0);
+        let headers: Vec<(&str, &str)> = range.map(|r| ("Range", r)).into_iter().collect();
         let mut resp = match self.client.request("GET", url, &headers, &[]) {
             Ok(r) => r,
             Err(e) => {
@@ -593,41 +564,34 @@ impl Agent {
                 } else {
                     log::debug!(target: "outpost", "{url}: {e}");
                 }
-                return Ok(Err(FetchError::Status(0)));
+                return Ok(Some(FetchError::Status(0)));
             }
         };
         let cr = resp.header("content-range").map(str::to_owned);
-        if let Err(e) = fetch.handle_head(resp.status, cr.as_deref()) {
-            return Ok(Err(e));
+        if let Err(e) = dl.handle_head(resp.status, cr.as_deref()) {
+            return Ok(Some(e));
         }
         let mut buf = vec![0u8; 64 * 1024];
-        let mut since_sync = 0u64;
         loop {
             let k = match resp.read(&mut buf) {
                 Ok(0) => break,
                 Ok(k) => k,
                 Err(e) => {
                     log::debug!(target: "outpost", "{url}: body read failed: {e}");
-                    file.sync_data().map_err(io_err)?;
-                    return Ok(Err(FetchError::Short));
+                    dl.handle_abort(blocks).map_err(store_err)?;
+                    return Ok(Some(FetchError::Short));
                 }
             };
-            let (_, data) = match fetch.handle_body(&buf[..k]) {
-                Ok(w) => w,
-                Err(e) => {
-                    file.sync_data().map_err(io_err)?;
-                    return Ok(Err(e));
+            match dl.handle_body(blocks, &buf[..k]) {
+                Ok(()) => {}
+                Err(BodyError::Store(e)) => return Err(store_err(e)),
+                Err(BodyError::Fetch(e)) => {
+                    dl.handle_abort(blocks).map_err(store_err)?;
+                    return Ok(Some(e));
                 }
-            };
-            file.write_all(data).map_err(io_err)?;
-            since_sync += data.len() as u64;
-            if since_sync >= CHECKPOINT_BYTES {
-                file.sync_data().map_err(io_err)?;
-                since_sync = 0;
             }
         }
-        file.sync_data().map_err(io_err)?;
-        Ok(fetch.finish())
+        dl.handle_end(blocks).map_err(store_err)
     }
 
     /// One line per package for `outpost-agent status`.

@@ -70,6 +70,9 @@ fn default_io_timeout() -> u64 {
 fn default_fragment_tries() -> u32 {
     5
 }
+fn default_checkpoint_bytes() -> u64 {
+    crate::engine::download::DEFAULT_CHECKPOINT_BYTES
+}
 
 /// `[agent]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -92,6 +95,11 @@ pub struct Agent {
     /// Failed tries of one fragment (without progress) before giving up for this run.
     #[serde(default = "default_fragment_tries")]
     pub fragment_tries: u32,
+    /// Bytes received between two checkpoints of a download: at most this
+    /// much is fetched again after a power cut (flash wear: one small
+    /// journal write per checkpoint).
+    #[serde(default = "default_checkpoint_bytes")]
+    pub checkpoint_bytes: u64,
     /// Command that asks the user about packages with NOTIFY_USER (see
     /// `outpost_hal::linux::CommandNotifier`); none: proceed after the countdown.
     #[serde(default)]

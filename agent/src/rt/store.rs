@@ -7,8 +7,10 @@
 //!   packages/<ID>/record     PackageRecord: phase, verified fragments, status
 //!   packages/<ID>/info       the info file as fetched (verified via the manifest)
 //!   packages/<ID>/manifest   the signed manifest as fetched
-//!   packages/<ID>/frag-<n>.part  fragment n being fetched (durable prefix)
-//!   packages/<ID>/frag-<n>   fragment n, verified and synced
+//!   packages/<ID>/archive    the fragments at their offsets (outpost protocol)
+//!   packages/<ID>/journal.a|b  download checkpoints (A/B slots, CRC'd)
+//!   packages/<ID>/frag-<n>.part  fragment n being fetched (OCS protocol)
+//!   packages/<ID>/frag-<n>   fragment n, complete (OCS protocol)
 //!   packages/<ID>/unpack/    the unpacked archive: the action's working directory
 //!   packages/<ID>/action.log the action's stdout and stderr
 //! ```
@@ -174,7 +176,7 @@ impl Store {
             let name = e.file_name();
             let name = name.to_string_lossy();
             let p = e.path();
-            if name.starts_with("frag-") {
+            if name.starts_with("frag-") || name == "archive" || name.starts_with("journal.") {
                 fs::remove_file(&p).map_err(io_at(&p))?;
             } else if name.starts_with("unpack") {
                 fs::remove_dir_all(&p).map_err(io_at(&p))?;

@@ -1,0 +1,171 @@
+//! kill -9 during downloads, with real processes: the agent is killed at
+//! seeded random moments while it downloads from the real outpost-server
+//! through a slowed link, restarted each time, and ends with SUCCESS having
+//! fetched little more than the package's size.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use outpost_tests::{Member, Server, TempDir, bin, targz, text};
+
+/// Link speed of the proxy, bytes per second.
+const RATE: u64 = 8 * 1024 * 1024;
+const CHECKPOINT: u64 = 256 * 1024;
+
+/// A proxy that relays fragment responses at `RATE`, counting body bytes.
+struct SlowLink {
+    port: u16,
+    body_bytes: Arc<AtomicU64>,
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+#[allow(clippy::disallowed_methods)] // a real link: it paces in real time
+fn slow_link(upstream: u16) -> SlowLink {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let body_bytes = Arc::new(AtomicU64::new(0));
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let (bytes, reqs) = (body_bytes.clone(), requests.clone());
+    std::thread::spawn(move || {
+        for client in l.incoming().flatten() {
+            let (bytes, reqs) = (bytes.clone(), reqs.clone());
+            std::thread::spawn(move || {
+                let mut client = client;
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if client.read(&mut b).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(b[0]);
+                }
+                reqs.lock().unwrap().push(String::from_utf8_lossy(&head).into_owned());
+                let Ok(mut up) = TcpStream::connect(("127.0.0.1", upstream)) else { return };
+                let _ = up.write_all(&head);
+                let mut resp = Vec::new();
+                let _ = up.read_to_end(&mut resp);
+                let body_at = resp.windows(4).position(|w| w == b"\r\n\r\n").map_or(0, |i| i + 4);
+                if client.write_all(&resp[..body_at]).is_err() {
+                    return;
+                }
+                let start = Instant::now();
+                let mut sent = 0u64;
+                for piece in resp[body_at..].chunks(16 * 1024) {
+                    if client.write_all(piece).is_err() {
+                        return; // the agent was killed
+                    }
+                    sent += piece.len() as u64;
+                    bytes.fetch_add(piece.len() as u64, Ordering::SeqCst);
+                    let due = Duration::from_secs_f64(sent as f64 / RATE as f64);
+                    if let Some(wait) = due.checked_sub(start.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+                let _ = client.shutdown(Shutdown::Both);
+            });
+        }
+    });
+    SlowLink { port, body_bytes, requests }
+}
+
+fn noise(n: usize, mut x: u64) -> Vec<u8> {
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+#[allow(clippy::disallowed_methods)] // real processes: bounded waits
+fn sigkill_at_random_moments_then_success_with_little_fetched_again() {
+    let t = TempDir::new("sigkill");
+    let http_port = outpost_tests::free_port();
+    let link = slow_link(http_port);
+    let loc = format!("127.0.0.1:{}/download", link.port);
+    let mut srv = Server::init_with_http(t.join("srv"), http_port, &["--fragment-loc", &loc]);
+    let mark = t.join("mark");
+    let script = format!("echo installed > {}\n", mark.display());
+    let payload = noise(12 * 1024 * 1024, 0x5eed_cafe);
+    let arc = t.join("big.tar.gz");
+    std::fs::write(
+        &arc,
+        targz(&[Member::File("setup.sh", script.as_bytes(), 0o755), Member::File("data.bin", &payload, 0o644)]),
+    )
+    .unwrap();
+    let size = std::fs::metadata(&arc).unwrap().len();
+    let id = srv.package_add(&[
+        "--file",
+        arc.to_str().unwrap(),
+        "--action",
+        "launch",
+        "--command",
+        "setup.sh",
+        "--frag-size",
+        "3M",
+    ]);
+    let cfg = srv.device_add("pc-1", t.path());
+    srv.assign(id, "pc-1", &[]);
+    srv.start();
+
+    let mut rng: u64 = 0x1234_5678_9abc_def1;
+    let mut kills = 0;
+    while kills < 12 {
+        let mut child = Command::new(bin("outpost-agent"))
+            .arg("--config")
+            .arg(&cfg)
+            .args(["run", "--once"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let target = link.body_bytes.load(Ordering::SeqCst) + 300 * 1024 + rng % (1200 * 1024);
+        let start = Instant::now();
+        let finished = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break Some(st);
+            }
+            if link.body_bytes.load(Ordering::SeqCst) >= target {
+                break None;
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "no progress");
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        if finished.is_some() {
+            break; // the download completed before the moment came
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        kills += 1;
+    }
+    assert!(kills >= 10, "only {kills} kills before the download completed");
+
+    let o = outpost_tests::agent(&cfg, &["run", "--once"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(srv.status_of(id, "pc-1"), "SUCCESS");
+    assert_eq!(std::fs::read_to_string(&mark).unwrap(), "installed\n");
+
+    let sent = link.body_bytes.load(Ordering::SeqCst);
+    let again = sent.saturating_sub(size);
+    eprintln!(
+        "package {size} bytes; the server sent {sent} bytes over {kills} kills: {again} fetched again ({} per kill)",
+        again / kills
+    );
+    // At most one checkpoint interval per kill, plus what sat in socket buffers.
+    assert!(again <= kills * (CHECKPOINT + 128 * 1024), "{again} bytes fetched again over {kills} kills");
+    // No verified fragment is fetched again: fragment numbers never go back.
+    let reqs = link.requests.lock().unwrap();
+    let frags: Vec<u32> =
+        reqs.iter().filter_map(|r| r.split_whitespace().nth(1)?.rsplit('-').next()?.parse().ok()).collect();
+    assert!(frags.windows(2).all(|w| w[0] <= w[1]), "a verified fragment was fetched again: {frags:?}");
+}
