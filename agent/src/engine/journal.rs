@@ -128,6 +128,9 @@ pub struct PackageRecord {
     pub fragments_verified: u32,
     /// Final status, once known.
     pub status: Option<String>,
+    /// `ERR_OUT_OF_SPACE` was reported for this download (reported once;
+    /// the download goes on by itself when space returns).
+    pub space_reported: bool,
 }
 
 /// Packages installed on this device (never run again unless forced).
@@ -162,6 +165,7 @@ mod tests {
             first_seen: 3,
             fragments_verified: 2,
             status: None,
+            space_reported: false,
         }
     }
 

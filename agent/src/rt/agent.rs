@@ -75,6 +75,9 @@ enum Step {
     Final(StatusCode),
     /// Not finished; try again later (network trouble, server busy).
     Later(String),
+    /// The disk is too full: report `ERR_OUT_OF_SPACE` once, keep what is
+    /// cached, and go on by itself when space returns.
+    OutOfSpace(String),
 }
 
 /// What one run achieved.
@@ -269,6 +272,10 @@ impl Agent {
                     self.finish(offer, &code)?;
                     summary.finished += 1;
                 }
+                Some(Step::OutOfSpace(why)) => {
+                    self.out_of_space(offer, &why)?;
+                    summary.pending += 1;
+                }
                 Some(Step::Later(why)) => {
                     log::warn!(target: "outpost", "package {}: not finished in this run: {why}", offer.id);
                     summary.pending += 1;
@@ -325,9 +332,27 @@ impl Agent {
         }
         Ok(Some(match self.deploy(offer, fresh) {
             Ok(step) => step,
-            Err(e) if e.is_storage_full() => Step::Final(StatusCode::ErrOutOfSpace),
+            Err(e) if e.is_storage_full() => Step::OutOfSpace(e.to_string()),
             Err(e) => return Err(e.into()),
         }))
+    }
+
+    /// Report `ERR_OUT_OF_SPACE` once for this download and keep it going.
+    fn out_of_space(&mut self, offer: &Offer, why: &str) -> Result<(), AgentError> {
+        let Some(mut rec) = self.store.package(offer.id)? else { return Ok(()) };
+        if rec.space_reported {
+            log::warn!(target: "outpost", "package {}: still out of space ({why}); waiting for room", offer.id);
+            return Ok(());
+        }
+        log::error!(target: "outpost", "package {}: out of space ({why}); kept what is cached, will go on when space returns", offer.id);
+        let report = OutboxRecord {
+            report_id: self.random_u64(),
+            package: offer.id,
+            status: StatusCode::ErrOutOfSpace.to_string(),
+        };
+        self.store.queue_report(&report)?;
+        rec.space_reported = true;
+        Ok(self.store.put_package(&rec)?)
     }
 
     fn finish(&mut self, offer: &Offer, code: &StatusCode) -> Result<(), AgentError> {
@@ -424,6 +449,7 @@ impl Agent {
                 first_seen: prev.map_or(0, |p| p.first_seen),
                 fragments_verified: 0,
                 status: None,
+                space_reported: false,
             },
         };
         if rec.first_seen == 0 {
@@ -442,8 +468,11 @@ impl Agent {
         if let Ok(space) = space_of(self.store.root())
             && !plan::fits(space.available, left + manifest.archive_size, manifest.archive_size)
         {
-            log::error!(target: "outpost", "package {id}: needs {} bytes, {} available", left + manifest.archive_size, space.available);
-            return Ok(Step::Final(StatusCode::ErrOutOfSpace));
+            return Ok(Step::OutOfSpace(format!(
+                "needs {} bytes, {} available",
+                left + manifest.archive_size,
+                space.available
+            )));
         }
         if dl.have() > 0 && !dl.is_complete() {
             log::info!(target: "outpost", "package {id}: resuming at byte {} of {}", dl.have(), dl.total());
@@ -642,6 +671,7 @@ pub(crate) fn record_final(store: &Store, report_id: u64, offer: &Offer, code: &
         first_seen: prev.as_ref().map_or(0, |p| p.first_seen),
         fragments_verified: 0,
         status: Some(code.to_string()),
+        space_reported: false,
     };
     store.put_package(&rec)?;
     store.drop_payload(id)?;

@@ -445,6 +445,7 @@ impl<E: OcsEnv> OcsAgent<E> {
             first_seen: self.env.unix_time(),
             fragments_verified: 0,
             status: None,
+            space_reported: false,
         })?;
         Ok(())
     }

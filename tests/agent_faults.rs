@@ -1,0 +1,158 @@
+//! Named faults of the real agent process: disk full and recovery, a crash
+//! during the action, reports queued while the server is away.
+
+use std::fs;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use outpost_agent::engine::journal::OutboxRecord;
+use outpost_agent::rt::store::Store;
+use outpost_tests::{Member, Server, TempDir, agent, bin, targz, text};
+
+fn noise(n: usize) -> Vec<u8> {
+    let mut x: u64 = 0xfeed_beef;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A tmpfs of `mib` MiB at `dir`, unmounted when dropped. `None` where
+/// this machine does not let the test mount one.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, mib: u32) -> Option<Self> {
+        fs::create_dir_all(dir).ok()?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Self(dir.to_owned()))
+    }
+
+    fn resize(&self, mib: u32) {
+        let st = Command::new("mount").args(["-o", &format!("remount,size={mib}m")]).arg(&self.0).status().unwrap();
+        assert!(st.success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn disk_full_reports_err_out_of_space_once_then_goes_on_when_space_returns() {
+    let t = TempDir::new("diskfull");
+    let state = t.join("pc-1-state");
+    let Some(fs_) = Tmpfs::mount(&state, 20) else {
+        eprintln!("SKIPPED disk_full_…: this machine does not allow mounting a tmpfs (needs root)");
+        return;
+    };
+    let mut srv = Server::init(t.join("srv"), &[]);
+    let mark = t.join("mark");
+    let arc = t.join("big.tar.gz");
+    let script = format!("echo ok > {}\n", mark.display());
+    fs::write(
+        &arc,
+        targz(&[Member::File("setup.sh", script.as_bytes(), 0o755), Member::File("d", &noise(6 << 20), 0o644)]),
+    )
+    .unwrap();
+    let id = srv.package_add(&["--file", arc.to_str().unwrap(), "--action", "launch", "--command", "setup.sh"]);
+    let cfg = srv.device_add("pc-1", t.path());
+    srv.assign(id, "pc-1", &[]);
+    srv.start();
+
+    // 6 MiB to fetch + 6 to unpack + a 16 MiB margin do not fit in 20 MiB.
+    for _ in 0..2 {
+        let o = agent(&cfg, &["run", "--once"], &[]);
+        assert!(!o.status.success(), "unfinished: {}", text(&o));
+    }
+    assert_eq!(srv.status_of(id, "pc-1"), "ERR_OUT_OF_SPACE", "reported");
+    let log = fs::read_to_string(srv.dir.join("serve.log")).unwrap();
+    assert_eq!(log.matches("-> ERR_OUT_OF_SPACE").count(), 1, "reported once: {log}");
+    assert!(!mark.exists());
+
+    // Space returns: the agent goes on by itself, although the server no
+    // longer lists the package (it has a final status there).
+    fs_.resize(64);
+    let o = agent(&cfg, &["run", "--once"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(srv.status_of(id, "pc-1"), "SUCCESS");
+    assert_eq!(fs::read_to_string(&mark).unwrap(), "ok\n");
+}
+
+#[test]
+#[allow(clippy::disallowed_methods)] // real processes: bounded waits
+fn crash_during_the_action_is_not_run_again_silently() {
+    let t = TempDir::new("crash-action");
+    let mut srv = Server::init(t.join("srv"), &[]);
+    let mark = t.join("mark");
+    let cmd = format!("echo $$ >> {}; sleep 30", mark.display());
+    let id = srv.package_add(&["--action", "execute", "--command", &cmd]);
+    let cfg = srv.device_add("pc-1", t.path());
+    srv.assign(id, "pc-1", &[]);
+    srv.start();
+    let mut child = Command::new(bin("outpost-agent"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(["run", "--once"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let pid = loop {
+        if let Some(pid) = fs::read_to_string(&mark).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
+            break pid;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "the action never started");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    child.kill().unwrap(); // SIGKILL the agent mid-action
+    child.wait().unwrap();
+    let _ = Command::new("kill").args(["-KILL", &format!("-{pid}")]).status(); // and what it started
+
+    let o = agent(&cfg, &["run", "--once"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(srv.status_of(id, "pc-1"), "ERR_DONE_FAILED");
+    assert_eq!(fs::read_to_string(&mark).unwrap().lines().count(), 1, "not run again");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("stopped during its action"), "{}", text(&o));
+}
+
+#[test]
+fn reports_queued_while_the_server_is_away_are_delivered_exactly_once() {
+    let t = TempDir::new("outbox");
+    let mut srv = Server::init(t.join("srv"), &[]);
+    let id = srv.package_add(&["--action", "execute", "--command", "true"]);
+    let cfg = srv.device_add("pc-1", t.path());
+    srv.assign(id, "pc-1", &[]);
+    let store = Store::open(&t.join("pc-1-state")).unwrap();
+    let report = OutboxRecord { report_id: 0xabcdef, package: id, status: "EXIT_CODE_7".into() };
+    store.queue_report(&report).unwrap();
+
+    // Server down: the run fails, the report stays queued.
+    let o = agent(&cfg, &["run", "--once"], &[]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert_eq!(store.pending_reports().unwrap(), [report.clone()]);
+
+    srv.start();
+    let o = agent(&cfg, &["run", "--once"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(store.pending_reports().unwrap().is_empty(), "acknowledged and dropped");
+    assert_eq!(srv.status_of(id, "pc-1"), "EXIT_CODE_7");
+
+    // The same report id again (a reply lost after the server applied it): dropped.
+    store.queue_report(&OutboxRecord { status: "SUCCESS".into(), ..report }).unwrap();
+    let o = agent(&cfg, &["run", "--once"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(srv.status_of(id, "pc-1"), "EXIT_CODE_7", "a duplicate id changes nothing");
+}
