@@ -142,7 +142,7 @@ fn reports_queued_while_the_server_is_away_are_delivered_exactly_once() {
     // Server down: the run fails, the report stays queued.
     let o = agent(&cfg, &["run", "--once"], &[]);
     assert!(!o.status.success(), "{}", text(&o));
-    assert_eq!(store.pending_reports().unwrap(), [report.clone()]);
+    assert_eq!(store.pending_reports().unwrap(), std::slice::from_ref(&report));
 
     srv.start();
     let o = agent(&cfg, &["run", "--once"], &[]);
