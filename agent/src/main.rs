@@ -100,6 +100,7 @@ fn main() -> ExitCode {
         };
     }
     let default_interval = cfg.agent.poll_interval;
+    let server_url = cfg.server.url.clone();
     let agent: Result<Box<dyn Runner>, AgentError> = match cfg.server.protocol {
         Protocol::Outpost => Agent::new(cfg).map(|a| Box::new(a) as Box<dyn Runner>),
         Protocol::Ocs => {
@@ -114,7 +115,7 @@ fn main() -> ExitCode {
         }
     };
     if !args.once {
-        run_forever(agent.as_mut(), default_interval);
+        run_forever(agent.as_mut(), default_interval, &server_url);
     }
     match agent.run_once() {
         Ok(s) if s.complete() => {

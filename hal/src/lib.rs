@@ -9,6 +9,7 @@
 //!                 ──► DiskSpace   ──► linux::LinuxDisk  | sim::SimDisk
 //!                 ──► DurableStore──► linux::DirStore   | sim::SimDisk
 //!                 ──► Notifier    ──► linux::CommandNotifier | sim::SimNotifier
+//!                 ──► NetMonitor  ──► linux::SysNet     | sim::SimNet
 //! ```
 //!
 //! The core of the agent never touches these directly: the runtime reads them
@@ -18,6 +19,7 @@
 
 extern crate alloc;
 
+pub mod net;
 pub mod notify;
 pub mod storage;
 pub mod time;

@@ -116,8 +116,12 @@ impl Runner for Agent {
 
 /// Run forever: at the server's interval (or `default_interval` seconds)
 /// after a complete run, with exponential backoff and jitter (1 s up to
-/// 15 min) while the server is away or work is left.
-pub fn run_forever(runner: &mut dyn Runner, default_interval: u64) -> ! {
+/// 15 min) while the server is away or work is left. A wait ends early when
+/// the link towards `server_url`'s host comes up (see [`super::wake`]).
+pub fn run_forever(runner: &mut dyn Runner, default_interval: u64, server_url: &str) -> ! {
+    let host = Url::parse(server_url).ok().map(|u| (u.host, u.port));
+    let clock = outpost_hal::linux::StdClock::new();
+    let mut net = outpost_hal::linux::SysNet::new();
     let rng = ring::rand::SystemRandom::new();
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(15 * 60));
     loop {
@@ -136,7 +140,11 @@ pub fn run_forever(runner: &mut dyn Runner, default_interval: u64) -> ! {
             }
         };
         log::debug!(target: "outpost", "next poll in {}s", wait.as_secs());
-        super::sleep(wait);
+        let server = host.as_ref().and_then(|(h, p)| {
+            use std::net::ToSocketAddrs;
+            (h.as_str(), *p).to_socket_addrs().ok()?.next().map(|a| a.ip())
+        });
+        super::wake::wait_or_link_up(wait, &mut net, server, &clock, &mut super::sleep);
     }
 }
 

@@ -11,6 +11,7 @@ pub mod logger;
 pub mod ocs_mode;
 pub mod store;
 pub mod unpack;
+pub mod wake;
 
 /// The runtime's only way to wait (the core never sleeps).
 #[allow(clippy::disallowed_methods)]

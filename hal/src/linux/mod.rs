@@ -5,10 +5,12 @@ mod blocks;
 mod clock;
 mod disk;
 mod fs;
+mod net;
 mod notify;
 
 pub use blocks::DirBlocks;
 pub use clock::StdClock;
 pub use disk::{LinuxDisk, space_of};
 pub use fs::{DirStore, IoError, sync_dir, write_atomic};
+pub use net::{SysNet, route4, route6};
 pub use notify::CommandNotifier;
