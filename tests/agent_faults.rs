@@ -156,3 +156,42 @@ fn reports_queued_while_the_server_is_away_are_delivered_exactly_once() {
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(srv.status_of(id, "pc-1"), "EXIT_CODE_7", "a duplicate id changes nothing");
 }
+
+#[test]
+fn reboot_requests_follow_the_policy() {
+    let t = TempDir::new("reboot");
+    let mut srv = Server::init(t.join("srv"), &[]);
+    let flagged = srv.package_add(&["--action", "execute", "--command", "true", "--reboot"]);
+    let by_code = srv.package_add(&["--action", "execute", "--command", "exit 194", "--reboot-exit-code", "194"]);
+    let plain = srv.package_add(&["--action", "execute", "--command", "true"]);
+    let dry = t.join("reboots");
+    let now = srv.device_add("now", t.path());
+    outpost_tests::tune_agent(&now, &format!("reboot = \"immediately\"\nreboot_dry_run = \"{}\"", dry.display()));
+    let never = srv.device_add("never", t.path());
+    outpost_tests::tune_agent(&never, &format!("reboot = \"never\"\nreboot_dry_run = \"{}\"", dry.display()));
+    srv.assign(plain, "now", &[]);
+    srv.start();
+
+    let o = agent(&now, &["run", "--once"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!dry.exists(), "a package that does not ask causes no reboot");
+
+    srv.assign(flagged, "now", &[]);
+    let o = agent(&now, &["run", "--once"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(srv.status_of(flagged, "now"), "SUCCESS", "reported before the reboot");
+    assert_eq!(fs::read_to_string(&dry).unwrap(), "reboot requested\n");
+
+    srv.assign(by_code, "now", &[]);
+    let o = agent(&now, &["run", "--once"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(srv.status_of(by_code, "now"), "SUCCESS_REBOOT_REQUIRED");
+    assert_eq!(fs::read_to_string(&dry).unwrap().lines().count(), 2);
+
+    srv.assign(flagged, "never", &[]);
+    let o = agent(&never, &["run", "--once"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(srv.status_of(flagged, "never"), "SUCCESS");
+    assert_eq!(fs::read_to_string(&dry).unwrap().lines().count(), 2, "policy never: no reboot");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("the policy is never"), "{}", text(&o));
+}

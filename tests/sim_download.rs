@@ -37,6 +37,7 @@ fn manifest(data: &[u8], frag: usize) -> Manifest {
         archive_sha256: sha256(data),
         fragments: data.chunks(frag).map(|c| FragmentEntry { size: c.len() as u64, sha256: sha256(c) }).collect(),
         flags: 0,
+        reboot_exit_codes: vec![],
     }
 }
 

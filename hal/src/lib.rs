@@ -10,6 +10,7 @@
 //!                 ──► DurableStore──► linux::DirStore   | sim::SimDisk
 //!                 ──► Notifier    ──► linux::CommandNotifier | sim::SimNotifier
 //!                 ──► NetMonitor  ──► linux::SysNet     | sim::SimNet
+//!                 ──► Power       ──► linux::LinuxPower | sim::SimPower
 //! ```
 //!
 //! The core of the agent never touches these directly: the runtime reads them
@@ -21,6 +22,7 @@ extern crate alloc;
 
 pub mod net;
 pub mod notify;
+pub mod power;
 pub mod storage;
 pub mod time;
 

@@ -126,9 +126,13 @@ enum PackageCmd {
         /// Display name.
         #[arg(long)]
         name: Option<String>,
-        /// Ask agents to reboot after a successful install.
+        /// Ask agents to reboot after a successful install (under their reboot policy).
         #[arg(long)]
         reboot: bool,
+        /// An exit code meaning "installed, reboot required" (repeatable): reported
+        /// SUCCESS_REBOOT_REQUIRED, and a reboot is requested.
+        #[arg(long, value_name = "N")]
+        reboot_exit_code: Vec<i32>,
         #[command(flatten)]
         notify: NotifyArgs,
     },
@@ -388,7 +392,20 @@ fn run(cli: Cli) -> Result<(), String> {
         Cmd::Init { dir, https, http, san, fragment_loc } => init(&dir, &https, &http, san, fragment_loc),
         Cmd::Package {
             cmd:
-                PackageCmd::Add { dir, file, action, command, path, priority, frag_size, proto, name, reboot, notify: n },
+                PackageCmd::Add {
+                    dir,
+                    file,
+                    action,
+                    command,
+                    path,
+                    priority,
+                    frag_size,
+                    proto,
+                    name,
+                    reboot,
+                    reboot_exit_code,
+                    notify: n,
+                },
         } => {
             ServerConfig::load(&dir)?;
             let action = match action {
@@ -410,7 +427,19 @@ fn run(cli: Cli) -> Result<(), String> {
                 need_done_action: n.need_done_action,
                 need_done_action_text: n.need_done_action_text,
             };
-            let spec = Spec { file, action, command, path, priority, frag_size, proto, name, reboot, notify };
+            let spec = Spec {
+                file,
+                action,
+                command,
+                path,
+                priority,
+                frag_size,
+                proto,
+                name,
+                reboot,
+                reboot_exit_codes: reboot_exit_code,
+                notify,
+            };
             let id = package::add(&dir, &db, &spec)?;
             println!("{id}");
             Ok(())

@@ -37,6 +37,8 @@ pub struct Spec {
     pub name: Option<String>,
     /// Ask for a reboot after success.
     pub reboot: bool,
+    /// Exit codes meaning "installed, reboot required".
+    pub reboot_exit_codes: Vec<i32>,
     /// User notification (NOTIFY_*, NEED_DONE_ACTION*).
     pub notify: Notify,
 }
@@ -242,6 +244,7 @@ fn build(
         archive_sha256,
         fragments,
         flags: if spec.reboot { outpost_agent::engine::manifest::FLAG_REBOOT } else { 0 },
+        reboot_exit_codes: spec.reboot_exit_codes.clone(),
     };
     let signed = manifest.encode_signed(|b| {
         let mut s = [0u8; 64];

@@ -313,6 +313,7 @@ mod tests {
             archive_sha256: sha256(data),
             fragments: data.chunks(frag).map(|c| FragmentEntry { size: c.len() as u64, sha256: sha256(c) }).collect(),
             flags: 0,
+            reboot_exit_codes: vec![],
         }
     }
 

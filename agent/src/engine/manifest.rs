@@ -57,6 +57,9 @@ pub struct Manifest {
     pub fragments: Vec<FragmentEntry>,
     /// `FLAG_*` bits.
     pub flags: u32,
+    /// Exit codes of the action that mean "installed, reboot required"
+    /// (reported `SUCCESS_REBOOT_REQUIRED`, and a reboot is requested).
+    pub reboot_exit_codes: Vec<i32>,
 }
 
 /// Why a manifest was refused.
@@ -189,6 +192,7 @@ mod tests {
                 FragmentEntry { size: 2, sha256: sha256(b"lo") }
             ],
             flags: 0,
+            reboot_exit_codes: alloc::vec![],
         }
     }
 

@@ -52,7 +52,14 @@ pub enum Outcome {
 
 /// The status code reported for an outcome.
 pub fn status_for(outcome: Outcome) -> StatusCode {
+    status_with_reboot_codes(outcome, &[])
+}
+
+/// The status code for an outcome, where `reboot_codes` are exit codes the
+/// package declares as "installed, reboot required".
+pub fn status_with_reboot_codes(outcome: Outcome, reboot_codes: &[i32]) -> StatusCode {
     match outcome {
+        Outcome::Exited(c) if c != 0 && reboot_codes.contains(&c) => StatusCode::SuccessRebootRequired,
         Outcome::Exited(c) => StatusCode::from_exit(c),
         Outcome::Signaled => StatusCode::ErrExecuteNoExitCode,
         Outcome::TimedOut => StatusCode::ErrExecuteTimeout,
@@ -162,6 +169,8 @@ mod tests {
         assert_eq!(status_for(Outcome::Exited(3)).to_string(), "EXIT_CODE_3");
         assert_eq!(status_for(Outcome::Exited(0)), StatusCode::Success);
         assert_eq!(status_for(Outcome::TimedOut), StatusCode::ErrExecuteTimeout);
+        assert_eq!(status_with_reboot_codes(Outcome::Exited(194), &[194]), StatusCode::SuccessRebootRequired);
+        assert_eq!(status_with_reboot_codes(Outcome::Exited(3), &[194]), StatusCode::ExitCode(3));
         assert!(fits(100 << 20, 50 << 20, 50 << 20));
         assert!(!fits(60 << 20, 50 << 20, 50 << 20));
     }

@@ -15,6 +15,8 @@ pub enum StatusCode {
     Success,
     /// The package is in the agent's history and was not forced.
     SuccessAlreadySetup,
+    /// Installed; the action's exit code said a reboot is required.
+    SuccessRebootRequired,
     /// The action exited with this non-zero code.
     ExitCode(i32),
     /// The info file (or manifest) could not be fetched.
@@ -53,6 +55,7 @@ impl StatusCode {
         match s {
             "SUCCESS" => Self::Success,
             "SUCCESS_ALREADY_SETUP" => Self::SuccessAlreadySetup,
+            "SUCCESS_REBOOT_REQUIRED" => Self::SuccessRebootRequired,
             "ERR_DOWNLOAD_INFO" => Self::ErrDownloadInfo,
             "ERR_DOWNLOAD_PACK" => Self::ErrDownloadPack,
             "ERR_BAD_DIGEST" => Self::ErrBadDigest,
@@ -94,6 +97,7 @@ impl fmt::Display for StatusCode {
         let s = match self {
             Self::Success => "SUCCESS",
             Self::SuccessAlreadySetup => "SUCCESS_ALREADY_SETUP",
+            Self::SuccessRebootRequired => "SUCCESS_REBOOT_REQUIRED",
             Self::ExitCode(n) => return f.write_str(&format!("EXIT_CODE_{n}")),
             Self::ErrDownloadInfo => "ERR_DOWNLOAD_INFO",
             Self::ErrDownloadPack => "ERR_DOWNLOAD_PACK",
@@ -120,7 +124,9 @@ mod tests {
 
     #[test]
     fn codes_round_trip() {
-        for s in ["SUCCESS", "EXIT_CODE_3", "EXIT_CODE_-1", "ERR_BUILD", "SUCCESS_REBOOT_REQUIRED", "ERR_UNZIP"] {
+        for s in
+            ["SUCCESS", "EXIT_CODE_3", "EXIT_CODE_-1", "ERR_BUILD", "SUCCESS_REBOOT_REQUIRED", "ERR_UNZIP", "SUCCESS_3"]
+        {
             assert_eq!(StatusCode::parse(s).to_string(), s);
         }
         assert_eq!(StatusCode::parse("EXIT_CODE_3"), StatusCode::ExitCode(3));

@@ -22,8 +22,9 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::time::Duration;
 
-use outpost_hal::linux::{CommandNotifier, DirBlocks, space_of};
+use outpost_hal::linux::{CommandNotifier, DirBlocks, LinuxPower, RebootMethod, space_of};
 use outpost_hal::notify::Answer;
+use outpost_hal::power::{Power, RebootDecision, decide};
 use ring::rand::SecureRandom;
 
 use super::config::Config;
@@ -292,7 +293,40 @@ impl Agent {
             }
         }
         summary.unreported = self.flush_reports()?;
+        self.reboot_if_due()?;
         Ok(summary)
+    }
+
+    /// Act on a pending reboot under the configured policy, once the
+    /// statuses are reported.
+    fn reboot_if_due(&mut self) -> Result<(), AgentError> {
+        let Some(id) = self.store.reboot_pending() else { return Ok(()) };
+        if self.store.pending_reports()?.iter().any(|r| r.package == id) {
+            return Ok(()); // report first
+        }
+        let mut power = LinuxPower::new(match (&self.cfg.agent.reboot_dry_run, &self.cfg.agent.reboot_command) {
+            (Some(path), _) => RebootMethod::DryRun(path.clone()),
+            (None, Some(cmd)) => RebootMethod::Command(cmd.clone()),
+            (None, None) => RebootMethod::Syscall,
+        });
+        let user = power.user_logged_in().unwrap_or(None);
+        match decide(self.cfg.agent.reboot.policy(), user) {
+            RebootDecision::Drop => {
+                log::info!(target: "outpost", "package {id} asked for a reboot; the policy is never");
+                self.store.clear_reboot_pending()?;
+            }
+            RebootDecision::Wait => {
+                log::info!(target: "outpost", "package {id} asked for a reboot; waiting until nobody is logged in");
+            }
+            RebootDecision::Now => {
+                self.store.clear_reboot_pending()?;
+                log::warn!(target: "outpost", "rebooting, as package {id} asked");
+                if let Err(e) = power.reboot() {
+                    log::error!(target: "outpost", "reboot failed: {e}");
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Packages found `Installing` were interrupted during their action:
@@ -509,9 +543,13 @@ impl Agent {
         log::info!(target: "outpost", "package {id}: running {} {:?}", info.action.as_ocs(), info.target);
         let log_path = self.store.package_dir(id).join("action.log");
         let outcome = action::run(&info, &unpack_dir, &log_path, Duration::from_secs(self.cfg.agent.execution_timeout));
-        let code = plan::status_for(outcome);
+        let code = plan::status_with_reboot_codes(outcome, &manifest.reboot_exit_codes);
         if code.is_success() {
             action::tell_done(&info, &mut action::ask_with(&mut self.notifier));
+            if manifest.wants_reboot() || code == StatusCode::SuccessRebootRequired {
+                log::info!(target: "outpost", "package {id}: asks for a reboot");
+                self.store.set_reboot_pending(id)?;
+            }
         }
         Ok(Step::Final(code))
     }
@@ -666,7 +704,7 @@ impl Agent {
 pub(crate) fn record_final(store: &Store, report_id: u64, offer: &Offer, code: &StatusCode) -> Result<(), StoreError> {
     let id = offer.id;
     let prev = store.package(id).ok().flatten();
-    if *code == StatusCode::Success {
+    if code.is_success() && *code != StatusCode::SuccessAlreadySetup {
         store.add_history(id)?;
     }
     store.queue_report(&OutboxRecord { report_id, package: id, status: code.to_string() })?;

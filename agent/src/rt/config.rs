@@ -70,6 +70,33 @@ fn default_io_timeout() -> u64 {
 fn default_fragment_tries() -> u32 {
     5
 }
+fn default_reboot() -> RebootSetting {
+    RebootSetting::WhenIdle
+}
+
+/// `agent.reboot`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RebootSetting {
+    /// Never reboot.
+    Never,
+    /// When nobody is logged in.
+    WhenIdle,
+    /// As soon as the status is reported.
+    Immediately,
+}
+
+impl RebootSetting {
+    /// The HAL policy.
+    pub fn policy(self) -> outpost_hal::power::RebootPolicy {
+        match self {
+            Self::Never => outpost_hal::power::RebootPolicy::Never,
+            Self::WhenIdle => outpost_hal::power::RebootPolicy::WhenIdle,
+            Self::Immediately => outpost_hal::power::RebootPolicy::Immediately,
+        }
+    }
+}
+
 fn default_checkpoint_bytes() -> u64 {
     crate::engine::download::DEFAULT_CHECKPOINT_BYTES
 }
@@ -100,6 +127,16 @@ pub struct Agent {
     /// journal write per checkpoint).
     #[serde(default = "default_checkpoint_bytes")]
     pub checkpoint_bytes: u64,
+    /// When a reboot a package asks for may happen: `never`, `when_idle`
+    /// (nobody logged in) or `immediately`.
+    #[serde(default = "default_reboot")]
+    pub reboot: RebootSetting,
+    /// Command that reboots (default: the reboot system call).
+    #[serde(default)]
+    pub reboot_command: Option<String>,
+    /// Instead of rebooting, append a line to this file (trials and tests).
+    #[serde(default)]
+    pub reboot_dry_run: Option<PathBuf>,
     /// Command that asks the user about packages with NOTIFY_USER (see
     /// `outpost_hal::linux::CommandNotifier`); none: proceed after the countdown.
     #[serde(default)]

@@ -185,6 +185,27 @@ impl Store {
         sync_dir(&dir).map_err(io_at(&dir))
     }
 
+    /// Note durably that a reboot is wanted (after package `id`).
+    pub fn set_reboot_pending(&self, id: u64) -> Result<(), StoreError> {
+        let p = self.root.join("reboot-pending");
+        write_atomic(&p, id.to_string().as_bytes()).map_err(io_at(&p))
+    }
+
+    /// The package whose reboot is pending, if any.
+    pub fn reboot_pending(&self) -> Option<u64> {
+        fs::read_to_string(self.root.join("reboot-pending")).ok()?.trim().parse().ok()
+    }
+
+    /// Forget the pending reboot (durably, before rebooting: no reboot loops).
+    pub fn clear_reboot_pending(&self) -> Result<(), StoreError> {
+        let p = self.root.join("reboot-pending");
+        match fs::remove_file(&p) {
+            Ok(()) => sync_dir(&self.root).map_err(io_at(&p)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::Io(p, e)),
+        }
+    }
+
     /// Queue a report durably.
     pub fn queue_report(&self, r: &OutboxRecord) -> Result<(), StoreError> {
         self.write_record(&self.root.join("outbox").join(format!("{:016x}", r.report_id)), kind::OUTBOX, r)

@@ -7,6 +7,7 @@ mod disk;
 mod fs;
 mod net;
 mod notify;
+mod power;
 
 pub use blocks::DirBlocks;
 pub use clock::StdClock;
@@ -14,3 +15,4 @@ pub use disk::{LinuxDisk, space_of};
 pub use fs::{DirStore, IoError, sync_dir, write_atomic};
 pub use net::{SysNet, route4, route6};
 pub use notify::CommandNotifier;
+pub use power::{LinuxPower, RebootMethod, utmp_has_user};
