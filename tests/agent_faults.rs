@@ -96,7 +96,9 @@ fn crash_during_the_action_is_not_run_again_silently() {
     let t = TempDir::new("crash-action");
     let mut srv = Server::init(t.join("srv"), &[]);
     let mark = t.join("mark");
-    let cmd = format!("echo $$ >> {}; sleep 30", mark.display());
+    // It ends by itself shortly after the agent is killed: no test ever
+    // signals a process group (a wrong pid there could take the machine down).
+    let cmd = format!("echo $$ >> {}; sleep 3", mark.display());
     let id = srv.package_add(&["--action", "execute", "--command", &cmd]);
     let cfg = srv.device_add("pc-1", t.path());
     srv.assign(id, "pc-1", &[]);
@@ -110,16 +112,15 @@ fn crash_during_the_action_is_not_run_again_silently() {
         .spawn()
         .unwrap();
     let start = Instant::now();
-    let pid = loop {
-        if let Some(pid) = fs::read_to_string(&mark).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
-            break pid;
+    loop {
+        if fs::read_to_string(&mark).is_ok_and(|s| s.ends_with('\n')) {
+            break;
         }
         assert!(start.elapsed() < Duration::from_secs(20), "the action never started");
         std::thread::sleep(Duration::from_millis(10));
-    };
+    }
     child.kill().unwrap(); // SIGKILL the agent mid-action
     child.wait().unwrap();
-    let _ = Command::new("kill").args(["-KILL", &format!("-{pid}")]).status(); // and what it started
 
     let o = agent(&cfg, &["run", "--once"], &[]);
     assert!(o.status.success(), "{}", text(&o));
@@ -194,4 +195,55 @@ fn reboot_requests_follow_the_policy() {
     assert_eq!(srv.status_of(flagged, "never"), "SUCCESS");
     assert_eq!(fs::read_to_string(&dry).unwrap().lines().count(), 2, "policy never: no reboot");
     assert!(String::from_utf8_lossy(&o.stderr).contains("the policy is never"), "{}", text(&o));
+}
+
+#[test]
+fn cache_cap_evicts_packages_not_needed_now_least_recently_used_first() {
+    let t = TempDir::new("cache");
+    let mut srv = Server::init(t.join("srv"), &[]);
+    let answer = t.join("answer");
+    fs::write(&answer, "delay\n").unwrap();
+    let mut ids = Vec::new();
+    for seed in 1..=3u64 {
+        let arc = t.join(&format!("p{seed}.tar.gz"));
+        let mut data = noise(400_000);
+        data[0] = seed as u8;
+        fs::write(&arc, targz(&[Member::File("d", &data, 0o644)])).unwrap();
+        ids.push(srv.package_add(&[
+            "--file",
+            arc.to_str().unwrap(),
+            "--action",
+            "execute",
+            "--command",
+            "true",
+            "--notify-user",
+            "--notify-can-delay",
+            "--notify-countdown",
+            "0",
+        ]));
+    }
+    let cfg = srv.device_add("pc-1", t.path());
+    outpost_tests::tune_agent(&cfg, &format!("cache_max_size = 1000000\nnotify_command = 'cat {}'", answer.display()));
+    srv.start();
+    let state = t.join("pc-1-state/packages");
+    let cached = || -> Vec<u64> {
+        let mut v: Vec<u64> =
+            fs::read_dir(&state).unwrap().filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
+        v.sort();
+        v
+    };
+    // Two packages downloaded, then delayed by the user: both stay cached.
+    for id in &ids[..2] {
+        srv.assign(*id, "pc-1", &[]);
+        let o = agent(&cfg, &["run", "--once"], &[]);
+        assert!(!o.status.success(), "delayed: {}", text(&o));
+    }
+    assert_eq!(cached(), ids[..2]);
+    // The server drops the first; a third comes. Over 1 MB: the first (not
+    // offered, least recently used) goes; the second (offered) stays.
+    assert!(srv.cmd(&["unaffect", "--package", &ids[0].to_string()]).status.success());
+    srv.assign(ids[2], "pc-1", &[]);
+    let o = agent(&cfg, &["run", "--once"], &[]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains(&format!("package {}: evicted", ids[0])), "{}", text(&o));
+    assert_eq!(cached(), ids[1..], "{}", text(&o));
 }

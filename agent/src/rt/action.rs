@@ -3,7 +3,9 @@
 //! LAUNCH runs a file from the archive (`./NAME`, hyphens allowed) through
 //! `/bin/sh -c`; EXECUTE runs a shell command line; STORE copies the tree to
 //! its destination. The process gets its own process group, so a timeout
-//! kills everything it started. Output goes to `action.log` beside the tree.
+//! kills everything it started (before its leader is reaped, so the group id
+//! cannot have been reused). After a normal exit, processes it left running
+//! are left alone: installers start services. Output goes to `action.log`.
 
 use std::fs::{self, File};
 use std::io;
@@ -81,12 +83,18 @@ pub fn run(info: &Info, dir: &Path, log_path: &Path, timeout: Duration) -> Outco
     }
 }
 
+/// SIGKILL the process group led by `pid`. Only call it while that leader
+/// is alive and not yet reaped, so the group id cannot have been reused.
 #[allow(unsafe_code)]
 fn kill_group(pid: u32) {
+    let Ok(pgid) = i32::try_from(pid) else { return };
+    if pgid <= 1 {
+        return; // -0 is our own group, -1 is every process: never
+    }
     // SAFETY: kill(2) with a negative pid signals a process group; it has no
     // memory-safety preconditions.
     unsafe {
-        libc::kill(-(pid as i32), libc::SIGKILL);
+        libc::kill(-pgid, libc::SIGKILL);
     }
 }
 
@@ -120,8 +128,8 @@ fn spawn(id: u64, line: &str, dir: &Path, log_path: &Path, timeout: Duration) ->
     loop {
         match child.try_wait() {
             Ok(Some(st)) => {
-                // Anything the action left running in its group goes too.
-                kill_group(child.id());
+                // Processes the action started and left running (services an
+                // installer starts) are theirs to keep.
                 return match (st.code(), st.signal()) {
                     (Some(c), _) => Outcome::Exited(c),
                     _ => Outcome::Signaled,
@@ -136,7 +144,6 @@ fn spawn(id: u64, line: &str, dir: &Path, log_path: &Path, timeout: Duration) ->
             Ok(None) => super::sleep(WAIT_STEP),
             Err(e) => {
                 log::error!(target: "outpost", "package {id}: waiting for the action failed: {e}");
-                kill_group(child.id());
                 return Outcome::Signaled;
             }
         }

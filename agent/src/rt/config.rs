@@ -127,6 +127,11 @@ pub struct Agent {
     /// journal write per checkpoint).
     #[serde(default = "default_checkpoint_bytes")]
     pub checkpoint_bytes: u64,
+    /// Bytes the cache of downloaded, not yet installed packages may hold
+    /// (0: no cap). Over it, packages not offered now are evicted, least
+    /// recently used first.
+    #[serde(default)]
+    pub cache_max_size: u64,
     /// When a reboot a package asks for may happen: `never`, `when_idle`
     /// (nobody logged in) or `immediately`.
     #[serde(default = "default_reboot")]

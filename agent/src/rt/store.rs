@@ -206,6 +206,38 @@ impl Store {
         }
     }
 
+    /// Bytes of payload (archive, fragments, unpacked tree) a package holds,
+    /// and when it was last written.
+    pub fn payload(&self, id: u64) -> (u64, std::time::SystemTime) {
+        fn walk(p: &Path, acc: &mut (u64, std::time::SystemTime)) {
+            let Ok(rd) = fs::read_dir(p) else { return };
+            for e in rd.flatten() {
+                let Ok(m) = e.metadata() else { continue }; // does not follow links
+                if m.is_dir() {
+                    walk(&e.path(), acc);
+                } else {
+                    acc.0 += m.len();
+                    if let Ok(t) = m.modified() {
+                        acc.1 = acc.1.max(t);
+                    }
+                }
+            }
+        }
+        let mut acc = (0, std::time::UNIX_EPOCH);
+        walk(&self.package_dir(id), &mut acc);
+        acc
+    }
+
+    /// Forget a package entirely (record, metadata, payload).
+    pub fn remove_package(&self, id: u64) -> Result<(), StoreError> {
+        let dir = self.package_dir(id);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => sync_dir(&self.root.join("packages")).map_err(io_at(&dir)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::Io(dir, e)),
+        }
+    }
+
     /// Queue a report durably.
     pub fn queue_report(&self, r: &OutboxRecord) -> Result<(), StoreError> {
         self.write_record(&self.root.join("outbox").join(format!("{:016x}", r.report_id)), kind::OUTBOX, r)
