@@ -9,7 +9,8 @@ use outpost_agent::engine::download::{ARCHIVE, BodyError, DEFAULT_CHECKPOINT_BYT
 use outpost_agent::engine::fetch::FetchError;
 use outpost_agent::engine::manifest::{FORMAT, FragmentEntry, Manifest, sha256};
 use outpost_hal::ErrorKind;
-use outpost_hal::sim::SimBlocks;
+use outpost_hal::sim::{LinkFault, SimBlocks, SimClock, SimLink, TransferEnd};
+use outpost_hal::time::{Clock, Instant};
 
 /// Bytes the network hands the engine at a time.
 const CHUNK: usize = 16 * 1024;
@@ -62,49 +63,56 @@ struct Server {
     data: Vec<u8>,
     frag: usize,
     faults: VecDeque<Fault>,
+    /// The path to the agent: bandwidth, latency, transport faults.
+    link: SimLink,
+    /// Virtual time, moved by the arrival of bytes.
+    clock: SimClock,
     /// Body bytes handed to the engine, over all requests.
     delivered: u64,
     /// The Range of every request.
     ranges: Vec<Option<String>>,
 }
 
-enum End {
-    Complete,
-    Broken,
-}
-
 impl Server {
     fn new(data: Vec<u8>, frag: usize) -> Self {
-        Self { data, frag, faults: VecDeque::new(), delivered: 0, ranges: Vec::new() }
+        Self {
+            data,
+            frag,
+            faults: VecDeque::new(),
+            link: SimLink::new(0, std::time::Duration::ZERO),
+            clock: SimClock::new(1_800_000_000),
+            delivered: 0,
+            ranges: Vec::new(),
+        }
     }
 
-    fn respond(&mut self, n: usize, range: Option<&str>) -> (u16, Option<String>, Vec<u8>, End) {
+    /// Answer a request: status, Content-Range and the body as the link delivers it.
+    fn respond(&mut self, n: usize, range: Option<&str>) -> (u16, Option<String>, outpost_hal::sim::Transfer) {
         self.ranges.push(range.map(str::to_string));
-        let frag = &self.data[(n - 1) * self.frag..(n * self.frag).min(self.data.len())];
+        let frag = self.data[(n - 1) * self.frag..(n * self.frag).min(self.data.len())].to_vec();
         let start: usize = range.and_then(|r| r.strip_prefix("bytes=")?.split('-').next()?.parse().ok()).unwrap_or(0);
         let cr = |a: usize| Some(format!("bytes {a}-{}/{}", frag.len() - 1, frag.len()));
-        let (status, head, mut body) =
-            if start > 0 { (206, cr(start), frag[start..].to_vec()) } else { (200, None, frag.to_vec()) };
-        let mut end = End::Complete;
+        let (status, head, from) = if start > 0 { (206, cr(start), start) } else { (200, None, 0) };
         match self.faults.pop_front() {
             None => {}
-            Some(Fault::Status(s)) => return (s, None, Vec::new(), End::Complete),
-            Some(Fault::IgnoreRange) => return (200, None, frag.to_vec(), End::Complete),
+            Some(Fault::Status(s)) => {
+                let t = self.link.transfer(self.clock.now(), &[], CHUNK);
+                return (s, None, t);
+            }
+            Some(Fault::IgnoreRange) => {
+                let t = self.link.transfer(self.clock.now(), &frag, CHUNK);
+                return (200, None, t);
+            }
             Some(Fault::WrongContentRange) => {
-                return (206, cr(start + 10), frag[start + 10..].to_vec(), End::Complete);
+                let t = self.link.transfer(self.clock.now(), &frag[start + 10..], CHUNK);
+                return (206, cr(start + 10), t);
             }
-            Some(Fault::Truncate(k)) => body.truncate(k),
-            Some(Fault::LinkDown(k)) => {
-                body.truncate(k);
-                end = End::Broken;
-            }
-            Some(Fault::Corrupt(at)) => {
-                if let Some(b) = body.get_mut(at) {
-                    *b ^= 0x40;
-                }
-            }
+            Some(Fault::Truncate(k)) => self.link.push_fault(LinkFault::Truncate(k)),
+            Some(Fault::LinkDown(k)) => self.link.push_fault(LinkFault::DropAfter(k)),
+            Some(Fault::Corrupt(at)) => self.link.push_fault(LinkFault::Corrupt(at)),
         }
-        (status, head, body, end)
+        let t = self.link.transfer(self.clock.now(), &frag[from..], CHUNK);
+        (status, head, t)
     }
 }
 
@@ -120,7 +128,11 @@ fn drive(dl: &mut Download, disk: &mut SimBlocks, srv: &mut Server) -> Stop {
     let store_err = |e: ErrorKind| if e == ErrorKind::StorageFull { Stop::DiskFull } else { Stop::Crashed };
     for _ in 0..10_000 {
         let Some((n, range)) = dl.request() else { return Stop::Complete };
-        let (status, cr, body, end) = srv.respond(n, range.as_deref());
+        let (status, cr, transfer) = srv.respond(n, range.as_deref());
+        if transfer.chunks.is_empty() {
+            // Nothing came (link down, an error status): the runtime backs off.
+            srv.clock.advance(std::time::Duration::from_secs(1));
+        }
         if let Err(e) = dl.handle_head(status, cr.as_deref()) {
             if matches!(e, FetchError::BadContentRange | FetchError::TooLong)
                 && let Err(e) = dl.restart_fragment(disk)
@@ -130,7 +142,8 @@ fn drive(dl: &mut Download, disk: &mut SimBlocks, srv: &mut Server) -> Stop {
             continue;
         }
         let mut failed = false;
-        for c in body.chunks(CHUNK) {
+        for (at, c) in &transfer.chunks {
+            srv.clock.advance_to(*at);
             srv.delivered += c.len() as u64;
             match dl.handle_body(disk, c) {
                 Ok(()) => {}
@@ -141,11 +154,8 @@ fn drive(dl: &mut Download, disk: &mut SimBlocks, srv: &mut Server) -> Stop {
                 }
             }
         }
-        let r = if failed || matches!(end, End::Broken) {
-            dl.handle_abort(disk).map(|()| None)
-        } else {
-            dl.handle_end(disk)
-        };
+        let broken = matches!(transfer.end, TransferEnd::Dropped | TransferEnd::LinkDown);
+        let r = if failed || broken { dl.handle_abort(disk).map(|()| None) } else { dl.handle_end(disk) };
         if let Err(e) = r {
             return store_err(e);
         }
@@ -320,4 +330,24 @@ fn garbage_journal_starts_over_safely() {
     let mut srv = Server::new(src.clone(), 100_000);
     assert_eq!(drive(&mut dl, &mut disk, &mut srv), Stop::Complete);
     assert_eq!(disk.durable(ARCHIVE).unwrap(), &src[..]);
+}
+
+#[test]
+fn a_slow_link_takes_its_time_in_virtual_time_only() {
+    let src = data(500_000, 21);
+    let m = manifest(&src, 100_000);
+    let mut disk = SimBlocks::new(64 << 20);
+    let mut srv = Server::new(src.clone(), 100_000);
+    srv.link = SimLink::new(50_000, std::time::Duration::from_millis(80)); // 50 kB/s, 80 ms
+    srv.link.down_between(Instant::from_secs(4), Instant::from_secs(6)); // and 2 s without a link
+    srv.faults.extend([Fault::Truncate(1), Fault::Status(503)]);
+    let t0 = srv.clock.now();
+    #[allow(clippy::disallowed_methods)] // measuring that no real time passes
+    let real = std::time::Instant::now();
+    let mut dl = Download::open(&mut disk, &m, DEFAULT_CHECKPOINT_BYTES).unwrap();
+    assert_eq!(drive(&mut dl, &mut disk, &mut srv), Stop::Complete);
+    let took = srv.clock.now().saturating_duration_since(t0);
+    assert_eq!(disk.durable(ARCHIVE).unwrap(), &src[..]);
+    assert!(took >= std::time::Duration::from_secs(10), "500 kB at 50 kB/s: {took:?} of virtual time");
+    assert!(real.elapsed() < std::time::Duration::from_secs(5), "and little real time");
 }
