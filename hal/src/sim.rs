@@ -448,7 +448,7 @@ impl SimLink {
         let mut sent = 0u64;
         for c in body.chunks(chunk.max(1)) {
             sent += c.len() as u64;
-            let micros = if self.bandwidth == 0 { 0 } else { sent.saturating_mul(1_000_000) / self.bandwidth };
+            let micros = sent.saturating_mul(1_000_000).checked_div(self.bandwidth).unwrap_or(0);
             let at = start + Duration::from_micros(micros);
             if !self.is_up(at) {
                 return Transfer { chunks, end: TransferEnd::Dropped };
