@@ -23,3 +23,4 @@ pub mod ocs_sched;
 pub mod plan;
 pub mod proto;
 pub mod status;
+pub mod throttle;
