@@ -59,7 +59,7 @@ impl TokenBucket {
         if self.rate == 0 {
             return;
         }
-        let dt = u128::try_from(dt.as_micros()).unwrap_or(u128::MAX);
+        let dt = dt.as_micros();
         let acc = u128::from(self.carry) + dt * u128::from(self.rate);
         let add = acc / 1_000_000;
         self.carry = (acc % 1_000_000) as u64;
