@@ -621,3 +621,44 @@ fn the_notify_command_can_delay_abort_and_is_told_when_done() {
         ]
     );
 }
+
+#[test]
+fn bandwidth_limits_reach_the_agent_and_show_in_its_status() {
+    let t = TempDir::new("pace");
+    let mut srv = Server::init(t.join("srv"), &[]);
+    let conf = fs::read_to_string(srv.dir.join("server.toml")).unwrap();
+    fs::write(srv.dir.join("server.toml"), conf.replacen("max_bandwidth = 0", "max_bandwidth = 4000000", 1)).unwrap();
+    let arc = write(&t.join("a.tar.gz"), &targz(&[Member::File("f", &noise(200_000), 0o644)]));
+    let add = |srv: &Server| srv.package_add(&["--file", &arc, "--action", "execute", "--command", "true"]);
+    let (p1, p2, p3) = (add(&srv), add(&srv), add(&srv));
+    // A local cap stricter than the server's.
+    let capped = srv.device_add("capped", t.path());
+    fs::write(&capped, fs::read_to_string(&capped).unwrap() + "\n[download]\nmax_bandwidth = 3000000\n").unwrap();
+    // No local cap: the server's applies.
+    let plain = srv.device_add("plain", t.path());
+    // A looser local cap cannot loosen the server's; dynamic mode on.
+    let dynamic = srv.device_add("dynamic", t.path());
+    fs::write(
+        &dynamic,
+        fs::read_to_string(&dynamic).unwrap() + "\n[download]\nmax_bandwidth = 9000000\ndynamic_bandwidth = true\n",
+    )
+    .unwrap();
+    srv.assign(p1, "capped", &[]);
+    srv.assign(p2, "plain", &[]);
+    srv.assign(p3, "dynamic", &[]);
+    srv.start();
+    for (cfg, id, dev, want) in [(&capped, p1, "capped", "3000000 B/s"), (&plain, p2, "plain", "4000000 B/s")] {
+        let o = agent(cfg, &["run", "--once"], &[]);
+        assert!(o.status.success(), "{}", text(&o));
+        assert_eq!(srv.status_of(id, dev), "SUCCESS");
+        let st = agent(cfg, &["status"], &[]);
+        let first = String::from_utf8_lossy(&st.stdout).lines().next().unwrap_or("").to_string();
+        assert!(first.contains(want) && first.contains("limited by cap"), "{dev}: {first}");
+    }
+    let o = agent(&dynamic, &["-v", "run", "--once"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(srv.status_of(p3, "dynamic"), "SUCCESS");
+    let st = String::from_utf8_lossy(&agent(&dynamic, &["status"], &[]).stdout).to_string();
+    assert!(st.starts_with("download rate: "), "{st}");
+    assert!(!st.contains("9000000"), "the server's 4 MB/s is stricter than the local 9 MB/s: {st}");
+}

@@ -23,7 +23,8 @@ COMMANDS:
                   the interval the server gives (backing off while it is away)
     run --once    one poll; work until every package is finished or failed;
                   exit 0 when every status was reported, 1 otherwise
-    status        each package: state, bytes cached/total, last status code
+    status        the download rate and what limits it; each package: state,
+                  bytes cached/total, last status code
 
 OPTIONS:
     --config FILE   agent configuration (written by `outpost-server device add`)
@@ -88,6 +89,8 @@ fn main() -> ExitCode {
         let lines = Store::open(&cfg.agent.state_dir).and_then(|s| Agent::status_lines(&s));
         return match lines {
             Ok(lines) => {
+                let now = outpost_hal::time::Clock::unix_time(&outpost_hal::linux::StdClock::new());
+                println!("{}", outpost_agent::rt::pace::status_line(&cfg.agent.state_dir, now));
                 for l in lines {
                     println!("{l}");
                 }

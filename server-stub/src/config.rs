@@ -107,6 +107,12 @@ pub struct Agents {
     /// Seconds between polls.
     #[serde(default = "default_poll_interval")]
     pub poll_interval: u32,
+    /// Bandwidth cap for every agent, bytes/s (0: none). Agents can only be stricter.
+    #[serde(default)]
+    pub max_bandwidth: u64,
+    /// Full-speed windows (`HH:MM-HH:MM`, agents' local time); outside them the cap applies.
+    #[serde(default)]
+    pub full_speed_windows: Vec<String>,
 }
 
 fn default_poll_interval() -> u32 {
@@ -115,7 +121,7 @@ fn default_poll_interval() -> u32 {
 
 impl Default for Agents {
     fn default() -> Self {
-        Self { poll_interval: default_poll_interval() }
+        Self { poll_interval: default_poll_interval(), max_bandwidth: 0, full_speed_windows: Vec::new() }
     }
 }
 
@@ -131,6 +137,10 @@ impl ServerConfig {
 
     /// Check what serde cannot: the OCS networks parse.
     pub fn validate(&self) -> Result<(), String> {
+        for w in &self.agents.full_speed_windows {
+            outpost_agent::engine::throttle::Window::parse(w)
+                .ok_or_else(|| format!("server.toml: agents.full_speed_windows entry {w:?} is not HH:MM-HH:MM"))?;
+        }
         for a in &self.ocs.allow {
             crate::ocs::Cidr::parse(a)
                 .ok_or_else(|| format!("server.toml: ocs.allow entry {a:?} is not a CIDR network"))?;

@@ -282,6 +282,8 @@ fn poll(state: &State, req: &Request) -> Response {
     };
     let reply = PollReply {
         poll_interval: state.cfg.agents.poll_interval,
+        max_bandwidth: state.cfg.agents.max_bandwidth,
+        full_speed_windows: state.cfg.agents.full_speed_windows.clone(),
         offers: pending
             .into_iter()
             .map(|p| Offer {

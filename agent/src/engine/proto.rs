@@ -54,6 +54,10 @@ pub struct PollReply {
     pub poll_interval: u32,
     /// Packages to deploy, in no particular order.
     pub offers: Vec<Offer>,
+    /// Server-wide bandwidth cap for agents, bytes/s (0: none).
+    pub max_bandwidth: u64,
+    /// Server-wide full-speed windows (`HH:MM-HH:MM`, the agent's local time).
+    pub full_speed_windows: Vec<String>,
 }
 
 /// One status report, identified by `id` so the server can drop duplicates.
@@ -139,6 +143,13 @@ impl PollReply {
     /// Encode for the wire.
     pub fn encode(&self) -> String {
         let mut s = format!("{HEADER}\npoll-interval {}\n", self.poll_interval);
+        if self.max_bandwidth > 0 || !self.full_speed_windows.is_empty() {
+            s.push_str(&format!(
+                "throttle max_bandwidth={} windows={}\n",
+                self.max_bandwidth,
+                self.full_speed_windows.join(",")
+            ));
+        }
         for o in &self.offers {
             s.push_str(&format!(
                 "package id={} priority={} force={} info={} pack={}\n",
@@ -157,6 +168,15 @@ impl PollReply {
                 "poll-interval" => {
                     let v = f.first().map(|(k, _)| *k).unwrap_or("");
                     reply.poll_interval = v.parse().map_err(|_| ProtoError::BadField("poll-interval"))?;
+                }
+                "throttle" => {
+                    reply.max_bandwidth = num(&f, "max_bandwidth")?;
+                    let w = field(&f, "windows").unwrap_or("");
+                    reply.full_speed_windows =
+                        w.split(',').filter(|x| !x.is_empty()).map(|x| x.to_string()).take(24).collect();
+                    if reply.full_speed_windows.iter().any(|x| super::throttle::Window::parse(x).is_none()) {
+                        return Err(ProtoError::BadField("windows"));
+                    }
                 }
                 "package" => {
                     if reply.offers.len() >= MAX_POLL_PACKAGES {
@@ -262,6 +282,8 @@ mod tests {
     fn poll_reply_round_trips_and_ignores_unknown_lines() {
         let r = PollReply {
             poll_interval: 60,
+            max_bandwidth: 125_000,
+            full_speed_windows: alloc::vec!["18:00-07:00".into(), "12:00-13:00".into()],
             offers: alloc::vec![Offer {
                 id: 17,
                 priority: 0,
@@ -290,6 +312,7 @@ mod tests {
         assert_eq!(PollReply::decode(b"hello"), Err(ProtoError::BadHeader));
         assert!(PollReply::decode(b"outpost 1\npackage id=x priority=1 force=0 info=a/b pack=a/b\n").is_err());
         assert!(PollReply::decode(b"outpost 1\npackage id=1 priority=1 force=0 info=http://a/b pack=a/b\n").is_err());
+        assert!(PollReply::decode(b"outpost 1\nthrottle max_bandwidth=1 windows=25:00-01:00\n").is_err());
         assert!(decode_reports(b"outpost 1\nreport id=1 package=2 status=bad<code>\n").is_err());
         assert!(decode_reports(&[b'x'; MAX_CONTROL_LEN + 1]).is_err());
     }

@@ -29,6 +29,7 @@ use ring::rand::SecureRandom;
 
 use super::config::Config;
 use super::http::{self, Client, Url};
+use super::pace::Pacer;
 use super::store::{FragmentChain, Store, StoreError};
 use super::{action, unpack};
 use crate::engine::backoff::Backoff;
@@ -157,6 +158,7 @@ pub struct Agent {
     key: [u8; 32],
     rng: ring::rand::SystemRandom,
     notifier: CommandNotifier,
+    pacer: std::cell::RefCell<Pacer>,
 }
 
 impl Agent {
@@ -171,7 +173,9 @@ impl Agent {
         .map_err(|e| AgentError::Server(e.to_string()))?;
         let key = cfg.signing_key().map_err(|e| AgentError::Server(e.to_string()))?;
         let notifier = CommandNotifier::new(cfg.agent.notify_command.clone());
-        Ok(Self { cfg, store, client, key, rng: ring::rand::SystemRandom::new(), notifier })
+        let pace = cfg.pace().map_err(|e| AgentError::Server(e.to_string()))?;
+        let pacer = std::cell::RefCell::new(Pacer::new(pace, &cfg.agent.state_dir));
+        Ok(Self { cfg, store, client, key, rng: ring::rand::SystemRandom::new(), notifier, pacer })
     }
 
     /// The state directory.
@@ -249,6 +253,9 @@ impl Agent {
         let mut offers = match self.poll() {
             Ok(r) => {
                 summary.poll_interval = Some(r.poll_interval);
+                let windows: Vec<_> =
+                    r.full_speed_windows.iter().filter_map(|w| crate::engine::throttle::Window::parse(w)).collect();
+                self.pacer.borrow_mut().set_server_limits(r.max_bandwidth, &windows);
                 r.offers
             }
             Err(e) => {
@@ -679,9 +686,16 @@ impl Agent {
         if let Err(e) = dl.handle_head(resp.status, cr.as_deref()) {
             return Ok(Some(e));
         }
+        if let Some(addr) = {
+            use std::net::ToSocketAddrs;
+            (url.host.as_str(), url.port).to_socket_addrs().ok().and_then(|mut a| a.next())
+        } {
+            self.pacer.borrow_mut().set_target(addr);
+        }
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let k = match resp.read(&mut buf) {
+            let allowed = self.pacer.borrow_mut().permit(buf.len());
+            let k = match resp.read(&mut buf[..allowed]) {
                 Ok(0) => break,
                 Ok(k) => k,
                 Err(e) => {
@@ -690,6 +704,7 @@ impl Agent {
                     return Ok(Some(FetchError::Short));
                 }
             };
+            self.pacer.borrow_mut().consumed(k);
             match dl.handle_body(blocks, &buf[..k]) {
                 Ok(()) => {}
                 Err(BodyError::Store(e)) => return Err(store_err(e)),

@@ -15,6 +15,26 @@ pub struct Config {
     pub server: Server,
     /// Local behaviour.
     pub agent: Agent,
+    /// Bandwidth.
+    #[serde(default)]
+    pub download: Download,
+}
+
+/// `[download]`: how politely the agent uses the line.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Download {
+    /// Hard cap in bytes/s over everything the agent downloads (0: none).
+    #[serde(default)]
+    pub max_bandwidth: u64,
+    /// Yield to other traffic: the interface's counters and the queuing
+    /// delay on the path decide the rate.
+    #[serde(default)]
+    pub dynamic_bandwidth: bool,
+    /// Daily full-speed windows in local time (`"18:00-07:00"`); outside
+    /// them `max_bandwidth` applies. Empty: it applies all day.
+    #[serde(default)]
+    pub full_speed_windows: Vec<String>,
 }
 
 /// Which server the agent talks to.
@@ -181,6 +201,7 @@ impl Config {
     /// Parse and check configuration text.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
         let c: Self = toml::from_str(text).map_err(|e| ConfigError::Parse(e.message().to_string()))?;
+        c.pace()?;
         match c.server.protocol {
             Protocol::Outpost => {
                 if !c.server.url.starts_with("https://") {
@@ -206,6 +227,22 @@ impl Config {
             return Err(ConfigError::Invalid("agent.execution_timeout and agent.fragment_tries must be > 0"));
         }
         Ok(c)
+    }
+
+    /// The bandwidth settings, checked.
+    pub fn pace(&self) -> Result<super::pace::PaceConfig, ConfigError> {
+        let windows = self
+            .download
+            .full_speed_windows
+            .iter()
+            .map(|w| crate::engine::throttle::Window::parse(w))
+            .collect::<Option<Vec<_>>>()
+            .ok_or(ConfigError::Invalid("download.full_speed_windows: use \"HH:MM-HH:MM\""))?;
+        Ok(super::pace::PaceConfig {
+            max_bandwidth: self.download.max_bandwidth,
+            dynamic: self.download.dynamic_bandwidth,
+            windows,
+        })
     }
 
     /// The package-signing public key.
@@ -240,6 +277,9 @@ state_dir = "/tmp/x"
         assert!(Config::parse(&GOOD.replace("\"0000", "\"zz00")).is_err());
         assert!(Config::parse("not toml [").is_err());
         assert!(Config::parse(&GOOD.replace("secret = \"s\"", "")).is_err(), "outpost needs a secret");
+        let paced = format!("{GOOD}[download]\nmax_bandwidth = 1000\nfull_speed_windows = [\"18:00-07:00\"]\n");
+        assert_eq!(Config::parse(&paced).unwrap().pace().unwrap().windows.len(), 1);
+        assert!(Config::parse(&paced.replace("18:00", "25:00")).is_err());
     }
 
     #[test]

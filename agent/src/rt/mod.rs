@@ -9,6 +9,7 @@ pub mod config;
 pub mod http;
 pub mod logger;
 pub mod ocs_mode;
+pub mod pace;
 pub mod store;
 pub mod unpack;
 pub mod wake;

@@ -1,0 +1,190 @@
+//! The runtime side of bandwidth control: one [`Pacer`] for every download
+//! of the agent (the cap is global, not per stream).
+//!
+//! Before each read the runtime asks [`Pacer::permit`] how much it may read;
+//! the pacer sleeps when the token bucket is empty. In dynamic mode it feeds
+//! the detectors of [`crate::engine::throttle`]: the interface's byte counters
+//! (the interface that routes to the fragment server) once a second, and RTT
+//! samples from a probe thread that times TCP connects to the fragment server
+//! every 100 ms (the SYN-ACK queues behind the download on the way back, so
+//! the connect time carries the queuing delay; it works with any HTTP server).
+//! The current rate and its reason go to `STATE/rate` for `outpost-agent status`.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, channel};
+use std::time::Duration;
+
+use outpost_hal::linux::{StdClock, SysNet, write_atomic};
+use outpost_hal::net::NetMonitor;
+use outpost_hal::time::{Clock, Instant};
+
+use crate::engine::throttle::{Reason, Throttle, TokenBucket, Window};
+
+/// How often the interface counters are read.
+const COUNTER_PERIOD: Duration = Duration::from_secs(1);
+/// How often the probe thread times a connect.
+const PROBE_PERIOD: Duration = Duration::from_millis(100);
+
+/// The `[download]` settings the pacer needs.
+#[derive(Debug, Clone, Default)]
+pub struct PaceConfig {
+    /// Hard cap, bytes/s (0: none).
+    pub max_bandwidth: u64,
+    /// Dynamic mode.
+    pub dynamic: bool,
+    /// Full-speed windows (local time).
+    pub windows: Vec<Window>,
+}
+
+/// Paces every download of the agent.
+pub struct Pacer {
+    bucket: TokenBucket,
+    throttle: Throttle,
+    local: PaceConfig,
+    clock: StdClock,
+    net: SysNet,
+    target: Option<SocketAddr>,
+    iface: Option<String>,
+    probes: Option<Receiver<Duration>>,
+    agent_rx: u64,
+    next_counters: Instant,
+    status_path: PathBuf,
+    shown: Option<(u64, Reason)>,
+}
+
+/// Minutes since local midnight.
+#[allow(unsafe_code)]
+fn local_minute(unix: u64) -> u16 {
+    let t = libc::time_t::try_from(unix).unwrap_or(0);
+    // SAFETY: localtime_r only writes into the tm we pass; both pointers are valid.
+    let tm = unsafe {
+        let mut tm = std::mem::zeroed::<libc::tm>();
+        libc::localtime_r(&t, &mut tm);
+        tm
+    };
+    (tm.tm_hour * 60 + tm.tm_min).clamp(0, 1439) as u16
+}
+
+impl Pacer {
+    /// A pacer with the local settings; `STATE/rate` under `state_dir`.
+    pub fn new(cfg: PaceConfig, state_dir: &std::path::Path) -> Self {
+        let clock = StdClock::new();
+        let now = clock.now();
+        Self {
+            bucket: TokenBucket::new(0, now),
+            throttle: Throttle::new(cfg.max_bandwidth, cfg.windows.clone(), cfg.dynamic),
+            local: cfg,
+            clock,
+            net: SysNet::new(),
+            target: None,
+            iface: None,
+            probes: None,
+            agent_rx: 0,
+            next_counters: now,
+            status_path: state_dir.join("rate"),
+            shown: None,
+        }
+    }
+
+    /// Apply the server's cap and windows for this poll (never looser than local).
+    pub fn set_server_limits(&mut self, cap: u64, windows: &[Window]) {
+        let mut t = Throttle::new(self.local.max_bandwidth, self.local.windows.clone(), self.local.dynamic);
+        t.stricter_with(cap, windows);
+        t.share = self.throttle.share.clone();
+        t.delay = self.throttle.delay.clone();
+        self.throttle = t;
+    }
+
+    /// Downloads now come from `addr`: watch its interface, probe its delay.
+    pub fn set_target(&mut self, addr: SocketAddr) {
+        if self.target == Some(addr) {
+            return;
+        }
+        self.target = Some(addr);
+        self.iface = self.net.route_to(addr.ip()).ok().flatten();
+        self.probes = None; // the old probe thread ends with its channel
+        if self.local.dynamic {
+            let (tx, rx) = channel();
+            let spawned = std::thread::Builder::new().name("outpost-probe".into()).spawn(move || {
+                let clock = StdClock::new();
+                loop {
+                    let t0 = clock.now();
+                    let ok = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok();
+                    let rtt = clock.now().saturating_duration_since(t0);
+                    if ok && tx.send(rtt).is_err() {
+                        return; // nobody listens any more
+                    }
+                    super::sleep(PROBE_PERIOD.saturating_sub(rtt));
+                }
+            });
+            if spawned.is_ok() {
+                self.probes = Some(rx);
+            }
+        }
+    }
+
+    fn update(&mut self, now: Instant) {
+        if self.throttle.dynamic {
+            if let Some(rx) = &self.probes {
+                // The smallest RTT since the last update: one sample per period.
+                if let Some(rtt) = rx.try_iter().min() {
+                    self.throttle.delay.handle_rtt(now, rtt);
+                }
+            }
+            if now >= self.next_counters {
+                self.next_counters = now + COUNTER_PERIOD;
+                if let Some(c) = self.iface.clone().and_then(|i| self.net.counters(&i).ok()) {
+                    self.throttle.share.handle_counters(now, c.rx_bytes, self.agent_rx);
+                }
+            }
+        }
+        let (rate, why) = self.throttle.rate(local_minute(self.clock.unix_time()));
+        if rate != self.bucket.rate() {
+            self.bucket.set_rate(now, rate);
+        }
+        if self.shown != Some((rate, why)) {
+            self.shown = Some((rate, why));
+            let line = format!("{rate} {} {}\n", self.clock.unix_time(), why.as_str());
+            let _ = write_atomic(&self.status_path, line.as_bytes());
+            log::debug!(target: "outpost", "download rate {rate} B/s ({})", why.as_str());
+        }
+    }
+
+    /// How many bytes (at most `want`) may be read now; sleeps until at
+    /// least one read's worth is allowed.
+    pub fn permit(&mut self, want: usize) -> usize {
+        loop {
+            let now = self.clock.now();
+            self.update(now);
+            let budget = self.bucket.budget(now);
+            if budget > 0 {
+                return want.min(usize::try_from(budget).unwrap_or(usize::MAX)).max(1);
+            }
+            let ready = self.bucket.ready_at(now, want as u64);
+            super::sleep(ready.saturating_duration_since(now).min(Duration::from_millis(100)));
+        }
+    }
+
+    /// `n` bytes were read.
+    pub fn consumed(&mut self, n: usize) {
+        let now = self.clock.now();
+        self.bucket.consume(now, n as u64);
+        self.agent_rx += n as u64;
+    }
+}
+
+/// `outpost-agent status`'s line about the rate, from `STATE/rate`.
+pub fn status_line(state_dir: &std::path::Path, now_unix: u64) -> String {
+    let Ok(s) = std::fs::read_to_string(state_dir.join("rate")) else { return "download rate: idle".into() };
+    let mut w = s.trim().splitn(3, ' ');
+    let (rate, at, why) = (w.next().unwrap_or("0"), w.next().unwrap_or("0"), w.next().unwrap_or(""));
+    let at: u64 = at.parse().unwrap_or(0);
+    if now_unix.saturating_sub(at) > 60 && why == "unlimited" {
+        return "download rate: idle".into();
+    }
+    match rate {
+        "0" => format!("download rate: unlimited (since {}s)", now_unix.saturating_sub(at)),
+        r => format!("download rate: {r} B/s, limited by {why} (since {}s)", now_unix.saturating_sub(at)),
+    }
+}
