@@ -7,19 +7,7 @@ use std::time::{Duration, Instant};
 
 use outpost_agent::engine::journal::OutboxRecord;
 use outpost_agent::rt::store::Store;
-use outpost_tests::{Member, Server, TempDir, agent, bin, targz, text};
-
-fn noise(n: usize) -> Vec<u8> {
-    let mut x: u64 = 0xfeed_beef;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+use outpost_tests::{Member, Server, TempDir, agent, bin, random_bytes, targz, text};
 
 /// A tmpfs of `mib` MiB at `dir`, unmounted when dropped. `None` where
 /// this machine does not let the test mount one.
@@ -63,7 +51,10 @@ fn disk_full_reports_err_out_of_space_once_then_goes_on_when_space_returns() {
     let script = format!("echo ok > {}\n", mark.display());
     fs::write(
         &arc,
-        targz(&[Member::File("setup.sh", script.as_bytes(), 0o755), Member::File("d", &noise(6 << 20), 0o644)]),
+        targz(&[
+            Member::File("setup.sh", script.as_bytes(), 0o755),
+            Member::File("d", &random_bytes(6 << 20, 0xfeed_beef), 0o644),
+        ]),
     )
     .unwrap();
     let id = srv.package_add(&["--file", arc.to_str().unwrap(), "--action", "launch", "--command", "setup.sh"]);
@@ -206,7 +197,7 @@ fn cache_cap_evicts_packages_not_needed_now_least_recently_used_first() {
     let mut ids = Vec::new();
     for seed in 1..=3u64 {
         let arc = t.join(&format!("p{seed}.tar.gz"));
-        let mut data = noise(400_000);
+        let mut data = random_bytes(400_000, 0xfeed_beef);
         data[0] = seed as u8;
         fs::write(&arc, targz(&[Member::File("d", &data, 0o644)])).unwrap();
         ids.push(srv.package_add(&[

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use outpost_tests::{Member, Server, TempDir, bin, targz, text};
+use outpost_tests::{Member, Server, TempDir, bin, random_bytes, targz, text};
 
 /// Link speed of the proxy, bytes per second.
 const RATE: u64 = 8 * 1024 * 1024;
@@ -72,17 +72,6 @@ fn slow_link(upstream: u16) -> SlowLink {
     SlowLink { port, body_bytes, requests }
 }
 
-fn noise(n: usize, mut x: u64) -> Vec<u8> {
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 #[test]
 #[allow(clippy::disallowed_methods)] // real processes: bounded waits
 fn sigkill_at_random_moments_then_success_with_little_fetched_again() {
@@ -93,7 +82,7 @@ fn sigkill_at_random_moments_then_success_with_little_fetched_again() {
     let mut srv = Server::init_with_http(t.join("srv"), http_port, &["--fragment-loc", &loc]);
     let mark = t.join("mark");
     let script = format!("echo installed > {}\n", mark.display());
-    let payload = noise(12 * 1024 * 1024, 0x5eed_cafe);
+    let payload = random_bytes(12 * 1024 * 1024, 0x5eed_cafe);
     let arc = t.join("big.tar.gz");
     std::fs::write(
         &arc,

@@ -9,28 +9,13 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use outpost_tests::{Member, Server, TempDir, agent, targz, text, tune_agent, zip};
+use outpost_tests::{Member, Server, TempDir, agent, hex_comment, targz, text, tune_agent, zip};
 
 const SCRIPT: &[u8] = b"#!/bin/sh\necho \"ran with $*\" >> \"$OUTPOST_MARK\"\n";
 
 fn write(path: &Path, bytes: &[u8]) -> String {
     fs::write(path, bytes).unwrap();
     path.to_str().unwrap().to_string()
-}
-
-/// A shell comment line of `n` pseudo-random hex digits: hard to compress,
-/// harmless to run.
-fn noise(n: usize) -> Vec<u8> {
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut v = b"# ".to_vec();
-    for _ in 0..n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.push(b"0123456789abcdef"[(x & 15) as usize]);
-    }
-    v.push(b'\n');
-    v
 }
 
 fn count_lines(p: &Path) -> usize {
@@ -255,7 +240,7 @@ fn tampered_fragment_is_caught_before_anything_is_unpacked() {
     let mut srv = Server::init(t.join("srv"), &[]);
     let mark = t.join("mark");
     let mut body = SCRIPT.to_vec();
-    body.extend(noise(20_000));
+    body.extend(hex_comment(20_000));
     let arc = write(&t.join("a.tar.gz"), &targz(&[Member::File("setup.sh", &body, 0o755)]));
     let id = srv.package_add(&["--file", &arc, "--action", "launch", "--command", "setup.sh", "--frag-size", "1K"]);
     // Flip one byte of fragment 2 on the server.
@@ -375,7 +360,7 @@ fn truncated_response_is_resumed_with_range() {
     let mut srv = Server::init_with_http(t.join("srv"), http_port, &["--fragment-loc", &loc]);
     let mark = t.join("mark");
     let mut body = SCRIPT.to_vec();
-    body.extend(noise(30_000));
+    body.extend(hex_comment(30_000));
     let arc = write(&t.join("a.tar.gz"), &targz(&[Member::File("setup.sh", &body, 0o755)]));
     let id = srv.package_add(&["--file", &arc, "--action", "launch", "--command", "setup.sh"]);
     let cfg = srv.device_add("pc-1", t.path());
@@ -452,7 +437,7 @@ fn https_fragments_come_from_the_https_listener() {
     let mut srv = Server::init(t.join("srv"), &[]);
     let mark = t.join("mark");
     let mut body = SCRIPT.to_vec();
-    body.extend(noise(10_000));
+    body.extend(hex_comment(10_000));
     let arc = write(&t.join("a.tar.gz"), &targz(&[Member::File("setup.sh", &body, 0o755)]));
     let id = srv.package_add(&[
         "--file",
@@ -483,7 +468,7 @@ fn fragment_serving_honours_head_range_and_416() {
     use outpost_agent::rt::http::{Client, Url};
     let t = TempDir::new("serving");
     let mut srv = Server::init(t.join("srv"), &[]);
-    let arc = write(&t.join("a.tar.gz"), &targz(&[Member::File("f", &noise(5_000), 0o644)]));
+    let arc = write(&t.join("a.tar.gz"), &targz(&[Member::File("f", &hex_comment(5_000), 0o644)]));
     let id = srv.package_add(&["--file", &arc, "--action", "execute", "--command", "true"]);
     let frag = fs::read(srv.dir.join(format!("download/{id}/{id}-1"))).unwrap();
     let len = frag.len();
@@ -628,7 +613,7 @@ fn bandwidth_limits_reach_the_agent_and_show_in_its_status() {
     let mut srv = Server::init(t.join("srv"), &[]);
     let conf = fs::read_to_string(srv.dir.join("server.toml")).unwrap();
     fs::write(srv.dir.join("server.toml"), conf.replacen("max_bandwidth = 0", "max_bandwidth = 4000000", 1)).unwrap();
-    let arc = write(&t.join("a.tar.gz"), &targz(&[Member::File("f", &noise(200_000), 0o644)]));
+    let arc = write(&t.join("a.tar.gz"), &targz(&[Member::File("f", &hex_comment(200_000), 0o644)]));
     let add = |srv: &Server| srv.package_add(&["--file", &arc, "--action", "execute", "--command", "true"]);
     let (p1, p2, p3) = (add(&srv), add(&srv), add(&srv));
     // A local cap stricter than the server's.

@@ -10,7 +10,7 @@ use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use outpost_agent::rt::http::{Client, Url};
-use outpost_tests::{Member, Server, TempDir, run, targz, text};
+use outpost_tests::{Member, Server, TempDir, hex_comment, run, targz, text};
 
 /// The real OCS Unix agent, installed from Debian when missing.
 fn ocs_agent() -> PathBuf {
@@ -57,19 +57,6 @@ fn run_ocs_agent(srv: &Server, var: &Path, extra: &[&str]) -> (bool, String) {
     }
 }
 
-fn noise(n: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut v = b"# ".to_vec();
-    for _ in 0..n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.push(b"0123456789abcdef"[(x & 15) as usize]);
-    }
-    v.push(b'\n');
-    v
-}
-
 fn ocs_devices(srv: &Server) -> Vec<String> {
     let mut d: Vec<String> = srv.statuses().into_iter().map(|(_, d, _)| d).collect();
     d.dedup();
@@ -83,7 +70,7 @@ fn real_ocs_agent_deploys_a_fragmented_package_from_outpost_server() {
     let mark = t.join("mark");
     let script = format!("echo \"ran in $(pwd)\" >> {}\n", mark.display());
     let mut data = script.into_bytes();
-    data.extend(noise(40_000));
+    data.extend(hex_comment(40_000));
     let arc = t.join("pkg.tar.gz");
     fs::write(&arc, targz(&[Member::File("setup.sh", &data, 0o755)])).unwrap();
     let id = srv.package_add(&[
@@ -264,7 +251,7 @@ fn outpost_agent_in_ocs_mode_deploys_from_outpost_servers_ocs_endpoint() {
     let mut srv = Server::init(t.join("srv"), &[]);
     let mark = t.join("mark");
     let mut data = format!("echo ours >> {}\n", mark.display()).into_bytes();
-    data.extend(noise(20_000));
+    data.extend(hex_comment(20_000));
     let arc = t.join("pkg.tar.gz");
     fs::write(&arc, targz(&[Member::File("setup.sh", &data, 0o755)])).unwrap();
     let id = srv.package_add(&[

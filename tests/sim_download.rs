@@ -11,21 +11,10 @@ use outpost_agent::engine::manifest::{FORMAT, FragmentEntry, Manifest, sha256};
 use outpost_hal::ErrorKind;
 use outpost_hal::sim::{LinkFault, SimBlocks, SimClock, SimLink, TransferEnd};
 use outpost_hal::time::{Clock, Instant};
+use outpost_tests::random_bytes;
 
 /// Bytes the network hands the engine at a time.
 const CHUNK: usize = 16 * 1024;
-
-fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 fn manifest(data: &[u8], frag: usize) -> Manifest {
     Manifest {
@@ -179,7 +168,7 @@ fn assert_verified_durable(disk: &SimBlocks, m: &Manifest, verified: u32) {
 fn crash_point_sweep_power_cut_after_every_write() {
     // 1.5 MB in fragments of 600 000, 600 000 and 300 000 bytes: every
     // fragment crosses 256 KiB checkpoint boundaries before its end.
-    let src = data(1_500_000, 42);
+    let src = random_bytes(1_500_000, 42);
     let m = manifest(&src, 600_000);
     // A clean run counts the writes.
     let mut disk = SimBlocks::new(64 << 20);
@@ -228,7 +217,7 @@ fn crash_point_sweep_power_cut_after_every_write() {
 }
 
 fn run_with(faults: &[Fault]) -> (Server, SimBlocks) {
-    let src = data(300_000, 9);
+    let src = random_bytes(300_000, 9);
     let m = manifest(&src, 100_000);
     let mut disk = SimBlocks::new(64 << 20);
     let mut srv = Server::new(src.clone(), 100_000);
@@ -281,7 +270,7 @@ fn corrupted_byte_is_caught_and_the_fragment_fetched_again() {
 
 #[test]
 fn disk_full_then_space_returns_and_nothing_is_lost() {
-    let src = data(300_000, 3);
+    let src = random_bytes(300_000, 3);
     let m = manifest(&src, 100_000);
     let mut disk = SimBlocks::new(150_000);
     let mut srv = Server::new(src.clone(), 100_000);
@@ -297,7 +286,7 @@ fn disk_full_then_space_returns_and_nothing_is_lost() {
 
 #[test]
 fn power_cut_during_the_journal_write_leaves_the_other_slot() {
-    let src = data(300_000, 5);
+    let src = random_bytes(300_000, 5);
     let m = manifest(&src, 100_000);
     // Find the first journal write: cut there, torn.
     for k in 0..40 {
@@ -319,7 +308,7 @@ fn power_cut_during_the_journal_write_leaves_the_other_slot() {
 
 #[test]
 fn garbage_journal_starts_over_safely() {
-    let src = data(200_000, 11);
+    let src = random_bytes(200_000, 11);
     let m = manifest(&src, 100_000);
     let mut disk = SimBlocks::new(64 << 20);
     disk.plant(SLOTS[0], b"OPJ1\x04garbage that is not a record");
@@ -334,7 +323,7 @@ fn garbage_journal_starts_over_safely() {
 
 #[test]
 fn a_slow_link_takes_its_time_in_virtual_time_only() {
-    let src = data(500_000, 21);
+    let src = random_bytes(500_000, 21);
     let m = manifest(&src, 100_000);
     let mut disk = SimBlocks::new(64 << 20);
     let mut srv = Server::new(src.clone(), 100_000);

@@ -287,3 +287,25 @@ pub fn zip(files: &[(&str, &[u8], u32)]) -> Vec<u8> {
     }
     w.finish().expect("finish zip").into_inner()
 }
+
+/// `n` pseudo-random bytes (xorshift from `seed`): incompressible test data.
+pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A shell comment line of `n` pseudo-random hex digits: hard to compress,
+/// harmless in a script.
+pub fn hex_comment(n: usize) -> Vec<u8> {
+    let mut v = b"# ".to_vec();
+    v.extend(random_bytes(n, 0x2545_f491_4f6c_dd1d).into_iter().map(|b| b"0123456789abcdef"[(b & 15) as usize]));
+    v.push(b'\n');
+    v
+}
