@@ -671,7 +671,14 @@ impl Agent {
         let path = blocks.path(ARCHIVE);
         let store_err = |e: outpost_hal::linux::IoError| StoreError::Io(path.clone(), e.0);
         let headers: Vec<(&str, &str)> = range.map(|r| ("Range", r)).into_iter().collect();
-        let mut resp = match self.client.request("GET", url, &headers, &[]) {
+        if let Some(addr) = {
+            use std::net::ToSocketAddrs;
+            (url.host.as_str(), url.port).to_socket_addrs().ok().and_then(|mut a| a.next())
+        } {
+            self.pacer.borrow_mut().set_target(addr);
+        }
+        let window = self.pacer.borrow().recv_window();
+        let mut resp = match self.client.request_with_window("GET", url, &headers, &[], window) {
             Ok(r) => r,
             Err(e) => {
                 if let http::Error::Tls(m) = &e {
@@ -685,12 +692,6 @@ impl Agent {
         let cr = resp.header("content-range").map(str::to_owned);
         if let Err(e) = dl.handle_head(resp.status, cr.as_deref()) {
             return Ok(Some(e));
-        }
-        if let Some(addr) = {
-            use std::net::ToSocketAddrs;
-            (url.host.as_str(), url.port).to_socket_addrs().ok().and_then(|mut a| a.next())
-        } {
-            self.pacer.borrow_mut().set_target(addr);
         }
         let mut buf = vec![0u8; 64 * 1024];
         loop {

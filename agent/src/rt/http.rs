@@ -196,14 +196,28 @@ impl Client {
         })
     }
 
-    fn connect(&self, url: &Url) -> Result<Stream, Error> {
+    /// A TCP connection to `a`, with a receive buffer of `rcvbuf` bytes set
+    /// before the handshake (so the window it advertises is bounded from the start).
+    fn tcp(&self, a: &std::net::SocketAddr, rcvbuf: Option<usize>) -> io::Result<TcpStream> {
+        let Some(size) = rcvbuf else { return TcpStream::connect_timeout(a, self.connect_timeout) };
+        let s = socket2::Socket::new(
+            socket2::Domain::for_address(*a),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        s.set_recv_buffer_size(size)?;
+        s.connect_timeout(&(*a).into(), self.connect_timeout)?;
+        Ok(s.into())
+    }
+
+    fn connect(&self, url: &Url, rcvbuf: Option<usize>) -> Result<Stream, Error> {
         let addr = format!("{}:{}", url.host, url.port);
         let addrs: Vec<_> =
             (url.host.as_str(), url.port).to_socket_addrs().map_err(|e| Error::Connect(addr.clone(), e))?.collect();
         let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
         let mut tcp = None;
         for a in addrs {
-            match TcpStream::connect_timeout(&a, self.connect_timeout) {
+            match self.tcp(&a, rcvbuf) {
                 Ok(s) => {
                     tcp = Some(s);
                     break;
@@ -236,7 +250,21 @@ impl Client {
     /// Send a request and read the response head. `headers` are extra
     /// `(name, value)` pairs; `body` is sent with a Content-Length.
     pub fn request(&self, method: &str, url: &Url, headers: &[(&str, &str)], body: &[u8]) -> Result<Response, Error> {
-        let mut s = self.connect(url)?;
+        self.request_with_window(method, url, headers, body, None)
+    }
+
+    /// [`Client::request`] with the TCP receive buffer bounded to `rcvbuf`
+    /// bytes: a downloader's way to bound the data in flight towards it, and
+    /// so the queue it can build at a bottleneck (receiver-side LEDBAT).
+    pub fn request_with_window(
+        &self,
+        method: &str,
+        url: &Url,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        rcvbuf: Option<usize>,
+    ) -> Result<Response, Error> {
+        let mut s = self.connect(url, rcvbuf)?;
         let mut head = format!(
             "{method} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: {}\r\nConnection: close\r\n",
             url.path,

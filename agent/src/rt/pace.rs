@@ -166,6 +166,20 @@ impl Pacer {
         }
     }
 
+    /// The receive buffer for the next download connection in dynamic
+    /// mode: the delay controller's rate × (base delay + target), at least
+    /// 64 KiB, so that the data in flight (and the queue the agent can
+    /// build at a bottleneck) stays near the target. `None` otherwise.
+    pub fn recv_window(&self) -> Option<usize> {
+        if !self.throttle.dynamic {
+            return None;
+        }
+        let (base, _, _) = self.throttle.delay.delays()?;
+        let rtt = (base + crate::engine::throttle::DelayController::TARGET).as_secs_f64();
+        let bytes = self.throttle.delay.rate() as f64 * rtt;
+        Some((bytes as usize).clamp(64 * 1024, 16 << 20))
+    }
+
     /// `n` bytes were read.
     pub fn consumed(&mut self, n: usize) {
         let now = self.clock.now();
