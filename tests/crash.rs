@@ -35,6 +35,10 @@ fn slow_link(upstream: u16) -> SlowLink {
             let (bytes, reqs) = (bytes.clone(), reqs.clone());
             std::thread::spawn(move || {
                 let mut client = client;
+                // A small send buffer (no autotuning): bytes counted as sent
+                // are bytes on their way to the agent, not megabytes parked in
+                // kernel buffers while it stalls (e.g. on an fsync).
+                let _ = socket2::SockRef::from(&client).set_send_buffer_size(32 * 1024);
                 let mut head = Vec::new();
                 let mut b = [0u8; 1];
                 while !head.ends_with(b"\r\n\r\n") {
@@ -150,8 +154,14 @@ fn sigkill_at_random_moments_then_success_with_little_fetched_again() {
         "package {size} bytes; the server sent {sent} bytes over {kills} kills: {again} fetched again ({} per kill)",
         again / kills
     );
-    // At most one checkpoint interval per kill, plus what sat in socket buffers.
-    assert!(again <= kills * (CHECKPOINT + 128 * 1024), "{again} bytes fetched again over {kills} kills");
+    // At most one checkpoint interval per kill, plus what sat in socket
+    // buffers when the kill came: the proxy's 32 KiB and the agent's receive
+    // buffer, which fills while the agent blocks in an fsync (115-137 KiB per
+    // kill on an idle machine, up to 470 KiB with the disk and CPUs loaded).
+    // Fragments are 3 MiB: refetching whole fragments would fail this. The
+    // exact 256 KiB bound on bytes *received* is the crash-point sweep's
+    // (tests/sim_download.rs).
+    assert!(again <= kills * (CHECKPOINT + 1024 * 1024), "{again} bytes fetched again over {kills} kills");
     // No verified fragment is fetched again: fragment numbers never go back.
     let reqs = link.requests.lock().unwrap();
     let frags: Vec<u32> =
