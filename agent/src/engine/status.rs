@@ -83,12 +83,7 @@ impl StatusCode {
 
     /// True for codes the OCS console counts as success (`SUCCESS*`).
     pub fn is_success(&self) -> bool {
-        self.as_wire().starts_with("SUCCESS")
-    }
-
-    /// The wire form.
-    pub fn as_wire(&self) -> String {
-        self.to_string()
+        self.to_string().starts_with("SUCCESS")
     }
 }
 

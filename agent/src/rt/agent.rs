@@ -395,10 +395,11 @@ impl Agent {
         if cap == 0 {
             return Ok(());
         }
+        let pending = self.store.pending_reports()?;
         let mut cached = Vec::new();
         for id in self.store.package_ids()? {
             let (bytes, used) = self.store.payload(id);
-            let pending_report = self.store.pending_reports()?.iter().any(|r| r.package == id);
+            let pending_report = pending.iter().any(|r| r.package == id);
             if bytes > 0 && !pending_report {
                 cached.push((used, id, bytes));
             }

@@ -9,7 +9,7 @@
 //! ([`UnpackError::Unsafe`] → `ERR_BUILD`); the caller unpacks into a fresh
 //! directory and throws it away on error.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Seek};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt, symlink};
 use std::path::{Component, Path, PathBuf};
@@ -308,11 +308,6 @@ fn unpack_zip<R: Read + Seek>(r: R, tree: &mut SafeTree) -> Result<(), UnpackErr
         }
     }
     Ok(())
-}
-
-/// Open `path` for reading as an archive (helper for tests and the server).
-pub fn open(path: &Path) -> io::Result<File> {
-    File::open(path)
 }
 
 #[cfg(test)]
