@@ -678,7 +678,7 @@ impl Agent {
         } {
             self.pacer.borrow_mut().set_target(addr);
         }
-        let window = self.pacer.borrow().recv_window();
+        let window = self.pacer.borrow().window();
         let mut resp = match self.client.request_with_window("GET", url, &headers, &[], window) {
             Ok(r) => r,
             Err(e) => {
@@ -706,7 +706,13 @@ impl Agent {
                     return Ok(Some(FetchError::Short));
                 }
             };
-            self.pacer.borrow_mut().consumed(k);
+            let mut pacer = self.pacer.borrow_mut();
+            pacer.consumed(k);
+            // Follow the delay controller, and undo the kernel's autotuning.
+            if let Some(w) = pacer.window() {
+                let _ = resp.set_window(w);
+            }
+            drop(pacer);
             match dl.handle_body(blocks, &buf[..k]) {
                 Ok(()) => {}
                 Err(BodyError::Store(e)) => return Err(store_err(e)),

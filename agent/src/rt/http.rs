@@ -113,9 +113,40 @@ impl From<io::Error> for Error {
     }
 }
 
+/// Clamp the window `tcp` advertises to `bytes` (TCP_WINDOW_CLAMP): a
+/// receiver's way to bound the data in flight towards it, and so the queue
+/// it can build at a bottleneck (receiver-side LEDBAT). It can move at any
+/// time during a transfer; the kernel's receive-buffer autotuning raises the
+/// clamp as it grows the buffer, so callers set it again as they read.
+#[allow(unsafe_code)]
+fn set_window_clamp(tcp: &TcpStream, bytes: u32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: a valid socket descriptor, a pointer to a live c_int and its size.
+    let r = unsafe {
+        libc::setsockopt(
+            tcp.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_WINDOW_CLAMP,
+            (&v as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
 enum Stream {
     Plain(TcpStream),
     Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Self::Plain(s) => s,
+            Self::Tls(s) => &s.sock,
+        }
+    }
 }
 
 impl Read for Stream {
@@ -196,28 +227,14 @@ impl Client {
         })
     }
 
-    /// A TCP connection to `a`, with a receive buffer of `rcvbuf` bytes set
-    /// before the handshake (so the window it advertises is bounded from the start).
-    fn tcp(&self, a: &std::net::SocketAddr, rcvbuf: Option<usize>) -> io::Result<TcpStream> {
-        let Some(size) = rcvbuf else { return TcpStream::connect_timeout(a, self.connect_timeout) };
-        let s = socket2::Socket::new(
-            socket2::Domain::for_address(*a),
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )?;
-        s.set_recv_buffer_size(size)?;
-        s.connect_timeout(&(*a).into(), self.connect_timeout)?;
-        Ok(s.into())
-    }
-
-    fn connect(&self, url: &Url, rcvbuf: Option<usize>) -> Result<Stream, Error> {
+    fn connect(&self, url: &Url, window: Option<u32>) -> Result<Stream, Error> {
         let addr = format!("{}:{}", url.host, url.port);
         let addrs: Vec<_> =
             (url.host.as_str(), url.port).to_socket_addrs().map_err(|e| Error::Connect(addr.clone(), e))?.collect();
         let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
         let mut tcp = None;
         for a in addrs {
-            match self.tcp(&a, rcvbuf) {
+            match TcpStream::connect_timeout(&a, self.connect_timeout) {
                 Ok(s) => {
                     tcp = Some(s);
                     break;
@@ -229,6 +246,9 @@ impl Client {
         tcp.set_read_timeout(Some(self.io_timeout))?;
         tcp.set_write_timeout(Some(self.io_timeout))?;
         let _ = tcp.set_nodelay(true);
+        if let Some(w) = window {
+            set_window_clamp(&tcp, w)?;
+        }
         if !url.tls {
             return Ok(Stream::Plain(tcp));
         }
@@ -253,18 +273,17 @@ impl Client {
         self.request_with_window(method, url, headers, body, None)
     }
 
-    /// [`Client::request`] with the TCP receive buffer bounded to `rcvbuf`
-    /// bytes: a downloader's way to bound the data in flight towards it, and
-    /// so the queue it can build at a bottleneck (receiver-side LEDBAT).
+    /// [`Client::request`] with the TCP receive window clamped to `window`
+    /// bytes from the start (see [`Response::set_window`]).
     pub fn request_with_window(
         &self,
         method: &str,
         url: &Url,
         headers: &[(&str, &str)],
         body: &[u8],
-        rcvbuf: Option<usize>,
+        window: Option<u32>,
     ) -> Result<Response, Error> {
-        let mut s = self.connect(url, rcvbuf)?;
+        let mut s = self.connect(url, window)?;
         let mut head = format!(
             "{method} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: {}\r\nConnection: close\r\n",
             url.path,
@@ -354,6 +373,12 @@ impl Response {
             Framing::Close
         };
         Ok(Self { status, headers, stream, framing })
+    }
+
+    /// Clamp the connection's receive window to `bytes` from now on
+    /// (receiver-side LEDBAT; see [`Client::request_with_window`]).
+    pub fn set_window(&self, bytes: u32) -> io::Result<()> {
+        set_window_clamp(self.stream.get_ref().tcp(), bytes)
     }
 
     /// A header's value (names are case-insensitive).

@@ -21,8 +21,11 @@ use outpost_hal::time::{Clock, Instant};
 
 use crate::engine::throttle::{Reason, Throttle, TokenBucket, Window};
 
-/// How often the interface counters are read.
-const COUNTER_PERIOD: Duration = Duration::from_secs(1);
+/// How often the interface counters are read (the share is taken over a sliding
+/// `ShareDetector::WINDOW`).
+const COUNTER_PERIOD: Duration = Duration::from_millis(100);
+/// Least time between rewrites of `STATE/rate` for a new rate alone.
+const STATUS_PERIOD: Duration = Duration::from_secs(5);
 /// How often the probe thread times a connect.
 const PROBE_PERIOD: Duration = Duration::from_millis(100);
 
@@ -50,7 +53,7 @@ pub struct Pacer {
     agent_rx: u64,
     next_counters: Instant,
     status_path: PathBuf,
-    shown: Option<(u64, Reason)>,
+    shown: Option<(u64, Reason, Instant)>,
 }
 
 /// Minutes since local midnight.
@@ -129,7 +132,10 @@ impl Pacer {
             if let Some(rx) = &self.probes {
                 // The smallest RTT since the last update: one sample per period.
                 if let Some(rtt) = rx.try_iter().min() {
-                    self.throttle.delay.handle_rtt(now, rtt);
+                    let d = &mut self.throttle.delay;
+                    d.handle_rtt(now, rtt, self.agent_rx);
+                    log::trace!(target: "outpost", "rtt {rtt:?}, base {:?}, window {}, received {}, share limit {:?}",
+                        d.delays().map(|d| d.0), d.window(), self.agent_rx, self.throttle.share.limit());
                 }
             }
             if now >= self.next_counters {
@@ -139,12 +145,20 @@ impl Pacer {
                 }
             }
         }
-        let (rate, why) = self.throttle.rate(local_minute(self.clock.unix_time()));
+        let minute = local_minute(self.clock.unix_time());
+        let (rate, _) = self.throttle.rate(minute);
         if rate != self.bucket.rate() {
             self.bucket.set_rate(now, rate);
         }
-        if self.shown != Some((rate, why)) {
-            self.shown = Some((rate, why));
+        let (rate, why) = self.throttle.shown(minute);
+        // The delay-limited rate moves with every sample: written when the
+        // reason changes, or at most every STATUS_PERIOD (it is synced: flash).
+        let due = match self.shown {
+            None => true,
+            Some((r, w, at)) => w != why || (r != rate && now >= at + STATUS_PERIOD),
+        };
+        if due {
+            self.shown = Some((rate, why, now));
             let line = format!("{rate} {} {}\n", self.clock.unix_time(), why.as_str());
             let _ = write_atomic(&self.status_path, line.as_bytes());
             log::debug!(target: "outpost", "download rate {rate} B/s ({})", why.as_str());
@@ -166,18 +180,12 @@ impl Pacer {
         }
     }
 
-    /// The receive buffer for the next download connection in dynamic
-    /// mode: the delay controller's rate × (base delay + target), at least
-    /// 64 KiB, so that the data in flight (and the queue the agent can
-    /// build at a bottleneck) stays near the target. `None` otherwise.
-    pub fn recv_window(&self) -> Option<usize> {
-        if !self.throttle.dynamic {
-            return None;
-        }
-        let (base, _, _) = self.throttle.delay.delays()?;
-        let rtt = (base + crate::engine::throttle::DelayController::TARGET).as_secs_f64();
-        let bytes = self.throttle.delay.rate() as f64 * rtt;
-        Some((bytes as usize).clamp(64 * 1024, 16 << 20))
+    /// The receive window (bytes) for download connections in dynamic mode,
+    /// from the delay controller: applied as each connection's window clamp,
+    /// so the data in flight towards the agent, and the queue it can build at
+    /// a bottleneck, follow the controller during a transfer. `None` otherwise.
+    pub fn window(&self) -> Option<u32> {
+        self.throttle.window().map(|w| u32::try_from(w).unwrap_or(u32::MAX))
     }
 
     /// `n` bytes were read.
