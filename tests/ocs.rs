@@ -271,7 +271,7 @@ fn outpost_agent_in_ocs_mode_deploys_from_outpost_servers_ocs_endpoint() {
     fs::write(
         &cfg,
         format!(
-            "[server]\nprotocol = \"ocs\"\nurl = \"http://127.0.0.1:{}/ocsinventory\"\nca_cert = '''\n{ca}'''\n\n[agent]\nstate_dir = \"{}\"\n",
+            "[server]\nprotocol = \"ocs\"\nurl = \"http://127.0.0.1:{}/ocsinventory\"\nca_cert = '''\n{ca}'''\n\n[agent]\nstate_dir = \"{}\"\n\n[download]\nmax_bandwidth = 4000000\n",
             srv.http_port,
             t.join("state").display()
         ),
@@ -281,6 +281,13 @@ fn outpost_agent_in_ocs_mode_deploys_from_outpost_servers_ocs_endpoint() {
     assert!(o.status.success(), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("without a signed manifest") && err.contains("verified TLS"), "says how it checked: {err}");
+    // OCS downloads go through the same pacer as outpost ones.
+    let st = outpost_tests::agent(&cfg, &["status"], &[]);
+    assert!(
+        String::from_utf8_lossy(&st.stdout).contains("download rate: 4000000 B/s, limited by cap"),
+        "the cap applies in OCS mode: {}",
+        text(&st)
+    );
     let devices = ocs_devices(&srv);
     assert_eq!(devices.len(), 1);
     assert!(outpost_agent::engine::ocs::valid_device_id(&devices[0]));

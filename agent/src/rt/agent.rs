@@ -672,13 +672,7 @@ impl Agent {
         let path = blocks.path(ARCHIVE);
         let store_err = |e: outpost_hal::linux::IoError| StoreError::Io(path.clone(), e.0);
         let headers: Vec<(&str, &str)> = range.map(|r| ("Range", r)).into_iter().collect();
-        if let Some(addr) = {
-            use std::net::ToSocketAddrs;
-            (url.host.as_str(), url.port).to_socket_addrs().ok().and_then(|mut a| a.next())
-        } {
-            self.pacer.borrow_mut().set_target(addr);
-        }
-        let window = self.pacer.borrow().window();
+        let window = self.pacer.borrow_mut().begin(url);
         let mut resp = match self.client.request_with_window("GET", url, &headers, &[], window) {
             Ok(r) => r,
             Err(e) => {
@@ -696,8 +690,7 @@ impl Agent {
         }
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let allowed = self.pacer.borrow_mut().permit(buf.len());
-            let k = match resp.read(&mut buf[..allowed]) {
+            let k = match self.pacer.borrow_mut().read(&mut resp, &mut buf) {
                 Ok(0) => break,
                 Ok(k) => k,
                 Err(e) => {
@@ -706,13 +699,6 @@ impl Agent {
                     return Ok(Some(FetchError::Short));
                 }
             };
-            let mut pacer = self.pacer.borrow_mut();
-            pacer.consumed(k);
-            // Follow the delay controller, and undo the kernel's autotuning.
-            if let Some(w) = pacer.window() {
-                let _ = resp.set_window(w);
-            }
-            drop(pacer);
             match dl.handle_body(blocks, &buf[..k]) {
                 Ok(()) => {}
                 Err(BodyError::Store(e)) => return Err(store_err(e)),

@@ -30,6 +30,7 @@ use outpost_hal::time::Clock;
 use super::agent::{AgentError, RunSummary, Runner, record_final, verify_and_unpack};
 use super::config::Config;
 use super::http::{Client, Url};
+use super::pace::Pacer;
 use super::store::{Store, StoreError};
 use crate::engine::info::{Info, Proto};
 use crate::engine::journal::{PackageRecord, Phase};
@@ -86,6 +87,9 @@ pub struct RealEnv {
     client: Client,
     clock: StdClock,
     notifier: CommandNotifier,
+    /// Downloads follow `[download]` like in the outpost protocol (OCS
+    /// servers send no cap): global cap, dynamic mode, windows.
+    pacer: Pacer,
 }
 
 impl RealEnv {
@@ -97,7 +101,13 @@ impl RealEnv {
             Duration::from_secs(cfg.agent.io_timeout),
         )
         .map_err(|e| AgentError::Server(e.to_string()))?;
-        Ok(Self { client, clock: StdClock::new(), notifier: CommandNotifier::new(cfg.agent.notify_command.clone()) })
+        let pace = cfg.pace().map_err(|e| AgentError::Server(e.to_string()))?;
+        Ok(Self {
+            client,
+            clock: StdClock::new(),
+            notifier: CommandNotifier::new(cfg.agent.notify_command.clone()),
+            pacer: Pacer::new(pace, &cfg.agent.state_dir),
+        })
     }
 }
 
@@ -119,11 +129,15 @@ impl OcsEnv for RealEnv {
 
     fn get(&mut self, url: &Url, range: Option<&str>, sink: &mut dyn BodySink) -> Result<(), GetError> {
         let headers: Vec<(&str, &str)> = range.map(|r| ("Range", r)).into_iter().collect();
-        let mut r = self.client.request("GET", url, &headers, &[]).map_err(|e| GetError::Unreachable(e.to_string()))?;
+        let window = self.pacer.begin(url);
+        let mut r = self
+            .client
+            .request_with_window("GET", url, &headers, &[], window)
+            .map_err(|e| GetError::Unreachable(e.to_string()))?;
         sink.head(r.status, r.header("content-range")).map_err(GetError::Refused)?;
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            match r.read(&mut buf) {
+            match self.pacer.read(&mut r, &mut buf) {
                 Ok(0) => return Ok(()),
                 Ok(n) => sink.data(&buf[..n]).map_err(|e| GetError::Broken(e.to_string()))?,
                 Err(e) => return Err(GetError::Broken(format!("{url}: {e}"))),

@@ -10,6 +10,7 @@
 //! the connect time carries the queuing delay; it works with any HTTP server).
 //! The current rate and its reason go to `STATE/rate` for `outpost-agent status`.
 
+use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, channel};
@@ -19,6 +20,7 @@ use outpost_hal::linux::{StdClock, SysNet, write_atomic};
 use outpost_hal::net::NetMonitor;
 use outpost_hal::time::{Clock, Instant};
 
+use super::http::{Response, Url};
 use crate::engine::throttle::{Reason, Throttle, TokenBucket, Window};
 
 /// How often the interface counters are read (the share is taken over a sliding
@@ -186,6 +188,30 @@ impl Pacer {
     /// a bottleneck, follow the controller during a transfer. `None` otherwise.
     pub fn window(&self) -> Option<u32> {
         self.throttle.window().map(|w| u32::try_from(w).unwrap_or(u32::MAX))
+    }
+
+    /// Before a download from `url`: watch the path to it (dynamic mode) and
+    /// give the receive window to open its connection with.
+    pub fn begin(&mut self, url: &Url) -> Option<u32> {
+        use std::net::ToSocketAddrs;
+        if let Some(addr) = (url.host.as_str(), url.port).to_socket_addrs().ok().and_then(|mut a| a.next()) {
+            self.set_target(addr);
+        }
+        self.window()
+    }
+
+    /// Read a download's body at the allowed pace: wait for the token
+    /// bucket, read at most what it allows, count it, and move the
+    /// connection's window to where the delay controller has it.
+    pub fn read(&mut self, resp: &mut Response, buf: &mut [u8]) -> std::io::Result<usize> {
+        let allowed = self.permit(buf.len());
+        let n = resp.read(&mut buf[..allowed])?;
+        self.consumed(n);
+        // Set again each time: the kernel's buffer autotuning raises the clamp.
+        if let Some(w) = self.window() {
+            let _ = resp.set_window(w);
+        }
+        Ok(n)
     }
 
     /// `n` bytes were read.
