@@ -27,8 +27,8 @@ pub struct Download {
     /// Hard cap in bytes/s over everything the agent downloads (0: none).
     #[serde(default)]
     pub max_bandwidth: u64,
-    /// Yield to other traffic: the interface's counters and the queuing
-    /// delay on the path decide the rate.
+    /// Yield to other traffic: the interface's counters set a read rate,
+    /// the queuing delay on the path sets the receive window.
     #[serde(default)]
     pub dynamic_bandwidth: bool,
     /// Daily full-speed windows in local time (`"18:00-07:00"`); outside

@@ -472,4 +472,51 @@ mod tests {
         assert!(Url::parse("http://h:99999/").is_err());
         assert!(Url::parse("http://h/a b").is_err());
     }
+
+    #[allow(unsafe_code)]
+    fn window_clamp(r: &Response) -> i32 {
+        use std::os::fd::AsRawFd;
+        let mut v: libc::c_int = 0;
+        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+        let fd = r.stream.get_ref().tcp().as_raw_fd();
+        // SAFETY: a valid socket, a live c_int and its length.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_WINDOW_CLAMP,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0);
+        v
+    }
+
+    #[test]
+    fn the_window_clamp_is_set_at_connect_and_moves_during_the_transfer() {
+        // The delay detector's only lever: if this stops reaching the socket,
+        // dynamic mode silently stops bounding the queue.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut req = [0u8; 1024];
+            let _ = s.read(&mut req).unwrap();
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello").unwrap();
+        });
+        let c = Client::new(TEST_CA, Duration::from_secs(5), Duration::from_secs(5)).unwrap();
+        let url = Url::parse(&format!("http://127.0.0.1:{port}/x")).unwrap();
+        let mut r = c.request_with_window("GET", &url, &[], &[], Some(40_000)).unwrap();
+        assert_eq!(window_clamp(&r), 40_000);
+        r.set_window(100_000).unwrap();
+        assert_eq!(window_clamp(&r), 100_000);
+        r.set_window(20_000).unwrap();
+        assert_eq!(window_clamp(&r), 20_000);
+        assert_eq!(r.read_to_vec(100).unwrap(), b"hello");
+        server.join().unwrap();
+    }
+
+    /// A CA made by `outpost-server init`; plain HTTP never uses it.
+    const TEST_CA: &str = include_str!("testdata/ca-cert.pem");
 }

@@ -1,14 +1,16 @@
 //! The runtime side of bandwidth control: one [`Pacer`] for every download
-//! of the agent (the cap is global, not per stream).
+//! of the agent (the cap is global, not per stream), in both protocols.
 //!
-//! Before each read the runtime asks [`Pacer::permit`] how much it may read;
-//! the pacer sleeps when the token bucket is empty. In dynamic mode it feeds
-//! the detectors of [`crate::engine::throttle`]: the interface's byte counters
-//! (the interface that routes to the fragment server) once a second, and RTT
-//! samples from a probe thread that times TCP connects to the fragment server
-//! every 100 ms (the SYN-ACK queues behind the download on the way back, so
-//! the connect time carries the queuing delay; it works with any HTTP server).
-//! The current rate and its reason go to `STATE/rate` for `outpost-agent status`.
+//! A download calls [`Pacer::begin`] before its request (it gets the receive
+//! window to connect with) and reads its body through [`Pacer::read`], which
+//! waits for the token bucket, counts the bytes and moves the connection's
+//! window clamp. In dynamic mode the pacer feeds the detectors of
+//! [`crate::engine::throttle`]: the byte counters of the interface that routes
+//! to the fragment server every 100 ms, and RTT samples from a probe thread
+//! that times TCP connects to the fragment server every 100 ms (the SYN-ACK
+//! queues behind the download on the way back, so the connect time carries
+//! the queuing delay; it works with any HTTP server). The current rate and its
+//! reason go to `STATE/rate` for `outpost-agent status`.
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
@@ -102,7 +104,7 @@ impl Pacer {
     }
 
     /// Downloads now come from `addr`: watch its interface, probe its delay.
-    pub fn set_target(&mut self, addr: SocketAddr) {
+    fn set_target(&mut self, addr: SocketAddr) {
         if self.target == Some(addr) {
             return;
         }
@@ -169,7 +171,7 @@ impl Pacer {
 
     /// How many bytes (at most `want`) may be read now; sleeps until at
     /// least one read's worth is allowed.
-    pub fn permit(&mut self, want: usize) -> usize {
+    fn permit(&mut self, want: usize) -> usize {
         loop {
             let now = self.clock.now();
             self.update(now);
@@ -215,7 +217,7 @@ impl Pacer {
     }
 
     /// `n` bytes were read.
-    pub fn consumed(&mut self, n: usize) {
+    fn consumed(&mut self, n: usize) {
         let now = self.clock.now();
         self.bucket.consume(now, n as u64);
         self.agent_rx += n as u64;
