@@ -1,0 +1,160 @@
+//! Fragments served by a real nginx (Debian's, installed when missing), set
+//! up the way the README tells users: `public.fragment_loc` pointing at an
+//! nginx `location` that aliases `DIR/download`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use outpost_tests::{Member, Server, TempDir, free_port, random_bytes, run, targz, text, tune_agent, wait_for_port};
+
+/// Debian's nginx, installed when missing.
+fn nginx_bin() -> PathBuf {
+    static INSTALL: Once = Once::new();
+    let find = || ["/usr/sbin/nginx", "/usr/bin/nginx"].iter().map(PathBuf::from).find(|p| p.exists());
+    INSTALL.call_once(|| {
+        if find().is_none() {
+            let o = run(Command::new("sh")
+                .args(["-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx"]));
+            assert!(o.status.success(), "could not install Debian's nginx: {}", text(&o));
+        }
+    });
+    find().expect("nginx is installed")
+}
+
+/// nginx in the foreground on 127.0.0.1:`port`, serving `download` at
+/// `/outpost/`; its access log is `t/access.log`. Killed on drop.
+struct Nginx(Child);
+
+impl Nginx {
+    fn start(t: &TempDir, port: u16, download: &Path) -> Self {
+        let p = t.path().display();
+        let conf = t.join("nginx.conf");
+        fs::create_dir_all(t.join("tmp")).unwrap();
+        fs::write(
+            &conf,
+            format!(
+                "daemon off;\nmaster_process off;\nworker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/error.log;\n\
+                 events {{ worker_connections 64; }}\n\
+                 http {{\n  access_log {p}/access.log;\n  client_body_temp_path {p}/tmp;\n  proxy_temp_path {p}/tmp;\n\
+                 \x20 fastcgi_temp_path {p}/tmp;\n  uwsgi_temp_path {p}/tmp;\n  scgi_temp_path {p}/tmp;\n\
+                 \x20 server {{\n    listen 127.0.0.1:{port};\n    location /outpost/ {{ alias {}/; }}\n  }}\n}}\n",
+                download.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(nginx_bin())
+            .args(["-e", &format!("{p}/error.log"), "-p"])
+            .arg(t.path())
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        wait_for_port(port);
+        let mut n = Self(child);
+        let error_log = fs::read_to_string(t.join("error.log")).unwrap_or_default();
+        assert!(n.0.try_wait().unwrap().is_none(), "nginx stopped: {error_log}");
+        n
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A server whose fragments nginx serves, one package of `frags` fragments
+/// of `frag_size` assigned to device `d1`. Returns the server, nginx, the
+/// package id and the agent's config.
+fn setup(t: &TempDir, payload: usize, frag_size: &str) -> (Server, Nginx, u64, PathBuf) {
+    // nginx first: the server's free ports are picked while nginx holds its own.
+    let port = free_port();
+    let nginx = Nginx::start(t, port, &t.join("srv/download"));
+    let loc = format!("127.0.0.1:{port}/outpost");
+    let mut srv = Server::init(t.join("srv"), &["--fragment-loc", &loc]);
+    let data = random_bytes(payload, 7);
+    let arc = t.join("pkg.tar.gz");
+    fs::write(&arc, targz(&[Member::File("payload.bin", &data, 0o644)])).unwrap();
+    let arc = arc.to_str().unwrap().to_string();
+    let dest = t.join("installed");
+    let id = srv.package_add(&[
+        "--file",
+        &arc,
+        "--action",
+        "store",
+        "--path",
+        dest.to_str().unwrap(),
+        "--frag-size",
+        frag_size,
+    ]);
+    let cfg = srv.device_add("d1", t.path());
+    srv.assign(id, "d1", &[]);
+    srv.start();
+    (srv, nginx, id, cfg)
+}
+
+#[test]
+fn agent_installs_from_fragments_served_by_nginx() {
+    let t = TempDir::new("nginx");
+    let (srv, _nginx, id, cfg) = setup(&t, 300_000, "64K");
+    let o = outpost_tests::agent(&cfg, &["run", "--once"], &[]);
+    let nginx_log = || fs::read_to_string(t.join("error.log")).unwrap_or_default();
+    assert!(o.status.success(), "{}\nnginx: {}", text(&o), nginx_log());
+    assert_eq!(srv.status_of(id, "d1"), "SUCCESS");
+    let log = fs::read_to_string(t.join("access.log")).unwrap();
+    let gets =
+        log.lines().filter(|l| l.contains(&format!("\"GET /outpost/{id}/{id}-")) && l.contains("\" 200 ")).count();
+    let frags = fs::read_dir(srv.dir.join(format!("download/{id}")))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with(&format!("{id}-")))
+        .count();
+    assert!(gets >= 5 && gets == frags, "every fragment came from nginx once ({gets} GETs, {frags} files):\n{log}");
+}
+
+#[test]
+#[allow(clippy::disallowed_methods)] // real processes: a bounded wait for progress
+fn a_killed_download_resumes_from_nginx_with_a_range_request() {
+    let t = TempDir::new("nginx-resume");
+    let (srv, _nginx, id, cfg) = setup(&t, 2_000_000, "4M");
+    // Slow and with frequent checkpoints, so that it is killed mid-fragment.
+    let slow = t.join("slow.toml");
+    fs::copy(&cfg, &slow).unwrap();
+    tune_agent(&slow, "checkpoint_bytes = 65536");
+    fs::write(&slow, fs::read_to_string(&slow).unwrap() + "\n[download]\nmax_bandwidth = 200000\n").unwrap();
+    let mut child = Command::new(outpost_tests::bin("outpost-agent"))
+        .args(["--config"])
+        .arg(&slow)
+        .args(["run", "--once"])
+        .stdin(Stdio::null())
+        .stderr(fs::File::create(t.join("slow.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let archive = t.join(&format!("d1-state/packages/{id}/archive"));
+    let cached = || fs::metadata(&archive).map_or(0, |m| m.len());
+    while cached() < 256 * 1024 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the agent ended before it was killed: {}",
+            fs::read_to_string(t.join("slow.log")).unwrap_or_default()
+        );
+        assert!(start.elapsed() < Duration::from_secs(30), "no progress");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap(); // SIGKILL to the agent alone
+    child.wait().unwrap();
+    let o = outpost_tests::agent(&cfg, &["run", "--once"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("resuming at byte"), "{}", text(&o));
+    assert_eq!(srv.status_of(id, "d1"), "SUCCESS");
+    let log = fs::read_to_string(t.join("access.log")).unwrap();
+    assert!(
+        log.lines().any(|l| l.contains(&format!("\"GET /outpost/{id}/{id}-1")) && l.contains("\" 206 ")),
+        "nginx answered the resumed request with 206:\n{log}"
+    );
+}
