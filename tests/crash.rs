@@ -49,7 +49,7 @@ fn slow_link(upstream: u16) -> SlowLink {
                 }
                 reqs.lock().unwrap().push(String::from_utf8_lossy(&head).into_owned());
                 let Ok(mut up) = TcpStream::connect(("127.0.0.1", upstream)) else { return };
-                let _ = up.write_all(&head);
+                let _ = up.write_all(&outpost_tests::with_connection_close(&head));
                 let mut resp = Vec::new();
                 let _ = up.read_to_end(&mut resp);
                 let body_at = resp.windows(4).position(|w| w == b"\r\n\r\n").map_or(0, |i| i + 4);

@@ -338,7 +338,7 @@ fn truncating_proxy(upstream: u16, cut: usize) -> (u16, Arc<Mutex<Vec<String>>>)
                 }
                 seen.lock().unwrap().push(String::from_utf8_lossy(&head).into_owned());
                 let mut up = TcpStream::connect(("127.0.0.1", upstream)).unwrap();
-                up.write_all(&head).unwrap();
+                up.write_all(&outpost_tests::with_connection_close(&head)).unwrap();
                 let mut resp = Vec::new();
                 up.read_to_end(&mut resp).unwrap();
                 let body_at = resp.windows(4).position(|w| w == b"\r\n\r\n").map_or(0, |i| i + 4);

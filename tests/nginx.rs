@@ -1,6 +1,7 @@
 //! Fragments served by a real nginx (Debian's, installed when missing), set
 //! up the way the README tells users: `public.fragment_loc` pointing at an
-//! nginx `location` that aliases `DIR/download`.
+//! nginx `location` that aliases `DIR/download`. nginx's log shows the
+//! agent keeping one connection across fragments.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -38,7 +39,8 @@ impl Nginx {
             format!(
                 "daemon off;\nmaster_process off;\nworker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/error.log;\n\
                  events {{ worker_connections 64; }}\n\
-                 http {{\n  access_log {p}/access.log;\n  client_body_temp_path {p}/tmp;\n  proxy_temp_path {p}/tmp;\n\
+                 http {{\n  log_format conn '$remote_addr - - [$time_local] \"$request\" $status $body_bytes_sent \
+                 conn=$connection reqs=$connection_requests';\n  access_log {p}/access.log conn;\n  client_body_temp_path {p}/tmp;\n  proxy_temp_path {p}/tmp;\n\
                  \x20 fastcgi_temp_path {p}/tmp;\n  uwsgi_temp_path {p}/tmp;\n  scgi_temp_path {p}/tmp;\n\
                  \x20 server {{\n    listen 127.0.0.1:{port};\n    location /outpost/ {{ alias {}/; }}\n  }}\n}}\n",
                 download.display()
@@ -114,6 +116,10 @@ fn agent_installs_from_fragments_served_by_nginx() {
         .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with(&format!("{id}-")))
         .count();
     assert!(gets >= 5 && gets == frags, "every fragment came from nginx once ({gets} GETs, {frags} files):\n{log}");
+    // One connection for all of them: the agent keeps it between fragments.
+    let conns: std::collections::HashSet<&str> =
+        log.lines().filter_map(|l| l.split_whitespace().find(|w| w.starts_with("conn="))).collect();
+    assert_eq!(conns.len(), 1, "fragments share a kept-alive connection:\n{log}");
 }
 
 #[test]

@@ -60,6 +60,15 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
+/// A request head (ending in an empty line) that asks the server to close
+/// the connection after its response: what a test proxy relaying one
+/// request per connection forwards, so that it can read the response to EOF.
+pub fn with_connection_close(head: &[u8]) -> Vec<u8> {
+    let mut h = head.strip_suffix(b"\r\n").unwrap_or(head).to_vec();
+    h.extend_from_slice(b"Connection: close\r\n\r\n");
+    h
+}
+
 /// Wait until something accepts on 127.0.0.1:port (a real process starting):
 /// the one real-time wait of these tests, bounded to 20 s.
 #[allow(clippy::disallowed_methods)]

@@ -708,6 +708,7 @@ impl Agent {
                 }
             }
         }
+        resp.release();
         dl.handle_end(blocks).map_err(store_err)
     }
 

@@ -1,20 +1,29 @@
 //! A small blocking HTTP/1.1 client over TCP or rustls.
 //!
-//! One connection per request (`Connection: close`), bodies framed by
-//! `Content-Length`, chunked encoding or connection close. A body that ends
+//! GET and HEAD keep their connection for the next request to the same
+//! server (one idle connection, dropped after [`IDLE_KEEP`]; a connection the
+//! server has closed meanwhile is replaced by a fresh one, once): a package in
+//! many fragments does not pay a TCP and TLS handshake per fragment. Other
+//! methods send `Connection: close`. Bodies are framed by `Content-Length`,
+//! chunked encoding or connection close. A body that ends
 //! before its announced length is an `UnexpectedEof` error, never a silent
 //! short read. TLS trusts exactly one CA (the configured one).
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
 /// Largest response head accepted.
 const MAX_HEAD: usize = 16 * 1024;
+/// How long an idle connection is kept for the next request.
+pub const IDLE_KEEP: Duration = Duration::from_secs(5);
+
+/// The idle connection: `scheme://host:port`, when it went idle, the stream.
+type Idle = Arc<Mutex<Option<(String, Instant, BufReader<Stream>)>>>;
 
 /// A parsed `http://` or `https://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,6 +207,7 @@ pub struct Client {
     connect_timeout: Duration,
     io_timeout: Duration,
     user_agent: String,
+    idle: Idle,
 }
 
 impl Client {
@@ -224,6 +234,7 @@ impl Client {
             connect_timeout,
             io_timeout,
             user_agent: format!("outpost-agent/{}", env!("CARGO_PKG_VERSION")),
+            idle: Arc::default(),
         })
     }
 
@@ -283,13 +294,49 @@ impl Client {
         body: &[u8],
         window: Option<u32>,
     ) -> Result<Response, Error> {
-        let mut s = self.connect(url, window)?;
+        let key = format!("{}://{}:{}", if url.tls { "https" } else { "http" }, url.host, url.port);
+        let keep = method == "GET" || method == "HEAD";
+        if keep && let Some(s) = self.take_idle(&key) {
+            if let Some(w) = window {
+                let _ = set_window_clamp(s.get_ref().tcp(), w);
+            }
+            match self.exchange(s, method, url, headers, body, Some(&key)) {
+                Ok(r) => return Ok(r),
+                // Closed by the server while idle: a fresh connection.
+                Err(e) => log::debug!(target: "outpost", "{url}: idle connection gone ({e}); reconnecting"),
+            }
+        }
+        let s = BufReader::with_capacity(64 * 1024, self.connect(url, window)?);
+        self.exchange(s, method, url, headers, body, keep.then_some(key.as_str()))
+    }
+
+    /// The idle connection to `key`, if there is one young enough.
+    #[allow(clippy::disallowed_methods)] // connection age: runtime glue
+    fn take_idle(&self, key: &str) -> Option<BufReader<Stream>> {
+        let (k, at, s) = self.idle.lock().ok()?.take()?;
+        (k == key && at.elapsed() < IDLE_KEEP).then_some(s)
+    }
+
+    /// Send one request on `s` and read the response head. With `keep`, the
+    /// connection may go back to the idle slot under that key.
+    fn exchange(
+        &self,
+        mut s: BufReader<Stream>,
+        method: &str,
+        url: &Url,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        keep: Option<&str>,
+    ) -> Result<Response, Error> {
         let mut head = format!(
-            "{method} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: {}\r\nConnection: close\r\n",
+            "{method} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: {}\r\n",
             url.path,
             url.host_header(),
             self.user_agent
         );
+        if keep.is_none() {
+            head.push_str("Connection: close\r\n");
+        }
         for (k, v) in headers {
             head.push_str(&format!("{k}: {v}\r\n"));
         }
@@ -297,17 +344,24 @@ impl Client {
             head.push_str(&format!("Content-Length: {}\r\n", body.len()));
         }
         head.push_str("\r\n");
-        s.write_all(head.as_bytes())?;
-        s.write_all(body)?;
-        s.flush()?;
-        Response::read(BufReader::with_capacity(64 * 1024, s), method == "HEAD")
+        let w = s.get_mut();
+        w.write_all(head.as_bytes())?;
+        w.write_all(body)?;
+        w.flush()?;
+        let mut r = Response::read(s, method == "HEAD")?;
+        if let Some(k) = keep.filter(|_| r.keep_alive) {
+            r.idle = Some((self.idle.clone(), k.to_string()));
+        }
+        Ok(r)
     }
 
     /// GET a small resource into memory, refusing more than `max` bytes.
     pub fn get_small(&self, url: &Url, headers: &[(&str, &str)], max: usize) -> Result<(u16, Vec<u8>), Error> {
         let mut r = self.request("GET", url, headers, &[])?;
         let body = r.read_to_vec(max)?;
-        Ok((r.status, body))
+        let status = r.status;
+        r.release();
+        Ok((status, body))
     }
 }
 
@@ -324,6 +378,10 @@ pub struct Response {
     headers: Vec<(String, String)>,
     stream: BufReader<Stream>,
     framing: Framing,
+    /// HTTP/1.1 without `Connection: close`.
+    keep_alive: bool,
+    /// Where the connection goes when the body has been read.
+    idle: Option<(Idle, String)>,
 }
 
 impl std::fmt::Debug for Response {
@@ -372,13 +430,31 @@ impl Response {
         } else {
             Framing::Close
         };
-        Ok(Self { status, headers, stream, framing })
+        let keep_alive = resp.version == Some(1)
+            && !get("connection").is_some_and(|v| v.to_ascii_lowercase().contains("close"))
+            && !matches!(framing, Framing::Close);
+        Ok(Self { status, headers, stream, framing, keep_alive, idle: None })
     }
 
     /// Clamp the connection's receive window to `bytes` from now on
     /// (receiver-side LEDBAT; see [`Client::request_with_window`]).
     pub fn set_window(&self, bytes: u32) -> io::Result<()> {
         set_window_clamp(self.stream.get_ref().tcp(), bytes)
+    }
+
+    /// Done with this response: when its body has been read to the end and
+    /// the server keeps the connection, it becomes the client's idle one.
+    #[allow(clippy::disallowed_methods)] // connection age: runtime glue
+    pub fn release(self) {
+        // Chunked bodies are not kept: their trailer may still be unread.
+        let done = matches!(self.framing, Framing::Length(0));
+        if let Some((idle, key)) = self.idle
+            && done
+            && self.stream.buffer().is_empty()
+            && let Ok(mut slot) = idle.lock()
+        {
+            *slot = Some((key, Instant::now(), self.stream));
+        }
     }
 
     /// A header's value (names are case-insensitive).
@@ -515,6 +591,35 @@ mod tests {
         assert_eq!(window_clamp(&r), 20_000);
         assert_eq!(r.read_to_vec(100).unwrap(), b"hello");
         server.join().unwrap();
+    }
+
+    #[test]
+    fn gets_reuse_the_connection_and_survive_a_server_that_closed_it() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            // The first connection serves two requests, then closes without
+            // saying so; the second serves one.
+            for requests in [2, 1] {
+                let (s, _) = l.accept().unwrap();
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut s = s;
+                for _ in 0..requests {
+                    let mut line = String::new();
+                    while r.read_line(&mut line).unwrap() > 0 && !line.ends_with("\r\n\r\n") {}
+                    assert!(!line.contains("Connection: close"), "a GET asks to keep the connection: {line}");
+                    s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").unwrap();
+                }
+            }
+        });
+        let c = Client::new(TEST_CA, Duration::from_secs(5), Duration::from_secs(5)).unwrap();
+        let url = Url::parse(&format!("http://127.0.0.1:{port}/x")).unwrap();
+        for _ in 0..3 {
+            let mut r = c.request("GET", &url, &[], &[]).unwrap();
+            assert_eq!(r.read_to_vec(10).unwrap(), b"ok");
+            r.release();
+        }
+        server.join().unwrap(); // two connections for three requests, or the third times out
     }
 
     /// A CA made by `outpost-server init`; plain HTTP never uses it.

@@ -138,7 +138,10 @@ impl OcsEnv for RealEnv {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             match self.pacer.read(&mut r, &mut buf) {
-                Ok(0) => return Ok(()),
+                Ok(0) => {
+                    r.release();
+                    return Ok(());
+                }
                 Ok(n) => sink.data(&buf[..n]).map_err(|e| GetError::Broken(e.to_string()))?,
                 Err(e) => return Err(GetError::Broken(format!("{url}: {e}"))),
             }
