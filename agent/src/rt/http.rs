@@ -122,6 +122,26 @@ impl From<io::Error> for Error {
     }
 }
 
+/// Set the receive buffer of `tcp` to `bytes` (SO_RCVBUF; the kernel doubles
+/// it for its bookkeeping and stops autotuning it). Unlike the window clamp,
+/// it bounds the data the sender may push while the reader is paced.
+#[allow(unsafe_code)]
+fn set_recv_buffer(tcp: &TcpStream, bytes: usize) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: a valid socket descriptor, a pointer to a live c_int and its size.
+    let r = unsafe {
+        libc::setsockopt(
+            tcp.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&v as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
 /// Clamp the window `tcp` advertises to `bytes` (TCP_WINDOW_CLAMP): a
 /// receiver's way to bound the data in flight towards it, and so the queue
 /// it can build at a bottleneck (receiver-side LEDBAT). It can move at any
@@ -382,6 +402,8 @@ pub struct Response {
     keep_alive: bool,
     /// Where the connection goes when the body has been read.
     idle: Option<(Idle, String)>,
+    /// The receive buffer last set on the connection.
+    rcvbuf: Option<usize>,
 }
 
 impl std::fmt::Debug for Response {
@@ -433,13 +455,23 @@ impl Response {
         let keep_alive = resp.version == Some(1)
             && !get("connection").is_some_and(|v| v.to_ascii_lowercase().contains("close"))
             && !matches!(framing, Framing::Close);
-        Ok(Self { status, headers, stream, framing, keep_alive, idle: None })
+        Ok(Self { status, headers, stream, framing, keep_alive, idle: None, rcvbuf: None })
     }
 
     /// Clamp the connection's receive window to `bytes` from now on
     /// (receiver-side LEDBAT; see [`Client::request_with_window`]).
     pub fn set_window(&self, bytes: u32) -> io::Result<()> {
         set_window_clamp(self.stream.get_ref().tcp(), bytes)
+    }
+
+    /// Set the connection's receive buffer to `bytes` (a system call only
+    /// when it changes).
+    pub fn set_recv_buffer(&mut self, bytes: usize) -> io::Result<()> {
+        if self.rcvbuf != Some(bytes) {
+            set_recv_buffer(self.stream.get_ref().tcp(), bytes)?;
+            self.rcvbuf = Some(bytes);
+        }
+        Ok(())
     }
 
     /// Done with this response: when its body has been read to the end and

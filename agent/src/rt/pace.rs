@@ -209,9 +209,17 @@ impl Pacer {
         let allowed = self.permit(buf.len());
         let n = resp.read(&mut buf[..allowed])?;
         self.consumed(n);
-        // Set again each time: the kernel's buffer autotuning raises the clamp.
         if let Some(w) = self.window() {
+            // Set again each time: the kernel's buffer autotuning raises the clamp.
             let _ = resp.set_window(w);
+            // The clamp bounds what is in flight, not what the sender may
+            // push into the buffer while reads are paced: after a yield, an
+            // autotuned buffer let it go on at full speed for most of a
+            // second. Paced, the buffer holds a quarter second at the rate,
+            // so flow control follows the reads; otherwise it is roomy.
+            let paced = self.bucket.rate();
+            let size = if paced > 0 { (paced / 4).max(16 * 1024) } else { (4 * u64::from(w)).max(1 << 20) };
+            let _ = resp.set_recv_buffer(usize::try_from(size).unwrap_or(usize::MAX));
         }
         Ok(n)
     }
