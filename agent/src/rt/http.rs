@@ -122,19 +122,17 @@ impl From<io::Error> for Error {
     }
 }
 
-/// Set the receive buffer of `tcp` to `bytes` (SO_RCVBUF; the kernel doubles
-/// it for its bookkeeping and stops autotuning it). Unlike the window clamp,
-/// it bounds the data the sender may push while the reader is paced.
+/// An integer socket option on `tcp`, saturated to a C int.
 #[allow(unsafe_code)]
-fn set_recv_buffer(tcp: &TcpStream, bytes: usize) -> io::Result<()> {
+fn set_int_option(tcp: &TcpStream, level: libc::c_int, name: libc::c_int, value: u64) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    let v = libc::c_int::try_from(value).unwrap_or(libc::c_int::MAX);
     // SAFETY: a valid socket descriptor, a pointer to a live c_int and its size.
     let r = unsafe {
         libc::setsockopt(
             tcp.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
+            level,
+            name,
             (&v as *const libc::c_int).cast(),
             size_of::<libc::c_int>() as libc::socklen_t,
         )
@@ -142,26 +140,20 @@ fn set_recv_buffer(tcp: &TcpStream, bytes: usize) -> io::Result<()> {
     if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
+/// Set the receive buffer of `tcp` to `bytes` (SO_RCVBUF; the kernel doubles
+/// it for its bookkeeping and stops autotuning it). Unlike the window clamp,
+/// it bounds the data the sender may push while the reader is paced.
+fn set_recv_buffer(tcp: &TcpStream, bytes: usize) -> io::Result<()> {
+    set_int_option(tcp, libc::SOL_SOCKET, libc::SO_RCVBUF, bytes as u64)
+}
+
 /// Clamp the window `tcp` advertises to `bytes` (TCP_WINDOW_CLAMP): a
 /// receiver's way to bound the data in flight towards it, and so the queue
 /// it can build at a bottleneck (receiver-side LEDBAT). It can move at any
 /// time during a transfer; the kernel's receive-buffer autotuning raises the
 /// clamp as it grows the buffer, so callers set it again as they read.
-#[allow(unsafe_code)]
 fn set_window_clamp(tcp: &TcpStream, bytes: u32) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    // SAFETY: a valid socket descriptor, a pointer to a live c_int and its size.
-    let r = unsafe {
-        libc::setsockopt(
-            tcp.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_WINDOW_CLAMP,
-            (&v as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    set_int_option(tcp, libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP, u64::from(bytes))
 }
 
 enum Stream {

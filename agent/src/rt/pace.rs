@@ -188,7 +188,7 @@ impl Pacer {
     /// from the delay controller: applied as each connection's window clamp,
     /// so the data in flight towards the agent, and the queue it can build at
     /// a bottleneck, follow the controller during a transfer. `None` otherwise.
-    pub fn window(&self) -> Option<u32> {
+    fn window(&self) -> Option<u32> {
         self.throttle.window().map(|w| u32::try_from(w).unwrap_or(u32::MAX))
     }
 
