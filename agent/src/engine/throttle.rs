@@ -279,8 +279,9 @@ impl ShareDetector {
 /// and however slow the line behind a fast LAN).
 ///
 /// Base delay = the smallest RTT over the last [`DelayController::BASE_HISTORY`]
-/// minutes; current delay = the latest sample (the runtime takes the smallest
-/// of its probes within a sample period); queuing delay = current − base.
+/// minutes; current delay = the smallest sample since the last control step
+/// (one every [`DelayController::STEP`] or more; samples that come closer
+/// together are folded into the next step); queuing delay = current − base.
 ///
 /// A window-limited flow delivers `window / RTT`; the window that would hold
 /// the queue at the target is `window × (base + target) / current` (the
@@ -294,8 +295,10 @@ pub struct DelayController {
     window: u64,
     minutes: [Option<(u64, Duration)>; 10],
     last: Option<Duration>,
-    /// Previous sample's time and the agent's received-bytes counter.
+    /// The last control step's time and the agent's received-bytes counter.
     prev: Option<(Instant, u64)>,
+    /// The smallest sample since the last control step.
+    pending: Option<Duration>,
     /// When the queue was last seen (nearly) empty.
     empty_at: Option<Instant>,
     /// In a slowdown: samples left, and the window to go back to.
@@ -334,10 +337,22 @@ impl DelayController {
     pub const SLOWDOWN_EVERY: Duration = Duration::from_secs(20);
     /// Samples a slowdown lasts.
     pub const SLOWDOWN_SAMPLES: u8 = 2;
+    /// Least time between two control steps. The gain, the doubling bound
+    /// and the delivered rate are per step; the runtime samples every
+    /// 100 ms, with some jitter.
+    pub const STEP: Duration = Duration::from_millis(90);
 
     /// A controller at its start window.
     pub fn new() -> Self {
-        Self { window: Self::START_WINDOW, minutes: [None; 10], last: None, prev: None, empty_at: None, slowdown: None }
+        Self {
+            window: Self::START_WINDOW,
+            minutes: [None; 10],
+            last: None,
+            prev: None,
+            pending: None,
+            empty_at: None,
+            slowdown: None,
+        }
     }
 
     /// The receive window it allows now, bytes.
@@ -373,13 +388,19 @@ impl DelayController {
                 *m = None;
             }
         }
-        self.last = Some(rtt);
-        let delivered = match self.prev.replace((now, received)) {
-            Some((t0, r0)) if now > t0 => {
-                received.saturating_sub(r0) as f64 / now.saturating_duration_since(t0).as_secs_f64()
-            }
-            _ => return,
+        let rtt = self.pending.take().map_or(rtt, |p| p.min(rtt));
+        let Some((t0, r0)) = self.prev else {
+            self.prev = Some((now, received));
+            self.last = Some(rtt);
+            return;
         };
+        if now < t0 + Self::STEP {
+            self.pending = Some(rtt);
+            return;
+        }
+        self.prev = Some((now, received));
+        self.last = Some(rtt);
+        let delivered = received.saturating_sub(r0) as f64 / now.saturating_duration_since(t0).as_secs_f64();
         let Some((base, current, queuing)) = self.delays() else { return };
         if let Some((left, saved)) = self.slowdown {
             self.slowdown = left.checked_sub(1).map(|l| (l, saved));
@@ -662,6 +683,30 @@ mod dynamic_tests {
         sim.run(0.0, 100_000.0, 300);
         let w = sim.c.window();
         assert!(w <= 2 * DelayController::START_WINDOW, "window {w} for 100 kB/s");
+    }
+
+    #[test]
+    fn samples_closer_than_a_step_are_folded_into_the_next() {
+        // Samples every millisecond while the agent reads 100 kB/s in 64 KiB
+        // gulps: a rate taken between two close samples would be 64 MB/s, and
+        // a step per sample would double the window a hundred times a second.
+        let mut c = DelayController::new();
+        let mut received = 0u64;
+        for ms in 0..30_000u64 {
+            if ms % 655 == 0 {
+                received += 65_536;
+            }
+            c.handle_rtt(Instant::from_micros(10_000_000 + ms * 1000), Duration::from_millis(20), received);
+        }
+        assert!(c.window() <= 2 * DelayController::START_WINDOW, "window {} for 100 kB/s", c.window());
+        // The smallest of the samples between two steps is the current delay.
+        let mut c = DelayController::new();
+        let t = Instant::from_secs(10);
+        c.handle_rtt(t, Duration::from_millis(20), 0);
+        c.handle_rtt(t + Duration::from_millis(30), Duration::from_millis(25), 0);
+        c.handle_rtt(t + Duration::from_millis(60), Duration::from_millis(40), 0);
+        c.handle_rtt(t + Duration::from_millis(100), Duration::from_millis(50), 0);
+        assert_eq!(c.delays().map(|d| d.1), Some(Duration::from_millis(25)));
     }
 
     #[test]
