@@ -22,8 +22,9 @@ const MAX_HEAD: usize = 16 * 1024;
 /// How long an idle connection is kept for the next request.
 pub const IDLE_KEEP: Duration = Duration::from_secs(5);
 
-/// The idle connection: `scheme://host:port`, when it went idle, the stream.
-type Idle = Arc<Mutex<Option<(String, Instant, BufReader<Stream>)>>>;
+/// The idle connection: `scheme://host:port`, when it went idle, the stream,
+/// the receive buffer set on it (none: the kernel autotunes it).
+type Idle = Arc<Mutex<Option<(String, Instant, BufReader<Stream>, Option<usize>)>>>;
 
 /// A parsed `http://` or `https://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +139,55 @@ fn set_int_option(tcp: &TcpStream, level: libc::c_int, name: libc::c_int, value:
         )
     };
     if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// What the kernel has measured on a connection's path (TCP_INFO).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathInfo {
+    /// The receiver's own RTT estimate, from the TCP timestamps the sender
+    /// echoes in its data (RFC 7323): the time from an ACK of ours to the
+    /// data sent in answer, so it includes the queue that data waited in at
+    /// the bottleneck (what receiver-side LEDBAT, RFC 9840, measures).
+    /// `None` before the first sample, and always when the connection has no
+    /// timestamps (then the kernel only keeps a lower bound, which cannot see
+    /// a queue).
+    pub rcv_rtt: Option<Duration>,
+    /// The connection uses TCP timestamps.
+    pub timestamps: bool,
+    /// The smoothed RTT of what the agent sent (handshake, requests).
+    pub rtt: Duration,
+}
+
+/// TCPI_OPT_TIMESTAMPS in `tcp_info.tcpi_options` (linux/tcp.h).
+const TCPI_OPT_TIMESTAMPS: u8 = 1;
+
+/// The kernel's measurements of `tcp` (TCP_INFO).
+#[allow(unsafe_code)]
+fn path_info(tcp: &TcpStream) -> io::Result<PathInfo> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: tcp_info is plain integers, so all-zero is a valid value.
+    let mut info = unsafe { std::mem::zeroed::<libc::tcp_info>() };
+    let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: a valid socket descriptor; the kernel writes at most `len`
+    // bytes into `info` and says how many in `len`.
+    let r = unsafe {
+        libc::getsockopt(
+            tcp.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let timestamps = info.tcpi_options & TCPI_OPT_TIMESTAMPS != 0;
+    Ok(PathInfo {
+        rcv_rtt: (timestamps && info.tcpi_rcv_rtt > 0).then(|| Duration::from_micros(info.tcpi_rcv_rtt.into())),
+        timestamps,
+        rtt: Duration::from_micros(info.tcpi_rtt.into()),
+    })
 }
 
 /// Set the receive buffer of `tcp` to `bytes` (SO_RCVBUF; the kernel doubles
@@ -308,12 +358,15 @@ impl Client {
     ) -> Result<Response, Error> {
         let key = format!("{}://{}:{}", if url.tls { "https" } else { "http" }, url.host, url.port);
         let keep = method == "GET" || method == "HEAD";
-        if keep && let Some(s) = self.take_idle(&key) {
+        if keep && let Some((s, rcvbuf)) = self.take_idle(&key) {
             if let Some(w) = window {
                 let _ = set_window_clamp(s.get_ref().tcp(), w);
             }
             match self.exchange(s, method, url, headers, body, Some(&key)) {
-                Ok(r) => return Ok(r),
+                Ok(mut r) => {
+                    r.rcvbuf = rcvbuf;
+                    return Ok(r);
+                }
                 // Closed by the server while idle: a fresh connection.
                 Err(e) => log::debug!(target: "outpost", "{url}: idle connection gone ({e}); reconnecting"),
             }
@@ -324,9 +377,9 @@ impl Client {
 
     /// The idle connection to `key`, if there is one young enough.
     #[allow(clippy::disallowed_methods)] // connection age: runtime glue
-    fn take_idle(&self, key: &str) -> Option<BufReader<Stream>> {
-        let (k, at, s) = self.idle.lock().ok()?.take()?;
-        (k == key && at.elapsed() < IDLE_KEEP).then_some(s)
+    fn take_idle(&self, key: &str) -> Option<(BufReader<Stream>, Option<usize>)> {
+        let (k, at, s, rcvbuf) = self.idle.lock().ok()?.take()?;
+        (k == key && at.elapsed() < IDLE_KEEP).then_some((s, rcvbuf))
     }
 
     /// Send one request on `s` and read the response head. With `keep`, the
@@ -394,7 +447,7 @@ pub struct Response {
     keep_alive: bool,
     /// Where the connection goes when the body has been read.
     idle: Option<(Idle, String)>,
-    /// The receive buffer last set on the connection.
+    /// The receive buffer last set on the connection (none: autotuned).
     rcvbuf: Option<usize>,
 }
 
@@ -456,14 +509,29 @@ impl Response {
         set_window_clamp(self.stream.get_ref().tcp(), bytes)
     }
 
+    /// What the kernel has measured on this connection's path.
+    pub fn path_info(&self) -> io::Result<PathInfo> {
+        path_info(self.stream.get_ref().tcp())
+    }
+
     /// Set the connection's receive buffer to `bytes` (a system call only
-    /// when it changes).
+    /// when it changes). The kernel stops autotuning it for good.
     pub fn set_recv_buffer(&mut self, bytes: usize) -> io::Result<()> {
         if self.rcvbuf != Some(bytes) {
             set_recv_buffer(self.stream.get_ref().tcp(), bytes)?;
             self.rcvbuf = Some(bytes);
         }
         Ok(())
+    }
+
+    /// No bound on the receive buffer from now on: a buffer that was set
+    /// goes to the largest the system allows, and the connection is not
+    /// kept, so the next request gets a new one the kernel autotunes.
+    pub fn unlock_recv_buffer(&mut self) {
+        if self.rcvbuf.take().is_some() {
+            let _ = set_recv_buffer(self.stream.get_ref().tcp(), usize::MAX);
+            self.idle = None;
+        }
     }
 
     /// Done with this response: when its body has been read to the end and
@@ -477,7 +545,7 @@ impl Response {
             && self.stream.buffer().is_empty()
             && let Ok(mut slot) = idle.lock()
         {
-            *slot = Some((key, Instant::now(), self.stream));
+            *slot = Some((key, Instant::now(), self.stream, self.rcvbuf));
         }
     }
 
@@ -644,6 +712,78 @@ mod tests {
             r.release();
         }
         server.join().unwrap(); // two connections for three requests, or the third times out
+    }
+
+    #[test]
+    fn the_receivers_rtt_comes_from_the_timestamps_the_server_echoes() {
+        // Dynamic mode's delay signal: if TCP_INFO stops giving it, the agent
+        // must notice (no timestamps) and time connects instead.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut req = [0u8; 1024];
+            let _ = s.read(&mut req).unwrap();
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4000000\r\n\r\n").unwrap();
+            s.write_all(&vec![7u8; 4_000_000]).unwrap();
+        });
+        let c = Client::new(TEST_CA, Duration::from_secs(5), Duration::from_secs(5)).unwrap();
+        let url = Url::parse(&format!("http://127.0.0.1:{port}/x")).unwrap();
+        let mut r = c.request("GET", &url, &[], &[]).unwrap();
+        assert_eq!(r.read_to_vec(4_000_000).unwrap().len(), 4_000_000);
+        server.join().unwrap();
+        let p = r.path_info().unwrap();
+        let stamped = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_timestamps").map_or(true, |v| v.trim() != "0");
+        assert_eq!(p.timestamps, stamped, "{p:?}");
+        if stamped {
+            let rtt = p.rcv_rtt.expect("4 MB over loopback with timestamps gives receiver RTT samples");
+            assert!(rtt < Duration::from_secs(1), "{p:?}");
+        } else {
+            assert_eq!(p.rcv_rtt, None);
+        }
+    }
+
+    #[test]
+    fn a_set_buffer_stays_with_the_kept_connection_until_it_is_unlocked() {
+        // A buffer that was set stops the kernel's autotuning for good: it
+        // goes back to the idle slot with the connection, and once the
+        // pacer lets go of it the connection is not kept.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = accepted.clone();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(s) = s else { return };
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                std::thread::spawn(move || {
+                    let mut r = BufReader::new(s.try_clone().unwrap());
+                    let mut s = s;
+                    loop {
+                        let mut line = String::new();
+                        while r.read_line(&mut line).unwrap_or(0) > 0 && !line.ends_with("\r\n\r\n") {}
+                        if line.is_empty() || s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let c = Client::new(TEST_CA, Duration::from_secs(5), Duration::from_secs(5)).unwrap();
+        let url = Url::parse(&format!("http://127.0.0.1:{port}/x")).unwrap();
+        let mut r = c.request("GET", &url, &[], &[]).unwrap();
+        r.set_recv_buffer(32 * 1024).unwrap();
+        assert_eq!(r.read_to_vec(10).unwrap(), b"ok");
+        r.release();
+        let mut r = c.request("GET", &url, &[], &[]).unwrap();
+        assert_eq!(r.rcvbuf, Some(32 * 1024), "the kept connection remembers its buffer");
+        r.unlock_recv_buffer();
+        assert_eq!(r.read_to_vec(10).unwrap(), b"ok");
+        r.release();
+        let mut r = c.request("GET", &url, &[], &[]).unwrap();
+        assert_eq!(r.rcvbuf, None);
+        assert_eq!(r.read_to_vec(10).unwrap(), b"ok");
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2, "a new connection after the unlock");
     }
 
     /// A CA made by `outpost-server init`; plain HTTP never uses it.

@@ -6,11 +6,19 @@
 //! waits for the token bucket, counts the bytes and moves the connection's
 //! window clamp. In dynamic mode the pacer feeds the detectors of
 //! [`crate::engine::throttle`]: the byte counters of the interface that routes
-//! to the fragment server every 100 ms, and RTT samples from a probe thread
-//! that times TCP connects to the fragment server every 100 ms (the SYN-ACK
-//! queues behind the download on the way back, so the connect time carries
-//! the queuing delay; it works with any HTTP server). The current rate and its
-//! reason go to `STATE/rate` for `outpost-agent status`.
+//! to the fragment server every 100 ms, and an RTT sample every 100 ms from
+//! the download connection itself: the kernel's receiver-side RTT, taken from
+//! the TCP timestamps the server echoes in its data, so it carries the queue
+//! that data waited in (RFC 9840's signal; no extra traffic). A server without
+//! TCP timestamps gets a probe thread instead, which times TCP connects to it
+//! every 100 ms (the SYN-ACK queues behind the download on the way back). The
+//! current rate and its reason go to `STATE/rate` for `outpost-agent status`.
+//!
+//! Under a hard cap the connection's receive buffer holds the cap over the
+//! path's RTT plus [`CAP_MARGIN`]: flow control then paces the sender at the
+//! cap, instead of letting it burst a fragment at line rate into a large
+//! buffer and sit idle (long enough to fall back to slow start) while the
+//! agent reads it.
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
@@ -30,8 +38,16 @@ use crate::engine::throttle::{Reason, Throttle, TokenBucket, Window};
 const COUNTER_PERIOD: Duration = Duration::from_millis(100);
 /// Least time between rewrites of `STATE/rate` for a new rate alone.
 const STATUS_PERIOD: Duration = Duration::from_secs(5);
-/// How often the probe thread times a connect.
-const PROBE_PERIOD: Duration = Duration::from_millis(100);
+/// How often the delay controller gets an RTT sample (from the connection,
+/// or from the probe thread's connects).
+const SAMPLE_PERIOD: Duration = Duration::from_millis(100);
+/// Under a cap, the receive buffer holds the cap over the RTT plus this: the
+/// agent's reads never wait for the sender, and the sender is never idle for
+/// longer than two RTTs plus this, under its retransmission timeout (at least
+/// RTT + 200 ms on Linux) for RTTs up to 150 ms, so it keeps its window.
+const CAP_MARGIN: Duration = Duration::from_millis(50);
+/// The smallest receive buffer the pacer sets.
+const MIN_RECV_BUFFER: u64 = 16 * 1024;
 
 /// The `[download]` settings the pacer needs.
 #[derive(Debug, Clone, Default)]
@@ -53,7 +69,13 @@ pub struct Pacer {
     net: SysNet,
     target: Option<SocketAddr>,
     iface: Option<String>,
+    /// Connect-time RTT samples, when the server has no TCP timestamps.
     probes: Option<Receiver<Duration>>,
+    /// The latest RTT sample from a download connection, not yet used.
+    conn_rtt: Option<Duration>,
+    next_sample: Instant,
+    /// The largest receive buffer a socket can be given (net.core.rmem_max).
+    rmem_max: u64,
     agent_rx: u64,
     next_counters: Instant,
     status_path: PathBuf,
@@ -87,6 +109,12 @@ impl Pacer {
             target: None,
             iface: None,
             probes: None,
+            conn_rtt: None,
+            next_sample: now,
+            rmem_max: std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(212_992),
             agent_rx: 0,
             next_counters: now,
             status_path: state_dir.join("rate"),
@@ -103,7 +131,7 @@ impl Pacer {
         self.throttle = t;
     }
 
-    /// Downloads now come from `addr`: watch its interface, probe its delay.
+    /// Downloads now come from `addr`: watch the interface that routes to it.
     fn set_target(&mut self, addr: SocketAddr) {
         if self.target == Some(addr) {
             return;
@@ -111,36 +139,45 @@ impl Pacer {
         self.target = Some(addr);
         self.iface = self.net.route_to(addr.ip()).ok().flatten();
         self.probes = None; // the old probe thread ends with its channel
-        if self.local.dynamic {
-            let (tx, rx) = channel();
-            let spawned = std::thread::Builder::new().name("outpost-probe".into()).spawn(move || {
-                let clock = StdClock::new();
-                loop {
-                    let t0 = clock.now();
-                    let ok = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok();
-                    let rtt = clock.now().saturating_duration_since(t0);
-                    if ok && tx.send(rtt).is_err() {
-                        return; // nobody listens any more
-                    }
-                    super::sleep(PROBE_PERIOD.saturating_sub(rtt));
+        self.conn_rtt = None;
+    }
+
+    /// The download connection to the target has no TCP timestamps, so it
+    /// cannot show the queue: time connects to the target instead.
+    fn start_probe(&mut self) {
+        let Some(addr) = self.target else { return };
+        if self.probes.is_some() {
+            return;
+        }
+        log::debug!(target: "outpost", "{addr}: no TCP timestamps, timing connects for the queuing delay");
+        let (tx, rx) = channel();
+        let spawned = std::thread::Builder::new().name("outpost-probe".into()).spawn(move || {
+            let clock = StdClock::new();
+            loop {
+                let t0 = clock.now();
+                let ok = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok();
+                let rtt = clock.now().saturating_duration_since(t0);
+                if ok && tx.send(rtt).is_err() {
+                    return; // nobody listens any more
                 }
-            });
-            if spawned.is_ok() {
-                self.probes = Some(rx);
+                super::sleep(SAMPLE_PERIOD.saturating_sub(rtt));
             }
+        });
+        if spawned.is_ok() {
+            self.probes = Some(rx);
         }
     }
 
     fn update(&mut self, now: Instant) {
         if self.throttle.dynamic {
-            if let Some(rx) = &self.probes {
-                // The smallest RTT since the last update: one sample per period.
-                if let Some(rtt) = rx.try_iter().min() {
-                    let d = &mut self.throttle.delay;
-                    d.handle_rtt(now, rtt, self.agent_rx);
-                    log::trace!(target: "outpost", "rtt {rtt:?}, base {:?}, window {}, received {}, share limit {:?}",
-                        d.delays().map(|d| d.0), d.window(), self.agent_rx, self.throttle.share.limit());
-                }
+            // From the connection, or the smallest of the probe's since the
+            // last update: one sample per period.
+            let sample = self.conn_rtt.take().or_else(|| self.probes.as_ref().and_then(|rx| rx.try_iter().min()));
+            if let Some(rtt) = sample {
+                let d = &mut self.throttle.delay;
+                d.handle_rtt(now, rtt, self.agent_rx);
+                log::trace!(target: "outpost", "rtt {rtt:?}, base {:?}, window {}, received {}, share limit {:?}",
+                    d.delays().map(|d| d.0), d.window(), self.agent_rx, self.throttle.share.limit());
             }
             if now >= self.next_counters {
                 self.next_counters = now + COUNTER_PERIOD;
@@ -203,12 +240,23 @@ impl Pacer {
     }
 
     /// Read a download's body at the allowed pace: wait for the token
-    /// bucket, read at most what it allows, count it, and move the
-    /// connection's window to where the delay controller has it.
+    /// bucket, read at most what it allows, count it, take an RTT sample
+    /// from the connection, and size the connection's window and buffer.
     pub fn read(&mut self, resp: &mut Response, buf: &mut [u8]) -> std::io::Result<usize> {
         let allowed = self.permit(buf.len());
         let n = resp.read(&mut buf[..allowed])?;
         self.consumed(n);
+        let paced = self.bucket.rate();
+        let path = if paced > 0 || self.throttle.dynamic { resp.path_info().ok() } else { None };
+        let now = self.clock.now();
+        if self.throttle.dynamic && n > 0 && now >= self.next_sample {
+            self.next_sample = now + SAMPLE_PERIOD;
+            match path {
+                Some(p) if !p.timestamps => self.start_probe(),
+                Some(p) => self.conn_rtt = p.rcv_rtt.or(self.conn_rtt),
+                None => {}
+            }
+        }
         if let Some(w) = self.window() {
             // Set again each time: the kernel's buffer autotuning raises the clamp.
             let _ = resp.set_window(w);
@@ -217,9 +265,20 @@ impl Pacer {
             // autotuned buffer let it go on at full speed for most of a
             // second. Paced, the buffer holds a quarter second at the rate,
             // so flow control follows the reads; otherwise it is roomy.
-            let paced = self.bucket.rate();
-            let size = if paced > 0 { (paced / 4).max(16 * 1024) } else { (4 * u64::from(w)).max(1 << 20) };
+            let size = if paced > 0 { (paced / 4).max(MIN_RECV_BUFFER) } else { (4 * u64::from(w)).max(1 << 20) };
             let _ = resp.set_recv_buffer(usize::try_from(size).unwrap_or(usize::MAX));
+        } else if paced == 0 {
+            // Unlimited now: back to the kernel's autotuning (on a new
+            // connection, if this one's buffer was set).
+            resp.unlock_recv_buffer();
+        } else if let Some(p) = path {
+            let rtt = p.rcv_rtt.map_or(p.rtt, |r| r.max(p.rtt));
+            match cap_recv_buffer(paced, rtt, self.rmem_max) {
+                Some(size) => {
+                    let _ = resp.set_recv_buffer(usize::try_from(size).unwrap_or(usize::MAX));
+                }
+                None => resp.unlock_recv_buffer(),
+            }
         }
         Ok(n)
     }
@@ -230,6 +289,17 @@ impl Pacer {
         self.bucket.consume(now, n as u64);
         self.agent_rx += n as u64;
     }
+}
+
+/// The receive buffer for a connection read at a cap of `rate` bytes/s over
+/// a path with this RTT: the rate over the RTT plus [`CAP_MARGIN`], at least
+/// [`MIN_RECV_BUFFER`]. `None` (leave it to the kernel's autotuning) when it
+/// would be larger than `rmem_max`: a buffer that is set cannot grow past
+/// that, while autotuning can.
+fn cap_recv_buffer(rate: u64, rtt: Duration, rmem_max: u64) -> Option<u64> {
+    let span = (rtt + CAP_MARGIN).as_micros();
+    let size = u64::try_from(u128::from(rate) * span / 1_000_000).unwrap_or(u64::MAX).max(MIN_RECV_BUFFER);
+    (size <= rmem_max).then_some(size)
 }
 
 /// `outpost-agent status`'s line about the rate, from `STATE/rate`.
@@ -244,5 +314,23 @@ pub fn status_line(state_dir: &std::path::Path, now_unix: u64) -> String {
     match rate {
         "0" => format!("download rate: unlimited (since {}s)", now_unix.saturating_sub(at)),
         r => format!("download rate: {r} B/s, limited by {why} (since {}s)", now_unix.saturating_sub(at)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn under_a_cap_the_buffer_holds_the_rtt_plus_a_margin_at_the_cap() {
+        let ms = Duration::from_millis;
+        // 500 kB/s over 40 ms + 50 ms.
+        assert_eq!(cap_recv_buffer(500_000, ms(40), 212_992), Some(45_000));
+        // Never below 16 KiB: a slow cap still fills a segment train.
+        assert_eq!(cap_recv_buffer(16_384, ms(1), 212_992), Some(MIN_RECV_BUFFER));
+        // A fast cap on a long path: more than a socket can be given, so the
+        // kernel keeps autotuning.
+        assert_eq!(cap_recv_buffer(100 << 20, ms(40), 212_992), None);
+        assert_eq!(cap_recv_buffer(2_000_000, ms(50), 4 << 20), Some(200_000));
     }
 }
