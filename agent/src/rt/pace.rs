@@ -15,7 +15,7 @@
 //! current rate and its reason go to `STATE/rate` for `outpost-agent status`.
 //!
 //! Under a hard cap the connection's receive buffer holds the cap over the
-//! path's RTT plus [`CAP_MARGIN`]: flow control then paces the sender at the
+//! path's RTT plus 50 ms: flow control then paces the sender at the
 //! cap, instead of letting it burst a fragment at line rate into a large
 //! buffer and sit idle (long enough to fall back to slow start) while the
 //! agent reads it.
@@ -264,9 +264,16 @@ impl Pacer {
             // push into the buffer while reads are paced: after a yield, an
             // autotuned buffer let it go on at full speed for most of a
             // second. Paced, the buffer holds a quarter second at the rate,
-            // so flow control follows the reads; otherwise it is roomy.
-            let size = if paced > 0 { (paced / 4).max(MIN_RECV_BUFFER) } else { (4 * u64::from(w)).max(1 << 20) };
-            let _ = resp.set_recv_buffer(usize::try_from(size).unwrap_or(usize::MAX));
+            // so flow control follows the reads. Otherwise the kernel
+            // autotunes it: a buffer that is set cannot grow past
+            // net.core.rmem_max (208 KiB on a default Debian), which would
+            // hold a long fat path below the link.
+            if paced > 0 {
+                let size = (paced / 4).max(MIN_RECV_BUFFER);
+                let _ = resp.set_recv_buffer(usize::try_from(size).unwrap_or(usize::MAX));
+            } else {
+                resp.unlock_recv_buffer();
+            }
         } else if paced == 0 {
             // Unlimited now: back to the kernel's autotuning (on a new
             // connection, if this one's buffer was set).
