@@ -108,12 +108,12 @@ mod tests {
     use super::*;
 
     /// A greedy reader taking what the bucket allows, in reads of at most
-    /// `read` bytes, for `secs` of virtual time. Returns bytes per 10 s window.
+    /// `read` bytes, for `secs` of virtual time. Returns bytes per 100 ms.
     fn drive(rate: u64, read: u64, secs: u64) -> Vec<u64> {
         let mut now = Instant::from_secs(1);
         let mut b = TokenBucket::new(rate, now);
         let end = now + Duration::from_secs(secs);
-        let mut windows = alloc::vec![0u64; (secs / 10) as usize];
+        let mut ticks = alloc::vec![0u64; (secs * 10) as usize];
         let start = now;
         while now < end {
             let n = b.budget(now).min(read);
@@ -122,22 +122,29 @@ mod tests {
                 continue;
             }
             b.consume(now, n);
-            let w = (now.saturating_duration_since(start).as_secs() / 10) as usize;
-            if let Some(slot) = windows.get_mut(w) {
+            let i = (now.saturating_duration_since(start).as_millis() / 100) as usize;
+            if let Some(slot) = ticks.get_mut(i) {
                 *slot += n;
             }
         }
-        windows
+        ticks
     }
 
     #[test]
     fn cap_holds_within_5_percent_over_every_10_s_window_from_16k_to_100m() {
+        // Every 10 s window, sliding in 100 ms steps, not only back to back ones.
         for rate in [16 * 1024, 100_000, 1_000_000, 20_000_000, 100 * 1024 * 1024] {
             for read in [1_000, 16 * 1024, 64 * 1024] {
-                for (i, got) in drive(rate, read, 60).into_iter().enumerate() {
+                let ticks = drive(rate, read, 40);
+                for (i, w) in ticks.windows(100).enumerate() {
+                    let got: u64 = w.iter().sum();
                     let want = rate * 10;
                     let err = (got as f64 - want as f64).abs() / want as f64;
-                    assert!(err <= 0.05, "rate {rate} read {read} window {i}: {got} vs {want} ({:.2} %)", err * 100.0);
+                    assert!(
+                        err <= 0.05,
+                        "rate {rate} read {read} window at {i}00 ms: {got} vs {want} ({:.2} %)",
+                        err * 100.0
+                    );
                 }
             }
         }
@@ -217,7 +224,7 @@ impl ShareDetector {
     /// Fraction of the interface rate left to the agent while yielding.
     /// opsi's intended 20 % let a foreground transfer keep only 77 % of its
     /// speed on the bench (`scripts/bench-bandwidth`, 20 Mbit/s); 5 % left
-    /// it 0.86–0.90 with the yield delay; 3 %.
+    /// it 0.86–0.90, and 3 % 0.92–0.93 (BENCHMARKS.md).
     pub const LIMIT_FRACTION: f64 = 0.03;
     /// Lowest limit, bytes/s.
     pub const FLOOR: u64 = 20_000;
