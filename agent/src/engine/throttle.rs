@@ -142,7 +142,8 @@ mod tests {
                     let err = (got as f64 - want as f64).abs() / want as f64;
                     assert!(
                         err <= 0.05,
-                        "rate {rate} read {read} window at {i}00 ms: {got} vs {want} ({:.2} %)",
+                        "rate {rate} read {read} window from {} ms: {got} vs {want} ({:.2} %)",
+                        i * 100,
                         err * 100.0
                     );
                 }
