@@ -247,21 +247,27 @@ impl PrologReply {
     /// Write the reply the way the OCS server's XML::Simple does.
     pub fn to_xml(&self) -> String {
         let mut s = String::from("<?xml version='1.0' encoding='UTF-8'?>\n<REPLY>\n");
-        if let Some(c) = &self.conf {
+        // The DOWNLOAD option carries the packages even without a CONF (the
+        // reader takes them so); found by the `ocs` fuzz target.
+        if self.conf.is_some() || !self.packs.is_empty() {
             s.push_str("  <OPTION>\n    <NAME>DOWNLOAD</NAME>\n");
+        }
+        if let Some(c) = &self.conf {
             s.push_str(&format!(
                 "    <PARAM TYPE=\"CONF\" ON=\"{}\" FRAG_LATENCY=\"{}\" CYCLE_LATENCY=\"{}\" PERIOD_LATENCY=\"{}\" PERIOD_LENGTH=\"{}\" TIMEOUT=\"{}\" EXECUTION_TIMEOUT=\"{}\" />\n",
                 c.on as u8, c.frag_latency, c.cycle_latency, c.period_latency, c.period_length, c.timeout, c.execution_timeout
             ));
-            for p in &self.packs {
-                s.push_str(&format!(
-                    "    <PARAM TYPE=\"PACK\" ID=\"{}\" INFO_LOC=\"{}\" PACK_LOC=\"{}\" CERT_PATH=\"INSTALL_PATH\" CERT_FILE=\"INSTALL_PATH/cacert.pem\" FORCE=\"{}\" SCHEDULE=\"\" POSTCMD=\"\" />\n",
-                    p.id,
-                    escape(&p.info_loc),
-                    escape(&p.pack_loc),
-                    p.force as u8
-                ));
-            }
+        }
+        for p in &self.packs {
+            s.push_str(&format!(
+                "    <PARAM TYPE=\"PACK\" ID=\"{}\" INFO_LOC=\"{}\" PACK_LOC=\"{}\" CERT_PATH=\"INSTALL_PATH\" CERT_FILE=\"INSTALL_PATH/cacert.pem\" FORCE=\"{}\" SCHEDULE=\"\" POSTCMD=\"\" />\n",
+                p.id,
+                escape(&p.info_loc),
+                escape(&p.pack_loc),
+                p.force as u8
+            ));
+        }
+        if self.conf.is_some() || !self.packs.is_empty() {
             s.push_str("  </OPTION>\n");
         }
         s.push_str(&format!(
@@ -410,5 +416,19 @@ mod tests {
         let bare = "<REPLY><OPTION><NAME>DOWNLOAD</NAME><PARAM TYPE=\"CONF\"/></OPTION></REPLY>";
         let c = PrologReply::parse(bare).unwrap().conf.unwrap();
         assert!(c.on && c.timeout == 30);
+    }
+
+    #[test]
+    fn packages_without_a_conf_are_written_too() {
+        // Found by the `ocs` fuzz target: the reader takes PACKs without a
+        // CONF, and the writer dropped them.
+        let r = PrologReply {
+            packs: alloc::vec![Pack { id: 9, info_loc: "h/d".into(), pack_loc: "h/d".into(), force: false }],
+            ..PrologReply::default()
+        };
+        assert_eq!(PrologReply::parse(&r.to_xml()).unwrap(), r);
+        let empty = PrologReply::default();
+        assert!(!empty.to_xml().contains("OPTION"));
+        assert_eq!(PrologReply::parse(&empty.to_xml()).unwrap(), empty);
     }
 }
