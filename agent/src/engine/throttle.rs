@@ -5,6 +5,9 @@
 //! [`TokenBucket::consume`], and when the budget is 0 sleeps until
 //! [`TokenBucket::ready_at`]. The burst is small (50 ms of the rate, at least
 //! 4 KiB: a quarter second at 16 KiB/s), so the rate holds over short windows too.
+//! Bytes that arrive without asking first (small control bodies: a poll
+//! reply, an info file, a manifest) are [`TokenBucket::charge`]d: they become
+//! a debt that later reads pay, so the cap covers them as well.
 
 use alloc::vec::Vec;
 use core::time::Duration;
@@ -22,6 +25,9 @@ pub struct TokenBucket {
     rate: u64,
     burst: u64,
     tokens: u64,
+    /// Bytes charged beyond the tokens there were: paid from the refill
+    /// before any new token.
+    debt: u64,
     /// Fractions of a byte (in byte·µs) carried between refills, so that
     /// small steps do not lose accuracy.
     carry: u64,
@@ -32,7 +38,7 @@ impl TokenBucket {
     /// A bucket of `rate` bytes/s (0: unlimited), full at `now`.
     pub fn new(rate: u64, now: Instant) -> Self {
         let burst = Self::burst_for(rate);
-        Self { rate, burst, tokens: burst, carry: 0, last: now }
+        Self { rate, burst, tokens: burst, debt: 0, carry: 0, last: now }
     }
 
     fn burst_for(rate: u64) -> u64 {
@@ -45,9 +51,13 @@ impl TokenBucket {
         self.rate
     }
 
-    /// Change the rate from `now` on (tokens held are kept, up to the new burst).
+    /// Change the rate from `now` on (tokens held are kept, up to the new
+    /// burst; a debt is kept while there is a rate to pay it at).
     pub fn set_rate(&mut self, now: Instant, rate: u64) {
         self.refill(now);
+        if rate == 0 {
+            self.debt = 0;
+        }
         self.rate = rate;
         self.burst = Self::burst_for(rate);
         self.tokens = self.tokens.min(self.burst);
@@ -61,9 +71,12 @@ impl TokenBucket {
         }
         let dt = dt.as_micros();
         let acc = u128::from(self.carry) + dt * u128::from(self.rate);
-        let add = acc / 1_000_000;
+        let mut add = u64::try_from(acc / 1_000_000).unwrap_or(u64::MAX);
         self.carry = (acc % 1_000_000) as u64;
-        self.tokens = self.tokens.saturating_add(u64::try_from(add).unwrap_or(u64::MAX)).min(self.burst);
+        let pay = add.min(self.debt);
+        self.debt -= pay;
+        add -= pay;
+        self.tokens = self.tokens.saturating_add(add).min(self.burst);
         if self.tokens == self.burst {
             self.carry = 0;
         }
@@ -87,6 +100,18 @@ impl TokenBucket {
         self.tokens = self.tokens.saturating_sub(n);
     }
 
+    /// `n` bytes arrived at `now` without asking the bucket first: they take
+    /// the tokens there are, and the rest is a debt that later reads pay.
+    pub fn charge(&mut self, now: Instant, n: u64) {
+        if self.rate == 0 {
+            return;
+        }
+        self.refill(now);
+        let take = n.min(self.tokens);
+        self.tokens -= take;
+        self.debt = self.debt.saturating_add(n - take);
+    }
+
     /// When at least `want` bytes (capped to the burst) will be available.
     pub fn ready_at(&mut self, now: Instant, want: u64) -> Instant {
         if self.rate == 0 {
@@ -97,7 +122,8 @@ impl TokenBucket {
         if self.tokens >= want {
             return now;
         }
-        let missing = u128::from(want - self.tokens) * 1_000_000 - u128::from(self.carry);
+        // A debt exists only with no tokens left: it is paid first.
+        let missing = (u128::from(want - self.tokens) + u128::from(self.debt)) * 1_000_000 - u128::from(self.carry);
         let micros = missing.div_ceil(u128::from(self.rate));
         now + Duration::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
     }
@@ -149,6 +175,36 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn bytes_charged_without_asking_are_paid_by_later_reads() {
+        // 100 kB/s. A 300 kB manifest arrives unpaced, then fragments are
+        // read greedily: over 10 s the agent still gets 1 MB in all, not 1.3.
+        let t0 = Instant::from_secs(1);
+        let mut b = TokenBucket::new(100_000, t0);
+        b.charge(t0, 300_000);
+        assert_eq!(b.budget(t0), 0);
+        let (mut now, mut got) = (t0, 300_000u64);
+        while now < t0 + Duration::from_secs(10) {
+            let n = b.budget(now).min(16 * 1024);
+            if n == 0 {
+                now = b.ready_at(now, 16 * 1024);
+                continue;
+            }
+            b.consume(now, n);
+            got += n;
+        }
+        let err = (got as f64 - 1_000_000.0).abs() / 1_000_000.0;
+        assert!(err <= 0.05, "{got} bytes in 10 s at 100 kB/s");
+        // A charge within the tokens there are is no debt; none when unlimited.
+        let mut c = TokenBucket::new(100_000, t0);
+        c.charge(t0, 1_000);
+        assert_eq!(c.budget(t0), 4_000);
+        c.set_rate(t0, 0);
+        c.charge(t0, 1 << 30);
+        c.set_rate(t0, 100_000);
+        assert_eq!(c.ready_at(t0, 5_000), t0 + Duration::from_millis(10), "no debt left from unlimited time");
     }
 
     #[test]

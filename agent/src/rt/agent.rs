@@ -204,6 +204,7 @@ impl Agent {
             .request("POST", &url, &headers, body.as_bytes())
             .map_err(|e| AgentError::Server(e.to_string()))?;
         let body = r.read_to_vec(MAX_CONTROL_LEN).map_err(|e| AgentError::Server(e.to_string()))?;
+        self.pacer.borrow_mut().charge(body.len());
         match r.status {
             200 => Ok(body),
             401 => Err(AgentError::Server(format!(
@@ -462,7 +463,11 @@ impl Agent {
                         Ok(u) => u,
                         Err(e) => return Ok(Err(Step::Later(e.to_string()))),
                     };
-                    match self.client.get_small(&url, &[], max) {
+                    let got_small = self.client.get_small(&url, &[], max);
+                    if let Ok((_, body)) = &got_small {
+                        self.pacer.borrow_mut().charge(body.len());
+                    }
+                    match got_small {
                         Ok((200, body)) => got.push(body),
                         Ok((status, _)) => {
                             log::error!(target: "outpost", "package {id}: {url} answered {status}");

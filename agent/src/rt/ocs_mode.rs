@@ -124,6 +124,7 @@ impl OcsEnv for RealEnv {
         let headers = [("Content-Type", "application/x-compress"), ("Pragma", "no-cache")];
         let mut r = self.client.request("POST", url, &headers, body).map_err(|e| e.to_string())?;
         let body = r.read_to_vec(MAX_CONTROL_LEN * 32).map_err(|e| e.to_string())?;
+        self.pacer.charge(body.len());
         Ok((r.status, body))
     }
 

@@ -290,6 +290,16 @@ impl Pacer {
         Ok(n)
     }
 
+    /// `n` bytes of a body that was read without the pacer (a poll reply, an
+    /// info file, a manifest): the cap covers them too, as a debt later
+    /// downloads pay, and the share detector counts them as the agent's.
+    pub fn charge(&mut self, n: usize) {
+        let now = self.clock.now();
+        self.update(now);
+        self.bucket.charge(now, n as u64);
+        self.agent_rx += n as u64;
+    }
+
     /// `n` bytes were read.
     fn consumed(&mut self, n: usize) {
         let now = self.clock.now();
