@@ -7,7 +7,7 @@
 //! ```text
 //!   agent runtime ──► Clock       ──► linux::StdClock   | sim::SimClock
 //!                 ──► DiskSpace   ──► linux::LinuxDisk  | sim::SimDisk
-//!                 ──► DurableStore──► linux::DirStore   | sim::SimDisk
+//!                 ──► BlockStore  ──► linux::DirBlocks  | sim::SimBlocks
 //!                 ──► Notifier    ──► linux::CommandNotifier | sim::SimNotifier
 //!                 ──► NetMonitor  ──► linux::SysNet     | sim::SimNet
 //!                 ──► Power       ──► linux::LinuxPower | sim::SimPower

@@ -7,7 +7,7 @@ use alloc::vec::Vec;
 use core::cell::Cell;
 use core::time::Duration;
 
-use crate::storage::{DiskSpace, DurableStore, SpaceInfo};
+use crate::storage::{DiskSpace, SpaceInfo};
 use crate::time::{Clock, Instant};
 use crate::{ErrorKind, ErrorType};
 
@@ -44,43 +44,30 @@ impl Clock for SimClock {
     }
 }
 
-/// A disk of named objects with a capacity and a power switch.
-///
-/// `write_atomic` is durable when it returns. `power_cut_after(n)` makes the
-/// n-th following write fail with [`ErrorKind::PowerLoss`] without effect;
-/// the objects written before it survive.
-#[derive(Debug, Default)]
+/// A filesystem's space, set by the test: a disk that fills up, or gets
+/// space back.
+#[derive(Debug, Default, Clone)]
 pub struct SimDisk {
-    objects: BTreeMap<String, Vec<u8>>,
-    capacity: u64,
-    writes: u64,
-    bytes_written: u64,
-    cut_after: Option<u64>,
+    total: u64,
+    available: u64,
+    /// Fail every `space` call (a filesystem that cannot be asked).
+    broken: bool,
 }
 
 impl SimDisk {
     /// An empty disk of `capacity` bytes.
     pub fn new(capacity: u64) -> Self {
-        Self { capacity, ..Self::default() }
+        Self { total: capacity, available: capacity, broken: false }
     }
 
-    /// Change the capacity (a disk that fills up or gets space back).
-    pub fn set_capacity(&mut self, capacity: u64) {
-        self.capacity = capacity;
+    /// Make `available` bytes free (at most the capacity).
+    pub fn set_available(&mut self, available: u64) {
+        self.available = available.min(self.total);
     }
 
-    /// Cut the power at the n-th write from now (0 = the next one).
-    pub fn power_cut_after(&mut self, n: u64) {
-        self.cut_after = Some(n);
-    }
-
-    /// Number of successful writes and bytes written so far.
-    pub fn write_stats(&self) -> (u64, u64) {
-        (self.writes, self.bytes_written)
-    }
-
-    fn used(&self) -> u64 {
-        self.objects.values().map(|v| v.len() as u64).sum()
+    /// Make the next `space` calls fail (`true`) or answer again (`false`).
+    pub fn set_broken(&mut self, broken: bool) {
+        self.broken = broken;
     }
 }
 
@@ -90,39 +77,10 @@ impl ErrorType for SimDisk {
 
 impl DiskSpace for SimDisk {
     fn space(&mut self) -> Result<SpaceInfo, ErrorKind> {
-        Ok(SpaceInfo { total: self.capacity, available: self.capacity.saturating_sub(self.used()) })
-    }
-}
-
-impl DurableStore for SimDisk {
-    fn write_atomic(&mut self, name: &str, data: &[u8]) -> Result<(), ErrorKind> {
-        if let Some(n) = self.cut_after {
-            if n == 0 {
-                self.cut_after = None;
-                return Err(ErrorKind::PowerLoss);
-            }
-            self.cut_after = Some(n - 1);
+        if self.broken {
+            return Err(ErrorKind::Io);
         }
-        let old = self.objects.get(name).map_or(0, |v| v.len() as u64);
-        if self.used() - old + data.len() as u64 > self.capacity {
-            return Err(ErrorKind::StorageFull);
-        }
-        self.objects.insert(name.to_string(), data.to_vec());
-        self.writes += 1;
-        self.bytes_written += data.len() as u64;
-        Ok(())
-    }
-
-    fn read(&mut self, name: &str, out: &mut Vec<u8>) -> Result<(), ErrorKind> {
-        let v = self.objects.get(name).ok_or(ErrorKind::NotFound)?;
-        out.clear();
-        out.extend_from_slice(v);
-        Ok(())
-    }
-
-    fn remove(&mut self, name: &str) -> Result<(), ErrorKind> {
-        self.objects.remove(name);
-        Ok(())
+        Ok(SpaceInfo { total: self.total, available: self.available })
     }
 }
 
@@ -492,22 +450,12 @@ mod tests {
     #[test]
     fn disk_full_then_space_returns() {
         let mut d = SimDisk::new(10);
-        d.write_atomic("a", b"12345678").unwrap();
-        assert_eq!(d.write_atomic("b", b"123"), Err(ErrorKind::StorageFull));
-        d.set_capacity(20);
-        d.write_atomic("b", b"123").unwrap();
-        assert_eq!(d.space().unwrap().available, 9);
-    }
-
-    #[test]
-    fn power_cut_keeps_old_content() {
-        let mut d = SimDisk::new(100);
-        d.write_atomic("s", b"old").unwrap();
-        d.power_cut_after(0);
-        assert_eq!(d.write_atomic("s", b"new"), Err(ErrorKind::PowerLoss));
-        let mut out = Vec::new();
-        d.read("s", &mut out).unwrap();
-        assert_eq!(out, b"old");
+        d.set_available(0);
+        assert_eq!(d.space().unwrap(), SpaceInfo { total: 10, available: 0 });
+        d.set_available(99);
+        assert_eq!(d.space().unwrap().available, 10, "never more than the capacity");
+        d.set_broken(true);
+        assert!(d.space().is_err());
     }
 
     #[test]

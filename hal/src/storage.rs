@@ -1,6 +1,5 @@
-//! Storage: free space of the state directory's filesystem, and durable writes.
-
-use alloc::vec::Vec;
+//! Storage: free space of the state directory's filesystem, and files written
+//! at offsets whose durability is explicit (`sync`).
 
 use crate::ErrorType;
 
@@ -17,21 +16,6 @@ pub struct SpaceInfo {
 pub trait DiskSpace: ErrorType {
     /// Current total and available bytes.
     fn space(&mut self) -> Result<SpaceInfo, Self::Error>;
-}
-
-/// Small named objects written durably: after `write_atomic` returns, the new
-/// content survives a power cut, and a cut during the call leaves either the
-/// old or the new content, never a mix.
-///
-/// Names are single path components (no `/`), relative to the store's root.
-pub trait DurableStore: ErrorType {
-    /// Replace the object `name` with `data` atomically and durably
-    /// (write a temporary, sync it, rename over, sync the directory).
-    fn write_atomic(&mut self, name: &str, data: &[u8]) -> Result<(), Self::Error>;
-    /// Read the whole object into `out` (cleared first). `NotFound` if absent.
-    fn read(&mut self, name: &str, out: &mut Vec<u8>) -> Result<(), Self::Error>;
-    /// Remove the object durably; absent objects are not an error.
-    fn remove(&mut self, name: &str) -> Result<(), Self::Error>;
 }
 
 /// Files addressed by name (one path component), written at offsets.
@@ -77,17 +61,5 @@ impl<T: BlockStore + ?Sized> BlockStore for &mut T {
 impl<T: DiskSpace + ?Sized> DiskSpace for &mut T {
     fn space(&mut self) -> Result<SpaceInfo, Self::Error> {
         (**self).space()
-    }
-}
-
-impl<T: DurableStore + ?Sized> DurableStore for &mut T {
-    fn write_atomic(&mut self, name: &str, data: &[u8]) -> Result<(), Self::Error> {
-        (**self).write_atomic(name, data)
-    }
-    fn read(&mut self, name: &str, out: &mut Vec<u8>) -> Result<(), Self::Error> {
-        (**self).read(name, out)
-    }
-    fn remove(&mut self, name: &str) -> Result<(), Self::Error> {
-        (**self).remove(name)
     }
 }

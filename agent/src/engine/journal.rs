@@ -4,7 +4,7 @@
 //!  "OPJ1" | kind (u8) | body length (u32 LE) | postcard body | crc32 (LE) of all before
 //! ```
 //!
-//! Records are written whole through `DurableStore::write_atomic` (temporary
+//! Records are written whole through `outpost_hal::linux::write_atomic` (temporary
 //! file, sync, rename, sync), so the only valid copy is never overwritten in
 //! place. Decoding garbage returns an error, never panics.
 

@@ -22,9 +22,10 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::time::Duration;
 
-use outpost_hal::linux::{CommandNotifier, DirBlocks, LinuxPower, RebootMethod, space_of};
+use outpost_hal::linux::{CommandNotifier, DirBlocks, LinuxDisk, LinuxPower, RebootMethod};
 use outpost_hal::notify::Answer;
 use outpost_hal::power::{Power, RebootDecision, decide};
+use outpost_hal::storage::DiskSpace;
 use ring::rand::SecureRandom;
 
 use super::config::Config;
@@ -553,14 +554,8 @@ impl Agent {
 
         // Space: what is left to fetch, plus room to unpack, plus a margin.
         let left = dl.total() - dl.have();
-        if let Ok(space) = space_of(self.store.root())
-            && !plan::fits(space.available, left + manifest.archive_size, manifest.archive_size)
-        {
-            return Ok(Step::OutOfSpace(format!(
-                "needs {} bytes, {} available",
-                left + manifest.archive_size,
-                space.available
-            )));
+        if let Some(why) = lacks_space(&mut LinuxDisk::new(self.store.root()), left, manifest.archive_size) {
+            return Ok(Step::OutOfSpace(why));
         }
         if dl.have() > 0 && !dl.is_complete() {
             log::info!(target: "outpost", "package {id}: resuming at byte {} of {}", dl.have(), dl.total());
@@ -833,4 +828,38 @@ pub(crate) fn verify_and_unpack(
 fn bad_location(id: u64, e: &http::Error) -> StatusCode {
     log::error!(target: "outpost", "package {id}: unusable fragment location: {e}");
     StatusCode::ErrDownloadPack
+}
+
+/// Why a download of `left` more bytes, for an archive of `archive` bytes
+/// (unpacked beside it), does not fit on `disk` now; `None` when it fits, or
+/// when the disk cannot be asked (the writes will tell).
+fn lacks_space<D: DiskSpace>(disk: &mut D, left: u64, archive: u64) -> Option<String> {
+    let space = disk.space().ok()?;
+    let needed = left.saturating_add(archive);
+    (!plan::fits(space.available, needed, archive))
+        .then(|| format!("needs {needed} bytes, {} available", space.available))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use outpost_hal::sim::SimDisk;
+
+    #[test]
+    fn space_check_reads_the_disk_through_the_hal() {
+        const MIB: u64 = 1 << 20;
+        let mut disk = SimDisk::new(1024 * MIB);
+        // 10 MiB left of a 100 MiB archive: 110 MiB plus the 16 MiB margin.
+        assert_eq!(lacks_space(&mut disk, 10 * MIB, 100 * MIB), None);
+        disk.set_available(120 * MIB);
+        assert_eq!(
+            lacks_space(&mut disk, 10 * MIB, 100 * MIB).as_deref(),
+            Some("needs 115343360 bytes, 125829120 available")
+        );
+        disk.set_available(126 * MIB);
+        assert_eq!(lacks_space(&mut disk, 10 * MIB, 100 * MIB), None);
+        disk.set_available(0);
+        disk.set_broken(true);
+        assert_eq!(lacks_space(&mut disk, 10 * MIB, 100 * MIB), None, "a disk that cannot be asked does not stop it");
+    }
 }

@@ -1,11 +1,10 @@
 //! Durable writes on a real filesystem: data → fsync → rename → fsync(dir).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::{self, Write};
+use std::path::Path;
 
-use crate::storage::DurableStore;
-use crate::{Error, ErrorKind, ErrorType};
+use crate::{Error, ErrorKind};
 
 /// An `std::io::Error` with a HAL [`ErrorKind`].
 #[derive(Debug)]
@@ -58,58 +57,12 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     sync_dir(parent)
 }
 
-/// A [`DurableStore`] over one directory.
-#[derive(Debug, Clone)]
-pub struct DirStore {
-    root: PathBuf,
-}
-
-impl DirStore {
-    /// A store rooted at `root`, created if missing.
-    pub fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
-        let root = root.into();
-        fs::create_dir_all(&root)?;
-        Ok(Self { root })
-    }
-
-    fn path(&self, name: &str) -> Result<PathBuf, IoError> {
-        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-            return Err(IoError(io::Error::new(io::ErrorKind::InvalidInput, "bad object name")));
-        }
-        Ok(self.root.join(name))
-    }
-}
-
-impl ErrorType for DirStore {
-    type Error = IoError;
-}
-
-impl DurableStore for DirStore {
-    fn write_atomic(&mut self, name: &str, data: &[u8]) -> Result<(), IoError> {
-        Ok(write_atomic(&self.path(name)?, data)?)
-    }
-
-    fn read(&mut self, name: &str, out: &mut Vec<u8>) -> Result<(), IoError> {
-        out.clear();
-        File::open(self.path(name)?)?.read_to_end(out)?;
-        Ok(())
-    }
-
-    fn remove(&mut self, name: &str) -> Result<(), IoError> {
-        match fs::remove_file(self.path(name)?) {
-            Ok(()) => Ok(sync_dir(&self.root)?),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e.into()),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::linux::space_of;
 
-    fn tempdir(tag: &str) -> PathBuf {
+    fn tempdir(tag: &str) -> std::path::PathBuf {
         let d = std::env::temp_dir().join(format!("outpost-hal-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&d);
         fs::create_dir_all(&d).unwrap();
@@ -119,16 +72,11 @@ mod tests {
     #[test]
     fn write_atomic_replaces_and_leaves_no_temp() {
         let d = tempdir("atomic");
-        let mut s = DirStore::open(&d).unwrap();
-        s.write_atomic("state", b"one").unwrap();
-        s.write_atomic("state", b"two").unwrap();
-        let mut out = Vec::new();
-        s.read("state", &mut out).unwrap();
-        assert_eq!(out, b"two");
+        let p = d.join("state");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
         assert!(!d.join("state.tmp").exists());
-        s.remove("state").unwrap();
-        assert_eq!(s.read("state", &mut out).unwrap_err().kind(), ErrorKind::NotFound);
-        assert!(s.write_atomic("../escape", b"x").is_err());
         fs::remove_dir_all(&d).unwrap();
     }
 

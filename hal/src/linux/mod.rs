@@ -12,7 +12,7 @@ mod power;
 pub use blocks::DirBlocks;
 pub use clock::StdClock;
 pub use disk::{LinuxDisk, space_of};
-pub use fs::{DirStore, IoError, sync_dir, write_atomic};
+pub use fs::{IoError, sync_dir, write_atomic};
 pub use net::{SysNet, route4, route6};
 pub use notify::CommandNotifier;
 pub use power::{LinuxPower, RebootMethod, utmp_has_user};
