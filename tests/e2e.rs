@@ -277,9 +277,12 @@ fn zip_slip_and_tar_symlink_escape_give_err_build_and_write_nothing_outside() {
         &targz(&[Member::Symlink("up", "../../../../../../.."), Member::File("up/evil-rel", b"pwned", 0o644)]),
     );
     let tar_dotdot = write(&t.join("dotdot.tar.gz"), &targz(&[Member::File("../../evil-dotdot", b"pwned", 0o644)]));
+    // Each link looks inside on its own; `x` through `d/up` is the package's parent.
+    let tar_chain =
+        write(&t.join("chain.tar.gz"), &targz(&[Member::Symlink("d/up", ".."), Member::Symlink("x", "d/up/..")]));
     let cfg = srv.device_add("pc-1", t.path());
     let mut ids = Vec::new();
-    for arc in [&zip_slip, &tar_abs, &tar_rel, &tar_dotdot] {
+    for arc in [&zip_slip, &tar_abs, &tar_rel, &tar_dotdot, &tar_chain] {
         let id = srv.package_add(&["--file", arc, "--action", "execute", "--command", "touch ran"]);
         srv.assign(id, "pc-1", &[]);
         ids.push(id);

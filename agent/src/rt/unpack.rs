@@ -185,12 +185,29 @@ impl SafeTree {
         if depth == 0 {
             return Err(UnpackError::Unsafe("link member with an empty name".into()));
         }
-        // Lexical check from the link's directory (depth - 1 levels below root).
+        // Lexical check from the link's directory (depth - 1 levels below
+        // root). `..` may only lead the target: after a name it would climb
+        // out of whatever that name is, and a name may be (or later become)
+        // a link itself (`d/up -> ..` and `x -> d/up/..` put `x` outside;
+        // found by the `unpack` fuzz target's check). Leading `..`s climb
+        // real directories only (place() refuses links on a member's path),
+        // and names then only descend, so every link stays inside the tree.
         let mut level = depth as i64 - 1;
+        let mut descended = false;
         for c in target.components() {
             match c {
-                Component::Normal(_) => level += 1,
+                Component::Normal(_) => {
+                    level += 1;
+                    descended = true;
+                }
                 Component::CurDir => {}
+                Component::ParentDir if descended => {
+                    return Err(UnpackError::Unsafe(format!(
+                        "{} -> {}: '..' after a name in a link target",
+                        name.display(),
+                        target.display()
+                    )));
+                }
                 Component::ParentDir => {
                     level -= 1;
                     if level < 0 {
@@ -350,6 +367,30 @@ mod tests {
         assert_eq!(fs::read(d.join("target")).unwrap(), b"keep");
         assert_eq!(fs::metadata(root.join("f")).unwrap().permissions().mode() & 0o7777, 0o755);
         fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_link_through_a_link_cannot_climb_out() {
+        // Found by the `unpack` fuzz target: `d/up -> ..` is the root, so
+        // `x -> d/up/..` would be the root's parent, though each looks
+        // inside on its own. Either order of the two links.
+        for first_the_climber in [false, true] {
+            let d = tmp("chain");
+            let root = d.join("in");
+            let mut t = SafeTree::new(&root);
+            if first_the_climber {
+                assert!(t.symlink(Path::new("x"), Path::new("d/up/..")).is_err());
+            }
+            t.dir(Path::new("d"), None).unwrap();
+            t.symlink(Path::new("d/up"), Path::new("..")).unwrap();
+            assert!(t.symlink(Path::new("x"), Path::new("d/up/..")).is_err());
+            assert!(t.symlink(Path::new("y"), Path::new("d/./up/../..")).is_err());
+            // Leading `..`s and names that only descend stay allowed.
+            t.symlink(Path::new("d/e/back"), Path::new("../../d/up")).unwrap();
+            assert!(fs::canonicalize(root.join("d/e/back")).unwrap().starts_with(fs::canonicalize(&root).unwrap()));
+            assert!(!root.join("x").exists() && fs::symlink_metadata(root.join("x")).is_err());
+            fs::remove_dir_all(&d).unwrap();
+        }
     }
 
     #[test]
