@@ -371,7 +371,7 @@ mod tests {
 
     #[test]
     fn a_link_through_a_link_cannot_climb_out() {
-        // Found by the `unpack` fuzz target: `d/up -> ..` is the root, so
+        // Caught by the `unpack` fuzz target's check: `d/up -> ..` is the root, so
         // `x -> d/up/..` would be the root's parent, though each looks
         // inside on its own. Either order of the two links.
         for first_the_climber in [false, true] {
