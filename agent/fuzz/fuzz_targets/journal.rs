@@ -13,21 +13,9 @@ fn frame(k: u8, body: &[u8]) -> Vec<u8> {
     out.push(k);
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
     out.extend_from_slice(body);
-    let crc = crc32(&out);
+    let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
-}
-
-/// CRC-32 (IEEE), bitwise: the target does not depend on the agent's crc crate.
-fn crc32(data: &[u8]) -> u32 {
-    let mut c = !0u32;
-    for &b in data {
-        c ^= u32::from(b);
-        for _ in 0..8 {
-            c = if c & 1 != 0 { (c >> 1) ^ 0xedb8_8320 } else { c >> 1 };
-        }
-    }
-    !c
 }
 
 fn check<T: Record>(k: u8, bytes: &[u8]) {

@@ -249,7 +249,8 @@ impl PrologReply {
         let mut s = String::from("<?xml version='1.0' encoding='UTF-8'?>\n<REPLY>\n");
         // The DOWNLOAD option carries the packages even without a CONF (the
         // reader takes them so); found by the `ocs` fuzz target.
-        if self.conf.is_some() || !self.packs.is_empty() {
+        let download = self.conf.is_some() || !self.packs.is_empty();
+        if download {
             s.push_str("  <OPTION>\n    <NAME>DOWNLOAD</NAME>\n");
         }
         if let Some(c) = &self.conf {
@@ -267,7 +268,7 @@ impl PrologReply {
                 p.force as u8
             ));
         }
-        if self.conf.is_some() || !self.packs.is_empty() {
+        if download {
             s.push_str("  </OPTION>\n");
         }
         s.push_str(&format!(
