@@ -142,7 +142,7 @@ impl ServerConfig {
                 .ok_or_else(|| format!("server.toml: agents.full_speed_windows entry {w:?} is not HH:MM-HH:MM"))?;
         }
         for a in &self.ocs.allow {
-            crate::ocs::Cidr::parse(a)
+            crate::cidr::Cidr::parse(a)
                 .ok_or_else(|| format!("server.toml: ocs.allow entry {a:?} is not a CIDR network"))?;
         }
         Ok(())

@@ -12,7 +12,10 @@
 //!    └─► SQLite (DIR/state.db): devices, packages, assignments, statuses
 //! ```
 
+pub mod api;
+pub mod cidr;
 pub mod config;
+pub mod ct;
 pub mod db;
 pub mod http;
 pub mod ocs;

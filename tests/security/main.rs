@@ -1,0 +1,31 @@
+//! The security suite: one module per attack the outside review made on
+//! Outpost (issue "Nothing an attacker sends takes Outpost down or gets in"),
+//! each test named for the attack it makes and checked to fail on the code
+//! before its defence. SECURITY.md maps each defence to its test here.
+//!
+//! Server (real `outpost-server` processes on 127.0.0.1):
+//! 1. [`xml_bombs`]: deeply nested and attribute-heavy OCS bodies.
+//! 2. [`exhaustion`]: connection floods, stalled readers, descriptor limits,
+//!    DEVICEID floods, oversized histories.
+//! 3. [`ocs_kind`]: OCS queries writing to Outpost devices; empty ERR.
+//! 4. [`lockout`]: guessing device secrets and Basic credentials.
+//! 5. [`http_hygiene`]: smuggling-prone headers, HTTP/1.0 keep-alive,
+//!    close_notify, delayed-ACK stalls.
+//! 6. [`server_files`]: file modes, the CA key kept offline.
+//!
+//! Agent:
+//! 7. [`state_dir`]: a local user and a world-writable state directory.
+//! 8. [`bounded_reads`]: a fragment server that never ends its head.
+//! 9. [`unpack_bombs`]: sparse and many-member archives, mode bits.
+//! 10. [`digest_burst`]: a burst of corrupt answers is not a final failure.
+
+mod bounded_reads;
+mod digest_burst;
+mod exhaustion;
+mod http_hygiene;
+mod lockout;
+mod ocs_kind;
+mod server_files;
+mod state_dir;
+mod unpack_bombs;
+mod xml_bombs;
