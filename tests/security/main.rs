@@ -7,6 +7,7 @@
 //! 1. [`xml_bombs`]: deeply nested and attribute-heavy OCS bodies.
 //! 2. [`exhaustion`]: connection floods, stalled readers, descriptor limits,
 //!    DEVICEID floods, oversized histories.
+//!    [`ocs_flood`]: fake DEVICEID floods, oversized histories.
 //! 3. [`ocs_kind`]: OCS queries writing to Outpost devices; empty ERR.
 //! 4. [`lockout`]: guessing device secrets and Basic credentials.
 //! 5. [`http_hygiene`]: smuggling-prone headers, HTTP/1.0 keep-alive,
@@ -24,6 +25,7 @@ mod digest_burst;
 mod exhaustion;
 mod http_hygiene;
 mod lockout;
+mod ocs_flood;
 mod ocs_kind;
 mod server_files;
 mod state_dir;
