@@ -14,6 +14,10 @@ use core::fmt;
 
 use super::info::escape;
 
+pub mod scan;
+
+pub use scan::ScanError;
+
 /// Why an OCS message was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OcsError {
@@ -23,6 +27,9 @@ pub enum OcsError {
     Missing(&'static str),
     /// A field has a value out of its domain.
     Invalid(&'static str),
+    /// Refused before parsing: beyond a bound of nesting, attributes or
+    /// elements, or markup the bounds scan cannot follow ([`scan`]).
+    Shape(ScanError),
 }
 
 impl fmt::Display for OcsError {
@@ -31,6 +38,7 @@ impl fmt::Display for OcsError {
             Self::Xml(e) => write!(f, "malformed OCS XML: {e}"),
             Self::Missing(w) => write!(f, "OCS message lacks {w}"),
             Self::Invalid(w) => write!(f, "OCS message has an invalid {w}"),
+            Self::Shape(e) => write!(f, "OCS XML refused before parsing: {e}"),
         }
     }
 }
@@ -42,7 +50,10 @@ fn field<'a>(node: roxmltree::Node<'a, 'a>, name: &str) -> Option<&'a str> {
     node.attribute(name).or_else(|| node.children().find(|c| c.has_tag_name(name)).map(|c| c.text().unwrap_or("")))
 }
 
+/// Parse `xml` once [`scan::scan`] has found it within the bounds that keep
+/// roxmltree's recursion and duplicate-attribute check cheap.
 fn parse(xml: &str) -> Result<roxmltree::Document<'_>, OcsError> {
+    scan::scan(xml).map_err(OcsError::Shape)?;
     roxmltree::Document::parse(xml).map_err(|e| OcsError::Xml(e.to_string()))
 }
 
@@ -431,5 +442,26 @@ mod tests {
         let empty = PrologReply::default();
         assert!(!empty.to_xml().contains("OPTION"));
         assert_eq!(PrologReply::parse(&empty.to_xml()).unwrap(), empty);
+    }
+
+    #[test]
+    fn a_deeply_nested_prolog_reply_is_an_error_not_an_abort() {
+        // Before the bounds scan, roxmltree recursed once per level and this
+        // overflowed the stack: the agent's OCS mode aborted.
+        let bomb = alloc::format!("<REPLY>{}", "<OPTION>".repeat(200_000));
+        assert_eq!(PrologReply::parse(&bomb), Err(OcsError::Shape(ScanError::TooDeep)));
+        assert_eq!(
+            PrologReply::parse(&bomb).unwrap_err().to_string(),
+            "OCS XML refused before parsing: elements nested deeper than 64"
+        );
+        let request = alloc::format!("<REQUEST>{}", "<CONTENT>".repeat(200_000));
+        assert_eq!(Request::parse(&request), Err(OcsError::Shape(ScanError::TooDeep)));
+    }
+
+    #[test]
+    fn an_attribute_heavy_message_is_refused_before_parsing() {
+        let attrs: String = (0..50_000).map(|i| alloc::format!(" A{i}=\"\"")).collect();
+        let bomb = alloc::format!("<REQUEST{attrs}><DEVICEID>{DEV}</DEVICEID><QUERY>PROLOG</QUERY></REQUEST>");
+        assert_eq!(Request::parse(&bomb), Err(OcsError::Shape(ScanError::TooManyAttributesOnElement)));
     }
 }
