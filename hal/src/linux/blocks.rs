@@ -2,7 +2,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
 
 use super::{IoError, sync_dir};
@@ -38,7 +38,9 @@ impl DirBlocks {
         if self.open.as_ref().is_none_or(|(n, _)| n != name) {
             let path = self.root.join(name);
             let existed = path.exists();
-            let f = OpenOptions::new().read(true).write(true).create(create).truncate(false).open(&path)?;
+            let mut o = OpenOptions::new();
+            o.read(true).write(true).create(create).truncate(false).mode(0o600).custom_flags(libc::O_NOFOLLOW);
+            let f = o.open(&path)?;
             self.dir_dirty |= !existed;
             self.open = Some((name.to_string(), f));
         }

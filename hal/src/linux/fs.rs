@@ -1,7 +1,9 @@
 //! Durable writes on a real filesystem: data → fsync → rename → fsync(dir).
+//! No write or read here follows a symbolic link at the file's own name.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::{Error, ErrorKind};
@@ -41,15 +43,39 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Read the whole file at `path`, refusing (`ELOOP`) to follow a symbolic
+/// link at `path` itself.
+pub fn read_nofollow(path: &Path) -> io::Result<Vec<u8>> {
+    let mut f = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)?;
+    let mut v = Vec::new();
+    f.read_to_end(&mut v)?;
+    Ok(v)
+}
+
+/// A new file at `path`, mode 0600: `O_CREAT|O_EXCL|O_NOFOLLOW`, so nothing
+/// already there (a file, a link to one) is opened or followed.
+fn create_private(path: &Path) -> io::Result<File> {
+    OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(path)
+}
+
 /// Replace `path` with `data`: write `path.tmp`, fsync it, rename over
 /// `path`, fsync the parent directory. A crash leaves the old or the new file.
+/// The temporary is created afresh (mode 0600) and never through a link: one
+/// left by a crash, or planted, is unlinked first; the rename replaces a link
+/// at `path` instead of writing through it.
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| Path::new("."));
     let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
     tmp_name.push(".tmp");
     let tmp = parent.join(tmp_name);
     {
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+        let mut f = match create_private(&tmp) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                fs::remove_file(&tmp)?;
+                create_private(&tmp)?
+            }
+            r => r?,
+        };
         f.write_all(data)?;
         f.sync_all()?;
     }
@@ -77,6 +103,22 @@ mod tests {
         write_atomic(&p, b"two").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert!(!d.join("state.tmp").exists());
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn write_atomic_follows_no_planted_link() {
+        use std::os::unix::fs::{PermissionsExt, symlink};
+        let d = tempdir("nofollow");
+        let victim = d.join("victim");
+        fs::write(&victim, b"keep").unwrap();
+        symlink(&victim, d.join("state.tmp")).unwrap();
+        symlink(&victim, d.join("state")).unwrap();
+        assert_eq!(read_nofollow(&d.join("state")).unwrap_err().raw_os_error(), Some(libc::ELOOP));
+        write_atomic(&d.join("state"), b"new").unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"keep", "neither link was written through");
+        assert_eq!(read_nofollow(&d.join("state")).unwrap(), b"new");
+        assert_eq!(fs::metadata(d.join("state")).unwrap().permissions().mode() & 0o777, 0o600);
         fs::remove_dir_all(&d).unwrap();
     }
 
