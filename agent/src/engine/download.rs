@@ -314,6 +314,7 @@ mod tests {
             fragments: data.chunks(frag).map(|c| FragmentEntry { size: c.len() as u64, sha256: sha256(c) }).collect(),
             flags: 0,
             reboot_exit_codes: vec![],
+            unpacked: None,
         }
     }
 

@@ -30,3 +30,24 @@ pub const MAX_XML_ELEMENTS: usize = 262_144;
 /// Most attributes in one OCS XML message (real ones have a few: the
 /// agents' inventories use elements, the history one `ID` per package).
 pub const MAX_XML_ATTRIBUTES: usize = 65_536;
+/// Unpacked bytes allowed to a package whose size is not signed (OCS servers,
+/// manifests from before the size was recorded): 4 GiB, far above real
+/// packages (an office suite unpacks to about 1 GiB) yet a bound a gzip bomb
+/// (1,032:1 at best) or a GNU sparse member cannot pass.
+pub const MAX_UNPACKED_BYTES: u64 = 4 << 30;
+/// Members allowed to a package whose count is not signed: an office suite
+/// has about 10,000 files; 100,000 empty ones made from 620 KB was the attack.
+pub const MAX_UNPACKED_MEMBERS: u64 = 65_536;
+/// Longest member path or link target, in bytes: Linux's `PATH_MAX` is 4096
+/// for the whole path, of which the state directory takes a part.
+pub const MAX_MEMBER_PATH: usize = 1024;
+/// Most components in a member path: each costs a `lstat` per member, so a
+/// bound keeps a many-member archive from costing members × depth calls.
+pub const MAX_MEMBER_DEPTH: usize = 64;
+/// Archive bytes read for one member besides its data: headers, GNU long
+/// names and links, PAX records (the tar reader holds them in memory).
+pub const MAX_MEMBER_META: u64 = 64 * 1024;
+/// How long digest mismatches may go on (wall time since the first of an
+/// unbroken series) before the package ends `ERR_BAD_DIGEST`: a day outlasts
+/// a flaky proxy or a passing attacker on the fragment path; a burst never ends it.
+pub const DIGEST_GIVE_UP_SECS: u64 = 86_400;

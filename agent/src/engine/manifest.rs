@@ -8,6 +8,17 @@
 //! The manifest binds the info file (its SHA-256), the whole archive
 //! (SHA-256 and size) and every fragment (size and SHA-256). The agent runs
 //! nothing whose info file or bytes are not covered by a valid signature.
+//!
+//! Extensions follow the format-1 fields inside the body, in a fixed order;
+//! a decoder takes those it knows and ignores the rest (postcard stops at the
+//! last field it reads), so agents of every version read every manifest:
+//!
+//! ```text
+//!  body = format-1 fields | [Unpacked (size, members)]
+//! ```
+//!
+//! A manifest without [`Unpacked`] (built before it existed) gets the fixed
+//! bounds of [`crate::engine::limits`].
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -26,6 +37,19 @@ pub const SIGNATURE_LEN: usize = 64;
 
 /// Flag: request a reboot after a successful action.
 pub const FLAG_REBOOT: u32 = 1;
+/// Flag: keep group- and world-write bits from the archive (`package add
+/// --keep-modes`); without it they are dropped when unpacking.
+pub const FLAG_KEEP_MODES: u32 = 2;
+
+/// What the archive unpacks to, as `package add` counted it: the agent checks
+/// free space for `size` and stops unpacking past either number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unpacked {
+    /// Data bytes of every member (tar entries' sizes, zip entries' uncompressed sizes).
+    pub size: u64,
+    /// Members: every tar entry but extension headers; every zip entry.
+    pub members: u64,
+}
 
 /// One fragment as published: its size and SHA-256.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +84,10 @@ pub struct Manifest {
     /// Exit codes of the action that mean "installed, reboot required"
     /// (reported `SUCCESS_REBOOT_REQUIRED`, and a reboot is requested).
     pub reboot_exit_codes: Vec<i32>,
+    /// The first extension (after the format-1 fields); `None` in manifests
+    /// built before it existed.
+    #[serde(skip)]
+    pub unpacked: Option<Unpacked>,
 }
 
 /// Why a manifest was refused.
@@ -95,7 +123,10 @@ impl Manifest {
     /// The bytes to sign: magic, length, postcard body.
     pub fn signed_bytes(&self) -> Vec<u8> {
         // Serialising plain data into a Vec cannot fail.
-        let body = postcard::to_allocvec(self).unwrap_or_default();
+        let mut body = postcard::to_allocvec(self).unwrap_or_default();
+        if let Some(u) = &self.unpacked {
+            body.extend(postcard::to_allocvec(u).unwrap_or_default());
+        }
         let mut out = Vec::with_capacity(8 + body.len() + SIGNATURE_LEN);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&(body.len() as u32).to_le_bytes());
@@ -131,7 +162,11 @@ impl Manifest {
         if format != FORMAT {
             return Err(ManifestError::UnknownFormat(format));
         }
-        let m: Self = postcard::from_bytes(body).map_err(|_| ManifestError::Malformed)?;
+        let (mut m, ext): (Self, _) = postcard::take_from_bytes(body).map_err(|_| ManifestError::Malformed)?;
+        if !ext.is_empty() {
+            let (u, _later) = postcard::take_from_bytes(ext).map_err(|_| ManifestError::Malformed)?;
+            m.unpacked = Some(u);
+        }
         if m.fragments.len() > MAX_FRAGMENTS {
             return Err(ManifestError::TooLarge);
         }
@@ -158,6 +193,11 @@ impl Manifest {
     /// Whether a reboot is requested after a successful action.
     pub fn wants_reboot(&self) -> bool {
         self.flags & FLAG_REBOOT != 0
+    }
+
+    /// Whether group- and world-write bits from the archive are kept.
+    pub fn keeps_modes(&self) -> bool {
+        self.flags & FLAG_KEEP_MODES != 0
     }
 }
 
@@ -193,6 +233,7 @@ mod tests {
             ],
             flags: 0,
             reboot_exit_codes: alloc::vec![],
+            unpacked: Some(Unpacked { size: 300, members: 2 }),
         }
     }
 
@@ -225,6 +266,35 @@ mod tests {
         for i in 0..bytes.len() {
             assert!(Manifest::decode_verified(&bytes[..i], &pk()).is_err());
         }
+    }
+
+    #[test]
+    fn manifests_without_the_unpacked_extension_still_decode_and_old_agents_skip_it() {
+        let old = Manifest { unpacked: None, ..sample() };
+        let bytes = encode(&old);
+        assert_eq!(Manifest::decode_verified(&bytes, &pk()), Ok(old.clone()));
+        // What an agent from before the extension reads from a new manifest:
+        // the format-1 fields, with the extension left over.
+        let new = encode(&sample());
+        let body = &new[8..new.len() - SIGNATURE_LEN];
+        let (seen, rest) = postcard::take_from_bytes::<Manifest>(body).unwrap();
+        assert_eq!(seen, old);
+        assert_eq!(postcard::from_bytes::<Unpacked>(rest).unwrap(), Unpacked { size: 300, members: 2 });
+        // Later extensions are ignored; a broken one is refused.
+        let mut later = old.signed_bytes();
+        later.extend(postcard::to_allocvec(&Unpacked { size: 300, members: 2 }).unwrap());
+        later.extend([7, 7, 7]);
+        let len = (later.len() - 8) as u32;
+        later[4..8].copy_from_slice(&len.to_le_bytes());
+        let k = key();
+        later.extend_from_slice(k.sign(&later).as_ref());
+        assert_eq!(Manifest::decode_verified(&later, &pk()), Ok(sample()));
+        let mut broken = old.signed_bytes();
+        broken.push(0xff);
+        let len = (broken.len() - 8) as u32;
+        broken[4..8].copy_from_slice(&len.to_le_bytes());
+        broken.extend_from_slice(k.sign(&broken).as_ref());
+        assert_eq!(Manifest::decode_verified(&broken, &pk()), Err(ManifestError::Malformed));
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! Pure decisions: in which order to deploy, whether to deploy at all, what
-//! an action's outcome means, and whether a package fits on the disk.
+//! an action's outcome means, whether a package fits on the disk, and what
+//! its archive may unpack to.
 
 use outpost_hal::notify::{Answer, Notice, NoticeKind};
 
 use super::info::Info;
+use super::limits::{MAX_UNPACKED_BYTES, MAX_UNPACKED_MEMBERS};
+use super::manifest::Manifest;
 use super::proto::Offer;
 use super::status::StatusCode;
 
@@ -111,6 +114,43 @@ pub fn fits(available: u64, needed: u64, package_size: u64) -> bool {
     needed.saturating_add(space_margin(package_size)) <= available
 }
 
+/// What unpacking one archive may write, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnpackBounds {
+    /// Data bytes, at most (members' sizes as written).
+    pub bytes: u64,
+    /// Members, at most.
+    pub members: u64,
+    /// Keep group- and world-write bits (set-id and sticky bits never are).
+    pub keep_modes: bool,
+}
+
+impl UnpackBounds {
+    /// For an archive whose sizes nobody signed: the fixed bounds.
+    pub const UNSIGNED: Self = Self { bytes: MAX_UNPACKED_BYTES, members: MAX_UNPACKED_MEMBERS, keep_modes: false };
+
+    /// The permission bits kept from an archive member's mode.
+    pub fn mode_mask(&self) -> u32 {
+        if self.keep_modes { 0o777 } else { 0o755 }
+    }
+}
+
+/// The bounds of a package: what its signed manifest recorded, or the fixed
+/// ones (OCS servers have no manifest; older manifests did not record it).
+pub fn unpack_bounds(manifest: Option<&Manifest>) -> UnpackBounds {
+    let keep_modes = manifest.is_some_and(Manifest::keeps_modes);
+    match manifest.and_then(|m| m.unpacked) {
+        Some(u) => UnpackBounds { bytes: u.size, members: u.members, keep_modes },
+        None => UnpackBounds { keep_modes, ..UnpackBounds::UNSIGNED },
+    }
+}
+
+/// Bytes the unpacked tree will take: the recorded size, or the archive's
+/// own size when none was recorded (what the space check assumed before).
+pub fn unpacked_size(manifest: &Manifest) -> u64 {
+    manifest.unpacked.map_or(manifest.archive_size, |u| u.size)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,5 +213,32 @@ mod tests {
         assert_eq!(status_with_reboot_codes(Outcome::Exited(3), &[194]), StatusCode::ExitCode(3));
         assert!(fits(100 << 20, 50 << 20, 50 << 20));
         assert!(!fits(60 << 20, 50 << 20, 50 << 20));
+    }
+
+    #[test]
+    fn unpack_bounds_come_from_the_manifest_or_the_fixed_limits() {
+        use crate::engine::manifest::{FLAG_KEEP_MODES, FORMAT, Unpacked};
+        assert_eq!(unpack_bounds(None), UnpackBounds::UNSIGNED);
+        assert_eq!(UnpackBounds::UNSIGNED.mode_mask(), 0o755);
+        let mut m = Manifest {
+            format: FORMAT,
+            package_id: 1,
+            version: 1,
+            created: 0,
+            info_sha256: [0; 32],
+            archive_size: 10,
+            archive_sha256: [0; 32],
+            fragments: Vec::new(),
+            flags: 0,
+            reboot_exit_codes: Vec::new(),
+            unpacked: None,
+        };
+        assert_eq!(unpack_bounds(Some(&m)), UnpackBounds::UNSIGNED);
+        assert_eq!(unpacked_size(&m), 10);
+        m.unpacked = Some(Unpacked { size: 5000, members: 3 });
+        m.flags = FLAG_KEEP_MODES;
+        let b = unpack_bounds(Some(&m));
+        assert_eq!((b.bytes, b.members, b.mode_mask()), (5000, 3, 0o777));
+        assert_eq!(unpacked_size(&m), 5000);
     }
 }
