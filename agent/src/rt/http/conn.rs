@@ -1,0 +1,297 @@
+//! One connection: TCP (with the socket options the pacer moves), optionally
+//! rustls on top, and the stall meter that drops a server sending slower
+//! than [`MIN_RATE`] while the agent waits for it.
+
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
+
+use super::{Error, MIN_RATE, Url};
+
+/// An integer socket option on `tcp`, saturated to a C int.
+#[allow(unsafe_code)]
+fn set_int_option(tcp: &TcpStream, level: libc::c_int, name: libc::c_int, value: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let v = libc::c_int::try_from(value).unwrap_or(libc::c_int::MAX);
+    // SAFETY: a valid socket descriptor, a pointer to a live c_int and its size.
+    let r = unsafe {
+        libc::setsockopt(
+            tcp.as_raw_fd(),
+            level,
+            name,
+            (&v as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// What the kernel has measured on a connection's path (TCP_INFO).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathInfo {
+    /// The receiver's own RTT estimate, from the TCP timestamps the sender
+    /// echoes in its data (RFC 7323): the time from an ACK of ours to the
+    /// data sent in answer, so it includes the queue that data waited in at
+    /// the bottleneck (what receiver-side LEDBAT, RFC 9840, measures).
+    /// `None` before the first sample, and always when the connection has no
+    /// timestamps (then the kernel only keeps a lower bound, which cannot see
+    /// a queue).
+    pub rcv_rtt: Option<Duration>,
+    /// The connection uses TCP timestamps.
+    pub timestamps: bool,
+    /// The smoothed RTT of what the agent sent (handshake, requests).
+    pub rtt: Duration,
+}
+
+/// TCPI_OPT_TIMESTAMPS in `tcp_info.tcpi_options` (linux/tcp.h).
+const TCPI_OPT_TIMESTAMPS: u8 = 1;
+
+/// The kernel's measurements of `tcp` (TCP_INFO).
+#[allow(unsafe_code)]
+pub(super) fn path_info(tcp: &TcpStream) -> io::Result<PathInfo> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: tcp_info is plain integers, so all-zero is a valid value.
+    let mut info = unsafe { std::mem::zeroed::<libc::tcp_info>() };
+    let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: a valid socket descriptor; the kernel writes at most `len`
+    // bytes into `info` and says how many in `len`.
+    let r = unsafe {
+        libc::getsockopt(
+            tcp.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let timestamps = info.tcpi_options & TCPI_OPT_TIMESTAMPS != 0;
+    Ok(PathInfo {
+        rcv_rtt: (timestamps && info.tcpi_rcv_rtt > 0).then(|| Duration::from_micros(info.tcpi_rcv_rtt.into())),
+        timestamps,
+        rtt: Duration::from_micros(info.tcpi_rtt.into()),
+    })
+}
+
+/// Set the receive buffer of `tcp` to `bytes` (SO_RCVBUF; the kernel doubles
+/// it for its bookkeeping and stops autotuning it). Unlike the window clamp,
+/// it bounds the data the sender may push while the reader is paced.
+pub(super) fn set_recv_buffer(tcp: &TcpStream, bytes: usize) -> io::Result<()> {
+    set_int_option(tcp, libc::SOL_SOCKET, libc::SO_RCVBUF, bytes as u64)
+}
+
+/// Clamp the window `tcp` advertises to `bytes` (TCP_WINDOW_CLAMP): a
+/// receiver's way to bound the data in flight towards it, and so the queue
+/// it can build at a bottleneck (receiver-side LEDBAT). It can move at any
+/// time during a transfer; the kernel's receive-buffer autotuning raises the
+/// clamp as it grows the buffer, so callers set it again as they read.
+pub(super) fn set_window_clamp(tcp: &TcpStream, bytes: u32) -> io::Result<()> {
+    set_int_option(tcp, libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP, u64::from(bytes))
+}
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+/// A connection, plain or TLS, that meters its reads while a body is read:
+/// over every `window` (the I/O timeout) of time spent waiting in `read`,
+/// fewer than [`MIN_RATE`] bytes a second is a stall (`TimedOut`). Time the
+/// agent spends elsewhere (pacing, writing to disk) does not count, so a
+/// slow reader is never taken for a slow server.
+pub(super) struct Conn {
+    stream: Stream,
+    window: Duration,
+    metering: bool,
+    waited: Duration,
+    got: u64,
+}
+
+impl Conn {
+    /// The TCP socket under it.
+    pub(super) fn tcp(&self) -> &TcpStream {
+        match &self.stream {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => &s.sock,
+        }
+    }
+
+    /// Start (afresh) or stop metering: on for bodies, off for heads (they
+    /// have a deadline instead, which also covers the server's think time).
+    pub(super) fn meter(&mut self, on: bool) {
+        self.metering = on;
+        self.waited = Duration::ZERO;
+        self.got = 0;
+    }
+
+    /// Count one read that waited `waited` and got `n` bytes.
+    fn account(&mut self, waited: Duration, n: usize) -> io::Result<()> {
+        self.waited += waited;
+        self.got += n as u64;
+        if self.waited < self.window {
+            return Ok(());
+        }
+        let need = MIN_RATE.saturating_mul(u64::try_from(self.waited.as_millis()).unwrap_or(u64::MAX)) / 1000;
+        if self.got < need {
+            let e = Error::Stalled { what: "body", bytes: self.got, secs: self.waited.as_secs() };
+            return Err(io::Error::new(io::ErrorKind::TimedOut, e));
+        }
+        self.meter(true);
+        Ok(())
+    }
+}
+
+impl Read for Conn {
+    #[allow(clippy::disallowed_methods)] // the stall meter: runtime glue
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let started = self.metering.then(Instant::now);
+        let r = match &mut self.stream {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        };
+        if let Some(t) = started {
+            self.account(t.elapsed(), *r.as_ref().unwrap_or(&0))?;
+        }
+        r
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.stream {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.stream {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// Describe a TLS failure in one line a person can act on.
+fn explain_tls(host: &str, e: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    let why = match e {
+        rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => {
+            "its certificate is not signed by the configured CA (server.ca_cert)".to_string()
+        }
+        rustls::Error::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
+            format!("its certificate is not valid for the name {host:?}")
+        }
+        rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+            "its certificate has expired".to_string()
+        }
+        other => other.to_string(),
+    };
+    format!("TLS verification of {host} failed: {why}; nothing was downloaded from it")
+}
+
+/// How long to wait for a TCP connection, and for anything after it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Timeouts {
+    /// Per address tried.
+    pub connect: Duration,
+    /// Per read and write on the socket; also the deadline of a TLS
+    /// handshake and of a response head, and the stall meter's window.
+    pub io: Duration,
+}
+
+/// Connect to `url` (every address in turn), with the receive window
+/// clamped to `window` bytes from the start, and shake hands when it is TLS.
+#[allow(clippy::disallowed_methods)] // the handshake deadline: runtime glue
+pub(super) fn connect(tls: &Arc<ClientConfig>, url: &Url, window: Option<u32>, t: Timeouts) -> Result<Conn, Error> {
+    let addr = format!("{}:{}", url.host, url.port);
+    let addrs: Vec<_> =
+        (url.host.as_str(), url.port).to_socket_addrs().map_err(|e| Error::Connect(addr.clone(), e))?.collect();
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+    let mut tcp = None;
+    for a in addrs {
+        match TcpStream::connect_timeout(&a, t.connect) {
+            Ok(s) => {
+                tcp = Some(s);
+                break;
+            }
+            Err(e) => last = e,
+        }
+    }
+    let tcp = tcp.ok_or(Error::Connect(addr, last))?;
+    tcp.set_read_timeout(Some(t.io))?;
+    tcp.set_write_timeout(Some(t.io))?;
+    let _ = tcp.set_nodelay(true);
+    if let Some(w) = window {
+        set_window_clamp(&tcp, w)?;
+    }
+    let conn = |stream| Conn { stream, window: t.io, metering: false, waited: Duration::ZERO, got: 0 };
+    if !url.tls {
+        return Ok(conn(Stream::Plain(tcp)));
+    }
+    let name = ServerName::try_from(url.host.clone()).map_err(|_| Error::BadUrl(url.to_string()))?;
+    let session = ClientConnection::new(tls.clone(), name).map_err(|e| Error::Tls(e.to_string()))?;
+    let mut s = StreamOwned::new(session, tcp);
+    // rustls holds at most 64 KiB of a handshake message; the deadline
+    // stops a server that trickles one.
+    let started = Instant::now();
+    while s.conn.is_handshaking() {
+        if let Err(e) = s.conn.complete_io(&mut s.sock) {
+            let tls_err = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
+            return Err(match tls_err {
+                Some(te) => Error::Tls(explain_tls(&url.host, te)),
+                None => Error::Tls(format!("TLS handshake with {} failed: {e}", url.host)),
+            });
+        }
+        if started.elapsed() > t.io {
+            return Err(Error::Stalled { what: "TLS handshake", bytes: 0, secs: started.elapsed().as_secs() });
+        }
+    }
+    Ok(conn(Stream::Tls(Box::new(s))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    fn plain(window: Duration) -> (Conn, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = Url::parse(&format!("http://{}/", l.local_addr().unwrap())).unwrap();
+        let cfg = super::super::client::tests::tls_config();
+        let c = connect(&cfg, &url, None, Timeouts { connect: window, io: window }).unwrap();
+        (c, l.accept().unwrap().0)
+    }
+
+    #[test]
+    fn a_server_trickling_under_the_floor_stalls_and_a_fast_one_does_not() {
+        let (mut c, mut server) = plain(Duration::from_millis(300));
+        std::thread::spawn(move || {
+            for _ in 0..40 {
+                if server.write_all(b"x").is_err() {
+                    return;
+                }
+                crate::rt::sleep(Duration::from_millis(50));
+            }
+        });
+        c.meter(true);
+        let mut b = [0u8; 16];
+        let e = (0..40).find_map(|_| c.read(&mut b).err()).expect("a stall");
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(e.to_string().contains("body stalled"), "{e}");
+
+        let (mut c, mut server) = plain(Duration::from_millis(200));
+        std::thread::spawn(move || server.write_all(&vec![1u8; 1 << 20]));
+        c.meter(true);
+        let mut got = 0;
+        let mut b = vec![0u8; 4096];
+        while got < 1 << 20 {
+            got += c.read(&mut b).unwrap();
+        }
+    }
+}
