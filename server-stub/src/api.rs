@@ -1,7 +1,7 @@
 //! The routes: control API (poll, report), OCS endpoint, info, manifest and
 //! fragment files. Called by [`crate::serve`] once a request has been read.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
 use outpost_agent::engine::digest::hex;
@@ -10,7 +10,9 @@ use outpost_agent::engine::proto::{self, Offer, PollReply};
 
 use crate::ct::constant_time_eq;
 use crate::http::{self, Body, RangeAnswer, Request, Response};
+use crate::lockout::Scope;
 use crate::serve::{Side, State};
+use crate::time::unix_now;
 
 pub fn route(state: &State, req: &Request, side: Side, peer: SocketAddr) -> Response {
     let parts: Vec<&str> = req.path.split('/').collect();
@@ -18,8 +20,8 @@ pub fn route(state: &State, req: &Request, side: Side, peer: SocketAddr) -> Resp
         (_, ["", "ocsinventory"]) => {
             post_only(req, || crate::ocs::handle(state, &req.body, req.header("authorization"), peer.ip()))
         }
-        (Side::Https, ["", "api", "v1", "poll"]) => post_only(req, || poll(state, req)),
-        (Side::Https, ["", "api", "v1", "report"]) => post_only(req, || report(state, req)),
+        (Side::Https, ["", "api", "v1", "poll"]) => post_only(req, || poll(state, req, peer.ip())),
+        (Side::Https, ["", "api", "v1", "report"]) => post_only(req, || report(state, req, peer.ip())),
         (_, ["", "download", id, name]) => {
             let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
             let is_fragment = name.strip_prefix(&format!("{id}-")).is_some_and(digits);
@@ -63,32 +65,29 @@ fn serve_file(path: &Path, req: &Request) -> Response {
     }
 }
 
-/// Authenticate a device. `Err` is the response to send (401 or 500).
-fn authenticate<'r>(state: &State, req: &'r Request) -> Result<&'r str, Response> {
+/// Authenticate a device, with lockout ([`crate::auth`]). `Err` is the
+/// response to send: 401 (missing header, unknown device or wrong secret),
+/// 429 (blocked after too many failures, secret not checked) or 500.
+fn authenticate<'r>(state: &State, req: &'r Request, peer: IpAddr) -> Result<&'r str, Response> {
     let unauthorized = || {
         let mut r = Response::text(401, "unknown device or wrong secret");
         r.headers.push(("WWW-Authenticate", "Outpost".into()));
         r
     };
     let (device, secret) = req.header("authorization").and_then(proto::parse_auth_header).ok_or_else(unauthorized)?;
-    let stored = state.db.lock().map_err(|_| Response::text(500, "database lock poisoned"))?.device_secret(device);
-    let stored = stored.map_err(|e| {
-        log::error!(target: "outpost", "database: {e}");
-        Response::text(500, "database error")
-    })?;
-    // Compare hashes: the same work whether or not the device exists.
-    let presented = sha256(secret.as_bytes());
-    let expected = stored.unwrap_or_else(|| vec![0; 32]);
-    if constant_time_eq(&presented, &expected) && expected != [0; 32] {
-        Ok(device)
-    } else {
-        log::warn!(target: "outpost", "refused a request for device {device:?}: unknown device or wrong secret");
-        Err(unauthorized())
-    }
+    let verify = |db: &crate::db::Db| {
+        let stored = db.device_secret(device)?;
+        // Compare hashes: the same work whether or not the device exists.
+        let presented = sha256(secret.as_bytes());
+        let expected = stored.unwrap_or_else(|| vec![0; 32]);
+        Ok(constant_time_eq(&presented, &expected) && expected != [0; 32])
+    };
+    crate::auth::check(state, peer, Scope::Api, device, unix_now(), verify, unauthorized)?;
+    Ok(device)
 }
 
-fn poll(state: &State, req: &Request) -> Response {
-    let device = match authenticate(state, req) {
+fn poll(state: &State, req: &Request, peer: IpAddr) -> Response {
+    let device = match authenticate(state, req, peer) {
         Ok(d) => d,
         Err(r) => return r,
     };
@@ -125,8 +124,8 @@ fn poll(state: &State, req: &Request) -> Response {
     Response::text(200, reply.encode())
 }
 
-fn report(state: &State, req: &Request) -> Response {
-    let device = match authenticate(state, req) {
+fn report(state: &State, req: &Request, peer: IpAddr) -> Response {
+    let device = match authenticate(state, req, peer) {
         Ok(d) => d,
         Err(r) => return r,
     };

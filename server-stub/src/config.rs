@@ -18,6 +18,12 @@ pub struct ServerConfig {
     /// The OCS Inventory NG endpoint (`POST /ocsinventory`).
     #[serde(default)]
     pub ocs: Ocs,
+    /// Lockout after repeated authentication failures (`[security]`).
+    #[serde(default)]
+    pub security: crate::lockout::Policy,
+    /// Connection caps and timeouts (`[limits]`).
+    #[serde(default)]
+    pub limits: crate::limits::Limits,
 }
 
 /// `[ocs]`: how OCS agents are served. OCS agents prove nothing but their
@@ -46,6 +52,13 @@ pub struct Ocs {
     pub timeout: u32,
     /// `EXECUTION_TIMEOUT` minutes.
     pub execution_timeout: u32,
+    /// New DEVICEIDs one client (IPv4 address or IPv6 /64) may register per
+    /// hour; also how many at once. Beyond: 429. 0: none (known devices only).
+    pub new_devices_per_hour: u32,
+    /// OCS devices the server holds at most; a new DEVICEID beyond gets 503.
+    pub max_devices: u64,
+    /// Packages an inventory's download history may list; beyond: 413.
+    pub max_history: usize,
 }
 
 impl Default for Ocs {
@@ -62,6 +75,9 @@ impl Default for Ocs {
             period_length: 10,
             timeout: 30,
             execution_timeout: 120,
+            new_devices_per_hour: 100,
+            max_devices: 100_000,
+            max_history: 1_000,
         }
     }
 }
@@ -145,11 +161,41 @@ impl ServerConfig {
             crate::cidr::Cidr::parse(a)
                 .ok_or_else(|| format!("server.toml: ocs.allow entry {a:?} is not a CIDR network"))?;
         }
-        Ok(())
+        self.security.validate()
     }
 
     /// The TOML text.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "[listen]\nhttps = \"127.0.0.1:1\"\nhttp = \"127.0.0.1:2\"\n[public]\nserver_url = \"https://h:1\"\n\
+                        info_loc = \"h:1/download\"\nfragment_loc = \"h:2/download\"\n";
+
+    #[test]
+    fn older_files_get_the_guard_defaults_and_the_knobs_parse() {
+        let old: ServerConfig = toml::from_str(BASE).unwrap();
+        assert_eq!(old.security, crate::lockout::Policy::default());
+        assert_eq!((old.ocs.new_devices_per_hour, old.ocs.max_devices, old.ocs.max_history), (100, 100_000, 1_000));
+        let text = format!(
+            "{BASE}[ocs]\nnew_devices_per_hour = 5\nmax_devices = 7\nmax_history = 9\n[security]\nmax_auth_failures = 3\n\
+             auth_failures_interval = 4\nclient_block_time = 5\nmax_address_auth_failures = 6\n"
+        );
+        let c: ServerConfig = toml::from_str(&text).unwrap();
+        c.validate().unwrap();
+        assert_eq!((c.ocs.new_devices_per_hour, c.ocs.max_devices, c.ocs.max_history), (5, 7, 9));
+        let p = c.security;
+        assert_eq!((p.max_auth_failures, p.auth_failures_interval, p.client_block_time), (3, 4, 5));
+        assert_eq!(p.max_address_auth_failures, 6);
+        let back: ServerConfig = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(back.security, c.security, "init writes the table out");
+        let bad: ServerConfig = toml::from_str(&format!("{BASE}[security]\nmax_auth_failures = 0\n")).unwrap();
+        assert!(bad.validate().is_err());
+        assert!(toml::from_str::<ServerConfig>(&format!("{BASE}[security]\nmax_failures = 3\n")).is_err());
     }
 }

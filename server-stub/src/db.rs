@@ -11,6 +11,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::time::now_rfc3339;
 
+mod guard;
+
+pub use guard::{BlockRow, Failure, OcsLimits, Registration};
+
 /// Devices registered with `device add` (they authenticate with a secret).
 pub const KIND_OUTPOST: &str = "outpost";
 /// Devices that appeared through the OCS protocol (identified by DEVICEID only).
@@ -96,54 +100,33 @@ CREATE TABLE IF NOT EXISTS reports(
 ";
 
 impl Db {
-    /// Open (creating the schema if needed).
+    /// Open (creating the schema if needed). A new database file is created
+    /// mode 0600 (SQLite gives its `-wal` and `-shm` files the same mode);
+    /// an existing one keeps its mode (`serve` tightens it, see
+    /// [`crate::files`]).
     pub fn open(path: &Path) -> DbResult<Self> {
+        if let Err(e) = crate::files::create_private(path) {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                Some(format!("cannot create {}: {e}", path.display())),
+            ));
+        }
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(guard::SCHEMA)?;
         Ok(Self { conn })
     }
 
     /// Register an Outpost device; `false` if the id exists. Applies `--all` packages.
     pub fn add_device(&mut self, id: &str, secret_sha256: &[u8; 32]) -> DbResult<bool> {
-        self.insert_device(id, KIND_OUTPOST, Some(&secret_sha256[..]))
-    }
-
-    /// Register an OCS agent by its DEVICEID if it is new. `Ok(false)` if the
-    /// id belongs to an Outpost device (which an OCS agent must not take over).
-    pub fn ensure_ocs_device(&mut self, id: &str) -> DbResult<bool> {
-        let kind: Option<String> =
-            self.conn.query_row("SELECT kind FROM devices WHERE id = ?1", [id], |r| r.get(0)).optional()?;
-        match kind.as_deref() {
-            Some(KIND_OCS) => Ok(true),
-            Some(_) => Ok(false),
-            None => {
-                self.insert_device(id, KIND_OCS, None)?;
-                Ok(true)
-            }
-        }
-    }
-
-    fn insert_device(&mut self, id: &str, kind: &str, secret_sha256: Option<&[u8]>) -> DbResult<bool> {
         let tx = self.conn.transaction()?;
-        let now = now_rfc3339();
-        let n = tx.execute(
-            "INSERT OR IGNORE INTO devices(id, kind, secret_sha256, created) VALUES (?1, ?2, ?3, ?4)",
-            params![id, kind, secret_sha256, now],
-        )?;
-        if n == 0 {
-            return Ok(false);
-        }
-        tx.execute(
-            "INSERT OR IGNORE INTO assignments(package, device, status, updated, force)
-             SELECT package, ?1, ?2, ?3, force FROM assign_all",
-            params![id, WAITING, now],
-        )?;
+        let added = insert_device(&tx, id, KIND_OUTPOST, Some(&secret_sha256[..]))?;
         tx.commit()?;
-        Ok(true)
+        Ok(added)
     }
 
     /// The stored secret hash of an Outpost device (OCS devices have none).
@@ -158,8 +141,12 @@ impl Db {
     }
 
     /// Replace the download history an OCS agent sent in its inventory.
-    pub fn set_history(&mut self, device: &str, ids: &[u64]) -> DbResult<()> {
+    /// `Ok(false)`, and nothing written, unless `device` is an OCS device.
+    pub fn set_history(&mut self, device: &str, ids: &[u64]) -> DbResult<bool> {
         let tx = self.conn.transaction()?;
+        if !is_ocs(&tx, device)? {
+            return Ok(false);
+        }
         tx.execute("DELETE FROM ocs_history WHERE device = ?1", [device])?;
         for id in ids {
             tx.execute(
@@ -167,15 +154,17 @@ impl Db {
                 params![device, *id as i64],
             )?;
         }
-        tx.commit()
+        tx.commit()?;
+        Ok(true)
     }
 
     /// Apply an OCS status report (no report id: OCS has none). Returns
-    /// whether an assignment was updated.
+    /// whether an assignment was updated; only an OCS device's can be.
     pub fn report_ocs(&mut self, device: &str, package: u64, status: &str) -> DbResult<bool> {
         Ok(self.conn.execute(
-            "UPDATE assignments SET status = ?1, updated = ?2, force = 0 WHERE device = ?3 AND package = ?4",
-            params![status, now_rfc3339(), device, package as i64],
+            "UPDATE assignments SET status = ?1, updated = ?2, force = 0 WHERE device = ?3 AND package = ?4
+             AND device IN (SELECT id FROM devices WHERE kind = ?5)",
+            params![status, now_rfc3339(), device, package as i64, KIND_OCS],
         )? > 0)
     }
 
@@ -326,6 +315,32 @@ impl Db {
     }
 }
 
+/// Whether `id` is a device of the OCS kind.
+fn is_ocs(conn: &Connection, id: &str) -> DbResult<bool> {
+    Ok(conn
+        .query_row("SELECT 1 FROM devices WHERE id = ?1 AND kind = ?2", [id, KIND_OCS], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// Insert a device in `tx` (applying `--all` packages); `false` if the id exists.
+fn insert_device(tx: &Connection, id: &str, kind: &str, secret_sha256: Option<&[u8]>) -> DbResult<bool> {
+    let now = now_rfc3339();
+    let n = tx.execute(
+        "INSERT OR IGNORE INTO devices(id, kind, secret_sha256, created) VALUES (?1, ?2, ?3, ?4)",
+        params![id, kind, secret_sha256, now],
+    )?;
+    if n == 0 {
+        return Ok(false);
+    }
+    tx.execute(
+        "INSERT OR IGNORE INTO assignments(package, device, status, updated, force)
+         SELECT package, ?1, ?2, ?3, force FROM assign_all",
+        params![id, WAITING, now],
+    )?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,16 +382,23 @@ mod tests {
         d.add_package(&pkg(20, "EXECUTE", 5, 1, 1)).unwrap();
         d.add_package(&pkg(21, "EXECUTE", 5, 1, 1)).unwrap();
         d.assign(20, None, false).unwrap();
-        assert!(d.ensure_ocs_device(dev).unwrap());
-        assert!(d.ensure_ocs_device(dev).unwrap(), "idempotent");
+        let lim = OcsLimits { new_devices_per_hour: 10, max_devices: 10 };
+        let client = crate::lockout::Client::parse("192.0.2.7").unwrap();
+        let reg = |d: &mut Db, id: &str| d.register_ocs_device(1_800_000_000, client, lim, id).unwrap();
+        assert_eq!(reg(&mut d, dev), Registration::New);
+        assert_eq!(reg(&mut d, dev), Registration::Known, "idempotent");
         assert_eq!(d.device_secret(dev).unwrap(), None, "OCS devices cannot use the Outpost API");
         d.add_device("outpost-pc", &[1; 32]).unwrap();
-        assert!(!d.ensure_ocs_device("outpost-pc").unwrap(), "no take-over");
+        assert_eq!(reg(&mut d, "outpost-pc"), Registration::NotOcs, "no take-over");
         d.assign(21, Some(dev), false).unwrap();
-        d.set_history(dev, &[21]).unwrap();
+        assert!(d.set_history(dev, &[21]).unwrap());
         let p: Vec<u64> = d.poll(dev).unwrap().into_iter().map(|p| p.package).collect();
         assert_eq!(p, [20], "package 21 is in the agent's history");
         assert!(d.report_ocs(dev, 20, "SUCCESS").unwrap());
+        d.assign(20, Some("outpost-pc"), false).unwrap();
+        assert!(!d.report_ocs("outpost-pc", 20, "SUCCESS").unwrap(), "an OCS report cannot touch an Outpost device");
+        assert!(!d.set_history("outpost-pc", &[20]).unwrap(), "nor plant its history");
+        assert_eq!(d.poll("outpost-pc").unwrap().len(), 1, "20 still pending for outpost-pc");
         assert_eq!(d.validate(20).unwrap(), 1);
         assert_eq!(d.unaffect(21, true).unwrap(), 0, "21 is not WAITING any more");
         assert_eq!(d.unaffect(20, false).unwrap(), 1, "outpost-pc's assignment of 20");

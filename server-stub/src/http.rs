@@ -2,6 +2,13 @@
 //! a deadline), write a response (bytes or a file range), and `Range`
 //! handling (single ranges → 206 + Content-Range; unsatisfiable → 416;
 //! several ranges → the whole file, as RFC 9110 allows).
+//!
+//! Framing is strict where leniency lets two parsers disagree (request
+//! smuggling): `Content-Length` is digits only, and differing values are a
+//! 400 (RFC 9112 §6.3); `Transfer-Encoding` is refused. A response goes out
+//! with its head and (first part of its) body in one write, so that with
+//! `TCP_NODELAY` a small answer is one segment and never waits for the
+//! client's delayed ACK.
 
 use std::time::Duration;
 
@@ -12,9 +19,15 @@ use smol::prelude::AsyncRead;
 pub const MAX_HEAD: usize = 16 * 1024;
 /// Largest request body.
 pub const MAX_BODY: usize = 256 * 1024;
-/// Time allowed to receive a whole request once its first byte arrived, and
-/// to wait for the next request on a kept-alive connection.
+/// Time allowed to receive a request head once its first byte arrived, and
+/// again for its body.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest `Content-Length` value read, in digits (any 19 digits fit a u64).
+const MAX_LENGTH_DIGITS: usize = 19;
+/// File bytes read and written at a time.
+const FILE_CHUNK: usize = 64 * 1024;
+/// What a connection over its cap is told before it is closed.
+pub const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 12\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 10\r\nConnection: close\r\n\r\nserver busy\n";
 
 /// A parsed request.
 #[derive(Debug, Clone)]
@@ -27,8 +40,62 @@ pub struct Request {
     pub headers: Vec<(String, String)>,
     /// Body bytes.
     pub body: Vec<u8>,
-    /// Whether the client asked to close after this request.
-    pub close: bool,
+    /// What becomes of the connection after the response.
+    pub connection: Connection,
+}
+
+/// What becomes of a connection after a response, and the `Connection`
+/// header that says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connection {
+    /// HTTP/1.1: kept open, no header needed.
+    Persistent,
+    /// An HTTP/1.0 client asked for `keep-alive`: kept open, and the
+    /// response says `Connection: keep-alive` (an HTTP/1.0 client closes, or
+    /// waits for the server to, unless told; RFC 9112 §9.3 and C.2.2). Every
+    /// response has a `Content-Length`, so the client can tell where it ends.
+    KeepAlive,
+    /// `Connection: close`: closed after the response.
+    Close,
+}
+
+impl Connection {
+    /// What `Connection` headers ask for, for HTTP/1.`minor`.
+    fn of(minor: Option<u8>, headers: &[(String, String)]) -> Self {
+        let (mut close, mut keep_alive) = (false, false);
+        for token in headers.iter().filter(|(k, _)| k == "connection").flat_map(|(_, v)| v.split(',')) {
+            close |= token.trim().eq_ignore_ascii_case("close");
+            keep_alive |= token.trim().eq_ignore_ascii_case("keep-alive");
+        }
+        match minor {
+            _ if close => Self::Close,
+            Some(1) => Self::Persistent,
+            _ if keep_alive => Self::KeepAlive,
+            _ => Self::Close,
+        }
+    }
+}
+
+/// The body length that `Content-Length` headers declare (none: 0). Every
+/// value, and every element of a comma-separated one, must be digits only,
+/// and all must agree.
+fn content_length(headers: &[(String, String)]) -> Result<usize, ReadError> {
+    let mut declared: Option<u64> = None;
+    for v in headers.iter().filter(|(k, _)| k == "content-length").flat_map(|(_, v)| v.split(',')) {
+        let v = v.trim();
+        if v.is_empty() || v.len() > MAX_LENGTH_DIGITS || !v.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ReadError::Reject(400, "bad content-length"));
+        }
+        let n: u64 = v.parse().map_err(|_| ReadError::Reject(400, "bad content-length"))?;
+        if declared.is_some_and(|d| d != n) {
+            return Err(ReadError::Reject(400, "conflicting content-length"));
+        }
+        declared = Some(n);
+    }
+    match usize::try_from(declared.unwrap_or(0)) {
+        Ok(len) if len <= MAX_BODY => Ok(len),
+        _ => Err(ReadError::Reject(413, "request body too large")),
+    }
 }
 
 impl Request {
@@ -47,8 +114,29 @@ pub enum ReadError {
     Reject(u16, &'static str),
 }
 
-/// Read one request.
+/// Read one request, waiting up to [`REQUEST_TIMEOUT`] for its first byte.
 pub async fn read_request<S: AsyncRead + Unpin>(s: &mut BufReader<S>) -> Result<Request, ReadError> {
+    read_request_within(s, REQUEST_TIMEOUT).await
+}
+
+/// Read one request: wait up to `idle` for its first byte (on a kept-alive
+/// connection, the time between requests), then up to [`REQUEST_TIMEOUT`]
+/// for the head and as long again for the body.
+pub async fn read_request_within<S: AsyncRead + Unpin>(
+    s: &mut BufReader<S>,
+    idle: Duration,
+) -> Result<Request, ReadError> {
+    let first_byte = async {
+        match s.fill_buf().await {
+            Ok(b) if !b.is_empty() => Ok(()),
+            _ => Err(ReadError::Closed),
+        }
+    };
+    smol::future::or(first_byte, async {
+        smol::Timer::after(idle).await;
+        Err(ReadError::Closed)
+    })
+    .await?;
     let mut head = Vec::with_capacity(1024);
     let head_done = async {
         loop {
@@ -89,15 +177,8 @@ pub async fn read_request<S: AsyncRead + Unpin>(s: &mut BufReader<S>) -> Result<
     if get("transfer-encoding").is_some() {
         return Err(ReadError::Reject(411, "send a Content-Length"));
     }
-    let len: usize = match get("content-length") {
-        None => 0,
-        Some(v) => v.parse().map_err(|_| ReadError::Reject(400, "bad content-length"))?,
-    };
-    if len > MAX_BODY {
-        return Err(ReadError::Reject(413, "request body too large"));
-    }
-    let conn = get("connection").unwrap_or("").to_ascii_lowercase();
-    let close = conn.contains("close") || (req.version == Some(0) && !conn.contains("keep-alive"));
+    let len = content_length(&headers)?;
+    let connection = Connection::of(req.version, &headers);
     let mut body = vec![0u8; len];
     let read_body = async { s.read_exact(&mut body).await.map_err(|_| ReadError::Reject(400, "truncated body")) };
     smol::future::or(read_body, async {
@@ -105,7 +186,7 @@ pub async fn read_request<S: AsyncRead + Unpin>(s: &mut BufReader<S>) -> Result<
         Err(ReadError::Reject(408, "request body timed out"))
     })
     .await?;
-    Ok(Request { method, path, headers, body, close })
+    Ok(Request { method, path, headers, body, connection })
 }
 
 /// A response body.
@@ -171,42 +252,48 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-/// Write `resp`; with `head_only` the body is left out (HEAD).
+/// Write `resp`, its head and the start of its body in one write; with
+/// `head_only` the body is left out (HEAD).
 pub async fn write_response<S: AsyncWrite + Unpin>(
     s: &mut S,
     resp: Response,
     head_only: bool,
-    close: bool,
+    connection: Connection,
 ) -> std::io::Result<()> {
     let mut head = format!("HTTP/1.1 {} {}\r\nContent-Length: {}\r\n", resp.status, reason(resp.status), resp.len());
     for (k, v) in &resp.headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
-    if close {
-        head.push_str("Connection: close\r\n");
+    match connection {
+        Connection::Persistent => {}
+        Connection::KeepAlive => head.push_str("Connection: keep-alive\r\n"),
+        Connection::Close => head.push_str("Connection: close\r\n"),
     }
     head.push_str("\r\n");
-    s.write_all(head.as_bytes()).await?;
-    if !head_only {
-        match resp.body {
-            Body::Bytes(b) => s.write_all(&b).await?,
-            Body::File { file, offset, len } => {
-                use std::io::{Read, Seek, SeekFrom};
-                let mut file = file;
-                file.seek(SeekFrom::Start(offset))?;
-                let mut left = len;
-                let mut buf = vec![0u8; 64 * 1024];
-                while left > 0 {
-                    let want = buf.len().min(left as usize);
-                    let n = file.read(&mut buf[..want])?;
-                    if n == 0 {
-                        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "file shrank"));
-                    }
-                    s.write_all(&buf[..n]).await?;
-                    left -= n as u64;
+    let mut out = head.into_bytes();
+    match resp.body {
+        _ if head_only => {}
+        Body::Bytes(b) => out.extend_from_slice(&b),
+        Body::File { mut file, offset, len } => {
+            use std::io::{Read, Seek, SeekFrom};
+            file.seek(SeekFrom::Start(offset))?;
+            let mut left = len;
+            while left > 0 {
+                let start = out.len();
+                out.resize(start + FILE_CHUNK.min(usize::try_from(left).unwrap_or(FILE_CHUNK)), 0);
+                let n = file.read(&mut out[start..])?;
+                if n == 0 {
+                    return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "file shrank"));
                 }
+                out.truncate(start + n);
+                s.write_all(&out).await?;
+                out.clear();
+                left -= n as u64;
             }
         }
+    }
+    if !out.is_empty() {
+        s.write_all(&out).await?;
     }
     s.flush().await
 }
@@ -286,6 +373,95 @@ mod tests {
             let garbage = b"\x00\x01 nonsense\r\n\r\n".to_vec();
             assert!(matches!(read_request(&mut BufReader::new(&garbage[..])).await, Err(ReadError::Reject(400, _))));
             assert!(matches!(read_request(&mut BufReader::new(&b""[..])).await, Err(ReadError::Closed)));
+        });
+    }
+
+    fn read(raw: &str) -> Result<Request, ReadError> {
+        smol::block_on(read_request(&mut BufReader::new(raw.as_bytes())))
+    }
+
+    #[test]
+    fn content_length_is_digits_only_and_unambiguous() {
+        let post = |lengths: &[&str]| {
+            let h: String = lengths.iter().map(|l| format!("Content-Length: {l}\r\n")).collect();
+            read(&format!("POST / HTTP/1.1\r\n{h}\r\nabcde"))
+        };
+        assert_eq!(post(&["3"]).unwrap().body, b"abc");
+        assert_eq!(post(&["3", "3"]).unwrap().body, b"abc", "identical duplicates are one length");
+        assert_eq!(post(&["3, 3"]).unwrap().body, b"abc");
+        assert_eq!(post(&["0005"]).unwrap().body, b"abcde");
+        for bad in [&["3", "5"][..], &["3, 5"], &["+0"], &["-1"], &["0x3"], &["3a"], &[""], &["1 2"], &["3", "+3"]] {
+            assert!(matches!(post(bad), Err(ReadError::Reject(400, _))), "{bad:?}");
+        }
+        assert!(matches!(post(&["99999999999999999999"]), Err(ReadError::Reject(400, _))), "20 digits");
+        assert!(matches!(post(&["9999999999999999999"]), Err(ReadError::Reject(413, _))));
+    }
+
+    #[test]
+    fn connection_persistence_follows_version_and_header() {
+        let conn = |v: &str, h: &str| read(&format!("GET / HTTP/{v}\r\n{h}\r\n")).unwrap().connection;
+        assert_eq!(conn("1.1", ""), Connection::Persistent);
+        assert_eq!(conn("1.1", "Connection: Close\r\n"), Connection::Close);
+        assert_eq!(conn("1.1", "Connection: keep-alive, close\r\n"), Connection::Close);
+        assert_eq!(conn("1.0", ""), Connection::Close);
+        assert_eq!(conn("1.0", "Connection: Keep-Alive\r\n"), Connection::KeepAlive);
+        assert_eq!(conn("1.0", "Connection: upgrade\r\nConnection: keep-alive\r\n"), Connection::KeepAlive);
+        assert_eq!(conn("1.0", "Connection: keep-alive-ish\r\n"), Connection::Close);
+    }
+
+    /// Records each write it is given.
+    #[derive(Default)]
+    struct Writes(Vec<Vec<u8>>);
+
+    impl AsyncWrite for Writes {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            self.0.push(buf.to_vec());
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_close(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn head_and_small_body_go_out_in_one_write() {
+        smol::block_on(async {
+            let mut w = Writes::default();
+            write_response(&mut w, Response::text(404, "not found"), false, Connection::KeepAlive).await.unwrap();
+            assert_eq!(w.0.len(), 1);
+            let text = String::from_utf8(w.0.concat()).unwrap();
+            assert!(text.starts_with("HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n"), "{text}");
+            assert!(text.ends_with("Connection: keep-alive\r\n\r\nnot found"), "{text}");
+
+            let path = std::env::temp_dir().join(format!("outpost-http-{}", std::process::id()));
+            std::fs::write(&path, vec![7u8; FILE_CHUNK + 10]).unwrap();
+            let file = std::fs::File::open(&path).unwrap();
+            let _ = std::fs::remove_file(&path);
+            let resp = Response {
+                status: 200,
+                headers: vec![],
+                body: Body::File { file, offset: 5, len: FILE_CHUNK as u64 + 5 },
+            };
+            let mut w = Writes::default();
+            write_response(&mut w, resp, false, Connection::Persistent).await.unwrap();
+            assert_eq!(w.0.len(), 2, "head with the first chunk, then the rest");
+            assert!(w.0[0].starts_with(b"HTTP/1.1 200 OK\r\n") && w.0[0].ends_with(&[7u8; 16]));
+            let all = w.0.concat();
+            let head_len = all.windows(4).position(|x| x == b"\r\n\r\n").unwrap() + 4;
+            assert_eq!(all.len() - head_len, FILE_CHUNK + 5);
         });
     }
 }

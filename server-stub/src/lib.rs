@@ -12,14 +12,21 @@
 //!    └─► SQLite (DIR/state.db): devices, packages, assignments, statuses
 //! ```
 
+pub mod admin;
 pub mod api;
+pub mod auth;
 pub mod cidr;
 pub mod config;
 pub mod ct;
 pub mod db;
+pub mod files;
 pub mod http;
+pub mod limits;
+pub mod lockout;
 pub mod ocs;
 pub mod package;
 pub mod pki;
+pub mod ratelimit;
 pub mod serve;
+pub mod stall;
 pub mod time;

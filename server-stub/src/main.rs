@@ -14,7 +14,7 @@ use outpost_agent::engine::proto::{valid_device_id, valid_location};
 use outpost_server::config::{Agents, Listen, Public, ServerConfig};
 use outpost_server::db::Db;
 use outpost_server::package::{self, Spec, parse_size};
-use outpost_server::{pki, serve};
+use outpost_server::{admin, files, pki, serve};
 use ring::rand::SecureRandom;
 
 #[derive(Parser)]
@@ -34,6 +34,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Create a server directory: CA, TLS certificate, signing key, database, server.toml.
+    ///
+    /// server.toml, state.db and the private keys are created 0600, keys/ and tls/ 0700.
+    #[command(after_help = files::CA_KEY_HELP)]
     Init {
         #[arg(long)]
         dir: PathBuf,
@@ -63,6 +66,11 @@ enum Cmd {
     /// Assign a package to one device or to every device, present and future.
     Assign(AssignArgs),
     /// Serve the control API and the packages until SIGINT/SIGTERM.
+    ///
+    /// At start, server.toml, state.db (and its -wal/-shm files), keys/ and tls/ and the
+    /// private keys are made private to the server's user (0600, directories 0700) if
+    /// others can read them, with a warning.
+    #[command(after_help = files::CA_KEY_HELP)]
     Serve {
         #[arg(long)]
         dir: PathBuf,
@@ -84,16 +92,28 @@ enum Cmd {
         #[arg(long)]
         not_notified: bool,
     },
-    /// Show, per package, the counts the OCS console shows, then every device's status.
+    /// Show, per package, the counts the OCS console shows, every device's status, and blocked clients.
     Status {
         #[arg(long)]
         dir: PathBuf,
         /// Only this package.
         #[arg(long)]
         package: Option<u64>,
-        /// Print a JSON array of {package, name, device, status, updated}.
+        /// Print a JSON array of {package, name, device, status, updated}
+        /// (with --blocked: of {address, scope, identity, blocked_until, retry_after}).
         #[arg(long)]
         json: bool,
+        /// Show only the clients blocked after too many authentication failures.
+        #[arg(long)]
+        blocked: bool,
+    },
+    /// Lift the blocks of a client (see `status --blocked`); the running server obeys at once.
+    Unblock {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The client: an IPv4 address, or an IPv6 address or /64 (IPv6 clients are blocked by /64).
+        #[arg(long, value_name = "ADDR")]
+        address: String,
     },
 }
 
@@ -288,8 +308,11 @@ fn init(dir: &Path, https: &str, http: &str, sans: Vec<String>, fragment_loc: Op
         },
         agents: Agents::default(),
         ocs: Default::default(),
+        security: Default::default(),
+        limits: Default::default(),
     };
-    fs::write(dir.join("server.toml"), cfg.to_toml()).map_err(|e| e.to_string())?;
+    pki::write_private(&dir.join("server.toml"), cfg.to_toml().as_bytes())
+        .map_err(|e| format!("cannot write server.toml: {e}"))?;
     println!(
         "initialised {}: CA {}, control API {}",
         dir.display(),
@@ -343,47 +366,6 @@ fn device_add(dir: &Path, id: &str, out: &Path, state_dir: &Path) -> Result<(), 
         return Err(format!("device {id:?} already exists"));
     }
     println!("device {id} registered; agent configuration in {}", out.display());
-    Ok(())
-}
-
-fn status(dir: &Path, package: Option<u64>, json: bool) -> Result<(), String> {
-    let db = Db::open(&dir.join("state.db")).map_err(|e| format!("state.db: {e}"))?;
-    let rows = db.status(package).map_err(|e| e.to_string())?;
-    if json {
-        let v: Vec<serde_json::Value> = rows
-            .iter()
-            .map(|r| {
-                serde_json::json!({"package": r.package, "name": r.name, "device": r.device, "status": r.status, "updated": r.updated})
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?);
-        return Ok(());
-    }
-    // Per package, what the OCS console counts: waiting, notified, success, errors.
-    let mut stats: Vec<(u64, String, [usize; 4])> = Vec::new();
-    for r in &rows {
-        if stats.last().is_none_or(|s| s.0 != r.package) {
-            stats.push((r.package, r.name.clone(), [0; 4]));
-        }
-        let bucket = match r.status.as_str() {
-            outpost_server::db::WAITING => 0,
-            outpost_server::db::NOTIFIED => 1,
-            s if s.starts_with("SUCCESS") => 2,
-            _ => 3,
-        };
-        if let Some(last) = stats.last_mut() {
-            last.2[bucket] += 1;
-        }
-    }
-    println!("{:<12} {:<24} {:>8} {:>8} {:>8} {:>8}", "PACKAGE", "NAME", "WAITING", "NOTIFIED", "SUCCESS", "ERRORS");
-    for (p, name, c) in &stats {
-        println!("{p:<12} {name:<24} {:>8} {:>8} {:>8} {:>8}", c[0], c[1], c[2], c[3]);
-    }
-    println!();
-    println!("{:<12} {:<24} {:<24} {:<22} UPDATED", "PACKAGE", "NAME", "DEVICE", "STATUS");
-    for r in rows {
-        println!("{:<12} {:<24} {:<24} {:<22} {}", r.package, r.name, r.device, r.status, r.updated);
-    }
     Ok(())
 }
 
@@ -464,7 +446,10 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
-        Cmd::Serve { dir } => serve::run(&dir),
+        Cmd::Serve { dir } => {
+            files::check_at_serve(&dir)?;
+            serve::run(&dir)
+        }
         Cmd::Validate { dir, package } => {
             let mut db = Db::open(&dir.join("state.db")).map_err(|e| format!("state.db: {e}"))?;
             let n = db.validate(package).map_err(|e| e.to_string())?;
@@ -477,7 +462,8 @@ fn run(cli: Cli) -> Result<(), String> {
             println!("package {package}: removed from {n} device(s)");
             Ok(())
         }
-        Cmd::Status { dir, package, json } => status(&dir, package, json),
+        Cmd::Status { dir, package, json, blocked } => admin::status(&dir, package, json, blocked),
+        Cmd::Unblock { dir, address } => admin::unblock(&dir, &address),
     }
 }
 

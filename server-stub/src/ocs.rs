@@ -13,10 +13,14 @@ use std::net::IpAddr;
 use flate2::Compression;
 use outpost_agent::engine::ocs::{Conf, NO_ACCOUNT_UPDATE, Pack, PrologReply, Request};
 
-use crate::http::Response;
 use crate::cidr::Cidr;
+use crate::config::BasicAuth;
 use crate::ct::constant_time_eq;
+use crate::db::{Db, KIND_OCS, OcsLimits, Registration};
+use crate::http::Response;
+use crate::lockout::{Client, Scope};
 use crate::serve::State;
+use crate::time::unix_now;
 
 /// Largest inflated request accepted (an inventory can be large).
 const MAX_INFLATED: u64 = 8 * 1024 * 1024;
@@ -84,24 +88,100 @@ fn ocs_response(status: u16, body: Vec<u8>) -> Response {
     }
 }
 
+/// A status code an OCS agent reports (the `ERR` of a DOWNLOAD query),
+/// checked: `SUCCESS`, `SUCCESS_…`, `ERR_…` or `EXIT_CODE_…`, 1 to 64 of
+/// `A-Z 0-9 _ -` (the Unix agent's retried `SUCCESS_` included). An empty
+/// or other code is refused, not stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OcsCode(String);
+
+impl OcsCode {
+    /// Check a code as received.
+    pub fn parse(s: &str) -> Option<Self> {
+        let shape =
+            s.len() <= 64 && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b"_-".contains(&b));
+        let family = s == "SUCCESS" || ["SUCCESS_", "ERR_", "EXIT_CODE_"].iter().any(|p| s.starts_with(p));
+        (shape && family).then(|| Self(s.to_string()))
+    }
+
+    /// The code.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for OcsCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How long a "log once" refusal stays quiet for the same client, seconds.
+const LOG_QUIET_SECS: u64 = 3600;
+
+fn device_id(req: &Request) -> &str {
+    match req {
+        Request::Prolog { device_id }
+        | Request::Download { device_id, .. }
+        | Request::Inventory { device_id, .. }
+        | Request::Other { device_id, .. } => device_id,
+    }
+}
+
+/// Check the Basic credentials of a request claiming `identity`, with lockout.
+fn check_basic(
+    state: &State,
+    auth: &BasicAuth,
+    presented: &str,
+    peer: IpAddr,
+    identity: &str,
+    now: u64,
+) -> Result<(), Response> {
+    let want = format!("Basic {}", base64(format!("{}:{}", auth.user, auth.password).as_bytes()));
+    let ok = constant_time_eq(presented.trim().as_bytes(), want.as_bytes());
+    crate::auth::check(state, peer, Scope::Ocs, identity, now, |_| Ok(ok), || challenge(auth))
+}
+
+fn challenge(auth: &BasicAuth) -> Response {
+    let mut r = Response::text(401, "authorization required");
+    r.headers.push(("WWW-Authenticate", format!("Basic realm=\"{}\"", auth.realm.replace('"', ""))));
+    r
+}
+
 /// Handle one `POST /ocsinventory` from `peer`.
+///
+/// Every query that writes checks the device's kind: an OCS client never
+/// writes to an Outpost device (403). New DEVICEIDs are bounded per client
+/// (429) and in total (503); histories by `[ocs] max_history` (413);
+/// an empty or malformed `ERR` is refused (400). With Basic credentials
+/// configured, wrong ones count towards the lockout ([`crate::auth`]).
 pub fn handle(state: &State, body: &[u8], authorization: Option<&str>, peer: IpAddr) -> Response {
     let ocs = &state.cfg.ocs;
     if !ocs.allow.iter().filter_map(|c| Cidr::parse(c)).any(|c| c.contains(peer)) {
         log::warn!(target: "outpost", "OCS request from {peer} refused: not in [ocs] allow");
         return Response::text(403, "forbidden");
     }
-    if let Some(auth) = &ocs.basic_auth {
-        let want = format!("Basic {}", base64(format!("{}:{}", auth.user, auth.password).as_bytes()));
-        let ok = authorization.is_some_and(|got| constant_time_eq(got.trim().as_bytes(), want.as_bytes()));
-        if !ok {
-            let mut r = Response::text(401, "authorization required");
-            r.headers.push(("WWW-Authenticate", format!("Basic realm=\"{}\"", auth.realm.replace('"', ""))));
+    let now = unix_now();
+    // The agent sends each request first without credentials and answers
+    // the challenge: a missing header is not a failure.
+    if let Some(auth) = &ocs.basic_auth
+        && authorization.is_none()
+    {
+        return challenge(auth);
+    }
+    let decoded = decode(body);
+    let parsed = decoded.as_ref().map(|(xml, enc)| (Request::parse(xml), *enc));
+    if let (Some(auth), Some(presented)) = (&ocs.basic_auth, authorization) {
+        let identity = match &parsed {
+            Some((Ok(req), _)) => device_id(req),
+            _ => "?",
+        };
+        if let Err(r) = check_basic(state, auth, presented, peer, identity, now) {
             return r;
         }
     }
-    let Some((xml, enc)) = decode(body) else { return Response::text(400, "body is not zlib, gzip or XML") };
-    let req = match Request::parse(&xml) {
+    let Some((req, enc)) = parsed else { return Response::text(400, "body is not zlib, gzip or XML") };
+    let req = match req {
         Ok(r) => r,
         Err(e) => {
             log::warn!(target: "outpost", "OCS request from {peer} refused: {e}");
@@ -113,15 +193,46 @@ pub fn handle(state: &State, body: &[u8], authorization: Option<&str>, peer: IpA
         log::error!(target: "outpost", "database: {e}");
         Response::text(500, "database error")
     };
+    let client = Client::of(peer);
+    let limits = OcsLimits { new_devices_per_hour: ocs.new_devices_per_hour, max_devices: ocs.max_devices };
+    // The first contact of a DEVICEID (PROLOG or INVENTORY), within limits.
+    let register = |db: &mut Db, id: &str| -> Result<(), Response> {
+        match db.register_ocs_device(now, client, limits, id).map_err(db_err)? {
+            Registration::Known => Ok(()),
+            Registration::New => {
+                log::info!(target: "outpost", "OCS device {id} registered from {peer}");
+                Ok(())
+            }
+            Registration::NotOcs => {
+                log::warn!(target: "outpost", "OCS client at {peer} claims the Outpost device id {id:?}");
+                Err(Response::text(403, "device id taken"))
+            }
+            Registration::RateLimited { retry_after } => {
+                if db.should_log(now, &format!("ocs-new {client}"), LOG_QUIET_SECS).unwrap_or(false) {
+                    log::warn!(
+                        target: "outpost",
+                        "{client} registered [ocs] new_devices_per_hour = {} new DEVICEIDs; refusing more (logged once an hour)",
+                        limits.new_devices_per_hour
+                    );
+                }
+                Err(crate::auth::too_many(retry_after, "too many new devices from this address"))
+            }
+            Registration::Full => {
+                if db.should_log(now, "ocs-full", LOG_QUIET_SECS).unwrap_or(false) {
+                    log::warn!(
+                        target: "outpost",
+                        "[ocs] max_devices = {} reached; refusing new DEVICEIDs (logged once an hour)",
+                        limits.max_devices
+                    );
+                }
+                Err(Response::text(503, "device limit reached"))
+            }
+        }
+    };
     match req {
         Request::Prolog { device_id } => {
-            match db.ensure_ocs_device(&device_id) {
-                Ok(true) => {}
-                Ok(false) => {
-                    log::warn!(target: "outpost", "OCS agent at {peer} claims the Outpost device id {device_id:?}");
-                    return Response::text(403, "device id taken");
-                }
-                Err(e) => return db_err(e),
+            if let Err(r) = register(&mut db, &device_id) {
+                return r;
             }
             let pending = match db.poll(&device_id) {
                 Ok(p) => p,
@@ -156,10 +267,26 @@ pub fn handle(state: &State, body: &[u8], authorization: Option<&str>, peer: IpA
             ocs_response(200, encode(&reply.to_xml(), enc))
         }
         Request::Download { device_id, id, err } => {
-            match db.report_ocs(&device_id, id, &err) {
-                Ok(true) => log::info!(target: "outpost", "OCS device {device_id}: package {id} -> {err}"),
+            let Some(code) = OcsCode::parse(&err) else {
+                log::warn!(target: "outpost", "OCS report from {peer} refused: ERR {err:?} is not an OCS status code");
+                return Response::text(400, "ERR is not an OCS status code");
+            };
+            match db.device_kind(&device_id) {
+                Ok(Some(kind)) if kind == KIND_OCS => {}
+                Ok(Some(_)) => {
+                    log::warn!(target: "outpost", "OCS client at {peer} reported for the Outpost device {device_id:?}");
+                    return Response::text(403, "not an OCS device");
+                }
+                Ok(None) => {
+                    log::debug!(target: "outpost", "OCS report from {peer} for unknown device {device_id:?} ignored");
+                    return ocs_response(200, Vec::new());
+                }
+                Err(e) => return db_err(e),
+            }
+            match db.report_ocs(&device_id, id, code.as_str()) {
+                Ok(true) => log::info!(target: "outpost", "OCS device {device_id}: package {id} -> {code}"),
                 Ok(false) => {
-                    log::warn!(target: "outpost", "OCS device {device_id}: report {err} for unassigned package {id}")
+                    log::warn!(target: "outpost", "OCS device {device_id}: report {code} for unassigned package {id}")
                 }
                 Err(e) => return db_err(e),
             }
@@ -167,10 +294,25 @@ pub fn handle(state: &State, body: &[u8], authorization: Option<&str>, peer: IpA
             ocs_response(200, Vec::new())
         }
         Request::Inventory { device_id, history } => {
-            if let Err(e) = db.ensure_ocs_device(&device_id).and_then(|_| db.set_history(&device_id, &history)) {
-                return db_err(e);
+            if history.len() > ocs.max_history {
+                if db.should_log(now, &format!("ocs-history {client}"), LOG_QUIET_SECS).unwrap_or(false) {
+                    log::warn!(
+                        target: "outpost",
+                        "OCS inventory from {peer} refused: {} history entries, [ocs] max_history is {} (logged once an hour)",
+                        history.len(),
+                        ocs.max_history
+                    );
+                }
+                return Response::text(413, "download history too long");
             }
-            ocs_response(200, encode(NO_ACCOUNT_UPDATE, enc))
+            if let Err(r) = register(&mut db, &device_id) {
+                return r;
+            }
+            match db.set_history(&device_id, &history) {
+                Ok(true) => ocs_response(200, encode(NO_ACCOUNT_UPDATE, enc)),
+                Ok(false) => Response::text(403, "not an OCS device"),
+                Err(e) => db_err(e),
+            }
         }
         Request::Other { query, .. } => {
             log::debug!(target: "outpost", "OCS query {query} from {peer} answered with nothing to do");
@@ -193,6 +335,18 @@ mod tests {
         assert_eq!(&encode(xml, Encoding::Zlib)[..2], &[0x78, 0x9c], "RFC 1950, like Compress::Zlib");
         assert_eq!(decode(b"\x78\x9cgarbage"), None);
         assert_eq!(decode(b"hello"), None);
+    }
+
+    #[test]
+    fn ocs_codes_are_the_ocs_families_and_nothing_else() {
+        for good in ["SUCCESS", "SUCCESS_", "SUCCESS_3", "SUCCESS_ALREADY_SETUP", "ERR_BAD_DIGEST", "EXIT_CODE_-1"] {
+            assert_eq!(OcsCode::parse(good).map(|c| c.to_string()).as_deref(), Some(good));
+        }
+        for bad in
+            ["", "success", "NOTIFIED", "WAITING NOTIFICATION", "ERR", "SUCCESSFUL", "ERR_<x>", &"ERR_A".repeat(13)]
+        {
+            assert_eq!(OcsCode::parse(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::net::IpAddr;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
 use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType};
@@ -17,10 +17,17 @@ pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
-/// Create `DIR/tls/{ca-cert,ca-key,server-cert,server-key}.pem` for `sans`.
+/// Create a directory for secrets, mode 0700 (an existing one keeps its mode).
+fn create_private_dir(path: &Path) -> Result<(), String> {
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Create `DIR/tls/{ca-cert,ca-key,server-cert,server-key}.pem` for `sans`
+/// (`tls/` 0700, keys 0600). Only this, at `init`, uses the CA's private
+/// key: nothing reads `ca-key.pem` later, so it can be kept offline.
 pub fn create_tls(dir: &Path, sans: &[String]) -> Result<(), String> {
     let tls = dir.join("tls");
-    fs::create_dir_all(&tls).map_err(|e| e.to_string())?;
+    create_private_dir(&tls)?;
     let err = |e: rcgen::Error| format!("certificate generation failed: {e}");
 
     let ca_key = KeyPair::generate().map_err(err)?;
@@ -63,10 +70,10 @@ pub fn create_tls(dir: &Path, sans: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// Create the package-signing key `DIR/keys/signing.pk8` (PKCS#8, 0600).
+/// Create the package-signing key `DIR/keys/signing.pk8` (PKCS#8, 0600, in `keys/` 0700).
 pub fn create_signing_key(dir: &Path) -> Result<(), String> {
     let keys = dir.join("keys");
-    fs::create_dir_all(&keys).map_err(|e| e.to_string())?;
+    create_private_dir(&keys)?;
     let rng = ring::rand::SystemRandom::new();
     let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| "key generation failed".to_string())?;
     write_private(&keys.join("signing.pk8"), pkcs8.as_ref()).map_err(|e| format!("cannot write signing key: {e}"))

@@ -1,21 +1,41 @@
 //! `outpost-server serve`: the HTTPS listener (control API, info, manifest,
-//! HTTPS fragments) and the HTTP listener (fragments), until SIGINT/SIGTERM.
+//! HTTPS fragments) and the HTTP listener (fragments, OCS), until SIGINT/SIGTERM.
+//!
+//! ```text
+//!  accept ──► Gate: over a cap? ──► 503 (HTTP) or closed (HTTPS), at once
+//!    │ TCP_NODELAY, writes that stall for `write_timeout` fail
+//!    ▼
+//!  connection task on the executor (EXECUTOR_THREADS threads):
+//!    TLS handshake · read request · write response · close_notify
+//!    └─► api::route on the blocking pool: files, SQLite, OCS inflate + parse
+//!        (at most MAX_OCS_IN_FLIGHT OCS requests at once)
+//! ```
+//!
+//! No request is handled on an executor thread, so one that is slow to
+//! handle (a large OCS body, the database lock held) stalls no other client.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_rustls::TlsAcceptor;
 use rustls::ServerConfig as TlsConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use smol::io::{AsyncRead, AsyncWrite, BufReader};
-use smol::net::TcpListener;
+use smol::Executor;
+use smol::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use smol::lock::Semaphore;
+use smol::net::{TcpListener, TcpStream};
 
 use crate::config::ServerConfig;
 use crate::db::Db;
-use crate::http::{self, ReadError, Response};
+use crate::http::{self, Connection, ReadError, Request, Response};
+use crate::limits::{ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, Gate, Limits, MAX_OCS_IN_FLIGHT};
+use crate::stall::StallLimit;
+
+/// Most threads running the connection tasks (TLS, reading, writing): at
+/// least two, so that no one connection's work holds up all the others.
+const MAX_EXECUTOR_THREADS: usize = 4;
 
 /// Shared server state.
 pub struct State {
@@ -25,7 +45,12 @@ pub struct State {
     pub cfg: ServerConfig,
     /// The database (short critical sections only).
     pub db: Mutex<Db>,
-    active: AtomicUsize,
+    /// Open connections, against their caps.
+    gate: Arc<Gate>,
+    /// Places for OCS requests being handled.
+    ocs_slots: Semaphore,
+    /// Caps and timeouts.
+    limits: Limits,
 }
 
 /// Which listener a connection came from.
@@ -59,10 +84,25 @@ fn load_tls(dir: &Path) -> Result<Arc<TlsConfig>, String> {
 /// flight finish (up to 5 s) and return.
 pub fn run(dir: &Path) -> Result<(), String> {
     let cfg = ServerConfig::load(dir)?;
+    let limits = cfg.limits.clone();
+    let nofile = match outpost_hal::linux::raise_nofile_limit() {
+        Ok(l) => l.soft,
+        Err(e) => {
+            log::warn!(target: "outpost", "cannot raise the descriptor limit: {e}");
+            outpost_hal::linux::nofile_limit().map_or(1024, |l| l.soft)
+        }
+    };
+    let gate = Gate::new(limits.connection_cap(nofile), limits.max_connections_per_address);
     let tls = TlsAcceptor::from(load_tls(dir)?);
     let db = Db::open(&dir.join("state.db")).map_err(|e| format!("state.db: {e}"))?;
-    let state =
-        Arc::new(State { dir: dir.to_owned(), cfg: cfg.clone(), db: Mutex::new(db), active: AtomicUsize::new(0) });
+    let state = Arc::new(State {
+        dir: dir.to_owned(),
+        cfg: cfg.clone(),
+        db: Mutex::new(db),
+        gate,
+        ocs_slots: Semaphore::new(MAX_OCS_IN_FLIGHT),
+        limits,
+    });
 
     let (sig_read, sig_write) = std::os::unix::net::UnixStream::pair().map_err(|e| e.to_string())?;
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -70,7 +110,19 @@ pub fn run(dir: &Path) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     }
 
-    smol::block_on(async {
+    let ex = Arc::new(Executor::new());
+    let (stop, stopped) = smol::channel::bounded::<()>(1);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, MAX_EXECUTOR_THREADS);
+    let mut helpers = Vec::new();
+    for i in 1..threads {
+        let (ex, stopped) = (ex.clone(), stopped.clone());
+        let helper = std::thread::Builder::new()
+            .name(format!("outpost-serve-{i}"))
+            .spawn(move || smol::block_on(ex.run(stopped.recv())))
+            .map_err(|e| format!("cannot start an executor thread: {e}"))?;
+        helpers.push(helper);
+    }
+    let served = smol::block_on(ex.run(async {
         let https = TcpListener::bind(&cfg.listen.https)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen.https))?;
@@ -79,102 +131,162 @@ pub fn run(dir: &Path) -> Result<(), String> {
             .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen.http))?;
         log::info!(
             target: "outpost",
-            "serving {} on https://{} (control API, info, manifest) and http://{} (fragments)",
+            "serving {} on https://{} (control API, info, manifest) and http://{} (fragments); at most {} connections, {} per address",
             dir.display(),
             https.local_addr().map_err(|e| e.to_string())?,
-            plain.local_addr().map_err(|e| e.to_string())?
+            plain.local_addr().map_err(|e| e.to_string())?,
+            state.gate.total_cap(),
+            state.limits.max_connections_per_address,
         );
-        let accept_tls = {
-            let state = state.clone();
-            async move {
-                loop {
-                    let Ok((tcp, peer)) = https.accept().await else {
-                        continue;
-                    };
-                    let (state, tls) = (state.clone(), tls.clone());
-                    smol::spawn(async move {
-                        let _guard = Active::new(&state);
-                        let hs = smol::future::or(async { tls.accept(tcp).await.map_err(|e| e.to_string()) }, async {
-                            smol::Timer::after(http::REQUEST_TIMEOUT).await;
-                            Err("handshake timed out".to_string())
-                        });
-                        match hs.await {
-                            Ok(stream) => serve_conn(&state, stream, peer, Side::Https).await,
-                            Err(e) => {
-                                log::debug!(target: "outpost", "{peer}: TLS handshake failed: {e}")
-                            }
-                        }
-                    })
-                    .detach();
-                }
-            }
-        };
-        let accept_plain = {
-            let state = state.clone();
-            async move {
-                loop {
-                    let Ok((tcp, peer)) = plain.accept().await else {
-                        continue;
-                    };
-                    let state = state.clone();
-                    smol::spawn(async move {
-                        let _guard = Active::new(&state);
-                        serve_conn(&state, tcp, peer, Side::Http).await;
-                    })
-                    .detach();
-                }
-            }
-        };
         let signalled = async {
             let mut r = smol::Async::new(sig_read).map_err(|e| e.to_string())?;
             let mut b = [0u8; 1];
             smol::io::AsyncReadExt::read(&mut r, &mut b).await.map_err(|e| e.to_string())?;
             Ok::<(), String>(())
         };
-        smol::future::or(async { smol::future::zip(accept_tls, accept_plain).await.0 }, signalled).await?;
+        let accepting = smol::future::zip(
+            accept_loop(&ex, &state, https, Side::Https, Some(tls)),
+            accept_loop(&ex, &state, plain, Side::Http, None),
+        );
+        let forever = async {
+            accepting.await;
+            Ok(())
+        };
+        smol::future::or(forever, signalled).await?;
         log::info!(target: "outpost", "signal received, shutting down");
         for _ in 0..50 {
-            if state.active.load(Ordering::SeqCst) == 0 {
+            if state.gate.open() == 0 {
                 break;
             }
             smol::Timer::after(Duration::from_millis(100)).await;
         }
         Ok(())
-    })
-}
-
-struct Active<'a>(&'a State);
-
-impl<'a> Active<'a> {
-    fn new(s: &'a State) -> Self {
-        s.active.fetch_add(1, Ordering::SeqCst);
-        Self(s)
+    }));
+    drop(stop);
+    for h in helpers {
+        let _ = h.join();
     }
+    served
 }
 
-impl Drop for Active<'_> {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(state: &State, stream: S, peer: SocketAddr, side: Side) {
-    let mut s = BufReader::new(stream);
+/// Accept connections on `listener` forever: admit each through the gate,
+/// or refuse it at once; after a failed `accept` (at the descriptor limit,
+/// say) wait, longer each time, instead of retrying at once.
+async fn accept_loop(
+    ex: &Arc<Executor<'static>>,
+    state: &Arc<State>,
+    listener: TcpListener,
+    side: Side,
+    tls: Option<TlsAcceptor>,
+) {
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    let mut refusing = false;
     loop {
-        let req = match http::read_request(&mut s).await {
-            Ok(r) => r,
-            Err(ReadError::Closed) => return,
-            Err(ReadError::Reject(status, why)) => {
-                let _ = http::write_response(s.get_mut(), Response::text(status, why), false, true).await;
-                return;
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => {
+                backoff = ACCEPT_BACKOFF_MIN;
+                c
+            }
+            Err(e) => {
+                if backoff == ACCEPT_BACKOFF_MIN {
+                    log::warn!(target: "outpost", "{side:?} listener: accept failed: {e}; retrying with backoff");
+                }
+                smol::Timer::after(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                continue;
             }
         };
-        let head_only = req.method == "HEAD";
-        let close = req.close;
-        let resp = crate::api::route(state, &req, side, peer);
-        log::debug!(target: "outpost", "{peer} {side:?} {} {} -> {}", req.method, req.path, resp.status);
-        if http::write_response(s.get_mut(), resp, head_only, close).await.is_err() || close {
-            return;
+        let ticket = match state.gate.admit(peer.ip()) {
+            Ok(t) => {
+                refusing = false;
+                t
+            }
+            Err(why) => {
+                if !refusing {
+                    log::warn!(target: "outpost", "{peer}: refused: {why} (logged once until one is admitted)");
+                }
+                refusing = true;
+                refuse(tcp, side).await;
+                continue;
+            }
+        };
+        if let Err(e) = tcp.set_nodelay(true) {
+            log::debug!(target: "outpost", "{peer}: cannot set TCP_NODELAY: {e}");
         }
+        let (state, tls) = (state.clone(), tls.clone());
+        ex.spawn(async move {
+            let _ticket = ticket;
+            connection(&state, tcp, peer, side, tls).await;
+        })
+        .detach();
     }
+}
+
+/// Turn away a connection over a cap without spending a task on it: a 503
+/// if it fits in the socket buffer now (plain HTTP), then close.
+async fn refuse(mut tcp: TcpStream, side: Side) {
+    if side == Side::Http {
+        let _ = smol::future::poll_once(tcp.write(http::BUSY)).await;
+    }
+}
+
+/// One admitted connection: TLS handshake if any, then its requests.
+async fn connection(state: &Arc<State>, tcp: TcpStream, peer: SocketAddr, side: Side, tls: Option<TlsAcceptor>) {
+    let stream = StallLimit::new(tcp, state.limits.write_timeout());
+    let Some(tls) = tls else {
+        return serve_conn(state, stream, peer, side).await;
+    };
+    let hs = smol::future::or(async { tls.accept(stream).await.map_err(|e| e.to_string()) }, async {
+        smol::Timer::after(http::REQUEST_TIMEOUT).await;
+        Err("handshake timed out".to_string())
+    });
+    match hs.await {
+        Ok(stream) => serve_conn(state, stream, peer, side).await,
+        Err(e) => log::debug!(target: "outpost", "{peer}: TLS handshake failed: {e}"),
+    }
+}
+
+/// Serve requests until the client closes, goes idle, asks to close or
+/// fails; then close cleanly (TLS: close_notify first) unless a write failed.
+async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(state: &Arc<State>, stream: S, peer: SocketAddr, side: Side) {
+    let mut s = BufReader::new(stream);
+    let clean = loop {
+        let req = match http::read_request_within(&mut s, state.limits.idle_timeout()).await {
+            Ok(r) => r,
+            Err(ReadError::Closed) => break true,
+            Err(ReadError::Reject(status, why)) => {
+                log::debug!(target: "outpost", "{peer} {side:?}: request refused: {status} {why}");
+                let sent = http::write_response(s.get_mut(), Response::text(status, why), false, Connection::Close);
+                break sent.await.is_ok();
+            }
+        };
+        let (head_only, connection) = (req.method == "HEAD", req.connection);
+        let (req, resp) = route(state, req, side, peer).await;
+        log::debug!(target: "outpost", "{peer} {side:?} {} {} -> {}", req.method, req.path, resp.status);
+        if let Err(e) = http::write_response(s.get_mut(), resp, head_only, connection).await {
+            log::debug!(target: "outpost", "{peer} {side:?}: response not delivered: {e}");
+            break false;
+        }
+        if connection == Connection::Close {
+            break true;
+        }
+    };
+    if clean {
+        let _ = s.get_mut().close().await;
+    }
+}
+
+/// The path of the OCS endpoint (see [`crate::api::route`]).
+const OCS_PATH: &str = "/ocsinventory";
+
+/// Route `req` on the blocking pool, never on an executor thread: an OCS
+/// body is inflated and parsed there, and the database lock waited for.
+async fn route(state: &Arc<State>, req: Request, side: Side, peer: SocketAddr) -> (Request, Response) {
+    let _slot = if req.path == OCS_PATH { Some(state.ocs_slots.acquire().await) } else { None };
+    let state = state.clone();
+    smol::unblock(move || {
+        let resp = crate::api::route(&state, &req, side, peer);
+        (req, resp)
+    })
+    .await
 }

@@ -19,4 +19,4 @@ pub use net::{SysNet, route4, route6};
 pub use notify::CommandNotifier;
 pub use power::{LinuxPower, RebootMethod, utmp_has_user};
 pub use rlimit::{NofileLimit, nofile_limit, raise_nofile_limit};
-pub use trust::{GROUP_OTHER_WRITE, Untrusted, current_dir_fd, euid, open_owned_dir, resolve_trusted};
+pub use trust::{GROUP_OTHER_WRITE, Untrusted, current_dir_fd, euid, open_owned_dir, resolve_trusted, trusted_dir};

@@ -6,6 +6,8 @@
 //!        every directory: owned by root or us, and not writable by group
 //!                         or others unless sticky (like /tmp)
 //!        every symlink:   owned by root or us (it sits in a checked directory)
+//!   trusted_dir(path)     ── resolve_trusted, and the directory itself passes
+//!                            the same check: safe to create entries in
 //!   open_owned_dir(dir)   ── O_DIRECTORY|O_NOFOLLOW, then fstat: ours, not
 //!                            writable by group or others
 //!   current_dir_fd(cmd)   ── the child starts in the directory the checked
@@ -153,6 +155,16 @@ pub fn resolve_trusted(path: &Path, follow_last: bool) -> Result<PathBuf, Untrus
     Ok(cur)
 }
 
+/// [`resolve_trusted`] (following a link at the end), and the directory it
+/// names passes the check of those on the way: owned by root or us, and not
+/// writable by group or others unless sticky. Nothing another user could
+/// change leads to it, so it is safe to create something in it.
+pub fn trusted_dir(path: &Path) -> Result<PathBuf, Untrusted> {
+    let real = resolve_trusted(path, true)?;
+    check_way(&real, &fs::symlink_metadata(&real).map_err(io_at(&real))?)?;
+    Ok(real)
+}
+
 /// Open the directory `path` without following a link, and check through the
 /// descriptor that it is ours (owned by the effective uid) and that group and
 /// others cannot write it. Returns it with its mode bits, so the caller can
@@ -254,6 +266,19 @@ mod tests {
         assert!(matches!(resolve_trusted(&d.join("theirs"), true), Err(Untrusted::Owner(_, 65534))));
         lchown(d.join("real"), Some(65534), Some(65534)).unwrap();
         assert!(matches!(open_owned_dir(&d.join("real")), Err(Untrusted::Owner(_, 65534))));
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_trusted_dir_is_checked_itself_too() {
+        let d = tempdir("tdir");
+        fs::create_dir(d.join("open")).unwrap();
+        symlink(d.join("open"), d.join("via")).unwrap();
+        assert_eq!(trusted_dir(&d.join("via")).unwrap(), d.join("open"));
+        chmod(&d.join("open"), 0o777);
+        assert!(matches!(trusted_dir(&d.join("via")), Err(Untrusted::Writable(_, _))));
+        chmod(&d.join("open"), 0o1777);
+        assert_eq!(trusted_dir(&d.join("open")).unwrap(), d.join("open"));
         fs::remove_dir_all(&d).unwrap();
     }
 

@@ -1,0 +1,84 @@
+//! Authentication with lockout, once for both front ends: the control API
+//! (device id + secret) and the OCS endpoint (Basic credentials, counted
+//! per claimed DEVICEID). The policy and its NAT-friendly design are in
+//! [`crate::lockout`]; the counters are in SQLite ([`crate::db`]).
+//!
+//! Order: gate (a blocked claim gets 429 at once, its secret unchecked) →
+//! verify → count the failure and log it once with the peer address, or
+//! record the success. Secrets are never logged.
+
+use std::net::IpAddr;
+
+use crate::db::{Db, DbResult};
+use crate::http::Response;
+use crate::lockout::{Client, Gate, Scope};
+use crate::serve::State;
+
+/// `429 Too Many Requests` with `Retry-After`.
+pub fn too_many(retry_after: u64, why: &str) -> Response {
+    let mut r = Response::text(429, why);
+    r.headers.push(("Retry-After", retry_after.max(1).to_string()));
+    r
+}
+
+fn db_error(e: &rusqlite::Error) -> Response {
+    log::error!(target: "outpost", "database: {e}");
+    Response::text(500, "database error")
+}
+
+/// Check a claim of `identity` from `peer` at `now` (Unix seconds).
+/// `verify` checks the presented secret (it may read the database);
+/// `refused` is the response to a wrong one (401 with its challenge).
+pub fn check(
+    state: &State,
+    peer: IpAddr,
+    scope: Scope,
+    identity: &str,
+    now: u64,
+    verify: impl FnOnce(&Db) -> DbResult<bool>,
+    refused: impl FnOnce() -> Response,
+) -> Result<(), Response> {
+    let client = Client::of(peer);
+    let Ok(mut db) = state.db.lock() else { return Err(Response::text(500, "database lock poisoned")) };
+    match db.auth_gate(now, client, scope, identity).map_err(|e| db_error(&e))? {
+        Gate::Blocked { retry_after } => {
+            log::debug!(target: "outpost", "{peer}: {} claim {identity:?} refused unchecked: blocked", scope.as_str());
+            return Err(too_many(retry_after, "too many authentication failures; retry later"));
+        }
+        Gate::Open => {}
+    }
+    if verify(&db).map_err(|e| db_error(&e))? {
+        db.auth_succeeded(now, client, scope, identity).map_err(|e| db_error(&e))?;
+        return Ok(());
+    }
+    let policy = &state.cfg.security;
+    let f = db.auth_failed(now, policy, client, scope, identity).map_err(|e| db_error(&e))?;
+    log::warn!(
+        target: "outpost",
+        "{peer}: authentication failed ({} credentials for {identity:?})",
+        match scope {
+            Scope::Api => "device",
+            Scope::Ocs => "OCS Basic",
+        }
+    );
+    if f.claim_blocked {
+        log::warn!(
+            target: "outpost",
+            "blocking {identity:?} ({}) from {client} for {} s: {} failures within {} s",
+            scope.as_str(),
+            policy.client_block_time,
+            policy.max_auth_failures,
+            policy.auth_failures_interval
+        );
+    }
+    if f.address_blocked {
+        log::warn!(
+            target: "outpost",
+            "blocking {client} for {} s, except identities that authenticated from it: {} failures within {} s",
+            policy.client_block_time,
+            policy.max_address_auth_failures,
+            policy.auth_failures_interval
+        );
+    }
+    Err(refused())
+}

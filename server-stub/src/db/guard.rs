@@ -1,0 +1,382 @@
+//! The database side of the server's guards: authentication failure
+//! counters and blocks ([`crate::lockout`]), the per-client bucket of new
+//! OCS DEVICEIDs ([`crate::ratelimit`]) and "log once" marks. Kept in SQLite
+//! so that `status` and `unblock` see and change the running server's state.
+//! Every table here is bounded: rows are forgotten once idle.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Db, DbResult, KIND_OCS};
+use crate::lockout::{self, Client, Counter, Gate, Policy, Scope};
+use crate::ratelimit::Bucket;
+
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS auth_counters(
+    client TEXT NOT NULL, scope TEXT NOT NULL, identity TEXT NOT NULL,
+    failures INTEGER NOT NULL, window_start INTEGER NOT NULL, blocked_until INTEGER NOT NULL,
+    last_success INTEGER NOT NULL, PRIMARY KEY(client, scope, identity));
+CREATE TABLE IF NOT EXISTS ocs_new_devices(client TEXT PRIMARY KEY, units INTEGER NOT NULL, updated INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS log_marks(key TEXT PRIMARY KEY, until INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS devices_kind ON devices(kind);
+";
+
+/// The scope and identity of a client's address-wide row.
+const ANY: &str = "*";
+
+/// What a failure did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Failure {
+    /// It blocked the claimed identity from this client.
+    pub claim_blocked: bool,
+    /// It blocked the client's address (for identities not trusted there).
+    pub address_blocked: bool,
+}
+
+/// One blocked row, for `status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockRow {
+    /// The client (`192.0.2.7`, `2001:db8::/64`).
+    pub client: String,
+    /// `api`, `ocs`, or `*` for the whole address.
+    pub scope: String,
+    /// The claimed identity, or `*` for the whole address.
+    pub identity: String,
+    /// End of the block (Unix seconds).
+    pub blocked_until: u64,
+}
+
+/// The outcome of a DEVICEID's first contact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    /// An OCS device already known.
+    Known,
+    /// Registered now.
+    New,
+    /// The id belongs to an Outpost device: an OCS client must not touch it.
+    NotOcs,
+    /// This client registered its share of new DEVICEIDs; retry after so many seconds.
+    RateLimited {
+        /// Seconds until the client may register one more.
+        retry_after: u64,
+    },
+    /// The server holds its maximum of OCS devices.
+    Full,
+}
+
+/// Limits on OCS devices (from `[ocs]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OcsLimits {
+    /// New DEVICEIDs one client may register per hour (the bucket's size too).
+    pub new_devices_per_hour: u32,
+    /// OCS devices the server holds at most.
+    pub max_devices: u64,
+}
+
+fn to_i(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn read_counter(conn: &Connection, client: &str, scope: &str, identity: &str) -> DbResult<(Counter, u64, bool)> {
+    let row = conn
+        .query_row(
+            "SELECT failures, window_start, blocked_until, last_success FROM auth_counters
+             WHERE client = ?1 AND scope = ?2 AND identity = ?3",
+            params![client, scope, identity],
+            |r| {
+                let c = Counter {
+                    failures: u32::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                    window_start: to_u(r.get(1)?),
+                    blocked_until: to_u(r.get(2)?),
+                };
+                Ok((c, to_u(r.get(3)?)))
+            },
+        )
+        .optional()?;
+    Ok(row.map_or_else(|| (Counter::default(), 0, false), |(c, s)| (c, s, true)))
+}
+
+fn write_counter(
+    conn: &Connection,
+    (client, scope, identity): (&str, &str, &str),
+    c: &Counter,
+    last_success: u64,
+) -> DbResult<()> {
+    conn.execute(
+        "INSERT INTO auth_counters(client, scope, identity, failures, window_start, blocked_until, last_success)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT(client, scope, identity) DO UPDATE SET failures = ?4, window_start = ?5,
+         blocked_until = ?6, last_success = ?7",
+        params![client, scope, identity, c.failures, to_i(c.window_start), to_i(c.blocked_until), to_i(last_success)],
+    )?;
+    Ok(())
+}
+
+impl Db {
+    /// Whether `identity` from `client` may have its secret checked at `now`.
+    pub fn auth_gate(&self, now: u64, client: Client, scope: Scope, identity: &str) -> DbResult<Gate> {
+        let c = client.to_string();
+        let (claim, last_success, _) = read_counter(&self.conn, &c, scope.as_str(), identity)?;
+        let (address, _, _) = read_counter(&self.conn, &c, ANY, ANY)?;
+        Ok(lockout::gate(now, &claim, &address, lockout::is_trusted(last_success, now)))
+    }
+
+    /// Count a failed authentication of `identity` from `client` at `now`.
+    pub fn auth_failed(
+        &mut self,
+        now: u64,
+        policy: &Policy,
+        client: Client,
+        scope: Scope,
+        identity: &str,
+    ) -> DbResult<Failure> {
+        let c = client.to_string();
+        let tx = self.conn.transaction()?;
+        let (mut claim, last_success, existed) = read_counter(&tx, &c, scope.as_str(), identity)?;
+        let (mut address, _, _) = read_counter(&tx, &c, ANY, ANY)?;
+        let out = Failure {
+            claim_blocked: claim.fail(policy, policy.max_auth_failures, now),
+            address_blocked: address.fail(policy, policy.max_address_auth_failures, now),
+        };
+        write_counter(&tx, (&c, scope.as_str(), identity), &claim, last_success)?;
+        write_counter(&tx, (&c, ANY, ANY), &address, 0)?;
+        if !existed {
+            // A new row: forget idle ones, so the table holds only live counters and trust.
+            tx.execute(
+                "DELETE FROM auth_counters WHERE blocked_until <= ?1 AND (failures = 0 OR window_start + ?2 <= ?1)
+                 AND (last_success = 0 OR last_success + ?3 <= ?1)",
+                params![to_i(now), to_i(policy.auth_failures_interval), to_i(lockout::TRUST_SECS)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Record a successful authentication: the claim's failures are cleared
+    /// and it is trusted from `client`. Writes only when something changes
+    /// or the trust is older than [`lockout::TRUST_REFRESH_SECS`].
+    pub fn auth_succeeded(&mut self, now: u64, client: Client, scope: Scope, identity: &str) -> DbResult<()> {
+        let c = client.to_string();
+        let (claim, last_success, existed) = read_counter(&self.conn, &c, scope.as_str(), identity)?;
+        let stale = now >= last_success.saturating_add(lockout::TRUST_REFRESH_SECS);
+        if !existed || claim.failures > 0 || stale {
+            let cleared = Counter { failures: 0, window_start: 0, blocked_until: claim.blocked_until };
+            write_counter(&self.conn, (&c, scope.as_str(), identity), &cleared, now)?;
+        }
+        Ok(())
+    }
+
+    /// Rows blocked at `now`, longest block first.
+    pub fn blocked(&self, now: u64) -> DbResult<Vec<BlockRow>> {
+        let mut st = self.conn.prepare(
+            "SELECT client, scope, identity, blocked_until FROM auth_counters WHERE blocked_until > ?1
+             ORDER BY blocked_until DESC, client, scope, identity",
+        )?;
+        st.query_map([to_i(now)], |r| {
+            Ok(BlockRow { client: r.get(0)?, scope: r.get(1)?, identity: r.get(2)?, blocked_until: to_u(r.get(3)?) })
+        })?
+        .collect()
+    }
+
+    /// Lift every block of `client` and clear its failure counts; returns
+    /// how many rows were blocked at `now`. The running server sees it at
+    /// its next request.
+    pub fn unblock(&mut self, now: u64, client: Client) -> DbResult<usize> {
+        let c = client.to_string();
+        let tx = self.conn.transaction()?;
+        let n: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM auth_counters WHERE client = ?1 AND blocked_until > ?2",
+            params![c, to_i(now)],
+            |r| r.get(0),
+        )?;
+        tx.execute("UPDATE auth_counters SET failures = 0, blocked_until = 0 WHERE client = ?1", [&c])?;
+        tx.commit()?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    /// The kind of a device (`None`: unknown).
+    pub fn device_kind(&self, id: &str) -> DbResult<Option<String>> {
+        self.conn.query_row("SELECT kind FROM devices WHERE id = ?1", [id], |r| r.get(0)).optional()
+    }
+
+    /// Register a DEVICEID from `client` if it is new, within `limits`: the
+    /// client's bucket is checked first (cheap), then the total.
+    pub fn register_ocs_device(
+        &mut self,
+        now: u64,
+        client: Client,
+        limits: OcsLimits,
+        id: &str,
+    ) -> DbResult<Registration> {
+        match self.device_kind(id)?.as_deref() {
+            Some(KIND_OCS) => return Ok(Registration::Known),
+            Some(_) => return Ok(Registration::NotOcs),
+            None => {}
+        }
+        let c = client.to_string();
+        let per_hour = limits.new_devices_per_hour;
+        let bucket = self
+            .conn
+            .query_row("SELECT units, updated FROM ocs_new_devices WHERE client = ?1", [&c], |r| {
+                Ok(Bucket { units: to_u(r.get(0)?), updated: to_u(r.get(1)?) })
+            })
+            .optional()?;
+        let existed = bucket.is_some();
+        let bucket = match bucket.unwrap_or_else(|| Bucket::full(per_hour, now)).take(per_hour, now) {
+            Ok(b) => b,
+            Err(retry_after) => return Ok(Registration::RateLimited { retry_after }),
+        };
+        let count: i64 =
+            self.conn.query_row("SELECT COUNT(*) FROM devices WHERE kind = ?1", [KIND_OCS], |r| r.get(0))?;
+        if to_u(count) >= limits.max_devices {
+            return Ok(Registration::Full);
+        }
+        let tx = self.conn.transaction()?;
+        if !super::insert_device(&tx, id, KIND_OCS, None)? {
+            return Ok(Registration::Known);
+        }
+        if !existed {
+            // A new client: forget the buckets that are full again (Bucket's refill, in SQL).
+            tx.execute(
+                "DELETE FROM ocs_new_devices WHERE units + (?1 - updated) * ?2 >= ?2 * ?3",
+                params![to_i(now), per_hour, to_i(crate::ratelimit::UNIT)],
+            )?;
+        }
+        tx.execute(
+            "INSERT INTO ocs_new_devices(client, units, updated) VALUES (?1, ?2, ?3)
+             ON CONFLICT(client) DO UPDATE SET units = ?2, updated = ?3",
+            params![c, to_i(bucket.units), to_i(bucket.updated)],
+        )?;
+        tx.commit()?;
+        Ok(Registration::New)
+    }
+
+    /// "Log once": `true` (and a mark until `now + quiet`) if `key` was not
+    /// logged within the last `quiet` seconds. Writes only when it says yes.
+    pub fn should_log(&mut self, now: u64, key: &str, quiet: u64) -> DbResult<bool> {
+        let until: Option<i64> =
+            self.conn.query_row("SELECT until FROM log_marks WHERE key = ?1", [key], |r| r.get(0)).optional()?;
+        if until.is_some_and(|u| to_u(u) > now) {
+            return Ok(false);
+        }
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM log_marks WHERE until <= ?1", [to_i(now)])?;
+        tx.execute(
+            "INSERT INTO log_marks(key, until) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET until = ?2",
+            params![key, to_i(now.saturating_add(quiet))],
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: u64 = 1_800_000_000;
+
+    fn db(tag: &str) -> Db {
+        let p = std::env::temp_dir().join(format!("outpost-guard-{tag}-{}.db", std::process::id()));
+        for ext in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{ext}", p.display()));
+        }
+        Db::open(&p).unwrap()
+    }
+
+    fn client(s: &str) -> Client {
+        Client::parse(s).unwrap()
+    }
+
+    #[test]
+    fn a_guessed_identity_is_blocked_its_neighbours_are_not_and_unblock_lifts_it() {
+        let mut d = db("lock");
+        let p = Policy::default();
+        let nat = client("198.51.100.1");
+        for i in 0..9 {
+            assert_eq!(d.auth_failed(T0 + i, &p, nat, Scope::Api, "victim").unwrap(), Failure::default());
+        }
+        let f = d.auth_failed(T0 + 9, &p, nat, Scope::Api, "victim").unwrap();
+        assert!(f.claim_blocked && !f.address_blocked);
+        assert_eq!(d.auth_gate(T0 + 10, nat, Scope::Api, "victim").unwrap(), Gate::Blocked { retry_after: 119 });
+        assert_eq!(d.auth_gate(T0 + 10, nat, Scope::Api, "neighbour").unwrap(), Gate::Open);
+        assert_eq!(d.auth_gate(T0 + 10, nat, Scope::Ocs, "victim").unwrap(), Gate::Open, "scopes are apart");
+        assert_eq!(d.auth_gate(T0 + 10, client("203.0.113.9"), Scope::Api, "victim").unwrap(), Gate::Open);
+        let rows = d.blocked(T0 + 10).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].client.as_str(), rows[0].identity.as_str()), ("198.51.100.1", "victim"));
+        assert_eq!(d.unblock(T0 + 10, client("203.0.113.9")).unwrap(), 0);
+        assert_eq!(d.unblock(T0 + 10, nat).unwrap(), 1);
+        assert_eq!(d.auth_gate(T0 + 10, nat, Scope::Api, "victim").unwrap(), Gate::Open);
+        assert!(d.blocked(T0 + 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn rotating_identities_blocks_the_address_but_not_devices_that_work_there() {
+        let mut d = db("rotate");
+        let p = Policy::default();
+        let nat = client("198.51.100.2");
+        d.auth_succeeded(T0, nat, Scope::Api, "worker").unwrap();
+        let mut blocked = 0;
+        for i in 0..100 {
+            let f = d.auth_failed(T0 + 1, &p, nat, Scope::Api, &format!("made-up-{i}")).unwrap();
+            assert!(!f.claim_blocked);
+            blocked += usize::from(f.address_blocked);
+        }
+        assert_eq!(blocked, 1);
+        assert!(matches!(d.auth_gate(T0 + 2, nat, Scope::Api, "newcomer").unwrap(), Gate::Blocked { .. }));
+        assert_eq!(d.auth_gate(T0 + 2, nat, Scope::Api, "worker").unwrap(), Gate::Open, "trusted from here");
+        assert_eq!(d.auth_gate(T0 + 121, nat, Scope::Api, "newcomer").unwrap(), Gate::Open);
+    }
+
+    #[test]
+    fn success_clears_failures_and_rows_are_forgotten_when_idle() {
+        let mut d = db("idle");
+        let p = Policy::default();
+        let a = client("192.0.2.50");
+        for _ in 0..9 {
+            d.auth_failed(T0, &p, a, Scope::Ocs, "pc-2026-01-01-00-00-00").unwrap();
+        }
+        d.auth_succeeded(T0, a, Scope::Ocs, "pc-2026-01-01-00-00-00").unwrap();
+        let f = d.auth_failed(T0 + 1, &p, a, Scope::Ocs, "pc-2026-01-01-00-00-00").unwrap();
+        assert!(!f.claim_blocked, "the count started again");
+        // A later failure from elsewhere prunes a's address row (idle) but keeps its trust.
+        d.auth_failed(T0 + 1000, &p, client("192.0.2.51"), Scope::Api, "x").unwrap();
+        let n: i64 = d
+            .conn
+            .query_row("SELECT COUNT(*) FROM auth_counters WHERE client = '192.0.2.50'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1, "only the trusted claim row is left");
+    }
+
+    #[test]
+    fn new_deviceids_are_bounded_per_client_and_in_total() {
+        let mut d = db("flood");
+        let lim = OcsLimits { new_devices_per_hour: 3, max_devices: 5 };
+        let (a, b) = (client("192.0.2.1"), client("192.0.2.2"));
+        let id = |i: u32| format!("fake{i}-2026-01-01-00-00-00");
+        for i in 0..3 {
+            assert_eq!(d.register_ocs_device(T0, a, lim, &id(i)).unwrap(), Registration::New);
+        }
+        assert_eq!(d.register_ocs_device(T0, a, lim, &id(3)).unwrap(), Registration::RateLimited { retry_after: 1200 });
+        assert_eq!(d.register_ocs_device(T0, a, lim, &id(0)).unwrap(), Registration::Known, "known ids still pass");
+        for i in 10..12 {
+            assert_eq!(d.register_ocs_device(T0, b, lim, &id(i)).unwrap(), Registration::New);
+        }
+        assert_eq!(d.register_ocs_device(T0, b, lim, &id(12)).unwrap(), Registration::Full);
+        assert_eq!(d.register_ocs_device(T0 + 1200, a, lim, &id(3)).unwrap(), Registration::Full);
+        assert_eq!(d.device_kind(&id(12)).unwrap(), None);
+    }
+
+    #[test]
+    fn log_once_per_quiet_period() {
+        let mut d = db("log");
+        assert!(d.should_log(T0, "k", 60).unwrap());
+        assert!(!d.should_log(T0 + 59, "k", 60).unwrap());
+        assert!(d.should_log(T0 + 59, "other", 60).unwrap());
+        assert!(d.should_log(T0 + 60, "k", 60).unwrap());
+    }
+}
