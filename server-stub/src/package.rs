@@ -4,13 +4,15 @@
 //! so a static server never sees half a package.
 
 use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use md5::Digest as _;
 use outpost_agent::engine::digest::hex;
 use outpost_agent::engine::info::{Action, DigestAlgo, DigestEncode, Info, Notify, Proto};
-use outpost_agent::engine::manifest::{FORMAT, FragmentEntry, Manifest, sha256};
+use outpost_agent::engine::manifest::{
+    FLAG_KEEP_MODES, FLAG_REBOOT, FORMAT, FragmentEntry, Manifest, Unpacked, sha256,
+};
 use outpost_agent::engine::plan::launch_program;
 
 use crate::db::{Db, NewPackage};
@@ -42,6 +44,8 @@ pub struct Spec {
     /// User notification (NOTIFY_*, NEED_DONE_ACTION*).
     pub notify: Notify,
 }
+
+const KEEP_MODES_TODO: bool = false;
 
 /// Parse `1M`, `512K`, `1048576`.
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -75,7 +79,7 @@ fn members(path: &Path) -> Result<(Kind, Vec<String>), String> {
     if head.starts_with(&[0x1f, 0x8b]) {
         let f = File::open(path).map_err(|e| e.to_string())?;
         let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(f));
-        let bad = |e: std::io::Error| format!("{} is not a valid tar.gz archive: {e}", path.display());
+        let bad = |e: io::Error| format!("{} is not a valid tar.gz archive: {e}", path.display());
         let mut out = Vec::new();
         for e in ar.entries().map_err(bad)? {
             let e = e.map_err(bad)?;
@@ -91,6 +95,44 @@ fn members(path: &Path) -> Result<(Kind, Vec<String>), String> {
     } else {
         Err(format!("{} is neither a zip nor a tar.gz archive", path.display()))
     }
+}
+
+/// What `archive` unpacks to, counted the way the agent counts while it
+/// unpacks: every member but tar extension headers, and the bytes each
+/// member's reader yields (a GNU sparse member's real size, holes included;
+/// a zip member's inflated bytes, whatever its header claims). The agent
+/// checks free space for `size` first and stops past either number.
+pub fn count_unpacked(archive: &Path) -> Result<Unpacked, String> {
+    let (kind, _) = members(archive)?;
+    let f = File::open(archive).map_err(|e| format!("{}: {e}", archive.display()))?;
+    let mut u = Unpacked { size: 0, members: 0 };
+    let mut add = |r: &mut dyn Read| -> io::Result<()> {
+        u.size += io::copy(r, &mut io::sink())?;
+        u.members += 1;
+        Ok(())
+    };
+    let bad = |e: &dyn std::fmt::Display| format!("{}: {e}", archive.display());
+    match kind {
+        Kind::TarGz => {
+            use tar::EntryType as T;
+            let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(f));
+            for e in ar.entries().map_err(|e| bad(&e))? {
+                let mut e = e.map_err(|e| bad(&e))?;
+                let t = e.header().entry_type();
+                if !matches!(t, T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink) {
+                    add(&mut e).map_err(|e| bad(&e))?;
+                }
+            }
+        }
+        Kind::Zip => {
+            let mut ar = zip::ZipArchive::new(f).map_err(|e| bad(&e))?;
+            for i in 0..ar.len() {
+                let mut e = ar.by_index(i).map_err(|e| bad(&e))?;
+                add(&mut e).map_err(|e| bad(&e))?;
+            }
+        }
+    }
+    Ok(u)
 }
 
 /// Check the spec against the rules of each action.
@@ -218,6 +260,10 @@ fn build(
             return Err(format!("{} is empty", file.display()));
         }
     }
+    let unpacked = match &spec.file {
+        Some(file) => Some(count_unpacked(file)?),
+        None => Some(Unpacked { size: 0, members: 0 }),
+    };
     let frags = fragments.len() as u32;
     let info = Info {
         id,
@@ -243,8 +289,9 @@ fn build(
         archive_size: size,
         archive_sha256,
         fragments,
-        flags: if spec.reboot { outpost_agent::engine::manifest::FLAG_REBOOT } else { 0 },
+        flags: if spec.reboot { FLAG_REBOOT } else { 0 } | if KEEP_MODES_TODO { FLAG_KEEP_MODES } else { 0 },
         reboot_exit_codes: spec.reboot_exit_codes.clone(),
+        unpacked,
     };
     let signed = manifest.encode_signed(|b| {
         let mut s = [0u8; 64];

@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::limits::MAX_RECORD_LEN;
+use super::refetch::DigestTrouble;
 
 const MAGIC: &[u8; 4] = b"OPJ1";
 
@@ -110,7 +111,11 @@ pub enum Phase {
 }
 
 /// The durable state of one package.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Fields added later go last and decode as absent from older records
+/// (postcard runs out of bytes there); older agents ignore them (postcard
+/// leaves trailing bytes alone).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PackageRecord {
     /// Package id.
     pub id: u64,
@@ -131,6 +136,52 @@ pub struct PackageRecord {
     /// `ERR_OUT_OF_SPACE` was reported for this download (reported once;
     /// the download goes on by itself when space returns).
     pub space_reported: bool,
+    /// The series of digest mismatches in progress, with its deadline
+    /// (see [`crate::engine::refetch`]). Added after the first release.
+    pub digest_trouble: Option<DigestTrouble>,
+}
+
+impl<'de> Deserialize<'de> for PackageRecord {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = PackageRecord;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a package record")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut s: A) -> Result<PackageRecord, A::Error> {
+                fn next<'de, T: Deserialize<'de>, A: serde::de::SeqAccess<'de>>(s: &mut A) -> Result<T, A::Error> {
+                    s.next_element()?.ok_or_else(|| serde::de::Error::custom("short package record"))
+                }
+                Ok(PackageRecord {
+                    id: next(&mut s)?,
+                    phase: next(&mut s)?,
+                    priority: next(&mut s)?,
+                    force: next(&mut s)?,
+                    pack_loc: next(&mut s)?,
+                    first_seen: next(&mut s)?,
+                    fragments_verified: next(&mut s)?,
+                    status: next(&mut s)?,
+                    space_reported: next(&mut s)?,
+                    // Absent from records written before it existed.
+                    digest_trouble: s.next_element().ok().flatten().flatten(),
+                })
+            }
+        }
+        const FIELDS: &[&str] = &[
+            "id",
+            "phase",
+            "priority",
+            "force",
+            "pack_loc",
+            "first_seen",
+            "fragments_verified",
+            "status",
+            "space_reported",
+            "digest_trouble",
+        ];
+        d.deserialize_struct("PackageRecord", FIELDS, V)
+    }
 }
 
 /// Packages installed on this device (never run again unless forced).
@@ -166,7 +217,44 @@ mod tests {
             fragments_verified: 2,
             status: None,
             space_reported: false,
+            digest_trouble: Some(DigestTrouble { deadline: 1_800_086_400, faults: 5 }),
         }
+    }
+
+    #[test]
+    fn records_from_before_digest_trouble_still_decode_and_old_agents_skip_it() {
+        // The record as the first release wrote it: the same fields, minus the last.
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        struct V1 {
+            id: u64,
+            phase: Phase,
+            priority: u8,
+            force: bool,
+            pack_loc: String,
+            first_seen: u64,
+            fragments_verified: u32,
+            status: Option<String>,
+            space_reported: bool,
+        }
+        let r = rec();
+        let v1 = V1 {
+            id: r.id,
+            phase: r.phase,
+            priority: r.priority,
+            force: r.force,
+            pack_loc: r.pack_loc.clone(),
+            first_seen: r.first_seen,
+            fragments_verified: r.fragments_verified,
+            status: r.status.clone(),
+            space_reported: r.space_reported,
+        };
+        let old = encode(kind::PACKAGE, &v1).unwrap();
+        assert_eq!(
+            decode::<PackageRecord>(kind::PACKAGE, &old).unwrap(),
+            PackageRecord { digest_trouble: None, ..rec() }
+        );
+        let new = encode(kind::PACKAGE, &r).unwrap();
+        assert_eq!(decode::<V1>(kind::PACKAGE, &new).unwrap(), v1);
     }
 
     #[test]

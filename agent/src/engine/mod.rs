@@ -22,5 +22,6 @@ pub mod ocs;
 pub mod ocs_sched;
 pub mod plan;
 pub mod proto;
+pub mod refetch;
 pub mod status;
 pub mod throttle;

@@ -18,32 +18,32 @@
 //! `ERR_DONE_FAILED` (the server may force a new deployment).
 
 use std::fs;
-use std::io::{self, Read, Seek, SeekFrom};
-use std::path::Path;
 use std::time::Duration;
 
 use outpost_hal::linux::{CommandNotifier, DirBlocks, LinuxDisk, LinuxPower, RebootMethod};
 use outpost_hal::notify::Answer;
 use outpost_hal::power::{Power, RebootDecision, decide};
-use outpost_hal::storage::DiskSpace;
 use ring::rand::SecureRandom;
 
+use super::action;
 use super::config::Config;
 use super::http::{self, Client, Url};
 use super::pace::Pacer;
-use super::store::{FragmentChain, Store, StoreError};
-use super::{action, unpack};
+use super::store::{Store, StoreError};
 use crate::engine::backoff::Backoff;
-use crate::engine::digest::{ArchiveHasher, hex, info_digest_matches};
-use crate::engine::download::{ARCHIVE, BodyError, Download};
-use crate::engine::fetch::FetchError;
-use crate::engine::info::{Info, Proto};
+use crate::engine::download::{ARCHIVE, Download};
+use crate::engine::info::Info;
 use crate::engine::journal::{OutboxRecord, PackageRecord, Phase};
 use crate::engine::limits::{MAX_CONTROL_LEN, MAX_INFO_LEN, MAX_MANIFEST_LEN, MAX_REPORTS_PER_REQUEST};
 use crate::engine::manifest::{Manifest, sha256};
 use crate::engine::plan::{self, Decision};
 use crate::engine::proto::{self, Offer, PollReply, Report};
 use crate::engine::status::StatusCode;
+
+mod fetch;
+mod install;
+use install::lacks_space;
+pub(crate) use install::verify_and_unpack;
 
 /// Why a run could not do its work.
 #[derive(Debug)]
@@ -539,6 +539,7 @@ impl Agent {
                 fragments_verified: 0,
                 status: None,
                 space_reported: false,
+                digest_trouble: None,
             },
         };
         if rec.first_seen == 0 {
@@ -553,22 +554,30 @@ impl Agent {
         let mut dl = Download::open(&mut blocks, &manifest, self.cfg.agent.checkpoint_bytes).map_err(blocks_err)?;
 
         // Space: what is left to fetch, plus room to unpack, plus a margin.
-        let left = dl.total() - dl.have();
-        if let Some(why) = lacks_space(&mut LinuxDisk::new(self.store.root()), left, manifest.archive_size) {
+        let (left, unpacked) = (dl.total() - dl.have(), plan::unpacked_size(&manifest));
+        let mut disk = LinuxDisk::new(self.store.root());
+        if let Some(why) = lacks_space(&mut disk, left, unpacked, manifest.archive_size) {
             return Ok(Step::OutOfSpace(why));
         }
         if dl.have() > 0 && !dl.is_complete() {
             log::info!(target: "outpost", "package {id}: resuming at byte {} of {}", dl.have(), dl.total());
         }
-        if let Err(step) = self.fetch_all(&info, &rec.pack_loc, &mut dl, &mut blocks)? {
-            return Ok(step);
-        }
+        let fetched = self.fetch_all(&info, &mut rec, &mut dl, &mut blocks)?;
         rec.fragments_verified = dl.verified();
         self.store.put_package(&rec)?;
+        if let Err(step) = fetched {
+            return Ok(step);
+        }
+        // The archive is here: room for what it unpacks to, as signed.
+        if let Some(why) = lacks_space(&mut disk, 0, unpacked, manifest.archive_size) {
+            return Ok(Step::OutOfSpace(why));
+        }
 
         let unpack_dir = dir.join("unpack");
         let parts = vec![(dir.join(ARCHIVE), manifest.archive_size)];
-        if let Some(code) = verify_and_unpack(&self.store, &info, parts, Some(&manifest.archive_sha256), &unpack_dir)? {
+        let bounds = plan::unpack_bounds(Some(&manifest));
+        let sha = Some(&manifest.archive_sha256);
+        if let Some(code) = verify_and_unpack(&self.store, &info, parts, sha, &unpack_dir, bounds)? {
             return Ok(Step::Final(code));
         }
 
@@ -593,123 +602,6 @@ impl Agent {
             }
         }
         Ok(Step::Final(code))
-    }
-
-    /// Fetch every fragment through the download engine, retrying with
-    /// backoff. `Err(step)` when this run gives up (a digest that never
-    /// matches is final; network trouble is for a later run).
-    fn fetch_all(
-        &self,
-        info: &Info,
-        pack_loc: &str,
-        dl: &mut Download,
-        blocks: &mut DirBlocks,
-    ) -> Result<Result<(), Step>, StoreError> {
-        let id = info.id;
-        let store_err = |e: outpost_hal::linux::IoError| StoreError::Io(self.store.package_dir(id).join(ARCHIVE), e.0);
-        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-        let (mut failures, mut corrupt, mut last_err) = (0, false, String::new());
-        while let Some((n, range)) = dl.request() {
-            if failures >= self.cfg.agent.fragment_tries {
-                return Ok(Err(if corrupt {
-                    log::error!(target: "outpost", "package {id}: fragment {n} never matched its signed digest");
-                    Step::Final(StatusCode::ErrBadDigest)
-                } else {
-                    Step::Later(last_err)
-                }));
-            }
-            let url = match Url::from_location(info.proto == Proto::Https, pack_loc, &format!("{id}/{id}-{n}")) {
-                Ok(u) => u,
-                Err(e) => return Ok(Err(Step::Final(bad_location(id, &e)))),
-            };
-            let before = dl.have();
-            match self.transfer(&url, range.as_deref(), dl, blocks)? {
-                None if dl.verified() as usize >= n => {
-                    log::info!(target: "outpost", "package {id}: fragment {n}/{} verified", info.frags);
-                    failures = 0;
-                    corrupt = false;
-                    backoff.reset();
-                    continue;
-                }
-                None => continue,
-                Some(FetchError::Corrupt) => {
-                    log::warn!(target: "outpost", "package {id}: fragment {n} failed its digest, fetching it again");
-                    last_err = "fragment digest mismatch".into();
-                    corrupt = true;
-                }
-                Some(e) => {
-                    last_err = format!("{url}: {e}");
-                    corrupt = false;
-                    if dl.have() > before {
-                        // Progress (e.g. a truncated response): go on at once.
-                        log::warn!(target: "outpost", "package {id}: {last_err}; resuming at byte {}", dl.have());
-                        continue;
-                    }
-                    if matches!(e, FetchError::BadContentRange | FetchError::TooLong) {
-                        dl.restart_fragment(blocks).map_err(store_err)?;
-                    }
-                }
-            }
-            failures += 1;
-            if failures < self.cfg.agent.fragment_tries {
-                let wait = backoff.next_delay(self.random_u64());
-                log::warn!(target: "outpost", "package {id}: {last_err}; retrying in {} ms", wait.as_millis());
-                super::sleep(wait);
-            }
-        }
-        Ok(Ok(()))
-    }
-
-    /// One request. `None` when the body ended normally and the engine took
-    /// it (a fragment may now be verified); `Some(e)` for what went wrong.
-    fn transfer(
-        &self,
-        url: &Url,
-        range: Option<&str>,
-        dl: &mut Download,
-        blocks: &mut DirBlocks,
-    ) -> Result<Option<FetchError>, StoreError> {
-        let path = blocks.path(ARCHIVE);
-        let store_err = |e: outpost_hal::linux::IoError| StoreError::Io(path.clone(), e.0);
-        let headers: Vec<(&str, &str)> = range.map(|r| ("Range", r)).into_iter().collect();
-        let window = self.pacer.borrow_mut().begin(url);
-        let mut resp = match self.client.request_with_window("GET", url, &headers, &[], window) {
-            Ok(r) => r,
-            Err(e) => {
-                if let http::Error::Tls(m) = &e {
-                    log::error!(target: "outpost", "{m}");
-                } else {
-                    log::debug!(target: "outpost", "{url}: {e}");
-                }
-                return Ok(Some(FetchError::Status(0)));
-            }
-        };
-        let cr = resp.header("content-range").map(str::to_owned);
-        if let Err(e) = dl.handle_head(resp.status, cr.as_deref()) {
-            return Ok(Some(e));
-        }
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let k = match self.pacer.borrow_mut().read(&mut resp, &mut buf) {
-                Ok(0) => break,
-                Ok(k) => k,
-                Err(e) => {
-                    log::debug!(target: "outpost", "{url}: body read failed: {e}");
-                    dl.handle_abort(blocks).map_err(store_err)?;
-                    return Ok(Some(FetchError::Short));
-                }
-            };
-            match dl.handle_body(blocks, &buf[..k]) {
-                Ok(()) => {}
-                Err(BodyError::Store(e)) => return Err(store_err(e)),
-                Err(BodyError::Fetch(e)) => {
-                    dl.handle_abort(blocks).map_err(store_err)?;
-                    return Ok(Some(e));
-                }
-            }
-        }
-        resp.release();
-        dl.handle_end(blocks).map_err(store_err)
     }
 
     /// One line per package for `outpost-agent status`.
@@ -761,105 +653,10 @@ pub(crate) fn record_final(store: &Store, report_id: u64, offer: &Offer, code: &
         fragments_verified: 0,
         status: Some(code.to_string()),
         space_reported: false,
+        digest_trouble: None,
     };
     store.put_package(&rec)?;
     store.drop_payload(id)?;
     log::info!(target: "outpost", "package {id}: finished with {code}");
     Ok(())
-}
-
-/// Check the whole archive made of `parts` (the manifest's SHA-256 when
-/// there is one, and always the info file's own digest), then unpack it into
-/// `dir`. `Some(code)` on failure; nothing is unpacked then.
-pub(crate) fn verify_and_unpack(
-    store: &Store,
-    info: &Info,
-    parts: Vec<(std::path::PathBuf, u64)>,
-    sha256: Option<&[u8; 32]>,
-    dir: &Path,
-) -> Result<Option<StatusCode>, StoreError> {
-    let id = info.id;
-    let io_err = |e: io::Error| StoreError::Io(dir.to_owned(), e);
-    let tmp = dir.with_file_name("unpack.tmp");
-    for d in [dir, tmp.as_path()] {
-        if d.exists() {
-            fs::remove_dir_all(d).map_err(io_err)?;
-        }
-    }
-    if info.frags == 0 {
-        fs::create_dir_all(dir).map_err(io_err)?;
-        return Ok(None);
-    }
-    let mut chain = FragmentChain::new(parts);
-    let mut hasher = ArchiveHasher::new(info.digest_algo);
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = chain.read(&mut buf).map_err(io_err)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    let (sha, legacy) = hasher.finish();
-    if sha256.is_some_and(|want| *want != sha) || !info_digest_matches(info, &legacy) {
-        log::error!(target: "outpost", "package {id}: archive digest mismatch (sha256 {}); nothing unpacked", hex(&sha));
-        store.drop_payload(id)?;
-        return Ok(Some(StatusCode::ErrBadDigest));
-    }
-    fs::create_dir_all(&tmp).map_err(io_err)?;
-    chain.seek(SeekFrom::Start(0)).map_err(io_err)?;
-    match unpack::unpack(chain, &tmp) {
-        Ok(n) => {
-            fs::rename(&tmp, dir).map_err(io_err)?;
-            log::info!(target: "outpost", "package {id}: unpacked {n} members");
-            Ok(None)
-        }
-        Err(e) => {
-            log::error!(target: "outpost", "package {id}: {e}; nothing was installed");
-            let _ = fs::remove_dir_all(&tmp);
-            Ok(Some(match e {
-                unpack::UnpackError::Io(ref io) if io.kind() == io::ErrorKind::StorageFull => StatusCode::ErrOutOfSpace,
-                _ => StatusCode::ErrBuild,
-            }))
-        }
-    }
-}
-
-fn bad_location(id: u64, e: &http::Error) -> StatusCode {
-    log::error!(target: "outpost", "package {id}: unusable fragment location: {e}");
-    StatusCode::ErrDownloadPack
-}
-
-/// Why a download of `left` more bytes, for an archive of `archive` bytes
-/// (unpacked beside it), does not fit on `disk` now; `None` when it fits, or
-/// when the disk cannot be asked (the writes will tell).
-fn lacks_space<D: DiskSpace>(disk: &mut D, left: u64, archive: u64) -> Option<String> {
-    let space = disk.space().ok()?;
-    let needed = left.saturating_add(archive);
-    (!plan::fits(space.available, needed, archive))
-        .then(|| format!("needs {needed} bytes, {} available", space.available))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use outpost_hal::sim::SimDisk;
-
-    #[test]
-    fn space_check_reads_the_disk_through_the_hal() {
-        const MIB: u64 = 1 << 20;
-        let mut disk = SimDisk::new(1024 * MIB);
-        // 10 MiB left of a 100 MiB archive: 110 MiB plus the 16 MiB margin.
-        assert_eq!(lacks_space(&mut disk, 10 * MIB, 100 * MIB), None);
-        disk.set_available(120 * MIB);
-        assert_eq!(
-            lacks_space(&mut disk, 10 * MIB, 100 * MIB).as_deref(),
-            Some("needs 115343360 bytes, 125829120 available")
-        );
-        disk.set_available(126 * MIB);
-        assert_eq!(lacks_space(&mut disk, 10 * MIB, 100 * MIB), None);
-        disk.set_available(0);
-        disk.set_broken(true);
-        assert_eq!(lacks_space(&mut disk, 10 * MIB, 100 * MIB), None, "a disk that cannot be asked does not stop it");
-    }
 }

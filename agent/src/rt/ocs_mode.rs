@@ -18,12 +18,12 @@
 //! All IO goes through [`OcsEnv`], so tests drive this exact code against an
 //! in-process server in virtual time.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use outpost_hal::linux::{CommandNotifier, StdClock, sync_dir, write_atomic};
+use outpost_hal::linux::{CommandNotifier, StdClock, write_atomic};
 use outpost_hal::notify::{Answer, Notice};
 use outpost_hal::time::Clock;
 
@@ -32,12 +32,14 @@ use super::config::Config;
 use super::http::{Client, Url};
 use super::pace::Pacer;
 use super::store::{Store, StoreError};
-use crate::engine::info::{Info, Proto};
+use crate::engine::info::Info;
 use crate::engine::journal::{PackageRecord, Phase};
 use crate::engine::limits::{MAX_CONTROL_LEN, MAX_INFO_LEN};
 use crate::engine::ocs::{Conf, PrologReply, Request, device_id_for, valid_device_id};
 use crate::engine::ocs_sched::{Next, Scheduler};
 use crate::engine::plan::{self, Outcome};
+
+mod fragment;
 use crate::engine::proto::Offer;
 use crate::engine::status::StatusCode;
 
@@ -250,8 +252,9 @@ enum SlotResult {
     Finished,
     /// The slot failed (counted towards giving up).
     Failed(String),
-    /// The user delayed the install: asked again at the next run.
-    Deferred,
+    /// Asked again at the next run: the user delayed the install (`None`),
+    /// or the archive is to be fetched again (why).
+    Deferred(Option<String>),
 }
 
 impl<E: OcsEnv> Runner for OcsAgent<E> {
@@ -464,6 +467,7 @@ impl<E: OcsEnv> OcsAgent<E> {
             fragments_verified: 0,
             status: None,
             space_reported: false,
+            digest_trouble: None,
         })?;
         Ok(())
     }
@@ -499,8 +503,9 @@ impl<E: OcsEnv> OcsAgent<E> {
                         sched.remove(id);
                         summary.finished += 1;
                     }
-                    SlotResult::Deferred => {
-                        log::info!(target: "outpost", "package {id}: delayed by the user until the next run");
+                    SlotResult::Deferred(why) => {
+                        let why = why.as_deref().unwrap_or("delayed by the user");
+                        log::info!(target: "outpost", "package {id}: {why}; until the next run");
                         sched.remove(id);
                         summary.pending += 1;
                     }
@@ -546,7 +551,8 @@ impl<E: OcsEnv> OcsAgent<E> {
             })
             .collect();
         let dir = self.store.package_dir(id).join("unpack");
-        let code = match verify_and_unpack(&self.store, &info, parts, None, &dir)? {
+        let code = match verify_and_unpack(&self.store, &info, parts, None, &dir, plan::unpack_bounds(None))? {
+            Some(StatusCode::ErrBadDigest) => return self.digest_mismatch(&mut rec),
             Some(code) => code,
             None => {
                 let env = &mut self.env;
@@ -556,7 +562,7 @@ impl<E: OcsEnv> OcsAgent<E> {
                         self.finish(id, rec.priority, &rec.pack_loc.clone(), &StatusCode::ErrAborted)?;
                         return Ok(SlotResult::Finished);
                     }
-                    Answer::Delay => return Ok(SlotResult::Deferred),
+                    Answer::Delay => return Ok(SlotResult::Deferred(None)),
                 }
                 rec.phase = Phase::Installing;
                 self.store.put_package(&rec)?;
@@ -574,32 +580,5 @@ impl<E: OcsEnv> OcsAgent<E> {
         };
         self.finish(id, rec.priority, &rec.pack_loc.clone(), &code)?;
         Ok(SlotResult::Finished)
-    }
-
-    /// Fetch fragment `n` (1-based) into `frag-n`, resuming `frag-n.part`.
-    fn fetch_fragment(&mut self, info: &Info, pack_loc: &str, n: usize) -> Result<Result<(), String>, AgentError> {
-        let id = info.id;
-        let part = self.store.partial_path(id, n);
-        let io_err = |e: io::Error| AgentError::Store(StoreError::Io(part.clone(), e));
-        let url = match Url::from_location(info.proto == Proto::Https, pack_loc, &format!("{id}/{id}-{n}")) {
-            Ok(u) => u,
-            Err(e) => return Ok(Err(e.to_string())),
-        };
-        let file = OpenOptions::new().append(true).create(true).open(&part).map_err(io_err)?;
-        let have = file.metadata().map_err(io_err)?.len();
-        let range = (have > 0).then(|| format!("bytes={have}-"));
-        let mut sink = PartSink { file, have, status: 0 };
-        let result = self.env.get(&url, range.as_deref(), &mut sink);
-        sink.file.sync_data().map_err(io_err)?;
-        match result {
-            Ok(()) => {
-                drop(sink);
-                let done = self.store.fragment_path(id, n);
-                fs::rename(&part, &done).map_err(io_err)?;
-                sync_dir(&self.store.package_dir(id)).map_err(io_err)?;
-                Ok(Ok(()))
-            }
-            Err(e) => Ok(Err(format!("fragment {n}: {e}"))),
-        }
     }
 }

@@ -4,15 +4,24 @@
 //! must be relative and free of `..`; no path is written through a symbolic
 //! link; a symbolic link's target must stay inside the tree (checked
 //! lexically from where the link sits); hard links must name a member inside;
-//! device files, FIFOs and sockets are refused. Permission bits are kept,
-//! set-id and sticky bits dropped. Any violation aborts the whole unpack
-//! ([`UnpackError::Unsafe`] → `ERR_BUILD`); the caller unpacks into a fresh
+//! device files, FIFOs and sockets are refused. Permission bits are kept
+//! but for set-id and sticky bits, and group and other write unless the
+//! package asks to keep them ([`UnpackBounds::keep_modes`]). Members and data
+//! bytes are counted against the package's [`UnpackBounds`] (the numbers its
+//! signed manifest records, or fixed ones); GNU sparse members are written
+//! sparsely. Any violation aborts the whole unpack ([`UnpackError::Unsafe`],
+//! [`UnpackError::OverBound`] → `ERR_BUILD`); the caller unpacks into a fresh
 //! directory and throws it away on error.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Seek};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt, symlink};
 use std::path::{Component, Path, PathBuf};
+
+pub use crate::engine::plan::UnpackBounds;
+
+mod budget;
+use budget::Budget;
 
 /// Why an archive was not unpacked.
 #[derive(Debug)]
@@ -23,6 +32,8 @@ pub enum UnpackError {
     Corrupt(String),
     /// A member would escape the directory or is of a refused kind.
     Unsafe(String),
+    /// More members or data bytes than the package's bounds allow.
+    OverBound(String),
     /// Writing failed (disk full, permissions…).
     Io(io::Error),
 }
@@ -33,6 +44,7 @@ impl std::fmt::Display for UnpackError {
             Self::UnknownFormat => f.write_str("archive is neither zip nor tar.gz"),
             Self::Corrupt(m) => write!(f, "corrupt archive: {m}"),
             Self::Unsafe(m) => write!(f, "refused archive member: {m}"),
+            Self::OverBound(m) => write!(f, "archive over its unpack bounds: {m}"),
             Self::Io(e) => write!(f, "cannot write unpacked file: {e}"),
         }
     }
@@ -92,18 +104,23 @@ fn clean(name: &Path) -> Result<Vec<&std::ffi::OsStr>, UnpackError> {
 /// Writes a tree under `root`, refusing anything that would leave it.
 pub struct SafeTree {
     root: PathBuf,
-    files: u64,
+    budget: Budget,
 }
 
 impl SafeTree {
-    /// A tree rooted at `root`, which must exist.
+    /// A tree rooted at `root`, which must exist, with the fixed bounds.
     pub fn new(root: &Path) -> Self {
-        Self { root: root.to_owned(), files: 0 }
+        Self::bounded(root, UnpackBounds::UNSIGNED)
     }
 
-    /// Members written so far.
+    /// A tree rooted at `root`, which must exist, within `bounds`.
+    pub fn bounded(root: &Path, bounds: UnpackBounds) -> Self {
+        Self { root: root.to_owned(), budget: Budget::new(bounds) }
+    }
+
+    /// Members taken so far.
     pub fn count(&self) -> u64 {
-        self.files
+        self.budget.members()
     }
 
     /// Resolve a member name; create its parent directories; refuse any
@@ -145,6 +162,7 @@ impl SafeTree {
 
     /// Create a directory member.
     pub fn dir(&mut self, name: &Path, mode: Option<u32>) -> Result<(), UnpackError> {
+        self.budget.member(name)?;
         let (p, depth) = self.place(name)?;
         if depth == 0 {
             return Ok(());
@@ -157,30 +175,41 @@ impl SafeTree {
             Err(_) => fs::create_dir(&p)?,
         }
         if let Some(m) = mode {
-            fs::set_permissions(&p, fs::Permissions::from_mode((m & 0o777) | 0o700))?;
+            fs::set_permissions(&p, fs::Permissions::from_mode(self.budget.mode(m) | 0o700))?;
         }
-        self.files += 1;
         Ok(())
     }
 
     /// Create a regular file member from `data`.
     pub fn file(&mut self, name: &Path, mode: Option<u32>, data: &mut dyn Read) -> Result<(), UnpackError> {
+        self.write_file(name, mode, data, false)
+    }
+
+    /// A regular file member; `sparse`: zeros become holes.
+    fn write_file(
+        &mut self,
+        name: &Path,
+        mode: Option<u32>,
+        data: &mut dyn Read,
+        sparse: bool,
+    ) -> Result<(), UnpackError> {
+        self.budget.member(name)?;
         let (p, depth) = self.place(name)?;
         if depth == 0 {
             return Err(UnpackError::Unsafe("file member with an empty name".into()));
         }
         Self::clear(&p)?;
-        let mode = mode.map_or(0o644, |m| m & 0o777);
+        let mode = self.budget.mode(mode.unwrap_or(0o644));
         // create_new refuses to follow (or replace) anything at the path.
-        let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(&p)?;
-        io::copy(data, &mut f)?;
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&p)?;
+        self.budget.copy(name, data, &mut f, sparse)?;
         f.set_permissions(fs::Permissions::from_mode(mode))?;
-        self.files += 1;
         Ok(())
     }
 
     /// Create a symbolic link member whose target stays inside the tree.
     pub fn symlink(&mut self, name: &Path, target: &Path) -> Result<(), UnpackError> {
+        self.budget.member(name)?;
         let (p, depth) = self.place(name)?;
         if depth == 0 {
             return Err(UnpackError::Unsafe("link member with an empty name".into()));
@@ -232,12 +261,12 @@ impl SafeTree {
         }
         Self::clear(&p)?;
         symlink(target, &p)?;
-        self.files += 1;
         Ok(())
     }
 
     /// Create a hard link member to an earlier regular-file member.
     pub fn hardlink(&mut self, name: &Path, target: &Path) -> Result<(), UnpackError> {
+        self.budget.member(name)?;
         let (src, _) = self.place(target)?;
         let m = fs::symlink_metadata(&src)
             .map_err(|_| UnpackError::Unsafe(format!("{}: hard link to a missing member", name.display())))?;
@@ -247,18 +276,24 @@ impl SafeTree {
         let (p, _) = self.place(name)?;
         Self::clear(&p)?;
         fs::hard_link(&src, &p)?;
-        self.files += 1;
         Ok(())
     }
 }
 
 /// Unpack `archive` (zip or tar.gz, detected from its first bytes) into the
-/// existing, empty directory `dest`. Returns the number of members.
-pub fn unpack<R: Read + Seek>(mut archive: R, dest: &Path) -> Result<u64, UnpackError> {
+/// existing, empty directory `dest`, within the fixed bounds. Returns the
+/// number of members.
+pub fn unpack<R: Read + Seek>(archive: R, dest: &Path) -> Result<u64, UnpackError> {
+    unpack_bounded(archive, dest, UnpackBounds::UNSIGNED)
+}
+
+/// [`unpack`] within `bounds`: past them the unpack stops with
+/// [`UnpackError::OverBound`].
+pub fn unpack_bounded<R: Read + Seek>(mut archive: R, dest: &Path, bounds: UnpackBounds) -> Result<u64, UnpackError> {
     let mut head = [0u8; 4];
     let n = archive.read(&mut head)?;
     archive.rewind()?;
-    let mut tree = SafeTree::new(dest);
+    let mut tree = SafeTree::bounded(dest, bounds);
     match detect(&head[..n]).ok_or(UnpackError::UnknownFormat)? {
         Format::TarGz => unpack_tar(archive, &mut tree)?,
         Format::Zip => unpack_zip(archive, &mut tree)?,
@@ -275,7 +310,8 @@ fn unpack_tar(r: impl Read, tree: &mut SafeTree) -> Result<(), UnpackError> {
         let name = e.path().map_err(corrupt)?.into_owned();
         let mode = e.header().mode().ok();
         match e.header().entry_type() {
-            T::Regular | T::Continuous | T::GNUSparse => tree.file(&name, mode, &mut e)?,
+            T::Regular | T::Continuous => tree.file(&name, mode, &mut e)?,
+            T::GNUSparse => tree.write_file(&name, mode, &mut e, true)?,
             T::Directory => tree.dir(&name, mode)?,
             T::Symlink => {
                 let target = e
