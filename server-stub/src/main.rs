@@ -153,6 +153,9 @@ enum PackageCmd {
         /// SUCCESS_REBOOT_REQUIRED, and a reboot is requested.
         #[arg(long, value_name = "N")]
         reboot_exit_code: Vec<i32>,
+        /// Keep group- and world-write bits of archive members (agents drop them otherwise).
+        #[arg(long)]
+        keep_modes: bool,
         #[command(flatten)]
         notify: NotifyArgs,
     },
@@ -386,6 +389,7 @@ fn run(cli: Cli) -> Result<(), String> {
                     name,
                     reboot,
                     reboot_exit_code,
+                    keep_modes,
                     notify: n,
                 },
         } => {
@@ -421,6 +425,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 reboot,
                 reboot_exit_codes: reboot_exit_code,
                 notify,
+                keep_modes,
             };
             let id = package::add(&dir, &db, &spec)?;
             println!("{id}");

@@ -43,9 +43,10 @@ pub struct Spec {
     pub reboot_exit_codes: Vec<i32>,
     /// User notification (NOTIFY_*, NEED_DONE_ACTION*).
     pub notify: Notify,
+    /// Keep group- and world-write bits of archive members (`--keep-modes`);
+    /// agents drop them otherwise.
+    pub keep_modes: bool,
 }
-
-const KEEP_MODES_TODO: bool = false;
 
 /// Parse `1M`, `512K`, `1048576`.
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -289,7 +290,7 @@ fn build(
         archive_size: size,
         archive_sha256,
         fragments,
-        flags: if spec.reboot { FLAG_REBOOT } else { 0 } | if KEEP_MODES_TODO { FLAG_KEEP_MODES } else { 0 },
+        flags: if spec.reboot { FLAG_REBOOT } else { 0 } | if spec.keep_modes { FLAG_KEEP_MODES } else { 0 },
         reboot_exit_codes: spec.reboot_exit_codes.clone(),
         unpacked,
     };
