@@ -245,7 +245,8 @@ fn tampered_fragment_is_caught_before_anything_is_unpacked() {
     let id = srv.package_add(&["--file", &arc, "--action", "launch", "--command", "setup.sh", "--frag-size", "1K"]);
     // Flip one byte of fragment 2 on the server.
     let frag = srv.dir.join(format!("download/{id}/{id}-2"));
-    let mut bytes = fs::read(&frag).unwrap();
+    let good = fs::read(&frag).unwrap();
+    let mut bytes = good.clone();
     bytes[100] ^= 0x55;
     fs::write(&frag, bytes).unwrap();
     let cfg = srv.device_add("pc-1", t.path());
@@ -253,11 +254,16 @@ fn tampered_fragment_is_caught_before_anything_is_unpacked() {
     srv.assign(id, "pc-1", &[]);
     srv.start();
     let o = agent(&cfg, &["run", "--once"], &[("OUTPOST_MARK", mark.to_str().unwrap())]);
-    assert!(o.status.success(), "the failure is reported: {}", text(&o));
-    assert_eq!(srv.status_of(id, "pc-1"), "ERR_BAD_DIGEST");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("fragment 2 failed its digest"), "{}", text(&o));
+    // A digest mismatch is transient (issue 10, item 10): not final after a burst.
+    assert_ne!(srv.status_of(id, "pc-1"), "ERR_BAD_DIGEST", "{}", text(&o));
     assert!(!mark.exists(), "nothing ran");
     assert!(!t.path().join(format!("pc-1-state/packages/{id}/unpack")).exists(), "nothing unpacked");
-    assert!(String::from_utf8_lossy(&o.stderr).contains("fragment 2 failed its digest"), "{}", text(&o));
+    // The fragment path heals: the next run installs it.
+    fs::write(&frag, good).unwrap();
+    let o = agent(&cfg, &["run", "--once"], &[("OUTPOST_MARK", mark.to_str().unwrap())]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(srv.status_of(id, "pc-1"), "SUCCESS", "{}", text(&o));
 }
 
 #[test]

@@ -248,7 +248,9 @@ fn ocs_mode_slots_follow_the_ocs_rules_and_each_package_ends_right() {
     };
     let mut agent = OcsAgent::new(agent_config(&t.join("state")), sim).unwrap();
     let summary = agent.run_once().unwrap();
-    assert!(summary.complete(), "{summary:?}");
+    // 400's archive does not match its digest: fetched again at the next run
+    // (a mismatch is transient, issue 10 item 10), not ended at once.
+    assert_eq!((summary.pending, summary.unreported), (1, 0), "{summary:?}");
     let sim = agent_env(agent);
     let got: Vec<&str> = sim.events.iter().map(|(_, e)| e.as_str()).collect();
     assert_eq!(
@@ -267,7 +269,6 @@ fn ocs_mode_slots_follow_the_ocs_rules_and_each_package_ends_right() {
             "GET 300-2",          // cycle 4
             "REPORT 700 SUCCESS", // SHA1 + unpadded Base64 digest checked
             "REPORT 300 SUCCESS", // next period, cycle 2
-            "REPORT 400 ERR_BAD_DIGEST",
         ]
     );
     // Latencies happened in virtual time: 3 full cycles + a period latency before the last slot.
