@@ -159,13 +159,17 @@ impl<R: BufRead> Body<R> {
 impl<R: BufRead> Read for Body<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let Some(limit) = self.limit else { return self.read_framed(buf) };
-        // One byte past the limit is enough to see that the body runs over.
-        let room = usize::try_from((limit - self.read).saturating_add(1)).unwrap_or(usize::MAX);
-        let want = buf.len().min(room);
-        let n = self.read_framed(&mut buf[..want])?;
-        if self.read + n as u64 > limit {
-            return Err(invalid(Error::TooLarge { what: "body", limit }));
+        let left = limit - self.read;
+        if left == 0 {
+            // Every byte allowed was given: one more is enough to see that
+            // the body runs over.
+            return match self.read_framed(&mut [0u8; 1])? {
+                0 => Ok(0),
+                _ => Err(invalid(Error::TooLarge { what: "body", limit })),
+            };
         }
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = self.read_framed(&mut buf[..want])?;
         self.read += n as u64;
         Ok(n)
     }

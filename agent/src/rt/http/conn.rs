@@ -237,11 +237,13 @@ pub(super) fn connect(tls: &Arc<ClientConfig>, url: &Url, window: Option<u32>, t
     let name = ServerName::try_from(url.host.clone()).map_err(|_| Error::BadUrl(url.to_string()))?;
     let session = ClientConnection::new(tls.clone(), name).map_err(|e| Error::Tls(e.to_string()))?;
     let mut s = StreamOwned::new(session, tcp);
-    // rustls holds at most 64 KiB of a handshake message; the deadline
-    // stops a server that trickles one.
+    // rustls holds at most 64 KiB of a handshake message; the deadline,
+    // checked after every read (rustls's own complete_io would wait for a
+    // whole handshake), stops a server that trickles one.
     let started = Instant::now();
+    let mut bytes = 0u64;
     while s.conn.is_handshaking() {
-        if let Err(e) = s.conn.complete_io(&mut s.sock) {
+        if let Err(e) = handshake_step(&mut s, &mut bytes) {
             let tls_err = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
             return Err(match tls_err {
                 Some(te) => Error::Tls(explain_tls(&url.host, te)),
@@ -249,10 +251,31 @@ pub(super) fn connect(tls: &Arc<ClientConfig>, url: &Url, window: Option<u32>, t
             });
         }
         if started.elapsed() > t.io {
-            return Err(Error::Stalled { what: "TLS handshake", bytes: 0, secs: started.elapsed().as_secs() });
+            return Err(Error::Stalled { what: "TLS handshake", bytes, secs: started.elapsed().as_secs() });
         }
     }
     Ok(conn(Stream::Tls(Box::new(s))))
+}
+
+/// One round of a TLS handshake: send what rustls has to send, then at
+/// most one read from the socket, processed at once. Counts bytes read.
+fn handshake_step(s: &mut StreamOwned<ClientConnection, TcpStream>, bytes: &mut u64) -> io::Result<()> {
+    while s.conn.wants_write() {
+        s.conn.write_tls(&mut s.sock)?;
+    }
+    if !s.conn.is_handshaking() || !s.conn.wants_read() {
+        return Ok(());
+    }
+    match s.conn.read_tls(&mut s.sock)? {
+        0 => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection")),
+        n => *bytes += n as u64,
+    }
+    if let Err(e) = s.conn.process_new_packets() {
+        // The alert that says why, if the socket takes it.
+        let _ = s.conn.write_tls(&mut s.sock);
+        return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
