@@ -17,7 +17,7 @@ impl Tmpfs {
     fn mount(dir: &std::path::Path, mib: u32) -> Option<Self> {
         fs::create_dir_all(dir).ok()?;
         let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m,mode=0700"), "tmpfs"])
             .arg(dir)
             .stderr(Stdio::null())
             .status()

@@ -29,6 +29,15 @@ COMMANDS:
 OPTIONS:
     --config FILE   agent configuration (written by `outpost-server device add`)
     -v, -q          more / less logging (repeatable); or OUTPOST_LOG=error|warn|info|debug|trace
+
+SAFETY CHECKS (exit 2 when refused):
+    the state directory and its subdirectories must belong to the agent's user
+    and not be writable by group or others, nor be symbolic links, and every
+    directory above it must belong to root or that user and not be writable by
+    others unless sticky: otherwise the agent refuses them, without repairing;
+    the config must belong to root or the agent's user and not be writable by
+    group or others: refused otherwise; a config with the device secret that
+    group or others can read is made 0600, with a warning
 ";
 
 struct Args {
@@ -78,15 +87,25 @@ fn main() -> ExitCode {
         }
     };
     logger::init(args.verbosity);
-    let cfg = match Config::load(&args.config) {
+    let mut cfg = match Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
             log::error!(target: "outpost", "{e}");
             return ExitCode::from(2);
         }
     };
+    // Every command checks the state directory before touching it, and then
+    // uses only its checked, canonical path.
+    let store = match Store::open(&cfg.agent.state_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!(target: "outpost", "state directory {}: {e}", cfg.agent.state_dir.display());
+            return ExitCode::from(2);
+        }
+    };
+    cfg.agent.state_dir = store.root().to_owned();
     if args.command == "status" {
-        let lines = Store::open(&cfg.agent.state_dir).and_then(|s| Agent::status_lines(&s));
+        let lines = Agent::status_lines(&store);
         return match lines {
             Ok(lines) => {
                 let now = outpost_hal::time::Clock::unix_time(&outpost_hal::linux::StdClock::new());

@@ -6,15 +6,22 @@
 //! kills everything it started (before its leader is reaped, so the group id
 //! cannot have been reused). After a normal exit, processes it left running
 //! are left alone: installers start services. Output goes to `action.log`.
+//!
+//! Nothing runs from a path another user could swap: before any action, the
+//! package directory (the parent of the unpack directory) is checked — reached
+//! through trusted directories only, ours, made 0700 if others could read it
+//! — and the unpack directory is opened without following a link; the
+//! process then starts in that open directory (`fchdir`), not in a path.
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{PermissionsExt, symlink};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt, symlink};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use outpost_hal::linux::{Untrusted, current_dir_fd, euid, open_owned_dir, resolve_trusted};
 use outpost_hal::notify::{Answer, Notice, Notifier};
 
 use crate::engine::info::{Action, Info};
@@ -49,8 +56,39 @@ pub fn ask_with<N: Notifier>(n: &mut N) -> impl FnMut(&Notice<'_>) -> Answer + '
 /// How often a running action is checked.
 const WAIT_STEP: Duration = Duration::from_millis(20);
 
-/// Run `info`'s action with `dir` as working directory.
+/// Check the directory an action runs in and hold it open (see the module
+/// doc): the package directory above `dir` must be private to us, so that
+/// nobody else can have changed, or can change, anything below it.
+pub fn pin(dir: &Path) -> Result<File, Untrusted> {
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return Err(Untrusted::NotDir(dir.to_owned()));
+    };
+    let parent = resolve_trusted(parent, false)?;
+    let (held, mode) = open_owned_dir(&parent)?;
+    if mode & 0o077 != 0 {
+        held.set_permissions(fs::Permissions::from_mode(0o700)).map_err(|e| Untrusted::Io(parent.clone(), e))?;
+        log::warn!(target: "outpost", "{}: mode {:04o} made 0700", parent.display(), mode & 0o7777);
+    }
+    let dir = parent.join(name);
+    let io_at = |e| Untrusted::Io(dir.clone(), e);
+    let f =
+        OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW).open(&dir).map_err(io_at)?;
+    let uid = f.metadata().map_err(io_at)?.uid();
+    if uid != euid() {
+        return Err(Untrusted::Owner(dir, uid));
+    }
+    Ok(f)
+}
+
+/// Run `info`'s action with `dir` as working directory, once [`pin`] holds it.
 pub fn run(info: &Info, dir: &Path, log_path: &Path, timeout: Duration) -> Outcome {
+    let held = match pin(dir) {
+        Ok(f) => f,
+        Err(e) => {
+            log::error!(target: "outpost", "package {}: not running its action: {e}", info.id);
+            return Outcome::NotStarted;
+        }
+    };
     match info.action {
         Action::Store => match store(dir, Path::new(&info.target)) {
             Ok(()) => Outcome::Exited(0),
@@ -59,26 +97,25 @@ pub fn run(info: &Info, dir: &Path, log_path: &Path, timeout: Duration) -> Outco
                 Outcome::NotStarted
             }
         },
-        Action::Execute => spawn(info.id, &info.target, dir, log_path, timeout),
+        Action::Execute => spawn(info.id, &info.target, held, log_path, timeout),
         Action::Launch => {
             let Some(prog) = launch_program(&info.target) else {
                 log::error!(target: "outpost", "package {}: launch command {:?} names no file of the package", info.id, info.target);
                 return Outcome::NotStarted;
             };
-            let path = dir.join(prog);
-            let inside = path.canonicalize().ok().zip(dir.canonicalize().ok()).is_some_and(|(p, d)| p.starts_with(d));
-            let is_file = fs::metadata(&path).map(|m| m.is_file()).unwrap_or(false);
-            if !inside || !is_file {
+            let real =
+                dir.join(prog).canonicalize().ok().filter(|p| dir.canonicalize().is_ok_and(|d| p.starts_with(d)));
+            let Some(path) = real.filter(|p| fs::metadata(p).is_ok_and(|m| m.is_file())) else {
                 log::error!(target: "outpost", "package {}: {prog} is not a file of the package", info.id);
                 return Outcome::NotStarted;
-            }
+            };
             if let Err(e) = fs::set_permissions(&path, fs::Permissions::from_mode(0o755)) {
                 log::error!(target: "outpost", "package {}: cannot make {prog} executable: {e}", info.id);
                 return Outcome::NotStarted;
             }
             let cmd = info.target.trim_start();
             let line = if cmd.starts_with("./") { cmd.to_string() } else { format!("./{cmd}") };
-            spawn(info.id, &line, dir, log_path, timeout)
+            spawn(info.id, &line, held, log_path, timeout)
         }
     }
 }
@@ -98,24 +135,37 @@ fn kill_group(pid: u32) {
     }
 }
 
-fn spawn(id: u64, line: &str, dir: &Path, log_path: &Path, timeout: Duration) -> Outcome {
-    let log_file = match File::create(log_path).and_then(|f| Ok((f.try_clone()?, f))) {
+/// A fresh, empty `action.log` (mode 0600): whatever is at `path` (an old
+/// log, or a link someone left there) is unlinked first, and the file is
+/// created with `O_EXCL|O_NOFOLLOW`, so the action's output never goes
+/// through a link.
+fn create_log(path: &Path) -> io::Result<File> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(path)
+}
+
+/// Run `line` through `/bin/sh -c` in the directory `dir` is open on.
+fn spawn(id: u64, line: &str, dir: File, log_path: &Path, timeout: Duration) -> Outcome {
+    let log_file = match create_log(log_path).and_then(|f| Ok((f.try_clone()?, f))) {
         Ok(f) => f,
         Err(e) => {
             log::error!(target: "outpost", "package {id}: cannot create {}: {e}", log_path.display());
             return Outcome::NotStarted;
         }
     };
-    let child = Command::new("/bin/sh")
-        .arg("-c")
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
         .arg(line)
-        .current_dir(dir)
         .env("OUTPOST_PACKAGE_ID", id.to_string())
         .stdin(Stdio::null())
         .stdout(log_file.0)
         .stderr(log_file.1)
-        .process_group(0)
-        .spawn();
+        .process_group(0);
+    current_dir_fd(&mut cmd, dir);
+    let child = cmd.spawn();
     let mut child = match child {
         Ok(c) => c,
         Err(e) => {
@@ -151,7 +201,9 @@ fn spawn(id: u64, line: &str, dir: &Path, log_path: &Path, timeout: Duration) ->
 }
 
 /// Copy the tree at `src` into `dest` (created with its parents), keeping
-/// modes and symbolic links; dot files included.
+/// modes and symbolic links; dot files included. Below `dest`, a link already
+/// where the tree has a file or directory is replaced, never written through
+/// (as `tar` does).
 pub fn store(src: &Path, dest: &Path) -> io::Result<()> {
     if !dest.is_absolute() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "store destination must be an absolute path"));
@@ -166,12 +218,12 @@ fn copy_tree(src: &Path, dest: &Path) -> io::Result<()> {
         let from = e.path();
         let to = dest.join(e.file_name());
         let ft = e.file_type()?;
+        let there = fs::symlink_metadata(&to).ok().map(|m| m.file_type());
+        if there.is_some_and(|t| t.is_symlink()) || (ft.is_symlink() && there.is_some()) {
+            fs::remove_file(&to)?; // a directory there is not removed: that fails
+        }
         if ft.is_symlink() {
-            let target = fs::read_link(&from)?;
-            if fs::symlink_metadata(&to).is_ok() {
-                fs::remove_file(&to)?;
-            }
-            symlink(target, &to)?;
+            symlink(fs::read_link(&from)?, &to)?;
         } else if ft.is_dir() {
             if !to.is_dir() {
                 fs::create_dir(&to)?;
@@ -179,7 +231,17 @@ fn copy_tree(src: &Path, dest: &Path) -> io::Result<()> {
             copy_tree(&from, &to)?;
             fs::set_permissions(&to, fs::metadata(&from)?.permissions())?;
         } else {
-            fs::copy(&from, &to)?;
+            let mut src = File::open(&from)?;
+            let mode = src.metadata()?.permissions();
+            let mut dst = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(mode.mode())
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&to)?;
+            io::copy(&mut src, &mut dst)?;
+            dst.set_permissions(mode)?;
         }
     }
     Ok(())

@@ -1,7 +1,18 @@
 //! The agent's configuration file (TOML), as `outpost-server device add`
 //! writes it. Unknown keys are errors, so typos do not pass silently.
+//!
+//! The file names commands the agent runs as root (`notify_command`,
+//! `reboot_command`) and may hold the device secret, so [`Config::load`]
+//! refuses one that others could have written (see there), and makes one
+//! with a secret that others can read 0600, with a warning: the agent keeps
+//! working, the secret stops leaking, and the admin is told to replace it.
 
+use std::fs::OpenOptions;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+use outpost_hal::linux::{GROUP_OTHER_WRITE, Untrusted, euid, resolve_trusted};
 
 use serde::Deserialize;
 
@@ -177,7 +188,18 @@ pub enum ConfigError {
     Parse(String),
     /// A value is out of its domain.
     Invalid(&'static str),
+    /// Others could have written the file, or could replace it.
+    Unsafe(Untrusted),
+    /// The file holds a secret others can read (mode bits), and could not
+    /// be made private.
+    Exposed(PathBuf, u32, std::io::Error),
 }
+
+/// The largest configuration read (bytes); a larger file is refused.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Mode bits that let group or others read.
+const GROUP_OTHER_READ: u32 = 0o044;
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -185,6 +207,17 @@ impl std::fmt::Display for ConfigError {
             Self::Read(p, e) => write!(f, "cannot read config {}: {e}", p.display()),
             Self::Parse(e) => write!(f, "invalid config: {e}"),
             Self::Invalid(what) => write!(f, "invalid config: {what}"),
+            Self::Unsafe(e) => write!(
+                f,
+                "refusing config: {e}; it must belong to root or the agent's user and not be writable by group \
+                 or others, under directories only they can write"
+            ),
+            Self::Exposed(p, mode, e) => write!(
+                f,
+                "config {} holds a secret that group or others can read (mode {:04o}) and cannot be made 0600: {e}",
+                p.display(),
+                mode & 0o7777
+            ),
         }
     }
 }
@@ -192,10 +225,43 @@ impl std::fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
-    /// Read and check a configuration file.
+    /// Read and check a configuration file. It is refused unless every
+    /// directory and link on its path belongs to root or the agent's user and
+    /// others cannot write those directories (sticky ones aside), and the file
+    /// itself belongs to root or the agent's user and is not writable by group
+    /// or others. If it holds a secret and group or others can read it, it is
+    /// made 0600 with a warning ([`ConfigError::Exposed`] when that fails).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_owned(), e))?;
-        Self::parse(&text)
+        let real = resolve_trusted(path, true).map_err(ConfigError::Unsafe)?;
+        let read_err = |e| ConfigError::Read(real.clone(), e);
+        let file = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&real).map_err(read_err)?;
+        let m = file.metadata().map_err(read_err)?;
+        let refuse = |why| Err(ConfigError::Unsafe(why));
+        if !m.is_file() {
+            return refuse(Untrusted::NotFile(real));
+        } else if m.uid() != 0 && m.uid() != euid() {
+            return refuse(Untrusted::Owner(real, m.uid()));
+        } else if m.mode() & GROUP_OTHER_WRITE != 0 {
+            return refuse(Untrusted::Writable(real, m.mode()));
+        }
+        let mut text = String::new();
+        (&file).take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text).map_err(read_err)?;
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(ConfigError::Invalid("the config is larger than 1 MiB"));
+        }
+        let c = Self::parse(&text)?;
+        if !c.server.secret.is_empty() && m.mode() & GROUP_OTHER_READ != 0 {
+            let private = std::fs::Permissions::from_mode(0o600);
+            file.set_permissions(private).map_err(|e| ConfigError::Exposed(real.clone(), m.mode(), e))?;
+            log::warn!(
+                target: "outpost",
+                "config {} holds the device secret but group or others could read it (mode {:04o}); made it 0600: \
+                 if anyone else could have read it, give the device a new secret",
+                real.display(),
+                m.mode() & 0o7777
+            );
+        }
+        Ok(c)
     }
 
     /// Parse and check configuration text.

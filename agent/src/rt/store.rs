@@ -17,12 +17,25 @@
 //!
 //! Every record goes through `write_atomic` (temporary, fsync, rename, fsync
 //! dir): a crash leaves the old or the new record, never a torn one.
+//!
+//! The agent runs as root and writes and runs things here, so [`Store::open`]
+//! refuses a directory another user could have planted anything in: STATE,
+//! `outbox/`, `packages/` and every `packages/<ID>/` must belong to the
+//! agent's user, must not be links, and must not be writable by group or
+//! others; every directory above STATE must belong to root or the agent's
+//! user and not be writable by others unless sticky (`/tmp`). It refuses
+//! rather than repairs: once others could write there, its contents cannot be
+//! trusted, and only an admin can judge them. Subdirectories that others may
+//! merely read are made 0700. No file here is opened through a link.
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use outpost_hal::linux::{sync_dir, write_atomic};
+use outpost_hal::linux::{
+    Untrusted, open_owned_dir, read_nofollow, resolve_trusted, sync_dir, trusted_dir, write_atomic,
+};
 
 use crate::engine::journal::{self, HistoryRecord, OutboxRecord, PackageRecord, kind};
 
@@ -39,6 +52,8 @@ pub enum StoreError {
     Io(PathBuf, io::Error),
     /// A record that cannot be read.
     Record(PathBuf, journal::RecordError),
+    /// A directory others could tamper with: the store refuses to use it.
+    Unsafe(Untrusted),
 }
 
 impl std::fmt::Display for StoreError {
@@ -46,6 +61,12 @@ impl std::fmt::Display for StoreError {
         match self {
             Self::Io(p, e) => write!(f, "{}: {e}", p.display()),
             Self::Record(p, e) => write!(f, "{}: {e}", p.display()),
+            Self::Unsafe(e) => write!(
+                f,
+                "refusing to use it: {e}; it and its subdirectories must belong to the agent's user and not be \
+                 writable by group or others, under directories only root or that user can write (check what \
+                 others may have put there before fixing it)"
+            ),
         }
     }
 }
@@ -63,14 +84,63 @@ fn io_at(p: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     move |e| StoreError::Io(p.to_owned(), e)
 }
 
+/// Create the directory `d` (mode 0700) unless it exists.
+fn make_private_dir(d: &Path, recursive: bool) -> Result<(), StoreError> {
+    match fs::DirBuilder::new().recursive(recursive).mode(0o700).create(d) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(StoreError::Io(d.to_owned(), e)),
+        _ => Ok(()),
+    }
+}
+
+/// Create the missing directory `d` (and its missing parents, mode 0700),
+/// but only below an existing directory that is reached through trusted
+/// directories and that others cannot write ([`trusted_dir`]): nothing is
+/// created where another user could have pointed a link.
+fn create_under_trusted(d: &Path) -> Result<(), StoreError> {
+    let abs = std::path::absolute(d).map_err(io_at(d))?;
+    let Some(base) = abs.ancestors().skip(1).find(|a| fs::symlink_metadata(a).is_ok()) else {
+        return Err(StoreError::Io(abs, io::ErrorKind::NotFound.into()));
+    };
+    let rest = abs.strip_prefix(base).map_err(|_| StoreError::Io(abs.clone(), io::ErrorKind::InvalidInput.into()))?;
+    let base = trusted_dir(base).map_err(StoreError::Unsafe)?;
+    make_private_dir(&base.join(rest), true)
+}
+
+/// Check a subdirectory of the store (see the module doc) and make it 0700
+/// if others may read it.
+fn check_private_dir(d: &Path) -> Result<(), StoreError> {
+    let (f, mode) = open_owned_dir(d).map_err(StoreError::Unsafe)?;
+    if mode & 0o077 != 0 {
+        f.set_permissions(fs::Permissions::from_mode(0o700)).map_err(io_at(d))?;
+        log::info!(target: "outpost", "{}: mode {:04o} made 0700", d.display(), mode & 0o7777);
+    }
+    Ok(())
+}
+
 impl Store {
-    /// Open (and create) the state directory, private to the agent's user.
+    /// Open (and create, mode 0700) the state directory after checking it,
+    /// the directories above it and those it holds (see the module doc).
+    /// The store's root is the checked, canonical path.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
-        use std::os::unix::fs::DirBuilderExt;
-        for d in [root.to_owned(), root.join("outbox"), root.join("packages")] {
-            fs::DirBuilder::new().recursive(true).mode(0o700).create(&d).map_err(io_at(&d))?;
+        if fs::symlink_metadata(root).is_err() {
+            create_under_trusted(root)?;
         }
-        Ok(Self { root: root.to_owned() })
+        let root = resolve_trusted(root, false).map_err(StoreError::Unsafe)?;
+        open_owned_dir(&root).map_err(StoreError::Unsafe)?;
+        for sub in ["outbox", "packages"] {
+            let d = root.join(sub);
+            make_private_dir(&d, false)?;
+            check_private_dir(&d)?;
+        }
+        let packages = root.join("packages");
+        for e in fs::read_dir(&packages).map_err(io_at(&packages))? {
+            let e = e.map_err(io_at(&packages))?;
+            if e.file_type().map_err(io_at(&e.path()))?.is_file() {
+                continue; // not a package: never used
+            }
+            check_private_dir(&e.path())?;
+        }
+        Ok(Self { root })
     }
 
     /// The root directory.
@@ -84,7 +154,7 @@ impl Store {
     }
 
     fn read_record<T: serde::de::DeserializeOwned>(&self, path: &Path, k: u8) -> Result<Option<T>, StoreError> {
-        match fs::read(path) {
+        match read_nofollow(path) {
             Ok(b) => journal::decode(k, &b).map(Some).map_err(|e| StoreError::Record(path.to_owned(), e)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StoreError::Io(path.to_owned(), e)),
@@ -116,11 +186,11 @@ impl Store {
         self.read_record(&self.package_dir(id).join("record"), kind::PACKAGE)
     }
 
-    /// Write the record of a package (creating its directory).
+    /// Write the record of a package (creating its directory, mode 0700).
     pub fn put_package(&self, rec: &PackageRecord) -> Result<(), StoreError> {
         let dir = self.package_dir(rec.id);
-        if !dir.exists() {
-            fs::create_dir_all(&dir).map_err(io_at(&dir))?;
+        if fs::symlink_metadata(&dir).is_err() {
+            make_private_dir(&dir, false)?;
             sync_dir(&self.root.join("packages")).map_err(io_at(&dir))?;
         }
         self.write_record(&dir.join("record"), kind::PACKAGE, rec)
@@ -140,7 +210,7 @@ impl Store {
     /// Write a file of a package durably (info, manifest).
     pub fn put_package_file(&self, id: u64, name: &str, data: &[u8]) -> Result<(), StoreError> {
         let dir = self.package_dir(id);
-        fs::create_dir_all(&dir).map_err(io_at(&dir))?;
+        make_private_dir(&dir, false)?;
         let p = dir.join(name);
         write_atomic(&p, data).map_err(io_at(&p))
     }
@@ -148,7 +218,7 @@ impl Store {
     /// Read a file of a package, `None` if absent.
     pub fn package_file(&self, id: u64, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let p = self.package_dir(id).join(name);
-        match fs::read(&p) {
+        match read_nofollow(&p) {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StoreError::Io(p, e)),
@@ -193,7 +263,8 @@ impl Store {
 
     /// The package whose reboot is pending, if any.
     pub fn reboot_pending(&self) -> Option<u64> {
-        fs::read_to_string(self.root.join("reboot-pending")).ok()?.trim().parse().ok()
+        let bytes = read_nofollow(&self.root.join("reboot-pending")).ok()?;
+        std::str::from_utf8(&bytes).ok()?.trim().parse().ok()
     }
 
     /// Forget the pending reboot (durably, before rebooting: no reboot loops).
@@ -313,7 +384,8 @@ impl Read for FragmentChain {
         }
         let within = self.pos - start;
         if self.open.as_ref().map(|(i, _)| *i) != Some(idx) {
-            self.open = Some((idx, File::open(&self.parts[idx].0)?));
+            let f = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&self.parts[idx].0)?;
+            self.open = Some((idx, f));
         }
         let Some((_, f)) = self.open.as_mut() else {
             return Ok(0);
