@@ -28,6 +28,7 @@ fn manifest(data: &[u8], frag: usize) -> Manifest {
         fragments: data.chunks(frag).map(|c| FragmentEntry { size: c.len() as u64, sha256: sha256(c) }).collect(),
         flags: 0,
         reboot_exit_codes: vec![],
+        unpacked: None,
     }
 }
 

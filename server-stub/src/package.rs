@@ -309,6 +309,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn unpacked_size_and_members_are_counted_as_the_agent_counts_them() {
+        let dir = std::env::temp_dir().join(format!("outpost-count-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        let mut b = tar::Builder::new(gz);
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_size(0);
+        b.append_data(&mut h, "d/", &[][..]).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(3000);
+        b.append_data(&mut h, "d/a", &[1u8; 3000][..]).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(5);
+        b.append_data(&mut h, &"n".repeat(200), &b"hello"[..]).unwrap(); // a GNU long name
+        let tgz = dir.join("a.tar.gz");
+        fs::write(&tgz, b.into_inner().unwrap().finish().unwrap()).unwrap();
+        assert_eq!(count_unpacked(&tgz).unwrap(), Unpacked { size: 3005, members: 3 });
+        let mut z = zip::ZipWriter::new(io::Cursor::new(Vec::new()));
+        z.start_file("x", zip::write::SimpleFileOptions::default()).unwrap();
+        z.write_all(&[0u8; 70_000]).unwrap();
+        let zf = dir.join("a.zip");
+        fs::write(&zf, z.finish().unwrap().into_inner()).unwrap();
+        assert_eq!(count_unpacked(&zf).unwrap(), Unpacked { size: 70_000, members: 1 });
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn sizes() {
         assert_eq!(parse_size("1M").unwrap(), 1 << 20);
         assert_eq!(parse_size("512k").unwrap(), 512 << 10);
