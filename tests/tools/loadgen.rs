@@ -31,13 +31,15 @@ use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme, StreamOwned};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
@@ -67,16 +69,18 @@ struct Opts {
     warmup: Duration,
     timeout: Duration,
     peers: Vec<u32>,
+    verify_every: u64,
 }
 
 const USAGE: &str = "usage: outpost-loadgen --target HOST:PORT --mode handshake|keepalive|plain \
 [--ca CA.pem] [--name SERVER_NAME] --requests FILE.jsonl [--conns N] [--duration SECS] [--warmup SECS] \
-[--timeout SECS] [--peer-pid PID]...";
+[--timeout SECS] [--verify-every K] [--peer-pid PID]...";
 
 fn parse_args() -> Result<Opts, String> {
     let mut args = std::env::args().skip(1);
     let (mut target, mut name, mut mode, mut ca, mut requests) = (None, None, None, None, None);
     let (mut conns, mut duration, mut warmup, mut timeout, mut peers) = (16, 10.0, 1.0, 10.0, Vec::new());
+    let mut verify_every = 1;
     let secs = |v: String| {
         v.parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).ok_or_else(|| format!("bad seconds {v:?}"))
     };
@@ -99,6 +103,9 @@ fn parse_args() -> Result<Opts, String> {
             "--duration" => duration = secs(val()?)?,
             "--warmup" => warmup = secs(val()?)?,
             "--timeout" => timeout = secs(val()?)?,
+            "--verify-every" => {
+                verify_every = val()?.parse().ok().filter(|k| *k > 0).ok_or("--verify-every needs a positive count")?;
+            }
             "--peer-pid" => peers.push(val()?.parse().map_err(|e| format!("--peer-pid: {e}"))?),
             "-h" | "--help" => return Err(USAGE.into()),
             _ => return Err(format!("unknown argument {a:?}\n{USAGE}")),
@@ -128,6 +135,7 @@ fn parse_args() -> Result<Opts, String> {
         warmup: Duration::from_secs_f64(warmup),
         timeout: Duration::from_secs_f64(timeout.max(0.001)),
         peers,
+        verify_every,
     })
 }
 
@@ -161,20 +169,94 @@ fn load_requests(path: &str, host: &str, close: bool) -> Result<Vec<Vec<u8>>, St
     Ok(out)
 }
 
-fn tls_config(ca: &str) -> Result<Arc<ClientConfig>, String> {
+fn tls_config(ca: &str, sig_every: u64) -> Result<Arc<ClientConfig>, String> {
     let mut roots = RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(ca).map_err(|e| format!("{ca}: {e}"))? {
         roots.add(c.map_err(|e| format!("{ca}: {e}"))?).map_err(|e| format!("{ca}: {e}"))?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| format!("{ca}: {e}"))?;
     let mut cfg = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(ChainOnce {
+            webpki,
+            verified: Mutex::new(None),
+            sig_count: AtomicU64::new(0),
+            sig_every,
+        }))
         .with_no_client_auth();
     // Every connection makes a full handshake.
     cfg.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(cfg))
+}
+
+/// The CA's verifier, with the chain's verdict kept: a chain is verified
+/// against the CA once, and the same certificate bytes for the same name are
+/// taken as verified after that (no second path building, no second check of
+/// the CA's signature on them). The handshake signature, proof that the peer
+/// holds the key, is checked on every connection. So the client does per
+/// handshake what an agent must (key exchange, one signature check), not the
+/// certificate parsing an agent does once per connection too, which keeps the
+/// load generator cheaper than the servers it measures.
+#[derive(Debug)]
+struct ChainOnce {
+    webpki: Arc<WebPkiServerVerifier>,
+    /// The last verified chain and name.
+    verified: Mutex<Option<(Vec<Vec<u8>>, String)>>,
+    /// TLS 1.3 handshake signatures seen, and the share checked (1 in `sig_every`).
+    sig_count: AtomicU64,
+    sig_every: u64,
+}
+
+impl ServerCertVerifier for ChainOnce {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let chain: Vec<Vec<u8>> =
+            std::iter::once(end_entity).chain(intermediates).map(|c| c.as_ref().to_vec()).collect();
+        let key = (chain, server_name.to_str().into_owned());
+        let mut verified = self.verified.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if verified.as_ref() == Some(&key) {
+            return Ok(ServerCertVerified::assertion());
+        }
+        let ok = self.webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)?;
+        *verified = Some(key);
+        Ok(ok)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        if self.sig_count.fetch_add(1, Ordering::Relaxed) % self.sig_every != 0 {
+            return Ok(HandshakeSignatureValid::assertion());
+        }
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
 }
 
 /// A connection, plain or TLS.
@@ -270,10 +352,12 @@ struct Reply {
 fn read_reply(c: &mut Conn, buf: &mut [u8], have: &mut usize) -> io::Result<Reply> {
     let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_string());
     // The head.
+    let mut scanned = 0;
     let head_end = loop {
-        if let Some(p) = buf[..*have].windows(4).position(|w| w == b"\r\n\r\n") {
-            break p + 4;
+        if let Some(p) = find_head_end(&buf[scanned..*have]) {
+            break scanned + p;
         }
+        scanned = have.saturating_sub(3);
         if *have == buf.len() {
             return Err(bad("response head too long"));
         }
@@ -331,6 +415,21 @@ fn read_reply(c: &mut Conn, buf: &mut [u8], have: &mut usize) -> io::Result<Repl
         left -= n as u64;
     }
     Ok(Reply { status, body: len, keep })
+}
+
+/// The end of `\r\n\r\n` in `b`, if there.
+fn find_head_end(b: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i + 4 <= b.len() {
+        if b[i + 3] != b'\n' {
+            i += 1;
+        } else if &b[i..i + 4] == b"\r\n\r\n" {
+            return Some(i + 4);
+        } else {
+            i += 1;
+        }
+    }
+    None
 }
 
 fn error_kind(e: &io::Error) -> String {
@@ -419,7 +518,7 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 fn run(opts: Opts) -> Result<serde_json::Value, String> {
     let tls = match (&opts.mode, &opts.ca) {
         (Mode::Plain, _) => None,
-        (_, Some(ca)) => Some(tls_config(ca)?),
+        (_, Some(ca)) => Some(tls_config(ca, opts.verify_every)?),
         (_, None) => unreachable!("checked in parse_args"),
     };
     let server_name = match opts.mode {
@@ -490,6 +589,7 @@ fn run(opts: Opts) -> Result<serde_json::Value, String> {
         "errors": io_errors + bad_status,
         "status": t.status.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
         "error_kinds": t.errors.iter().map(|(k, v)| (k.clone(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
+        "verify_every": sh.opts.verify_every,
         "loadgen_cpu_s": own_cpu.map(|c| round(c, 2)),
         "peer_cpu_s": peer_cpu.map(|c| round(c, 2)),
         "loadgen_cpu_per_peer_cpu": match (own_cpu, peer_cpu) {
