@@ -120,21 +120,6 @@ pub fn run(info: &Info, dir: &Path, log_path: &Path, timeout: Duration) -> Outco
     }
 }
 
-/// SIGKILL the process group led by `pid`. Only call it while that leader
-/// is alive and not yet reaped, so the group id cannot have been reused.
-#[allow(unsafe_code)]
-fn kill_group(pid: u32) {
-    let Ok(pgid) = i32::try_from(pid) else { return };
-    if pgid <= 1 {
-        return; // -0 is our own group, -1 is every process: never
-    }
-    // SAFETY: kill(2) with a negative pid signals a process group; it has no
-    // memory-safety preconditions.
-    unsafe {
-        libc::kill(-pgid, libc::SIGKILL);
-    }
-}
-
 /// A fresh, empty `action.log` (mode 0600): whatever is at `path` (an old
 /// log, or a link someone left there) is unlinked first, and the file is
 /// created with `O_EXCL|O_NOFOLLOW`, so the action's output never goes
@@ -187,7 +172,7 @@ fn spawn(id: u64, line: &str, dir: File, log_path: &Path, timeout: Duration) -> 
             }
             Ok(None) if start.elapsed() >= timeout => {
                 log::error!(target: "outpost", "package {id}: action still running after {}s, killing it", timeout.as_secs());
-                kill_group(child.id());
+                outpost_hal::linux::kill_group(child.id());
                 let _ = child.wait();
                 return Outcome::TimedOut;
             }

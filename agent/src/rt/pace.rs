@@ -82,19 +82,6 @@ pub struct Pacer {
     shown: Option<(u64, Reason, Instant)>,
 }
 
-/// Minutes since local midnight.
-#[allow(unsafe_code)]
-fn local_minute(unix: u64) -> u16 {
-    let t = libc::time_t::try_from(unix).unwrap_or(0);
-    // SAFETY: localtime_r only writes into the tm we pass; both pointers are valid.
-    let tm = unsafe {
-        let mut tm = std::mem::zeroed::<libc::tm>();
-        libc::localtime_r(&t, &mut tm);
-        tm
-    };
-    (tm.tm_hour * 60 + tm.tm_min).clamp(0, 1439) as u16
-}
-
 impl Pacer {
     /// A pacer with the local settings; `STATE/rate` under `state_dir`.
     pub fn new(cfg: PaceConfig, state_dir: &std::path::Path) -> Self {
@@ -186,7 +173,7 @@ impl Pacer {
                 }
             }
         }
-        let minute = local_minute(self.clock.unix_time());
+        let minute = outpost_hal::linux::local_minute(self.clock.unix_time());
         let (rate, _) = self.throttle.rate(minute);
         if rate != self.bucket.rate() {
             self.bucket.set_rate(now, rate);

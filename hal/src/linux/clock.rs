@@ -33,3 +33,17 @@ impl Clock for StdClock {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
     }
 }
+
+/// Minutes since local midnight (0..1440) at Unix time `unix`, in the
+/// process's time zone (`localtime_r`).
+#[allow(unsafe_code)]
+pub fn local_minute(unix: u64) -> u16 {
+    let t = libc::time_t::try_from(unix).unwrap_or(0);
+    // SAFETY: localtime_r only writes into the tm we pass; both pointers are valid.
+    let tm = unsafe {
+        let mut tm = std::mem::zeroed::<libc::tm>();
+        libc::localtime_r(&t, &mut tm);
+        tm
+    };
+    (tm.tm_hour * 60 + tm.tm_min).clamp(0, 1439) as u16
+}

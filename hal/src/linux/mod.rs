@@ -8,15 +8,17 @@ mod fs;
 mod net;
 mod notify;
 mod power;
+mod process;
 mod rlimit;
 mod trust;
 
 pub use blocks::DirBlocks;
-pub use clock::StdClock;
+pub use clock::{StdClock, local_minute};
 pub use disk::{LinuxDisk, space_of};
 pub use fs::{IoError, read_nofollow, sync_dir, write_atomic};
 pub use net::{SysNet, route4, route6};
 pub use notify::CommandNotifier;
 pub use power::{LinuxPower, RebootMethod, utmp_has_user};
+pub use process::kill_group;
 pub use rlimit::{NofileLimit, nofile_limit, raise_nofile_limit};
 pub use trust::{GROUP_OTHER_WRITE, Untrusted, current_dir_fd, euid, open_owned_dir, resolve_trusted, trusted_dir};
