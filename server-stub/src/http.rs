@@ -276,7 +276,9 @@ pub async fn write_response<S: AsyncWrite + Unpin>(
         Body::Bytes(b) => out.extend_from_slice(&b),
         Body::File { mut file, offset, len } => {
             use std::io::{Read, Seek, SeekFrom};
-            file.seek(SeekFrom::Start(offset))?;
+            if offset > 0 {
+                file.seek(SeekFrom::Start(offset))?;
+            }
             let mut left = len;
             while left > 0 {
                 let start = out.len();

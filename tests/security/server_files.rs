@@ -1,1 +1,85 @@
-//! (to be written)
+//! Item 6: the server directory's secrets. `server.toml` (it may hold the
+//! OCS Basic password) and `state.db` with its `-wal`/`-shm` files are
+//! created 0600, `keys/` and `tls/` 0700; looser modes found at `serve`
+//! start are tightened with a warning. The CA's private key is needed by
+//! `init` only: every other command works with it moved offline.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use outpost_agent::rt::http::{Client, Url};
+use outpost_tests::{Server, TempDir, text};
+
+fn mode(p: &Path) -> u32 {
+    fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).permissions().mode() & 0o777
+}
+
+fn assert_private(dir: &Path) {
+    for f in ["server.toml", "state.db", "state.db-wal", "state.db-shm", "keys/signing.pk8", "tls/server-key.pem"] {
+        let p = dir.join(f);
+        if p.exists() || !f.starts_with("state.db-") {
+            assert_eq!(mode(&p), 0o600, "{f}");
+        }
+    }
+    for d in ["keys", "tls"] {
+        assert_eq!(mode(&dir.join(d)), 0o700, "{d}/");
+    }
+}
+
+#[test]
+fn server_toml_and_state_db_are_private() {
+    let t = TempDir::new("sec-files-modes");
+    let mut srv = Server::init(t.join("srv"), &[]);
+    assert_private(&srv.dir);
+    srv.start();
+    assert!(srv.dir.join("state.db-wal").exists(), "WAL mode: the -wal file exists while serving");
+    assert_private(&srv.dir);
+    assert!(srv.stop());
+
+    // An older server directory (or an admin's chmod): tightened at start, with a warning.
+    for f in ["server.toml", "state.db", "state.db-wal", "state.db-shm"] {
+        let p = srv.dir.join(f);
+        if p.exists() {
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).expect("chmod");
+        }
+    }
+    fs::set_permissions(srv.dir.join("keys"), fs::Permissions::from_mode(0o755)).expect("chmod");
+    srv.start();
+    assert_private(&srv.dir);
+    let log = fs::read_to_string(srv.dir.join("serve.log")).unwrap_or_default();
+    assert!(log.contains("server.toml was mode 0644, readable by others; made 0600"), "{log}");
+    assert!(log.contains("keys was mode 0755"), "{log}");
+}
+
+#[test]
+fn serve_works_with_the_ca_key_offline() {
+    let t = TempDir::new("sec-files-ca");
+    let mut srv = Server::init(t.join("srv"), &[]);
+    let offline = t.join("usb-stick-ca-key.pem");
+    fs::rename(srv.dir.join("tls/ca-key.pem"), &offline).expect("move the CA key offline");
+
+    let help = srv.cmd(&["serve", "--help"]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("ca-key.pem is needed by `init` only"), "{}", text(&help));
+    let id = srv.package_add(&["--action", "execute", "--command", "true"]);
+    let cfg = srv.device_add("pc1", t.path());
+    srv.assign(id, "pc1", &[]);
+    for args in [&["status"][..], &["status", "--blocked"], &["unblock", "--address", "192.0.2.1"]] {
+        let o = srv.cmd(args);
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+    }
+    srv.start();
+    // The device's configuration verifies the server with the CA certificate alone.
+    let secret = fs::read_to_string(&cfg).expect("config");
+    let secret = secret.lines().find_map(|l| l.strip_prefix("secret = ")).expect("secret").trim_matches('"');
+    let ca = fs::read_to_string(srv.dir.join("tls/ca-cert.pem")).expect("CA certificate");
+    let c = Client::new(&ca, Duration::from_secs(5), Duration::from_secs(5)).expect("client");
+    let url = Url::parse(&format!("https://127.0.0.1:{}/api/v1/poll", srv.https_port)).expect("url");
+    let mut r =
+        c.request("POST", &url, &[("Authorization", &format!("Outpost pc1 {secret}"))], b"outpost 1\n").expect("poll");
+    let body = String::from_utf8_lossy(&r.read_to_vec(1 << 16).expect("reply")).into_owned();
+    assert_eq!(r.status, 200, "{body}");
+    assert!(body.contains(&format!("package id={id} ")), "{body}");
+    assert!(!srv.dir.join("tls/ca-key.pem").exists(), "nothing recreated it");
+}
