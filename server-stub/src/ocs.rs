@@ -204,7 +204,12 @@ pub fn handle(state: &State, body: &[u8], authorization: Option<&str>, peer: IpA
                 Ok(())
             }
             Registration::NotOcs => {
-                log::warn!(target: "outpost", "OCS client at {peer} claims the Outpost device id {id:?}");
+                if db.should_log(now, &format!("ocs-kind {client}"), LOG_QUIET_SECS).unwrap_or(false) {
+                    log::warn!(
+                        target: "outpost",
+                        "OCS client at {peer} claims the Outpost device id {id:?}; refused (logged once an hour)"
+                    );
+                }
                 Err(Response::text(403, "device id taken"))
             }
             Registration::RateLimited { retry_after } => {
@@ -268,13 +273,23 @@ pub fn handle(state: &State, body: &[u8], authorization: Option<&str>, peer: IpA
         }
         Request::Download { device_id, id, err } => {
             let Some(code) = OcsCode::parse(&err) else {
-                log::warn!(target: "outpost", "OCS report from {peer} refused: ERR {err:?} is not an OCS status code");
+                if db.should_log(now, &format!("ocs-err {client}"), LOG_QUIET_SECS).unwrap_or(false) {
+                    log::warn!(
+                        target: "outpost",
+                        "OCS report from {peer} refused: ERR {err:?} is not an OCS status code (logged once an hour)"
+                    );
+                }
                 return Response::text(400, "ERR is not an OCS status code");
             };
             match db.device_kind(&device_id) {
                 Ok(Some(kind)) if kind == KIND_OCS => {}
                 Ok(Some(_)) => {
-                    log::warn!(target: "outpost", "OCS client at {peer} reported for the Outpost device {device_id:?}");
+                    if db.should_log(now, &format!("ocs-kind {client}"), LOG_QUIET_SECS).unwrap_or(false) {
+                        log::warn!(
+                            target: "outpost",
+                            "OCS client at {peer} reported for the Outpost device {device_id:?}; refused (logged once an hour)"
+                        );
+                    }
                     return Response::text(403, "not an OCS device");
                 }
                 Ok(None) => {

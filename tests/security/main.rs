@@ -4,14 +4,15 @@
 //! before its defence. SECURITY.md maps each defence to its test here.
 //!
 //! Server (real `outpost-server` processes on 127.0.0.1):
-//! 1. [`xml_bombs`]: deeply nested and attribute-heavy OCS bodies.
-//! 2. [`exhaustion`]: connection floods, stalled readers, descriptor limits,
-//!    DEVICEID floods, oversized histories.
+//! 1. [`xml_bombs`]: deeply nested and attribute-heavy OCS bodies; a
+//!    request slow to handle, which must not stall other clients.
+//! 2. [`exhaustion`]: connection floods, stalled readers, idle keep-alive
+//!    connections, descriptor limits.
 //!    [`ocs_flood`]: fake DEVICEID floods, oversized histories.
 //! 3. [`ocs_kind`]: OCS queries writing to Outpost devices; empty ERR.
 //! 4. [`lockout`]: guessing device secrets and Basic credentials.
 //! 5. [`http_hygiene`]: smuggling-prone headers, HTTP/1.0 keep-alive,
-//!    close_notify, delayed-ACK stalls.
+//!    close_notify, responses split into segments (delayed-ACK stalls).
 //! 6. [`server_files`]: file modes, the CA key kept offline.
 //!
 //! Agent:
