@@ -14,7 +14,8 @@
 //! - `plain`: as `keepalive`, over plain HTTP (fragment fetches).
 //!
 //! The server certificate is verified against `--ca` for the name `--name`
-//! (default: the target's host). `--requests` is JSON lines, one request
+//! (default: the target's host): the chain once per distinct chain, the
+//! handshake signature on every connection (on 1 in K with `--verify-every K`). `--requests` is JSON lines, one request
 //! template each: `{"method":"POST","path":"/api/v1/poll","headers":
 //! {"Authorization":"Outpost d1 s"},"body":"outpost 1\n"}` (method defaults
 //! to GET, headers and body to none). Worker `w` of `n` sends templates
