@@ -323,7 +323,7 @@ mod tests {
         b.append_data(&mut h, "d/a", &[1u8; 3000][..]).unwrap();
         let mut h = tar::Header::new_gnu();
         h.set_size(5);
-        b.append_data(&mut h, &"n".repeat(200), &b"hello"[..]).unwrap(); // a GNU long name
+        b.append_data(&mut h, "n".repeat(200), &b"hello"[..]).unwrap(); // a GNU long name
         let tgz = dir.join("a.tar.gz");
         fs::write(&tgz, b.into_inner().unwrap().finish().unwrap()).unwrap();
         assert_eq!(count_unpacked(&tgz).unwrap(), Unpacked { size: 3005, members: 3 });
