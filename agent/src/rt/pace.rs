@@ -179,11 +179,13 @@ impl Pacer {
             self.bucket.set_rate(now, rate);
         }
         let (rate, why) = self.throttle.shown(minute);
-        // The delay-limited rate moves with every sample: written when the
-        // reason changes, or at most every STATUS_PERIOD (it is synced: flash).
+        // The rates of the two detectors move with every sample: written when
+        // the reason changes, or at most every STATUS_PERIOD (it is synced:
+        // flash). A new cap or window (the server's, at a poll) is written at once.
+        let moves = matches!(why, Reason::OtherTraffic | Reason::Delay);
         let due = match self.shown {
             None => true,
-            Some((r, w, at)) => w != why || (r != rate && now >= at + STATUS_PERIOD),
+            Some((r, w, at)) => w != why || (r != rate && (!moves || now >= at + STATUS_PERIOD)),
         };
         if due {
             self.shown = Some((rate, why, now));
