@@ -20,6 +20,14 @@ use core::fmt;
 
 use crate::engine::limits::{MAX_XML_ATTRIBUTES, MAX_XML_ATTRIBUTES_PER_ELEMENT, MAX_XML_DEPTH, MAX_XML_ELEMENTS};
 
+/// Namespace declarations (`xmlns`, `xmlns:p`) a document may hold in all.
+/// OCS messages use none; roxmltree copies every namespace in scope into
+/// each element it builds, so a few thousand declarations in scope times
+/// tens of thousands of elements cost it minutes and gigabytes (a 13 KB
+/// zlib body took about 30 min of CPU and 0.5 GB) while every other bound
+/// holds.
+pub const MAX_XML_NAMESPACES: usize = 4;
+
 /// Why a document was refused before parsing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScanError {
@@ -31,6 +39,8 @@ pub enum ScanError {
     TooManyElements,
     /// More than [`MAX_XML_ATTRIBUTES`] attributes in all.
     TooManyAttributes,
+    /// More than [`MAX_XML_NAMESPACES`] namespace declarations in all.
+    TooManyNamespaces,
     /// Markup the scan cannot follow, and that roxmltree would refuse too.
     Malformed(&'static str),
 }
@@ -44,6 +54,7 @@ impl fmt::Display for ScanError {
             }
             Self::TooManyElements => write!(f, "more than {MAX_XML_ELEMENTS} elements"),
             Self::TooManyAttributes => write!(f, "more than {MAX_XML_ATTRIBUTES} attributes"),
+            Self::TooManyNamespaces => write!(f, "more than {MAX_XML_NAMESPACES} namespace declarations"),
             Self::Malformed(why) => write!(f, "malformed XML: {why}"),
         }
     }
@@ -60,6 +71,8 @@ pub struct Shape {
     pub elements: usize,
     /// Attributes, namespace declarations included.
     pub attributes: usize,
+    /// Namespace declarations (`xmlns`, `xmlns:p`).
+    pub namespaces: usize,
 }
 
 /// Count `xml`'s depth, elements and attributes; refuse it at the first
@@ -97,6 +110,10 @@ pub fn scan(xml: &str) -> Result<Shape, ScanError> {
             if shape.attributes > MAX_XML_ATTRIBUTES {
                 return Err(ScanError::TooManyAttributes);
             }
+            shape.namespaces += tag.namespaces;
+            if shape.namespaces > MAX_XML_NAMESPACES {
+                return Err(ScanError::TooManyNamespaces);
+            }
             if !tag.empty {
                 depth = level;
             }
@@ -112,26 +129,31 @@ struct StartTag {
     end: usize,
     /// Quoted values in it: one per attribute.
     attributes: usize,
+    /// Attributes among them named `xmlns` or `xmlns:…`.
+    namespaces: usize,
     /// `<x/>`: opens no level.
     empty: bool,
 }
 
 /// Read the start tag whose name begins at `from` (just past its `<`).
 fn start_tag(b: &[u8], from: usize) -> Result<StartTag, ScanError> {
-    let mut attributes = 0;
+    let (mut attributes, mut namespaces) = (0, 0);
     let mut j = from;
     loop {
         match b.get(j) {
             None => return Err(ScanError::Malformed("an unterminated tag")),
-            Some(b'>') => return Ok(StartTag { end: j + 1, attributes, empty: false }),
+            Some(b'>') => return Ok(StartTag { end: j + 1, attributes, namespaces, empty: false }),
             Some(b'/') if b.get(j + 1) == Some(&b'>') => {
-                return Ok(StartTag { end: j + 2, attributes, empty: true });
+                return Ok(StartTag { end: j + 2, attributes, namespaces, empty: true });
             }
             Some(b'<') => return Err(ScanError::Malformed("'<' inside a tag")),
             Some(&quote @ (b'"' | b'\'')) => {
                 attributes += 1;
                 if attributes > MAX_XML_ATTRIBUTES_PER_ELEMENT {
                     return Err(ScanError::TooManyAttributesOnElement);
+                }
+                if declares_namespace(&b[from..j]) {
+                    namespaces += 1;
                 }
                 let close =
                     find_byte(b, j + 1, quote).ok_or(ScanError::Malformed("an unterminated attribute value"))?;
@@ -143,6 +165,21 @@ fn start_tag(b: &[u8], from: usize) -> Result<StartTag, ScanError> {
             Some(_) => j += 1,
         }
     }
+}
+
+/// Whether the attribute whose value starts just after `before` (the tag
+/// from its name up to that quote) is named `xmlns` or `xmlns:…`: the name
+/// is the run of non-space bytes before the `=` (spaces allowed around it).
+fn declares_namespace(before: &[u8]) -> bool {
+    let is_space = |c: &u8| matches!(c, b' ' | b'\t' | b'\r' | b'\n');
+    let Some(eq) = before.iter().rposition(|c| !is_space(c)) else { return false };
+    if before[eq] != b'=' {
+        return false;
+    }
+    let Some(last) = before[..eq].iter().rposition(|c| !is_space(c)) else { return false };
+    let start = before[..last].iter().rposition(is_space).map_or(0, |p| p + 1);
+    let name = &before[start..=last];
+    name == b"xmlns" || name.starts_with(b"xmlns:")
 }
 
 /// Index of the first `byte` at or after `from`.
@@ -194,7 +231,7 @@ mod tests {
     #[test]
     fn real_inventories_pass_with_room_to_spare() {
         let shape = scan(&inventory(765)).unwrap();
-        assert_eq!(shape, Shape { depth: 5, elements: 10 + 765 * 8, attributes: 1 });
+        assert_eq!(shape, Shape { depth: 5, elements: 10 + 765 * 8, attributes: 1, namespaces: 0 });
         // As many packages as fill the server's 8 MiB inflate bound.
         let per_package = inventory(1).len() - inventory(0).len();
         let big = inventory((8 * 1024 * 1024 - inventory(0).len()) / per_package);
@@ -235,10 +272,49 @@ mod tests {
         assert_eq!(scan(&format!("<r>{}</r>", "<a/>".repeat(MAX_XML_ELEMENTS))), Err(ScanError::TooManyElements));
     }
 
+    /// The namespace bomb of issue 10's review: 62 nested elements each
+    /// declaring 64 prefixes, then 61,500 leaves each declaring one more.
+    /// Within the depth, element and attribute bounds (1.05 MB of text,
+    /// 12.8 KB of zlib), it cost roxmltree 0.20 about 30 min of CPU and
+    /// 0.5 GB, as each element copies the 3,968 namespaces in scope.
+    fn namespace_bomb() -> String {
+        let mut s = String::new();
+        for level in 0..62 {
+            s.push_str("<e");
+            for n in 0..64 {
+                s.push_str(&format!(" xmlns:p{}=\"u{n}\"", level * 64 + n));
+            }
+            s.push('>');
+        }
+        s.push_str(&"<l xmlns:q=\"u\"/>".repeat(61_500));
+        s.push_str(&"</e>".repeat(62));
+        s
+    }
+
+    #[test]
+    fn a_namespace_bomb_is_refused() {
+        let bomb = namespace_bomb();
+        // Every other bound holds: only the namespace count refuses it.
+        assert!(62 + 61_500 < MAX_XML_ELEMENTS && 62 * 64 + 61_500 <= MAX_XML_ATTRIBUTES && 63 <= MAX_XML_DEPTH);
+        assert!(bomb.len() < 8 * 1024 * 1024, "{} bytes", bomb.len());
+        assert_eq!(scan(&bomb), Err(ScanError::TooManyNamespaces));
+        // Spread thin, one a leaf, it is refused just the same.
+        let leaves = format!("<r>{}</r>", "<l xmlns:q='u'/>".repeat(MAX_XML_NAMESPACES + 1));
+        assert_eq!(scan(&leaves), Err(ScanError::TooManyNamespaces));
+    }
+
+    #[test]
+    fn namespace_declarations_are_told_from_other_attributes() {
+        let few = "<r xmlns='a' xmlns:p = \"b\"><p:x\txmlns:q\n=\n'c' xmlnsx='d' a:xmlns='e' v='xmlns:'/></r>";
+        assert_eq!(scan(few).unwrap(), Shape { depth: 2, elements: 2, attributes: 6, namespaces: 3 });
+        let limit = format!("<r>{}</r>", "<l xmlns='u'/>".repeat(MAX_XML_NAMESPACES));
+        assert_eq!(scan(&limit).unwrap().namespaces, MAX_XML_NAMESPACES);
+    }
+
     #[test]
     fn markup_that_hides_no_elements_is_stepped_over() {
         let doc = "<?xml version='1.0'?><!-- <a><a> --><r x=\"a>b\" y='\"/>'><![CDATA[<a><a>]]><?pi <a>?>t &amp; u</r>";
-        assert_eq!(scan(doc).unwrap(), Shape { depth: 1, elements: 1, attributes: 2 });
+        assert_eq!(scan(doc).unwrap(), Shape { depth: 1, elements: 1, attributes: 2, namespaces: 0 });
         assert!(roxmltree::Document::parse(doc).is_ok(), "roxmltree reads it the same way");
     }
 
