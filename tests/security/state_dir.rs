@@ -12,6 +12,9 @@
 //! the action and starts it in the directory it opened (`fchdir`), not in a
 //! path. `Config::load` (agent/src/rt/config.rs) refuses a config others may
 //! write, and makes one with the secret that others can read 0600, warning.
+//! A STORE (`action::store`) writes only to a destination reached through
+//! trusted directories and writable by nobody else (`ERR_EXECUTE` otherwise),
+//! and replaces what it finds there instead of writing through it.
 //!
 //! The attacker is uid 65534 (`nobody`): its steps run through `setpriv`
 //! where there is one, else as root with the results given to 65534. The
@@ -342,4 +345,58 @@ fn a_config_others_can_write_or_own_is_refused() {
     lchown(&link, Some(NOBODY), Some(NOBODY)).unwrap();
     refused(&agent(&link, &["status"], &[]), &format!("{} belongs to uid {NOBODY}", link.display()));
     assert!(agent(&cfg, &["status"], &[]).status.success());
+}
+
+/// A server with a store package (one file, `conf`) to `dest`, assigned to
+/// pc-1; returns (server, package id, agent config).
+fn store_setup(t: &TempDir, dest: &Path) -> (Server, u64, PathBuf) {
+    let mut srv = Server::init(t.join("srv"), &[]);
+    let arc = t.join("s.tar.gz");
+    fs::write(&arc, targz(&[Member::File("conf", b"from the package\n", 0o644)])).unwrap();
+    let id = srv.package_add(&["--file", arc.to_str().unwrap(), "--action", "store", "--path", dest.to_str().unwrap()]);
+    let cfg = srv.device_add("pc-1", t.path());
+    srv.assign(id, "pc-1", &[]);
+    srv.start();
+    (srv, id, cfg)
+}
+
+#[test]
+fn a_store_destination_under_a_world_writable_dir_is_refused_and_nothing_goes_through_a_link() {
+    if !root_or_skip("a_store_destination_under_a_world_writable_dir_…") {
+        return;
+    }
+    let t = TempDir::new("sec-store-0777");
+    // A root-owned directory the attacker wants written, with root's file.
+    let etc = t.join("etc");
+    fs::create_dir(&etc).unwrap();
+    chmod(&etc, 0o755);
+    fs::write(etc.join("conf"), VICTIM).unwrap();
+    // The package stores into `open/app`; `open` is 0777 and the attacker
+    // made `app` a link to the root-owned directory.
+    let open = t.join("open");
+    fs::create_dir(&open).unwrap();
+    chmod(&open, 0o777);
+    let dest = open.join("app");
+    attacker(&format!("ln -s {} {}", etc.display(), dest.display()), &[&dest]);
+    let (srv, id, cfg) = store_setup(&t, &dest);
+    let o = agent(&cfg, &["run", "--once"], &[]);
+    let all = text(&o);
+    assert_eq!(srv.status_of(id, "pc-1"), "ERR_EXECUTE", "{all}");
+    assert!(all.contains("store destination is writable by others"), "a clear error: {all}");
+    untouched(&etc.join("conf"));
+    assert_eq!(mode(&etc), 0o755, "the target's mode is untouched");
+}
+
+#[test]
+fn a_store_to_a_root_owned_destination_still_succeeds() {
+    if !root_or_skip("a_store_to_a_root_owned_destination_…") {
+        return;
+    }
+    let t = TempDir::new("sec-store-ok");
+    let dest = t.join("opt/app");
+    let (srv, id, cfg) = store_setup(&t, &dest);
+    let o = agent(&cfg, &["run", "--once"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(srv.status_of(id, "pc-1"), "SUCCESS", "{}", text(&o));
+    assert_eq!(fs::read(dest.join("conf")).unwrap(), b"from the package\n");
 }

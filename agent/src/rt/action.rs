@@ -185,32 +185,76 @@ fn spawn(id: u64, line: &str, dir: File, log_path: &Path, timeout: Duration) -> 
     }
 }
 
-/// Copy the tree at `src` into `dest` (created with its parents), keeping
-/// modes and symbolic links; dot files included. Below `dest`, a link already
-/// where the tree has a file or directory is replaced, never written through
-/// (as `tar` does).
-pub fn store(src: &Path, dest: &Path) -> io::Result<()> {
-    if !dest.is_absolute() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "store destination must be an absolute path"));
-    }
-    fs::create_dir_all(dest)?;
-    copy_tree(src, dest)
+/// Why a STORE did not complete.
+#[derive(Debug)]
+pub enum StoreActionError {
+    /// The destination is not an absolute path.
+    Relative,
+    /// The destination, or a directory on the way to it or in it, is one
+    /// another user could change under the copy.
+    Untrusted(Untrusted),
+    /// Reading the package or writing the copy failed.
+    Io(io::Error),
 }
 
-fn copy_tree(src: &Path, dest: &Path) -> io::Result<()> {
+impl std::fmt::Display for StoreActionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Relative => f.write_str("store destination must be an absolute path"),
+            Self::Untrusted(u) => write!(f, "store destination is writable by others or not ours, nothing stored: {u}"),
+            Self::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<io::Error> for StoreActionError {
+    fn from(e: io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+impl From<Untrusted> for StoreActionError {
+    fn from(u: Untrusted) -> Self {
+        Self::Untrusted(u)
+    }
+}
+
+/// Copy the tree at `src` into `dest` (created with its parents), keeping
+/// modes and symbolic links; dot files included. Below `dest`, a link or file
+/// already where the tree has one is removed and made anew, never written
+/// through (as `tar` does).
+///
+/// The agent is root: `dest` must be reached through trusted directories only
+/// (owned by root or us, writable by nobody else unless sticky) and be ours
+/// and writable by nobody else, as must every directory already in it.
+/// Otherwise another user could swap a directory for a link mid-copy and have
+/// root write (and chmod) anywhere.
+pub fn store(src: &Path, dest: &Path) -> Result<(), StoreActionError> {
+    if !dest.is_absolute() {
+        return Err(StoreActionError::Relative);
+    }
+    fs::create_dir_all(dest)?;
+    let real = resolve_trusted(dest, true)?;
+    open_owned_dir(&real)?;
+    copy_tree(src, &real)
+}
+
+fn copy_tree(src: &Path, dest: &Path) -> Result<(), StoreActionError> {
     for e in fs::read_dir(src)? {
         let e = e?;
         let from = e.path();
         let to = dest.join(e.file_name());
         let ft = e.file_type()?;
         let there = fs::symlink_metadata(&to).ok().map(|m| m.file_type());
-        if there.is_some_and(|t| t.is_symlink()) || (ft.is_symlink() && there.is_some()) {
+        if there.is_some_and(|t| !t.is_dir()) {
             fs::remove_file(&to)?; // a directory there is not removed: that fails
         }
         if ft.is_symlink() {
             symlink(fs::read_link(&from)?, &to)?;
         } else if ft.is_dir() {
-            if !to.is_dir() {
+            if there.is_some_and(|t| t.is_dir()) {
+                open_owned_dir(&to)?; // already there: nobody else may change it
+            } else {
                 fs::create_dir(&to)?;
             }
             copy_tree(&from, &to)?;
@@ -220,8 +264,7 @@ fn copy_tree(src: &Path, dest: &Path) -> io::Result<()> {
             let mode = src.metadata()?.permissions();
             let mut dst = OpenOptions::new()
                 .write(true)
-                .create(true)
-                .truncate(true)
+                .create_new(true)
                 .mode(mode.mode())
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(&to)?;
