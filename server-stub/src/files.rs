@@ -26,8 +26,8 @@ pub const PRIVATE_FILES: &[&str] = &[
     "tls/ca-key.pem",
 ];
 
-/// Directories under DIR that hold secrets (0700).
-pub const PRIVATE_DIRS: &[&str] = &["keys", "tls"];
+/// Directories under DIR that hold secrets (0700); `""` is DIR itself.
+pub const PRIVATE_DIRS: &[&str] = &["", "keys", "tls"];
 
 /// What `--help` says about the CA key.
 pub const CA_KEY_HELP: &str = "The CA's private key DIR/tls/ca-key.pem is needed by `init` only. \
@@ -63,7 +63,7 @@ pub fn tighten(dir: &Path) -> io::Result<Vec<Tightened>> {
     let mut out = Vec::new();
     let targets = PRIVATE_DIRS.iter().map(|d| (d, 0o700)).chain(PRIVATE_FILES.iter().map(|f| (f, 0o600)));
     for (name, private) in targets {
-        let path = dir.join(name);
+        let path = if name.is_empty() { dir.to_owned() } else { dir.join(name) };
         let meta = match fs::metadata(&path) {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -114,6 +114,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("outpost-files-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(dir.join("tls")).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
         fs::write(dir.join("server.toml"), "x").unwrap();
         fs::set_permissions(dir.join("server.toml"), fs::Permissions::from_mode(0o644)).unwrap();
         fs::set_permissions(dir.join("tls"), fs::Permissions::from_mode(0o755)).unwrap();
@@ -121,8 +122,9 @@ mod tests {
         create_private(&dir.join("state.db")).unwrap();
         let changed = tighten(&dir).unwrap();
         let names: Vec<_> = changed.iter().map(|t| t.path.strip_prefix(&dir).unwrap().to_path_buf()).collect();
-        assert_eq!(names, [PathBuf::from("tls"), PathBuf::from("server.toml")]);
+        assert_eq!(names, [PathBuf::new(), PathBuf::from("tls"), PathBuf::from("server.toml")]);
         assert_eq!((mode(&dir.join("server.toml")), mode(&dir.join("tls"))), (0o600, 0o700));
+        assert_eq!(mode(&dir), 0o700, "DIR itself");
         assert_eq!(mode(&dir.join("state.db")), 0o600);
         assert!(tighten(&dir).unwrap().is_empty(), "idempotent");
         fs::remove_dir_all(&dir).unwrap();

@@ -26,6 +26,7 @@ fn assert_private(dir: &Path) {
     for d in ["keys", "tls"] {
         assert_eq!(mode(&dir.join(d)), 0o700, "{d}/");
     }
+    assert_eq!(mode(dir), 0o700, "DIR itself");
 }
 
 #[test]
@@ -46,9 +47,11 @@ fn server_toml_and_state_db_are_private() {
         }
     }
     fs::set_permissions(srv.dir.join("keys"), fs::Permissions::from_mode(0o755)).expect("chmod");
+    fs::set_permissions(&srv.dir, fs::Permissions::from_mode(0o755)).expect("chmod DIR");
     srv.start();
     assert_private(&srv.dir);
     let log = fs::read_to_string(srv.dir.join("serve.log")).unwrap_or_default();
+    assert!(log.contains(&format!("{} was mode 0755", srv.dir.display())), "{log}");
     assert!(log.contains("server.toml was mode 0644, readable by others; made 0600"), "{log}");
     assert!(log.contains("keys was mode 0755"), "{log}");
 }
