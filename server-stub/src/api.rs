@@ -32,10 +32,26 @@ pub fn route(state: &State, req: &Request, side: Side, peer: SocketAddr) -> Resp
             if req.method != "GET" && req.method != "HEAD" {
                 return Response::text(405, "use GET or HEAD");
             }
+            // A package published with PROTO=HTTPS has its fragments on the
+            // TLS listener only: not on the plain one, for anyone to read.
+            if side == Side::Http && https_only(state, id) {
+                return Response::text(404, "not found");
+            }
             serve_file(&state.dir.join("download").join(id).join(name), req)
         }
         _ => Response::text(404, "not found"),
     }
+}
+
+/// Whether package `id` (digits) was published with `PROTO=HTTPS`. If the
+/// database cannot say, its fragments are withheld from plain HTTP.
+fn https_only(state: &State, id: &str) -> bool {
+    let Ok(id) = id.parse::<u64>() else { return true };
+    let Ok(db) = state.db.lock() else { return true };
+    db.package_is_https(id).unwrap_or_else(|e| {
+        log::error!(target: "outpost", "database: {e}");
+        true
+    })
 }
 
 fn post_only(req: &Request, f: impl FnOnce() -> Response) -> Response {

@@ -208,6 +208,13 @@ impl Db {
         Ok(self.conn.query_row("SELECT 1 FROM packages WHERE id = ?1", [id as i64], |_| Ok(())).optional()?.is_some())
     }
 
+    /// Whether package `id` was published with its fragments over HTTPS
+    /// only (`PROTO=HTTPS`); `false` for an unknown one.
+    pub fn package_is_https(&self, id: u64) -> DbResult<bool> {
+        let q = self.conn.query_row("SELECT https FROM packages WHERE id = ?1", [id as i64], |r| r.get(0));
+        Ok(q.optional()?.unwrap_or(false))
+    }
+
     /// Whether a device exists.
     pub fn has_device(&self, id: &str) -> DbResult<bool> {
         Ok(self.conn.query_row("SELECT 1 FROM devices WHERE id = ?1", [id], |_| Ok(())).optional()?.is_some())

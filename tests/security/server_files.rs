@@ -12,6 +12,8 @@ use std::time::Duration;
 use outpost_agent::rt::http::{Client, Url};
 use outpost_tests::{Server, TempDir, text};
 
+use crate::http_hygiene::exchange;
+
 fn mode(p: &Path) -> u32 {
     fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).permissions().mode() & 0o777
 }
@@ -85,4 +87,40 @@ fn serve_works_with_the_ca_key_offline() {
     assert_eq!(r.status, 200, "{body}");
     assert!(body.contains(&format!("package id={id} ")), "{body}");
     assert!(!srv.dir.join("tls/ca-key.pem").exists(), "nothing recreated it");
+}
+
+#[test]
+fn an_https_package_is_not_served_over_plain_http() {
+    let t = TempDir::new("sec-files-https-pkg");
+    let mut srv = Server::init(t.join("srv"), &[]);
+    let payload = t.join("payload.tar.gz");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    {
+        let mut tar = tar::Builder::new(&mut gz);
+        let data = b"confidential enough to be published over HTTPS only";
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, "secret.txt", &data[..]).unwrap();
+        tar.finish().unwrap();
+    }
+    fs::write(&payload, gz.finish().unwrap()).unwrap();
+    let f = payload.to_str().unwrap();
+    let common = ["--file", f, "--action", "store", "--path", "/tmp/x"];
+    let https = srv.package_add(&[&common[..], &["--proto", "https"]].concat());
+    let plain = srv.package_add(&common);
+    srv.start();
+    let get = |id: u64| format!("GET /download/{id}/{id}-1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let r = exchange(srv.http_port, get(https).as_bytes()).expect("an answer");
+    assert_eq!(r.status, 404, "an HTTPS package's fragment on the plain listener: {}", r.head);
+    let r = exchange(srv.http_port, get(plain).as_bytes()).expect("an answer");
+    assert_eq!(r.status, 200, "an HTTP package's fragment: {}", r.head);
+    // Over TLS it is served.
+    let ca = fs::read_to_string(srv.dir.join("tls/ca-cert.pem")).expect("CA certificate");
+    let c = Client::new(&ca, Duration::from_secs(5), Duration::from_secs(5)).expect("client");
+    let url = Url::parse(&format!("https://127.0.0.1:{}/download/{https}/{https}-1", srv.https_port)).expect("url");
+    let mut r = c.request("GET", &url, &[], b"").expect("fragment over TLS");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.read_to_vec(1 << 16).expect("body"), fs::read(&payload).unwrap());
 }
