@@ -257,8 +257,17 @@ fn vm_hwm_kib(pid: u32) -> Option<u64> {
 /// that answers every connection with `prefix` then `filler` forever; the
 /// real agent runs once against it. Returns the agent's stderr, what each
 /// fragment connection saw, and the agent's peak RSS in KiB.
-#[allow(clippy::disallowed_methods)] // real processes: bounded polling
 fn attack_agent(tag: &str, prefix: &'static [u8], filler: &'static [u8]) -> (String, Vec<Poured>, u64) {
+    attack_agent_with(tag, Box::new(move |_req, s| pour(s, prefix, filler)))
+}
+
+/// How a hostile fragment server answers one connection, given the request.
+type Answer = Box<dyn Fn(&[u8], &mut TcpStream) -> Poured + Send + Sync>;
+
+/// [`attack_agent`] with any answer.
+#[allow(clippy::disallowed_methods)] // real processes: bounded polling
+fn attack_agent_with(tag: &str, answer: Answer) -> (String, Vec<Poured>, u64) {
+    let answer = Arc::new(answer);
     let t = TempDir::new(tag);
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = l.local_addr().expect("addr").port();
@@ -272,11 +281,11 @@ fn attack_agent(tag: &str, prefix: &'static [u8], filler: &'static [u8]) -> (Str
             while !stop.load(Ordering::SeqCst) {
                 match l.accept() {
                     Ok((mut s, _)) => {
-                        let seen = seen.clone();
+                        let (seen, answer) = (seen.clone(), answer.clone());
                         conns.push(std::thread::spawn(move || {
                             s.set_nonblocking(false).expect("blocking");
-                            read_request(&mut s);
-                            let p = pour(&mut s, prefix, filler);
+                            let req = read_request(&mut s);
+                            let p = answer(&req, &mut s);
                             seen.lock().expect("lock").push(p);
                         }));
                     }
@@ -356,11 +365,19 @@ fn assert_agent_stopped(err: &str, seen: &[Poured], peak: u64, what: &str) {
     assert!(peak > 0 && peak < AGENT_PEAK_KIB, "{what}: the agent's peak RSS was {peak} KiB\n{err}");
 }
 
+/// The HTTP error itself (not "server answered 0") is in the log at warn,
+/// once for each of the `tries` fragment tries.
+fn assert_warned(err: &str, what: &str, tries: usize) {
+    let warned = err.lines().filter(|l| l.starts_with("WARN") && l.contains(what)).count();
+    assert_eq!(warned, tries, "{what:?} at warn once per try:\n{err}");
+}
+
 #[test]
 fn the_agent_refuses_a_fragment_server_whose_header_line_never_ends() {
     let (err, seen, peak) = attack_agent("sec-endless-line", b"HTTP/1.1 200 OK\r\nX-Fill: ", &[b'a'; 4096]);
     assert_agent_stopped(&err, &seen, peak, "endless header line");
     assert!(err.contains("head larger than 16384"), "a clear error in the log:\n{err}");
+    assert_warned(&err, "head larger than 16384", 2);
     eprintln!("endless header line: agent peak RSS {peak} KiB, server wrote {seen:?}");
 }
 
@@ -369,6 +386,7 @@ fn the_agent_refuses_a_fragment_server_whose_headers_never_end() {
     let (err, seen, peak) = attack_agent("sec-endless-headers", b"HTTP/1.1 200 OK\r\n", b"X-Fill: y\r\n");
     assert_agent_stopped(&err, &seen, peak, "endless headers");
     assert!(err.contains("head larger than 16384"), "a clear error in the log:\n{err}");
+    assert_warned(&err, "head larger than 16384", 2);
     eprintln!("endless headers: agent peak RSS {peak} KiB, server wrote {seen:?}");
 }
 
@@ -389,6 +407,45 @@ fn the_agent_stops_a_fragment_body_at_the_fragment_size() {
     assert_agent_stopped(&err, &seen, peak, "endless body");
     assert!(err.contains("body longer than the fragment"), "a clear error in the log:\n{err}");
     eprintln!("endless body: agent peak RSS {peak} KiB, server wrote {seen:?}");
+}
+
+/// Answer with one byte of what was asked, then close: a `206` echoing the
+/// request's range (no length), or a `200` when none was asked. After
+/// [`MAX_ONE_BYTE_CONNECTIONS`], close at once (so that an agent that
+/// reconnects per byte ends its run, and the test, quickly).
+fn one_byte(req: &[u8], s: &mut TcpStream, count: &std::sync::atomic::AtomicUsize) -> Poured {
+    if count.fetch_add(1, Ordering::SeqCst) >= MAX_ONE_BYTE_CONNECTIONS {
+        return Poured { written: 0, hung_up: true };
+    }
+    let req = String::from_utf8_lossy(req).to_ascii_lowercase();
+    let range = req.lines().find_map(|l| l.strip_prefix("range: bytes=")).and_then(|r| r.trim().split_once('-'));
+    let head = match range {
+        Some((a, b)) => {
+            let b = if b.is_empty() { a } else { b };
+            format!("HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {a}-{b}/*\r\nConnection: close\r\n\r\nx")
+        }
+        None => "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nx".to_string(),
+    };
+    let written = s.write_all(head.as_bytes()).map_or(0, |()| head.len() as u64);
+    Poured { written, hung_up: true }
+}
+
+/// Where [`one_byte`] stops answering: far more connections than any bound.
+const MAX_ONE_BYTE_CONNECTIONS: usize = 300;
+
+#[test]
+fn a_fragment_server_sending_one_byte_per_connection_gets_a_bounded_number_of_connections() {
+    // The review's attack: `206`, no length, one byte, close. Any progress
+    // used to resume at once, so the agent connected once per byte of the
+    // fragment (200,000 here), without backoff. Now less than 64 KiB of
+    // progress is a failed try: fragment_tries = 2 connections, then a later run.
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = count.clone();
+    let (err, seen, _) = attack_agent_with("sec-one-byte", Box::new(move |req, s| one_byte(req, s, &c)));
+    let n = count.load(Ordering::SeqCst);
+    assert!(n <= 2 + 2, "{n} connections for one run with fragment_tries = 2 ({} answered)\n{err}", seen.len());
+    let resumes = err.lines().filter(|l| l.contains("resuming at byte")).count();
+    assert!(resumes <= 1, "{resumes} resumption lines\n{err}");
 }
 
 #[test]

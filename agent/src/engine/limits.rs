@@ -51,3 +51,8 @@ pub const MAX_MEMBER_META: u64 = 64 * 1024;
 /// unbroken series) before the package ends `ERR_BAD_DIGEST`: a day outlasts
 /// a flaky proxy or a passing attacker on the fragment path; a burst never ends it.
 pub const DIGEST_GIVE_UP_SECS: u64 = 86_400;
+/// Bytes a broken-off fragment answer must have brought for the agent to
+/// resume at once; less counts as a failed try (with backoff). Without it, a
+/// fragment server sending one byte per connection made the agent connect
+/// once per byte of the fragment.
+pub const MIN_RESUME_PROGRESS: u64 = 64 * 1024;

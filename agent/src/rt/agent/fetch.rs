@@ -11,6 +11,7 @@ use crate::engine::download::{ARCHIVE, BodyError, Download};
 use crate::engine::fetch::FetchError;
 use crate::engine::info::{Info, Proto};
 use crate::engine::journal::PackageRecord;
+use crate::engine::limits::MIN_RESUME_PROGRESS;
 use crate::engine::refetch::{Refetch, Verdict};
 use crate::engine::status::StatusCode;
 
@@ -45,6 +46,7 @@ impl Agent {
         let id = info.id;
         let store_err = |e: outpost_hal::linux::IoError| StoreError::Io(self.store.package_dir(id).join(ARCHIVE), e.0);
         let clock = StdClock::new();
+        let mut resumed = 0u32;
         while let Some((n, range)) = dl.request() {
             let url = match Url::from_location(info.proto == Proto::Https, pack_loc, &format!("{id}/{id}-{n}")) {
                 Ok(u) => u,
@@ -58,21 +60,26 @@ impl Agent {
                     continue;
                 }
                 None => continue,
-                Some(FetchError::Corrupt) => {
+                Some(Failed { error: FetchError::Corrupt, .. }) => {
                     log::warn!(target: "outpost", "package {id}: fragment {n} failed its digest, fetching it again");
                     (refetch.corrupt(clock.unix_time(), self.random_u64()), "fragment digest mismatch".to_string())
                 }
-                Some(e) => {
-                    let last_err = format!("{url}: {e}");
-                    if dl.have() > before {
-                        // Progress (e.g. a truncated response): go on at once.
-                        log::warn!(target: "outpost", "package {id}: {last_err}; resuming at byte {}", dl.have());
+                Some(Failed { error, why }) => {
+                    if dl.have() >= before.saturating_add(MIN_RESUME_PROGRESS) {
+                        // Real progress (e.g. a truncated response): go on at once.
+                        resumed += 1;
+                        if resumed == 1 {
+                            log::warn!(target: "outpost", "package {id}: {why}; resuming at byte {}", dl.have());
+                        } else {
+                            log::debug!(target: "outpost", "package {id}: {why}; resuming at byte {}", dl.have());
+                        }
                         continue;
                     }
-                    if matches!(e, FetchError::BadContentRange | FetchError::TooLong) {
+                    // Little or nothing arrived: a failed try, with backoff.
+                    if matches!(error, FetchError::BadContentRange | FetchError::TooLong) {
                         dl.restart_fragment(blocks).map_err(store_err)?;
                     }
-                    (refetch.failed(self.random_u64()), last_err)
+                    (refetch.failed(self.random_u64()), why)
                 }
             };
             match verdict {
@@ -91,14 +98,14 @@ impl Agent {
     }
 
     /// One request. `None` when the body ended normally and the engine took
-    /// it (a fragment may now be verified); `Some(e)` for what went wrong.
+    /// it (a fragment may now be verified); `Some` for what went wrong.
     pub(super) fn transfer(
         &self,
         url: &Url,
         range: Option<&str>,
         dl: &mut Download,
         blocks: &mut DirBlocks,
-    ) -> Result<Option<FetchError>, StoreError> {
+    ) -> Result<Option<Failed>, StoreError> {
         let path = blocks.path(ARCHIVE);
         let store_err = |e: outpost_hal::linux::IoError| StoreError::Io(path.clone(), e.0);
         let headers: Vec<(&str, &str)> = range.map(|r| ("Range", r)).into_iter().collect();
@@ -108,15 +115,16 @@ impl Agent {
             Err(e) => {
                 if let http::Error::Tls(m) = &e {
                     log::error!(target: "outpost", "{m}");
-                } else {
-                    log::debug!(target: "outpost", "{url}: {e}");
                 }
-                return Ok(Some(FetchError::Status(0)));
+                // The HTTP error itself (a head too large, a stall…), not
+                // "server answered 0": the caller logs it once per try.
+                return Ok(Some(Failed { error: FetchError::Status(0), why: format!("{url}: {e}") }));
             }
         };
         let cr = resp.header("content-range").map(str::to_owned);
+        let failed = |error: FetchError| Some(Failed { why: format!("{url}: {error}"), error });
         if let Err(e) = dl.handle_head(resp.status, cr.as_deref()) {
-            return Ok(Some(e));
+            return Ok(failed(e));
         }
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -124,9 +132,8 @@ impl Agent {
                 Ok(0) => break,
                 Ok(k) => k,
                 Err(e) => {
-                    log::debug!(target: "outpost", "{url}: body read failed: {e}");
                     dl.handle_abort(blocks).map_err(store_err)?;
-                    return Ok(Some(FetchError::Short));
+                    return Ok(Some(Failed { error: FetchError::Short, why: format!("{url}: body read failed: {e}") }));
                 }
             };
             match dl.handle_body(blocks, &buf[..k]) {
@@ -134,13 +141,19 @@ impl Agent {
                 Err(BodyError::Store(e)) => return Err(store_err(e)),
                 Err(BodyError::Fetch(e)) => {
                     dl.handle_abort(blocks).map_err(store_err)?;
-                    return Ok(Some(e));
+                    return Ok(failed(e));
                 }
             }
         }
         resp.release();
-        dl.handle_end(blocks).map_err(store_err)
+        Ok(dl.handle_end(blocks).map_err(store_err)?.and_then(failed))
     }
+}
+
+/// A request that went wrong: what the engine makes of it, and what to log.
+pub(super) struct Failed {
+    error: FetchError,
+    why: String,
 }
 
 fn bad_location(id: u64, e: &http::Error) -> StatusCode {
