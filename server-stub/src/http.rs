@@ -24,6 +24,8 @@ pub const MAX_BODY: usize = 256 * 1024;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest `Content-Length` value read, in digits (any 19 digits fit a u64).
 const MAX_LENGTH_DIGITS: usize = 19;
+/// Most bytes one read of a request body asks for (and grows its buffer by).
+const BODY_CHUNK: usize = 16 * 1024;
 /// File bytes read and written at a time.
 const FILE_CHUNK: usize = 64 * 1024;
 /// What a connection over its cap is told before it is closed.
@@ -179,14 +181,34 @@ pub async fn read_request_within<S: AsyncRead + Unpin>(
     }
     let len = content_length(&headers)?;
     let connection = Connection::of(req.version, &headers);
-    let mut body = vec![0u8; len];
-    let read_body = async { s.read_exact(&mut body).await.map_err(|_| ReadError::Reject(400, "truncated body")) };
-    smol::future::or(read_body, async {
+    let body = smol::future::or(read_body(s, len), async {
         smol::Timer::after(REQUEST_TIMEOUT).await;
         Err(ReadError::Reject(408, "request body timed out"))
     })
     .await?;
     Ok(Request { method, path, headers, body, connection })
+}
+
+/// Read a body of `len` bytes into a buffer that grows as they arrive, by
+/// at most [`BODY_CHUNK`] a read and never past `len`: a head announcing
+/// [`MAX_BODY`] with no body behind it costs no more than what was sent.
+async fn read_body<S: AsyncRead + Unpin>(s: &mut BufReader<S>, len: usize) -> Result<Vec<u8>, ReadError> {
+    const TRUNCATED: ReadError = ReadError::Reject(400, "truncated body");
+    let mut body = Vec::new();
+    while body.len() < len {
+        let at = body.len();
+        let end = at + (len - at).min(BODY_CHUNK);
+        if body.capacity() < end {
+            body.reserve_exact(end.max(body.capacity() * 2).min(len) - at);
+        }
+        body.resize(end, 0);
+        let n = s.read(&mut body[at..]).await.map_err(|_| TRUNCATED)?;
+        body.truncate(at + n);
+        if n == 0 {
+            return Err(TRUNCATED);
+        }
+    }
+    Ok(body)
 }
 
 /// A response body.
@@ -344,126 +366,4 @@ pub fn range(header: Option<&str>, len: u64) -> RangeAnswer {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ranges() {
-        assert_eq!(range(None, 10), RangeAnswer::Full);
-        assert_eq!(range(Some("bytes=2-5"), 10), RangeAnswer::Partial(2, 5));
-        assert_eq!(range(Some("bytes=2-"), 10), RangeAnswer::Partial(2, 9));
-        assert_eq!(range(Some("bytes=2-100"), 10), RangeAnswer::Partial(2, 9));
-        assert_eq!(range(Some("bytes=-3"), 10), RangeAnswer::Partial(7, 9));
-        assert_eq!(range(Some("bytes=10-"), 10), RangeAnswer::Unsatisfiable);
-        assert_eq!(range(Some("bytes=0-1,4-5"), 10), RangeAnswer::Full);
-        assert_eq!(range(Some("bytes=5-2"), 10), RangeAnswer::Full);
-        assert_eq!(range(Some("items=1-2"), 10), RangeAnswer::Full);
-    }
-
-    #[test]
-    fn requests_are_bounded() {
-        smol::block_on(async {
-            let ok = b"POST /x?y HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc".to_vec();
-            let r = read_request(&mut BufReader::new(&ok[..])).await.unwrap();
-            assert_eq!((r.method.as_str(), r.path.as_str(), &r.body[..]), ("POST", "/x", &b"abc"[..]));
-            let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD));
-            assert!(matches!(read_request(&mut BufReader::new(big.as_bytes())).await, Err(ReadError::Reject(431, _))));
-            let huge = format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", MAX_BODY + 1);
-            assert!(matches!(read_request(&mut BufReader::new(huge.as_bytes())).await, Err(ReadError::Reject(413, _))));
-            let chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
-            assert!(matches!(read_request(&mut BufReader::new(&chunked[..])).await, Err(ReadError::Reject(411, _))));
-            let garbage = b"\x00\x01 nonsense\r\n\r\n".to_vec();
-            assert!(matches!(read_request(&mut BufReader::new(&garbage[..])).await, Err(ReadError::Reject(400, _))));
-            assert!(matches!(read_request(&mut BufReader::new(&b""[..])).await, Err(ReadError::Closed)));
-        });
-    }
-
-    fn read(raw: &str) -> Result<Request, ReadError> {
-        smol::block_on(read_request(&mut BufReader::new(raw.as_bytes())))
-    }
-
-    #[test]
-    fn content_length_is_digits_only_and_unambiguous() {
-        let post = |lengths: &[&str]| {
-            let h: String = lengths.iter().map(|l| format!("Content-Length: {l}\r\n")).collect();
-            read(&format!("POST / HTTP/1.1\r\n{h}\r\nabcde"))
-        };
-        assert_eq!(post(&["3"]).unwrap().body, b"abc");
-        assert_eq!(post(&["3", "3"]).unwrap().body, b"abc", "identical duplicates are one length");
-        assert_eq!(post(&["3, 3"]).unwrap().body, b"abc");
-        assert_eq!(post(&["0005"]).unwrap().body, b"abcde");
-        for bad in [&["3", "5"][..], &["3, 5"], &["+0"], &["-1"], &["0x3"], &["3a"], &[""], &["1 2"], &["3", "+3"]] {
-            assert!(matches!(post(bad), Err(ReadError::Reject(400, _))), "{bad:?}");
-        }
-        assert!(matches!(post(&["99999999999999999999"]), Err(ReadError::Reject(400, _))), "20 digits");
-        assert!(matches!(post(&["9999999999999999999"]), Err(ReadError::Reject(413, _))));
-    }
-
-    #[test]
-    fn connection_persistence_follows_version_and_header() {
-        let conn = |v: &str, h: &str| read(&format!("GET / HTTP/{v}\r\n{h}\r\n")).unwrap().connection;
-        assert_eq!(conn("1.1", ""), Connection::Persistent);
-        assert_eq!(conn("1.1", "Connection: Close\r\n"), Connection::Close);
-        assert_eq!(conn("1.1", "Connection: keep-alive, close\r\n"), Connection::Close);
-        assert_eq!(conn("1.0", ""), Connection::Close);
-        assert_eq!(conn("1.0", "Connection: Keep-Alive\r\n"), Connection::KeepAlive);
-        assert_eq!(conn("1.0", "Connection: upgrade\r\nConnection: keep-alive\r\n"), Connection::KeepAlive);
-        assert_eq!(conn("1.0", "Connection: keep-alive-ish\r\n"), Connection::Close);
-    }
-
-    /// Records each write it is given.
-    #[derive(Default)]
-    struct Writes(Vec<Vec<u8>>);
-
-    impl AsyncWrite for Writes {
-        fn poll_write(
-            mut self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-            buf: &[u8],
-        ) -> std::task::Poll<std::io::Result<usize>> {
-            self.0.push(buf.to_vec());
-            std::task::Poll::Ready(Ok(buf.len()))
-        }
-        fn poll_flush(
-            self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<std::io::Result<()>> {
-            std::task::Poll::Ready(Ok(()))
-        }
-        fn poll_close(
-            self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<std::io::Result<()>> {
-            std::task::Poll::Ready(Ok(()))
-        }
-    }
-
-    #[test]
-    fn head_and_small_body_go_out_in_one_write() {
-        smol::block_on(async {
-            let mut w = Writes::default();
-            write_response(&mut w, Response::text(404, "not found"), false, Connection::KeepAlive).await.unwrap();
-            assert_eq!(w.0.len(), 1);
-            let text = String::from_utf8(w.0.concat()).unwrap();
-            assert!(text.starts_with("HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n"), "{text}");
-            assert!(text.ends_with("Connection: keep-alive\r\n\r\nnot found"), "{text}");
-
-            let path = std::env::temp_dir().join(format!("outpost-http-{}", std::process::id()));
-            std::fs::write(&path, vec![7u8; FILE_CHUNK + 10]).unwrap();
-            let file = std::fs::File::open(&path).unwrap();
-            let _ = std::fs::remove_file(&path);
-            let resp = Response {
-                status: 200,
-                headers: vec![],
-                body: Body::File { file, offset: 5, len: FILE_CHUNK as u64 + 5 },
-            };
-            let mut w = Writes::default();
-            write_response(&mut w, resp, false, Connection::Persistent).await.unwrap();
-            assert_eq!(w.0.len(), 2, "head with the first chunk, then the rest");
-            assert!(w.0[0].starts_with(b"HTTP/1.1 200 OK\r\n") && w.0[0].ends_with(&[7u8; 16]));
-            let all = w.0.concat();
-            let head_len = all.windows(4).position(|x| x == b"\r\n\r\n").unwrap() + 4;
-            assert_eq!(all.len() - head_len, FILE_CHUNK + 5);
-        });
-    }
-}
+mod tests;
