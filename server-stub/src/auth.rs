@@ -1,10 +1,12 @@
 //! Authentication with lockout, once for both front ends: the control API
-//! (device id + secret) and the OCS endpoint (Basic credentials, counted
-//! per claimed DEVICEID). The policy and its NAT-friendly design are in
-//! [`crate::lockout`]; the counters are in SQLite ([`crate::db`]).
+//! (device id + secret, counted per claimed device) and the OCS endpoint
+//! (Basic credentials, counted per client address only). The policy and its
+//! NAT-friendly design are in [`crate::lockout`]; the counters are in SQLite
+//! ([`crate::db`]).
 //!
 //! Order: gate (a blocked claim gets 429 at once, its secret unchecked) →
-//! verify → count the failure and log it once with the peer address, or
+//! verify → count the failure and log it with the peer address (a client's
+//! first failure, then a line a minute at most: [`crate::faillog`]), or
 //! record the success. Secrets are never logged.
 
 use std::net::IpAddr;
@@ -39,8 +41,9 @@ pub fn check(
     refused: impl FnOnce() -> Response,
 ) -> Result<(), Response> {
     let client = Client::of(peer);
+    let counted = scope.counted_identity(identity);
     let Ok(mut db) = state.db.lock() else { return Err(Response::text(500, "database lock poisoned")) };
-    match db.auth_gate(now, client, scope, identity).map_err(|e| db_error(&e))? {
+    match db.auth_gate(now, client, scope, counted).map_err(|e| db_error(&e))? {
         Gate::Blocked { retry_after } => {
             log::debug!(target: "outpost", "{peer}: {} claim {identity:?} refused unchecked: blocked", scope.as_str());
             return Err(too_many(retry_after, "too many authentication failures; retry later"));
@@ -48,23 +51,38 @@ pub fn check(
         Gate::Open => {}
     }
     if verify(&db).map_err(|e| db_error(&e))? {
-        db.auth_succeeded(now, client, scope, identity).map_err(|e| db_error(&e))?;
+        // OCS Basic: one agent's success must not clear the address's
+        // failures (a guesser behind the same NAT would get fresh tries).
+        if scope.trusts_identities() {
+            db.auth_succeeded(now, client, scope, counted).map_err(|e| db_error(&e))?;
+        }
         return Ok(());
     }
     let policy = &state.cfg.security;
-    let f = db.auth_failed(now, policy, client, scope, identity).map_err(|e| db_error(&e))?;
-    log::warn!(
-        target: "outpost",
-        "{peer}: authentication failed ({} credentials for {identity:?})",
-        match scope {
-            Scope::Api => "device",
-            Scope::Ocs => "OCS Basic",
-        }
-    );
+    let f = db.auth_failed(now, policy, client, scope, counted).map_err(|e| db_error(&e))?;
+    drop(db);
+    let kind = match scope {
+        Scope::Api => "device",
+        Scope::Ocs => "OCS Basic",
+    };
+    match state.failure_log.note(now, client) {
+        Some(0) => log::warn!(
+            target: "outpost",
+            "{peer}: authentication failed ({kind} credentials for {identity:?}); \
+             more failures from {client} are logged at most once a minute"
+        ),
+        Some(unlogged) => log::warn!(
+            target: "outpost",
+            "{peer}: authentication failed ({kind} credentials for {identity:?}); \
+             {unlogged} more failures from {client} since the last such line"
+        ),
+        None => {}
+    }
     if f.claim_blocked {
         log::warn!(
             target: "outpost",
-            "blocking {identity:?} ({}) from {client} for {} s: {} failures within {} s",
+            "blocking {} ({}) from {client} for {} s: {} failures within {} s",
+            if scope.trusts_identities() { format!("{identity:?}") } else { "every claim".to_string() },
             scope.as_str(),
             policy.client_block_time,
             policy.max_auth_failures,

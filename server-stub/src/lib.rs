@@ -19,6 +19,7 @@ pub mod cidr;
 pub mod config;
 pub mod ct;
 pub mod db;
+pub mod faillog;
 pub mod files;
 pub mod http;
 pub mod limits;

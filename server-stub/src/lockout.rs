@@ -6,7 +6,7 @@
 //! and `status` see and change the running server's state.
 //!
 //! ```text
-//!  request ─► Client (IPv4 address, or IPv6 /64) + Claim (device id, or OCS DEVICEID)
+//!  request ─► Client (IPv4 address, or IPv6 /64) + Claim (device id; OCS Basic: `*`, see Scope::Ocs)
 //!               │
 //!               ├─ claim row blocked?                          ─► 429, secret not checked
 //!               ├─ address row blocked and the claim not trusted ─► 429, secret not checked
@@ -127,12 +127,30 @@ impl fmt::Display for Client {
 pub enum Scope {
     /// The control API: `Authorization: Outpost <device> <secret>`.
     Api,
-    /// The OCS endpoint's Basic credentials; the identity is the DEVICEID
-    /// the body claims (all OCS agents share one Basic user).
+    /// The OCS endpoint's Basic credentials, counted and blocked per client
+    /// address only: all OCS agents share one Basic secret and a DEVICEID is
+    /// public, so counting per claimed DEVICEID would give a guesser
+    /// `max_auth_failures` more tries for every DEVICEID it can name.
     Ocs,
 }
 
 impl Scope {
+    /// The identity failures of a claim of `identity` are counted against:
+    /// itself for the control API, `*` (the whole address) for OCS Basic.
+    pub fn counted_identity(self, identity: &str) -> &str {
+        match self {
+            Self::Api => identity,
+            Self::Ocs => "*",
+        }
+    }
+
+    /// Whether an identity that authenticated from a client stays admitted
+    /// while the client's address is blocked: never for OCS Basic, whose
+    /// identity proves nothing.
+    pub fn trusts_identities(self) -> bool {
+        self == Self::Api
+    }
+
     /// The name stored in the database.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -45,6 +45,8 @@ pub struct State {
     pub cfg: ServerConfig,
     /// The database (short critical sections only).
     pub db: Mutex<Db>,
+    /// Authentication failures logged per client, at most a line a minute.
+    pub failure_log: crate::faillog::FailureLog,
     /// Open connections, against their caps.
     gate: Arc<Gate>,
     /// Places for OCS requests being handled.
@@ -99,6 +101,7 @@ pub fn run(dir: &Path) -> Result<(), String> {
         dir: dir.to_owned(),
         cfg: cfg.clone(),
         db: Mutex::new(db),
+        failure_log: crate::faillog::FailureLog::default(),
         gate,
         ocs_slots: Semaphore::new(MAX_OCS_IN_FLIGHT),
         limits,

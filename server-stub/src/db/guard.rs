@@ -121,7 +121,8 @@ impl Db {
         let c = client.to_string();
         let (claim, last_success, _) = read_counter(&self.conn, &c, scope.as_str(), identity)?;
         let (address, _, _) = read_counter(&self.conn, &c, ANY, ANY)?;
-        Ok(lockout::gate(now, &claim, &address, lockout::is_trusted(last_success, now)))
+        let trusted = scope.trusts_identities() && lockout::is_trusted(last_success, now);
+        Ok(lockout::gate(now, &claim, &address, trusted))
     }
 
     /// Count a failed authentication of `identity` from `client` at `now`.
