@@ -17,6 +17,9 @@ use outpost_agent::rt::ocs_mode::{BodySink, GetError, OcsAgent, OcsEnv};
 use outpost_hal::notify::{Answer, Notice};
 use outpost_tests::{Member, TempDir, targz};
 
+#[path = "ocs_mode/endless.rs"]
+mod endless;
+
 struct Pkg {
     id: u64,
     info: String,
@@ -38,6 +41,11 @@ struct Sim {
     /// The user's answers, in turn (then proceed), and what was asked.
     answers: std::collections::VecDeque<Answer>,
     asked: Vec<String>,
+    /// A hostile fragment server: every fragment answer is an endless body
+    /// (until the agent refuses a chunk, or this many bytes), and `poured`
+    /// counts the bytes the agent took.
+    pour: u64,
+    poured: u64,
 }
 
 impl Sim {
@@ -130,6 +138,9 @@ impl OcsEnv for Sim {
     fn get(&mut self, url: &Url, range: Option<&str>, sink: &mut dyn BodySink) -> Result<(), GetError> {
         let parts: Vec<&str> = url.path.split('/').collect();
         let id: u64 = parts[2].parse().unwrap();
+        if parts[3] != "info" && self.pour > 0 {
+            return self.pour_into(parts[3], range, sink);
+        }
         let pkg = self.packs.iter().find(|p| p.id == id).expect("known package");
         if parts[3] != "info" && pkg.frags.is_empty() {
             // A fragment that is not there: 404, every time.
@@ -328,6 +339,8 @@ fn dummy() -> Sim {
         sleeps: 0,
         answers: Default::default(),
         asked: vec![],
+        pour: 0,
+        poured: 0,
     }
 }
 

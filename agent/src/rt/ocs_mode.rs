@@ -18,7 +18,7 @@
 //! All IO goes through [`OcsEnv`], so tests drive this exact code against an
 //! in-process server in virtual time.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -173,45 +173,6 @@ impl BodySink for VecSink {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "body too large"));
         }
         self.body.extend_from_slice(chunk);
-        Ok(())
-    }
-}
-
-/// Writes a fragment into its `.part` file, resuming at its length.
-struct PartSink {
-    file: File,
-    have: u64,
-    status: u16,
-}
-
-impl BodySink for PartSink {
-    fn head(&mut self, status: u16, content_range: Option<&str>) -> Result<(), String> {
-        self.status = status;
-        match status {
-            200 => {
-                // Whole fragment (Range not sent or ignored): start over.
-                self.file.set_len(0).map_err(|e| e.to_string())?;
-                self.have = 0;
-                Ok(())
-            }
-            206 => {
-                let start = content_range
-                    .and_then(|v| v.trim().strip_prefix("bytes")?.trim().split('-').next()?.trim().parse::<u64>().ok());
-                if start == Some(self.have) {
-                    Ok(())
-                } else {
-                    // A range we did not ask for: start this fragment over next time.
-                    let _ = self.file.set_len(0);
-                    Err(format!("bad content-range {content_range:?} for offset {}", self.have))
-                }
-            }
-            s => Err(format!("server answered {s}")),
-        }
-    }
-
-    fn data(&mut self, chunk: &[u8]) -> io::Result<()> {
-        self.file.write_all(chunk)?;
-        self.have += chunk.len() as u64;
         Ok(())
     }
 }
