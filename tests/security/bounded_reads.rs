@@ -8,6 +8,8 @@
 //! hung up (its send buffer is small and the client's window clamped, so
 //! that is the bytes read plus a few KiB in flight), and for the real agent
 //! process by its peak resident set (`VmHWM`).
+//! A server answering one byte per connection checks that the agent does
+//! not reconnect once per byte: under 64 KiB of progress is a failed try.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
