@@ -3,9 +3,13 @@
 //! client can hold every connection or descriptor the server has.
 //!
 //! ```text
-//!  accept ─► Gate::admit(peer) ─► Ticket (dropped with the connection)
+//!  accept ─► Gate::admit(peer, side) ─► Ticket (dropped with the connection)
 //!                 └─ over a cap ─► refused at once: 503 on HTTP, closed on HTTPS
 //! ```
+//!
+//! Plain HTTP (the WAN-facing fragment and OCS listener) may hold at most
+//! [`PLAIN_SHARE_PERCENT`] of the total, so a flood of slow plain-HTTP
+//! clients always leaves room for the HTTPS control API.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -13,6 +17,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::serve::Side;
+
+/// The part of the total cap, in percent, that plain HTTP connections may
+/// hold; the rest is kept for HTTPS.
+pub const PLAIN_SHARE_PERCENT: usize = 75;
 
 /// Descriptors kept for everything but connections: listeners, the database
 /// and its journal, the reactor, the signal pipe, standard streams.
@@ -45,11 +55,21 @@ pub struct Limits {
     pub write_timeout: u64,
     /// Seconds a kept-alive connection may wait for its next request.
     pub idle_timeout: u64,
+    /// Bytes a second a response must average over each `write_timeout`
+    /// seconds once its first `write_timeout` seconds have passed; a client
+    /// that reads slower is dropped. 0: no minimum.
+    pub min_send_rate: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_connections: 4096, max_connections_per_address: 256, write_timeout: 60, idle_timeout: 15 }
+        Self {
+            max_connections: 4096,
+            max_connections_per_address: 256,
+            write_timeout: 60,
+            idle_timeout: 15,
+            min_send_rate: 1024,
+        }
     }
 }
 
@@ -80,6 +100,8 @@ pub enum Refusal {
     Full,
     /// This client address holds its cap.
     AddressFull,
+    /// Plain HTTP holds its share of the total cap.
+    PlainFull,
 }
 
 impl std::fmt::Display for Refusal {
@@ -87,6 +109,7 @@ impl std::fmt::Display for Refusal {
         f.write_str(match self {
             Self::Full => "connection cap reached",
             Self::AddressFull => "connection cap for this address reached",
+            Self::PlainFull => "connection cap for plain HTTP reached",
         })
     }
 }
@@ -95,6 +118,7 @@ impl std::fmt::Display for Refusal {
 #[derive(Debug)]
 pub struct Gate {
     total_cap: usize,
+    plain_cap: usize,
     per_address_cap: usize,
     counts: Mutex<Counts>,
 }
@@ -102,6 +126,8 @@ pub struct Gate {
 #[derive(Debug, Default)]
 struct Counts {
     total: usize,
+    /// Plain HTTP connections among them.
+    plain: usize,
     /// Only addresses with open connections (so at most `total_cap` entries).
     per_address: HashMap<IpAddr, usize>,
 }
@@ -111,6 +137,7 @@ struct Counts {
 pub struct Ticket {
     gate: Arc<Gate>,
     key: IpAddr,
+    plain: bool,
 }
 
 /// What counts as one client: an IPv4 address (IPv4-mapped ones included),
@@ -129,10 +156,12 @@ fn client_key(ip: IpAddr) -> IpAddr {
 }
 
 impl Gate {
-    /// A gate holding at most `total_cap` connections, `per_address_cap`
-    /// from one client.
+    /// A gate holding at most `total_cap` connections,
+    /// [`PLAIN_SHARE_PERCENT`] of them plain HTTP, `per_address_cap` from
+    /// one client.
     pub fn new(total_cap: usize, per_address_cap: usize) -> Arc<Self> {
-        Arc::new(Self { total_cap, per_address_cap: per_address_cap.max(1), counts: Mutex::default() })
+        let plain_cap = (total_cap.saturating_mul(PLAIN_SHARE_PERCENT) / 100).max(1);
+        Arc::new(Self { total_cap, plain_cap, per_address_cap: per_address_cap.max(1), counts: Mutex::default() })
     }
 
     fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
@@ -140,12 +169,17 @@ impl Gate {
         self.counts.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Admit a connection from `peer`, or say which cap it would exceed.
-    pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<Ticket, Refusal> {
+    /// Admit a connection from `peer` on `side`'s listener, or say which cap
+    /// it would exceed.
+    pub fn admit(self: &Arc<Self>, peer: IpAddr, side: Side) -> Result<Ticket, Refusal> {
         let key = client_key(peer);
+        let plain = side == Side::Http;
         let mut c = self.counts();
         if c.total >= self.total_cap {
             return Err(Refusal::Full);
+        }
+        if plain && c.plain >= self.plain_cap {
+            return Err(Refusal::PlainFull);
         }
         let mine = c.per_address.entry(key).or_insert(0);
         if *mine >= self.per_address_cap {
@@ -153,7 +187,8 @@ impl Gate {
         }
         *mine += 1;
         c.total += 1;
-        Ok(Ticket { gate: self.clone(), key })
+        c.plain += usize::from(plain);
+        Ok(Ticket { gate: self.clone(), key, plain })
     }
 
     /// The total cap.
@@ -171,6 +206,7 @@ impl Drop for Ticket {
     fn drop(&mut self) {
         let mut c = self.gate.counts();
         c.total = c.total.saturating_sub(1);
+        c.plain = c.plain.saturating_sub(usize::from(self.plain));
         if let Some(n) = c.per_address.get_mut(&self.key) {
             *n -= 1;
             if *n == 0 {
@@ -191,25 +227,41 @@ mod tests {
     #[test]
     fn caps_hold_in_all_and_per_address_and_free_on_drop() {
         let gate = Gate::new(3, 2);
-        let a1 = gate.admit(ip("192.0.2.1")).unwrap();
-        let _a2 = gate.admit(ip("192.0.2.1")).unwrap();
-        assert_eq!(gate.admit(ip("192.0.2.1")).unwrap_err(), Refusal::AddressFull);
-        let _b = gate.admit(ip("192.0.2.2")).unwrap();
-        assert_eq!(gate.admit(ip("192.0.2.3")).unwrap_err(), Refusal::Full);
+        let a1 = gate.admit(ip("192.0.2.1"), Side::Https).unwrap();
+        let _a2 = gate.admit(ip("192.0.2.1"), Side::Https).unwrap();
+        assert_eq!(gate.admit(ip("192.0.2.1"), Side::Https).unwrap_err(), Refusal::AddressFull);
+        let _b = gate.admit(ip("192.0.2.2"), Side::Https).unwrap();
+        assert_eq!(gate.admit(ip("192.0.2.3"), Side::Https).unwrap_err(), Refusal::Full);
         assert_eq!(gate.open(), 3);
         drop(a1);
         assert_eq!(gate.open(), 2);
-        let _a3 = gate.admit(ip("192.0.2.1")).unwrap();
+        let _a3 = gate.admit(ip("192.0.2.1"), Side::Https).unwrap();
+    }
+
+    #[test]
+    fn plain_http_holds_at_most_its_share_and_https_the_rest() {
+        let gate = Gate::new(8, 100);
+        let plain: Vec<_> = (0..6).map(|i| gate.admit(ip(&format!("192.0.2.{i}")), Side::Http).unwrap()).collect();
+        assert_eq!(gate.admit(ip("192.0.2.99"), Side::Http).unwrap_err(), Refusal::PlainFull);
+        let _s1 = gate.admit(ip("192.0.2.99"), Side::Https).unwrap();
+        let _s2 = gate.admit(ip("192.0.2.98"), Side::Https).unwrap();
+        assert_eq!(gate.admit(ip("192.0.2.97"), Side::Https).unwrap_err(), Refusal::Full);
+        drop(plain);
+        let _p = gate.admit(ip("192.0.2.99"), Side::Http).unwrap();
     }
 
     #[test]
     fn an_ipv6_client_counts_by_its_slash_64() {
         let gate = Gate::new(10, 1);
-        let _a = gate.admit(ip("2001:db8:1:2::1")).unwrap();
-        assert_eq!(gate.admit(ip("2001:db8:1:2:ffff::9")).unwrap_err(), Refusal::AddressFull);
-        let _b = gate.admit(ip("2001:db8:1:3::1")).unwrap();
-        let _c = gate.admit(ip("192.0.2.1")).unwrap();
-        assert_eq!(gate.admit(ip("::ffff:192.0.2.1")).unwrap_err(), Refusal::AddressFull, "IPv4-mapped is IPv4");
+        let _a = gate.admit(ip("2001:db8:1:2::1"), Side::Https).unwrap();
+        assert_eq!(gate.admit(ip("2001:db8:1:2:ffff::9"), Side::Https).unwrap_err(), Refusal::AddressFull);
+        let _b = gate.admit(ip("2001:db8:1:3::1"), Side::Https).unwrap();
+        let _c = gate.admit(ip("192.0.2.1"), Side::Https).unwrap();
+        assert_eq!(
+            gate.admit(ip("::ffff:192.0.2.1"), Side::Https).unwrap_err(),
+            Refusal::AddressFull,
+            "IPv4-mapped is IPv4"
+        );
     }
 
     #[test]
@@ -225,6 +277,7 @@ mod tests {
     fn limits_read_from_toml_with_defaults() {
         let l: Limits = toml::from_str("write_timeout = 5").unwrap();
         assert_eq!(l, Limits { write_timeout: 5, ..Limits::default() });
+        assert_eq!(Limits::default().min_send_rate, 1024);
         assert!(toml::from_str::<Limits>("max_conections = 5").is_err(), "typos are refused");
     }
 }

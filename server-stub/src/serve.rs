@@ -2,8 +2,9 @@
 //! HTTPS fragments) and the HTTP listener (fragments, OCS), until SIGINT/SIGTERM.
 //!
 //! ```text
-//!  accept ──► Gate: over a cap? ──► 503 (HTTP) or closed (HTTPS), at once
-//!    │ TCP_NODELAY, writes that stall for `write_timeout` fail
+//!  accept ──► Gate: over a cap (plain HTTP: 3/4 of it)? ──► 503 (HTTP) or closed (HTTPS)
+//!    │ TCP_NODELAY, writes that stall for `write_timeout`, or average less
+//!    │ than `min_send_rate` over it once a response has run that long, fail
 //!    ▼
 //!  connection task on the executor (EXECUTOR_THREADS threads):
 //!    TLS handshake · read request · write response · close_notify
@@ -199,7 +200,7 @@ async fn accept_loop(
                 continue;
             }
         };
-        let ticket = match state.gate.admit(peer.ip()) {
+        let ticket = match state.gate.admit(peer.ip(), side) {
             Ok(t) => {
                 refusing = false;
                 t
@@ -235,7 +236,7 @@ async fn refuse(mut tcp: TcpStream, side: Side) {
 
 /// One admitted connection: TLS handshake if any, then its requests.
 async fn connection(state: &Arc<State>, tcp: TcpStream, peer: SocketAddr, side: Side, tls: Option<TlsAcceptor>) {
-    let stream = StallLimit::new(tcp, state.limits.write_timeout());
+    let stream = StallLimit::new(tcp, state.limits.write_timeout(), state.limits.min_send_rate);
     let Some(tls) = tls else {
         return serve_conn(state, stream, peer, side).await;
     };

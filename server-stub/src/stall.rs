@@ -4,31 +4,61 @@
 //! descriptors and its task forever.
 //!
 //! The clock starts when a write, flush or close first has to wait, and is
-//! stopped by any progress; so a slow reader that keeps taking bytes is
-//! served, however long the whole response takes.
+//! stopped by any progress. Progress alone is not enough, though: a client
+//! that reads a few KB every 50 s would hold its connection forever. So a
+//! response must also average a minimum rate: once it has run for `limit`,
+//! the bytes it sent in each window of `limit` (checked at the first write
+//! after the window ends) must be at least `min_rate` × the window's length.
+//! A response starts at the first write after a read (the request's bytes):
+//! the time a kept-alive connection waits for its next request, or a request
+//! waits to be handled, is not charged.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use smol::Timer;
 use smol::future::Future;
 use smol::io::{AsyncRead, AsyncWrite};
 
-/// `S`, with writes that time out after `limit` without progress. Reads pass
-/// through (they have their own deadlines in [`crate::http`]).
+/// `S`, with writes that time out after `limit` without progress, or that
+/// average less than `min_rate` bytes a second over a window of `limit`.
+/// Reads pass through (they have their own deadlines in [`crate::http`]).
 pub struct StallLimit<S> {
     inner: S,
     limit: Duration,
     timer: Timer,
     armed: bool,
+    /// Bytes a second (0: no minimum).
+    min_rate: u64,
+    /// Start of the current rate window (`None`: no response under way).
+    window: Option<Instant>,
+    /// Bytes written in the current window.
+    sent: u64,
 }
 
 impl<S> StallLimit<S> {
     /// Wrap `inner`.
-    pub fn new(inner: S, limit: Duration) -> Self {
-        Self { inner, limit, timer: Timer::never(), armed: false }
+    pub fn new(inner: S, limit: Duration, min_rate: u64) -> Self {
+        Self { inner, limit, timer: Timer::never(), armed: false, min_rate, window: None, sent: 0 }
+    }
+
+    /// `n` bytes were written now: count them, and once the window has run
+    /// for `limit`, fail if it averaged less than the minimum rate, or start
+    /// the next one.
+    fn wrote(&mut self, n: usize) -> io::Result<usize> {
+        let now = crate::time::monotonic_now();
+        let start = *self.window.get_or_insert(now);
+        self.sent = self.sent.saturating_add(n as u64);
+        let ran = now.duration_since(start);
+        if self.min_rate > 0 && ran >= self.limit {
+            if (self.sent as f64) < self.min_rate as f64 * ran.as_secs_f64() {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "the peer reads slower than the minimum rate"));
+            }
+            (self.window, self.sent) = (Some(now), 0);
+        }
+        Ok(n)
     }
 
     /// The wrapped stream.
@@ -58,7 +88,13 @@ impl<S> StallLimit<S> {
 
 impl<S: AsyncRead + Unpin> AsyncRead for StallLimit<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            // A request's bytes: the next write starts a new response.
+            (this.window, this.sent) = (None, 0);
+        }
+        r
     }
 }
 
@@ -66,6 +102,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for StallLimit<S> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_write(cx, buf) {
+            Poll::Ready(Ok(n)) => {
+                let r = this.wrote(n);
+                this.answered(r)
+            }
             Poll::Ready(r) => this.answered(r),
             Poll::Pending => this.waited(cx),
         }
@@ -122,12 +162,38 @@ mod tests {
     #[test]
     fn a_write_without_progress_times_out_and_progress_is_not_charged() {
         smol::block_on(async {
-            let mut w = StallLimit::new(Valve { open: 5, taken: 0 }, Duration::from_millis(50));
+            let mut w = StallLimit::new(Valve { open: 5, taken: 0 }, Duration::from_millis(50), 0);
             let e = w.write_all(&[0; 100]).await.unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::TimedOut);
             assert_eq!(w.get_ref().taken, 50, "what could be written was");
-            let mut fine = StallLimit::new(Valve { open: 100, taken: 0 }, Duration::from_millis(50));
+            let mut fine = StallLimit::new(Valve { open: 100, taken: 0 }, Duration::from_millis(50), 1);
             fine.write_all(&[0; 100]).await.unwrap();
+        });
+    }
+
+    #[test]
+    fn a_reader_slower_than_the_minimum_rate_is_dropped_once_a_window_has_run() {
+        smol::block_on(async {
+            // 10 bytes every 10 ms: 1,000 B/s, always some progress.
+            let trickle =
+                |min_rate| StallLimit::new(Valve { open: usize::MAX, taken: 0 }, Duration::from_millis(50), min_rate);
+            let mut slow = trickle(4000);
+            let mut failed = None;
+            for i in 0..30 {
+                if let Err(e) = slow.write_all(&[0; 10]).await {
+                    failed = Some((i, e.kind()));
+                    break;
+                }
+                Timer::after(Duration::from_millis(10)).await;
+            }
+            let (at, kind) = failed.expect("dropped");
+            assert_eq!(kind, io::ErrorKind::TimedOut);
+            assert!((1..=8).contains(&at), "dropped at write {at}, after one window of 50 ms");
+            let mut fast_enough = trickle(100);
+            for _ in 0..30 {
+                fast_enough.write_all(&[0; 10]).await.unwrap();
+                Timer::after(Duration::from_millis(10)).await;
+            }
         });
     }
 }

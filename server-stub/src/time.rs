@@ -1,5 +1,11 @@
 //! Wall time formatting (RFC 3339, UTC). The only clock reads of the server.
 
+/// The monotonic clock, now (for rates measured over seconds).
+pub fn monotonic_now() -> std::time::Instant {
+    #[allow(clippy::disallowed_methods)]
+    std::time::Instant::now()
+}
+
 /// Seconds since 1970 UTC, now.
 pub fn unix_now() -> u64 {
     #[allow(clippy::disallowed_methods)]

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use outpost_agent::rt::http::{Client, Url};
 use outpost_tests::{Server, TempDir, bin, run, text, wait_for_port};
 
 use crate::http_hygiene::{connect, exchange, read_reply};
@@ -212,4 +213,95 @@ fn the_accept_loop_does_not_spin_at_the_descriptor_limit() {
     assert!(used < 0.25 * window, "the server used {used:.2} s of CPU in {window:.2} s at the descriptor limit");
     drop(flood);
     answered_within(srv.http_port, Duration::from_secs(5));
+}
+
+/// An HTTPS request (`GET /x`) is answered (404).
+fn https_answered(srv: &Server) -> Result<u16, String> {
+    let ca = fs::read_to_string(srv.dir.join("tls/ca-cert.pem")).expect("CA");
+    let c = Client::new(&ca, Duration::from_secs(5), Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    let url = Url::parse(&format!("https://127.0.0.1:{}/x", srv.https_port)).expect("url");
+    let mut r = c.request("GET", &url, &[], b"").map_err(|e| e.to_string())?;
+    let _ = r.read_to_vec(1 << 16);
+    Ok(r.status)
+}
+
+#[test]
+fn plain_http_filled_to_its_share_leaves_https_served() {
+    let t = TempDir::new("sec-share");
+    let mut srv = Server::init(t.join("srv"), &[]);
+    set_limit(&srv, "max_connections", 8);
+    set_limit(&srv, "max_connections_per_address", 100);
+    srv.start();
+    // Let the connections that probed for the server's start go first.
+    answered_within(srv.http_port, Duration::from_secs(2));
+    std::thread::sleep(Duration::from_millis(500));
+    // Idle plain connections (slow readers, say), twice the total cap: plain
+    // HTTP takes all it may hold (6 of 8), the rest are turned away at once.
+    let mut plain: Vec<TcpStream> =
+        (0..16).map(|_| TcpStream::connect(("127.0.0.1", srv.http_port)).expect("connect")).collect();
+    for s in &mut plain[8..] {
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let r = read_reply(s).expect("a plain connection over the caps is answered at once");
+        assert_eq!(r.status, 503, "{}", r.head);
+    }
+    // The control API is still served (retried for 3 s, as a TLS client
+    // may be refused while a probe above is being let go).
+    let start = Instant::now();
+    let answered = loop {
+        match https_answered(&srv) {
+            Ok(status) => break Ok(status),
+            Err(e) if start.elapsed() > Duration::from_secs(3) => break Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    assert_eq!(answered, Ok(404), "an HTTPS request while plain HTTP holds its share");
+    drop(plain);
+}
+
+#[test]
+fn a_client_reading_slower_than_the_minimum_rate_is_dropped() {
+    let t = TempDir::new("sec-rate");
+    let mut srv = Server::init(t.join("srv"), &[]);
+    // A window of 3 s instead of 60, and 64 KiB/s instead of 1 KiB/s.
+    set_limit(&srv, "write_timeout", 3);
+    set_limit(&srv, "min_send_rate", 64 * 1024);
+    set_limit(&srv, "max_connections_per_address", 1);
+    let id = 1_700_000_000u64;
+    let frag = srv.dir.join(format!("download/{id}/{id}-1"));
+    fs::create_dir_all(frag.parent().unwrap()).unwrap();
+    fs::File::create(&frag).unwrap().set_len(1 << 30).unwrap();
+    srv.start();
+    let mut admitted = None;
+    for _ in 0..100 {
+        let mut s = connect(srv.http_port);
+        s.write_all(format!("GET /download/{id}/{id}-1 HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
+        let mut status_line = [0u8; 12];
+        s.read_exact(&mut status_line).unwrap();
+        if &status_line == b"HTTP/1.1 200" {
+            admitted = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut s = admitted.expect("the download is admitted once the place is free");
+    // Always some progress, never a stall of `write_timeout`: 32 KiB every
+    // second, half the minimum rate.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reading = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 32 * 1024];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if s.read_exact(&mut buf).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        })
+    };
+    // Its place comes free (a 404 to another request instead of a 503).
+    let held = std::panic::catch_unwind(|| answered_within(srv.http_port, Duration::from_secs(20)));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = reading.join();
+    assert!(held.is_ok(), "the slow reader was held for 20 s");
 }
