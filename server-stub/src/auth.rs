@@ -1,8 +1,8 @@
 //! Authentication with lockout, once for both front ends: the control API
 //! (device id + secret, counted per claimed device) and the OCS endpoint
 //! (Basic credentials, counted per client address only). The policy and its
-//! NAT-friendly design are in [`crate::lockout`]; the counters are in SQLite
-//! ([`crate::db`]).
+//! NAT-friendly design are in [`crate::lockout`]; failure counts are kept in
+//! memory, blocks and trust in SQLite ([`crate::db`]).
 //!
 //! Order: gate (a blocked claim gets 429 at once, its secret unchecked) →
 //! verify → count the failure and log it with the peer address (a client's

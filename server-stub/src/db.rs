@@ -31,6 +31,9 @@ pub type DbResult<T> = Result<T, rusqlite::Error>;
 /// Open handle on the state database.
 pub struct Db {
     conn: Connection,
+    /// Authentication failures being counted (only blocks and trust are
+    /// written to SQLite).
+    failures: guard::FailureCounts,
 }
 
 /// One row of `status`.
@@ -118,7 +121,7 @@ impl Db {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(guard::SCHEMA)?;
-        Ok(Self { conn })
+        Ok(Self { conn, failures: guard::FailureCounts::default() })
     }
 
     /// Register an Outpost device; `false` if the id exists. Applies `--all` packages.

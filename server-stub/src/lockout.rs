@@ -2,8 +2,9 @@
 //! (`max_auth_failures` within `auth_failures_interval` blocks the client for
 //! `client_block_time`), shaped so that many devices behind one NAT address
 //! do not share one fate. Sans-IO: every function takes `now` (Unix seconds);
-//! the counters live in SQLite ([`crate::db`]), so `outpost-server unblock`
-//! and `status` see and change the running server's state.
+//! failure counts live in the server's memory, blocks and trust in SQLite
+//! ([`crate::db`]), so `outpost-server unblock` and `status` see and change
+//! the running server's blocks.
 //!
 //! ```text
 //!  request ─► Client (IPv4 address, or IPv6 /64) + Claim (device id; OCS Basic: `*`, see Scope::Ocs)

@@ -3,6 +3,12 @@
 //! OCS DEVICEIDs ([`crate::ratelimit`]) and "log once" marks. Kept in SQLite
 //! so that `status` and `unblock` see and change the running server's state.
 //! Every table here is bounded: rows are forgotten once idle.
+//!
+//! Failure *counts* are kept in memory ([`FailureCounts`]): a wrong secret
+//! costs no SQLite write under the one database lock. Only a block that
+//! starts, and the trust a success earns, are written.
+
+use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -22,6 +28,41 @@ CREATE INDEX IF NOT EXISTS devices_kind ON devices(kind);
 
 /// The scope and identity of a client's address-wide row.
 const ANY: &str = "*";
+
+/// Failure counts held in memory at most; beyond, those whose window is
+/// over are forgotten, and if every one is live, all of them.
+const MAX_COUNTS: usize = 65_536;
+
+/// A row's key: client, scope, identity.
+type Key = (String, &'static str, String);
+
+/// In-memory failure counts (failures, window start) per row.
+#[derive(Debug, Default)]
+pub struct FailureCounts(HashMap<Key, (u32, u64)>);
+
+impl FailureCounts {
+    /// Put the count of `key` into `c` (whose block comes from SQLite).
+    fn load(&self, key: &Key, c: &mut Counter) {
+        (c.failures, c.window_start) = self.0.get(key).copied().unwrap_or((0, 0));
+    }
+
+    /// Keep the count of `c` under `key`.
+    fn store(&mut self, now: u64, policy: &Policy, key: Key, c: &Counter) {
+        if c.failures == 0 {
+            self.0.remove(&key);
+            return;
+        }
+        if !self.0.contains_key(&key) && self.0.len() >= MAX_COUNTS {
+            let live = |(f, start): &(u32, u64)| *f > 0 && now < start.saturating_add(policy.auth_failures_interval);
+            self.0.retain(|_, v| live(v));
+            if self.0.len() >= MAX_COUNTS {
+                log::warn!(target: "outpost", "{MAX_COUNTS} live authentication failure counts: forgetting them all");
+                self.0.clear();
+            }
+        }
+        self.0.insert(key, (c.failures, c.window_start));
+    }
+}
 
 /// What a failure did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -125,7 +166,8 @@ impl Db {
         Ok(lockout::gate(now, &claim, &address, trusted))
     }
 
-    /// Count a failed authentication of `identity` from `client` at `now`.
+    /// Count a failed authentication of `identity` from `client` at `now`,
+    /// in memory; write the rows to SQLite only when a block starts.
     pub fn auth_failed(
         &mut self,
         now: u64,
@@ -135,23 +177,34 @@ impl Db {
         identity: &str,
     ) -> DbResult<Failure> {
         let c = client.to_string();
-        let tx = self.conn.transaction()?;
-        let (mut claim, last_success, existed) = read_counter(&tx, &c, scope.as_str(), identity)?;
-        let (mut address, _, _) = read_counter(&tx, &c, ANY, ANY)?;
+        let (mut claim, last_success, _) = read_counter(&self.conn, &c, scope.as_str(), identity)?;
+        let (mut address, _, _) = read_counter(&self.conn, &c, ANY, ANY)?;
+        let (claim_key, address_key) =
+            ((c.clone(), scope.as_str(), identity.to_string()), (c.clone(), ANY, ANY.into()));
+        self.failures.load(&claim_key, &mut claim);
+        self.failures.load(&address_key, &mut address);
         let out = Failure {
             claim_blocked: claim.fail(policy, policy.max_auth_failures, now),
             address_blocked: address.fail(policy, policy.max_address_auth_failures, now),
         };
-        write_counter(&tx, (&c, scope.as_str(), identity), &claim, last_success)?;
-        write_counter(&tx, (&c, ANY, ANY), &address, 0)?;
-        if !existed {
-            // A new row: forget idle ones, so the table holds only live counters and trust.
-            tx.execute(
-                "DELETE FROM auth_counters WHERE blocked_until <= ?1 AND (failures = 0 OR window_start + ?2 <= ?1)
-                 AND (last_success = 0 OR last_success + ?3 <= ?1)",
-                params![to_i(now), to_i(policy.auth_failures_interval), to_i(lockout::TRUST_SECS)],
-            )?;
+        self.failures.store(now, policy, claim_key, &claim);
+        self.failures.store(now, policy, address_key, &address);
+        if !out.claim_blocked && !out.address_blocked {
+            return Ok(out);
         }
+        let tx = self.conn.transaction()?;
+        if out.claim_blocked {
+            write_counter(&tx, (&c, scope.as_str(), identity), &claim, last_success)?;
+        }
+        if out.address_blocked {
+            write_counter(&tx, (&c, ANY, ANY), &address, 0)?;
+        }
+        // Forget idle rows, so the table holds only live blocks and trust.
+        tx.execute(
+            "DELETE FROM auth_counters WHERE blocked_until <= ?1 AND (failures = 0 OR window_start + ?2 <= ?1)
+             AND (last_success = 0 OR last_success + ?3 <= ?1)",
+            params![to_i(now), to_i(policy.auth_failures_interval), to_i(lockout::TRUST_SECS)],
+        )?;
         tx.commit()?;
         Ok(out)
     }
@@ -162,6 +215,7 @@ impl Db {
     pub fn auth_succeeded(&mut self, now: u64, client: Client, scope: Scope, identity: &str) -> DbResult<()> {
         let c = client.to_string();
         let (claim, last_success, existed) = read_counter(&self.conn, &c, scope.as_str(), identity)?;
+        self.failures.0.remove(&(c.clone(), scope.as_str(), identity.to_string()));
         let stale = now >= last_success.saturating_add(lockout::TRUST_REFRESH_SECS);
         if !existed || claim.failures > 0 || stale {
             let cleared = Counter { failures: 0, window_start: 0, blocked_until: claim.blocked_until };
@@ -351,6 +405,22 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM auth_counters WHERE client = '192.0.2.50'", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 1, "only the trusted claim row is left");
+    }
+
+    #[test]
+    fn failures_are_counted_in_memory_and_only_blocks_written() {
+        let mut d = db("memory");
+        let p = Policy::default();
+        let a = client("192.0.2.60");
+        let rows =
+            |d: &Db| -> i64 { d.conn.query_row("SELECT COUNT(*) FROM auth_counters", [], |r| r.get(0)).unwrap() };
+        for i in 0..9 {
+            d.auth_failed(T0 + i, &p, a, Scope::Api, "pc").unwrap();
+        }
+        assert_eq!(rows(&d), 0, "nine failures, no row written");
+        assert!(d.auth_failed(T0 + 9, &p, a, Scope::Api, "pc").unwrap().claim_blocked);
+        assert_eq!(rows(&d), 1, "the block is");
+        assert_eq!(d.blocked(T0 + 10).unwrap().len(), 1, "status sees it");
     }
 
     #[test]
