@@ -9,10 +9,10 @@
 //!
 //! Fragment servers are plain HTTP and untrusted, so every read is bounded,
 //! in bytes and in time, and each bound has its own [`Error`]:
-//! - the response head: at most [`MAX_HEAD`] bytes ([`head`]), at most
+//! - the response head: at most [`MAX_HEAD`] bytes (`head.rs`), at most
 //!   [`MAX_HEADERS`] fields, complete within the I/O timeout;
 //! - a chunk-size line: at most [`MAX_CHUNK_LINE`] bytes, 1 to 16 hex digits;
-//!   a chunk's data is followed by its line end and nothing else ([`body`]);
+//!   a chunk's data is followed by its line end and nothing else (`body.rs`);
 //! - a body: never more than the caller accepts ([`Response::limit`],
 //!   [`Response::read_to_vec`]), never past a 206's `Content-Range`, and
 //!   a 206 never past the range asked for; one that ends early is an
@@ -20,7 +20,7 @@
 //! - time: each read and write waits at most the I/O timeout, a TLS
 //!   handshake and a head must finish within it, and a body that arrives
 //!   slower than [`MIN_RATE`] while the agent waits for it is a stall
-//!   ([`conn`]);
+//!   (`conn.rs`);
 //! - TLS: rustls buffers at most one record (16 KiB) of ciphertext beyond a
 //!   64 KiB handshake message, and at most 16 KiB of unread plaintext.
 //!
