@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 
 use outpost_agent::engine::download::{ARCHIVE, BodyError, DEFAULT_CHECKPOINT_BYTES, Download, SLOTS};
 use outpost_agent::engine::fetch::FetchError;
-use outpost_agent::engine::manifest::{FORMAT, FragmentEntry, Manifest, sha256};
+use outpost_agent::engine::manifest::{Manifest, sha256};
 use outpost_hal::ErrorKind;
 use outpost_hal::sim::{LinkFault, SimBlocks, SimClock, SimLink, TransferEnd};
 use outpost_hal::time::{Clock, Instant};
@@ -17,19 +17,7 @@ use outpost_tests::random_bytes;
 const CHUNK: usize = 16 * 1024;
 
 fn manifest(data: &[u8], frag: usize) -> Manifest {
-    Manifest {
-        format: FORMAT,
-        package_id: 7,
-        version: 1,
-        created: 0,
-        info_sha256: [0; 32],
-        archive_size: data.len() as u64,
-        archive_sha256: sha256(data),
-        fragments: data.chunks(frag).map(|c| FragmentEntry { size: c.len() as u64, sha256: sha256(c) }).collect(),
-        flags: 0,
-        reboot_exit_codes: vec![],
-        unpacked: None,
-    }
+    outpost_tests::manifest_of(data, frag)
 }
 
 /// One scripted misbehaviour of the server (or the link), used once.

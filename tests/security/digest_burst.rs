@@ -16,7 +16,7 @@ use outpost_agent::engine::download::Download;
 use outpost_agent::engine::fetch::FetchError;
 use outpost_agent::engine::journal::{self, PackageRecord, Phase, kind};
 use outpost_agent::engine::limits::DIGEST_GIVE_UP_SECS;
-use outpost_agent::engine::manifest::{FORMAT, FragmentEntry, Manifest, sha256};
+use outpost_agent::engine::manifest::Manifest;
 use outpost_agent::engine::refetch::{Refetch, Verdict};
 use outpost_hal::sim::SimBlocks;
 use outpost_tests::{Member, Server, TempDir, agent, random_bytes, targz, text, tune_agent};
@@ -82,19 +82,7 @@ fn run(
 fn setup(corrupt: u32) -> (Path, SimBlocks, Manifest, Vec<u8>) {
     let data = random_bytes(300_000, 10);
     let frag = 100_000;
-    let m = Manifest {
-        format: FORMAT,
-        package_id: 7,
-        version: 1,
-        created: 0,
-        info_sha256: [0; 32],
-        archive_size: data.len() as u64,
-        archive_sha256: sha256(&data),
-        fragments: data.chunks(frag).map(|c| FragmentEntry { size: c.len() as u64, sha256: sha256(c) }).collect(),
-        flags: 0,
-        reboot_exit_codes: vec![],
-        unpacked: None,
-    };
+    let m = outpost_tests::manifest_of(&data, frag);
     let rec = PackageRecord {
         id: 7,
         phase: Phase::Fetching,

@@ -111,23 +111,14 @@ fn a_stalled_download_reader_is_dropped() {
     srv.start();
     // A reader with a small receive buffer takes the one place (once the
     // probes before it have let go of it) and reads the status line only.
-    let mut admitted = None;
-    for _ in 0..100 {
+    let mut s = admitted_download(&format!("/download/{id}/{id}-1"), || {
         let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
         sock.set_recv_buffer_size(4096).unwrap();
         sock.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], srv.http_port)).into()).unwrap();
-        let mut s: TcpStream = sock.into();
+        let s: TcpStream = sock.into();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(format!("GET /download/{id}/{id}-1 HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
-        let mut status_line = [0u8; 12];
-        s.read_exact(&mut status_line).unwrap();
-        if &status_line == b"HTTP/1.1 200" {
-            admitted = Some(s);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let mut s = admitted.expect("the download is admitted once the place is free");
+        s
+    });
     // Read nothing more; wait for the server to drop the connection (a 404 to
     // another request instead of a 503), for up to 15 s.
     answered_within(srv.http_port, Duration::from_secs(15));
@@ -271,19 +262,7 @@ fn a_client_reading_slower_than_the_minimum_rate_is_dropped() {
     fs::create_dir_all(frag.parent().unwrap()).unwrap();
     fs::File::create(&frag).unwrap().set_len(1 << 30).unwrap();
     srv.start();
-    let mut admitted = None;
-    for _ in 0..100 {
-        let mut s = connect(srv.http_port);
-        s.write_all(format!("GET /download/{id}/{id}-1 HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
-        let mut status_line = [0u8; 12];
-        s.read_exact(&mut status_line).unwrap();
-        if &status_line == b"HTTP/1.1 200" {
-            admitted = Some(s);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let mut s = admitted.expect("the download is admitted once the place is free");
+    let mut s = admitted_download(&format!("/download/{id}/{id}-1"), || connect(srv.http_port));
     // Always some progress, never a stall of `write_timeout`: 32 KiB every
     // second, half the minimum rate.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -304,4 +283,21 @@ fn a_client_reading_slower_than_the_minimum_rate_is_dropped() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = reading.join();
     assert!(held.is_ok(), "the slow reader was held for 20 s");
+}
+
+/// A GET of `path` on a fresh connection from `connect`, retried until the
+/// server admits it (`200`; a `503` while an earlier connection still holds
+/// the address's place); the stream is left after the status line.
+fn admitted_download(path: &str, connect: impl Fn() -> TcpStream) -> TcpStream {
+    for _ in 0..100 {
+        let mut s = connect();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
+        let mut status_line = [0u8; 12];
+        s.read_exact(&mut status_line).unwrap();
+        if &status_line == b"HTTP/1.1 200" {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the download is never admitted, though the place is free");
 }

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use outpost_agent::engine::manifest::{FORMAT, Manifest, Unpacked};
+use outpost_agent::engine::manifest::{Manifest, Unpacked};
 use outpost_agent::engine::plan::{UnpackBounds, unpack_bounds};
 use outpost_agent::rt::unpack::{UnpackError, unpack_bounded};
 use outpost_tests::{Member, Server, TempDir, agent, targz, text};
@@ -56,19 +56,7 @@ fn many_members(n: usize) -> Vec<u8> {
 }
 
 fn signed_bounds(size: u64, members: u64) -> UnpackBounds {
-    let m = Manifest {
-        format: FORMAT,
-        package_id: 1,
-        version: 1,
-        created: 0,
-        info_sha256: [0; 32],
-        archive_size: 0,
-        archive_sha256: [0; 32],
-        fragments: vec![],
-        flags: 0,
-        reboot_exit_codes: vec![],
-        unpacked: Some(Unpacked { size, members }),
-    };
+    let m = Manifest { unpacked: Some(Unpacked { size, members }), ..outpost_tests::manifest_of(&[], 1) };
     unpack_bounds(Some(&m))
 }
 

@@ -318,3 +318,25 @@ pub fn hex_comment(n: usize) -> Vec<u8> {
     v.push(b'\n');
     v
 }
+
+/// An unsigned manifest for `data` cut into fragments of `frag` bytes
+/// (package 7, format 1, no flags): what the engine-level tests download.
+pub fn manifest_of(data: &[u8], frag: usize) -> outpost_agent::engine::manifest::Manifest {
+    use outpost_agent::engine::manifest::{FORMAT, FragmentEntry, Manifest, sha256};
+    Manifest {
+        format: FORMAT,
+        package_id: 7,
+        version: 1,
+        created: 0,
+        info_sha256: [0; 32],
+        archive_size: data.len() as u64,
+        archive_sha256: sha256(data),
+        fragments: data
+            .chunks(frag.max(1))
+            .map(|c| FragmentEntry { size: c.len() as u64, sha256: sha256(c) })
+            .collect(),
+        flags: 0,
+        reboot_exit_codes: Vec::new(),
+        unpacked: None,
+    }
+}
