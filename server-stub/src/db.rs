@@ -97,10 +97,22 @@ CREATE TABLE IF NOT EXISTS assignments(
     package INTEGER NOT NULL REFERENCES packages(id), device TEXT NOT NULL REFERENCES devices(id),
     status TEXT NOT NULL, updated TEXT NOT NULL, force INTEGER NOT NULL,
     PRIMARY KEY(package, device));
+CREATE INDEX IF NOT EXISTS assignments_by_device ON assignments(device, status);
 CREATE TABLE IF NOT EXISTS reports(
     device TEXT NOT NULL, report_id TEXT NOT NULL, received TEXT NOT NULL,
     PRIMARY KEY(device, report_id));
 ";
+
+/// A poll's statements. Each finds the device's rows through the
+/// `assignments_by_device` index, so a poll costs the same with ten devices
+/// or a hundred thousand (the primary key starts with the package).
+const POLL_IN_HISTORY: &str = "UPDATE assignments SET status = 'SUCCESS_ALREADY_IN_HISTORY', updated = ?1
+     WHERE device = ?2 AND force = 0 AND status IN (?3, ?4)
+     AND package IN (SELECT package FROM ocs_history WHERE device = ?2)";
+const POLL_PENDING: &str = "SELECT a.package, p.priority, a.force, p.https FROM assignments a
+     JOIN packages p ON p.id = a.package
+     WHERE a.device = ?1 AND a.status IN (?2, ?3) ORDER BY p.priority, a.package";
+const POLL_NOTIFY: &str = "UPDATE assignments SET status = ?1, updated = ?2 WHERE device = ?3 AND status = ?4";
 
 impl Db {
     /// Open (creating the schema if needed). A new database file is created
@@ -257,17 +269,9 @@ impl Db {
     pub fn poll(&mut self, device: &str) -> DbResult<Vec<Pending>> {
         let tx = self.conn.transaction()?;
         let now = now_rfc3339();
-        tx.execute(
-            "UPDATE assignments SET status = 'SUCCESS_ALREADY_IN_HISTORY', updated = ?1
-             WHERE device = ?2 AND force = 0 AND status IN (?3, ?4)
-             AND package IN (SELECT package FROM ocs_history WHERE device = ?2)",
-            params![now, device, WAITING, NOTIFIED],
-        )?;
+        tx.execute(POLL_IN_HISTORY, params![now, device, WAITING, NOTIFIED])?;
         let out = {
-            let mut st = tx.prepare(
-                "SELECT a.package, p.priority, a.force, p.https FROM assignments a JOIN packages p ON p.id = a.package
-                 WHERE a.device = ?1 AND a.status IN (?2, ?3) ORDER BY p.priority, a.package",
-            )?;
+            let mut st = tx.prepare(POLL_PENDING)?;
             st.query_map(params![device, WAITING, NOTIFIED], |r| {
                 Ok(Pending {
                     package: r.get::<_, i64>(0)? as u64,
@@ -278,10 +282,7 @@ impl Db {
             })?
             .collect::<DbResult<Vec<_>>>()?
         };
-        tx.execute(
-            "UPDATE assignments SET status = ?1, updated = ?2 WHERE device = ?3 AND status = ?4",
-            params![NOTIFIED, now, device, WAITING],
-        )?;
+        tx.execute(POLL_NOTIFY, params![NOTIFIED, now, device, WAITING])?;
         tx.execute("UPDATE devices SET last_seen = ?1 WHERE id = ?2", params![now, device])?;
         tx.commit()?;
         Ok(out)
@@ -425,5 +426,20 @@ mod tests {
         d.add_device("b", &[1; 32]).unwrap();
         let devs: Vec<String> = d.status(None).unwrap().into_iter().map(|r| r.device).collect();
         assert_eq!(devs, ["a", "b"]);
+    }
+
+    #[test]
+    fn a_poll_finds_its_rows_through_an_index_not_a_scan() {
+        let d = db();
+        for sql in [POLL_IN_HISTORY, POLL_PENDING, POLL_NOTIFY] {
+            let mut st = d.conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let n = st.parameter_count();
+            let args: Vec<&dyn rusqlite::ToSql> = (0..n).map(|_| &"x" as &dyn rusqlite::ToSql).collect();
+            let plan: Vec<String> =
+                st.query_map(args.as_slice(), |r| r.get::<_, String>(3)).unwrap().collect::<Result<_, _>>().unwrap();
+            let scans: Vec<&String> =
+                plan.iter().filter(|l| l.starts_with("SCAN a") || l.contains("SCAN assignments")).collect();
+            assert!(scans.is_empty(), "{sql}\nscans every assignment: {plan:?}");
+        }
     }
 }
