@@ -83,18 +83,8 @@ fn a_kept_connection_is_retried_only_when_it_was_closed() {
     assert!(server.join().unwrap(), "no second connection");
 }
 
-#[allow(unsafe_code)]
 fn window_clamp(r: &Response) -> i32 {
-    use std::os::fd::AsRawFd;
-    let mut v: libc::c_int = 0;
-    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-    let fd = r.tcp().as_raw_fd();
-    // SAFETY: a valid socket, a live c_int and its length.
-    let rc = unsafe {
-        libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP, (&mut v as *mut libc::c_int).cast(), &mut len)
-    };
-    assert_eq!(rc, 0);
-    v
+    outpost_hal::linux::window_clamp(r.tcp()).unwrap() as i32
 }
 
 #[test]
