@@ -1,0 +1,306 @@
+//! The command line: clap's types, and their conversions into the library's types.
+//!
+//! Only the shape of the command line lives here; what each command does is in `cmd/`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use outpost_agent::engine::info::{Action, Notify, Proto};
+use outpost_server::files;
+use outpost_server::package::{Spec, parse_size};
+
+#[derive(Parser)]
+#[command(
+    name = "outpost-server",
+    version,
+    about = "Publish packages to Outpost and OCS agents and track their status"
+)]
+pub struct Cli {
+    /// More logging (repeatable); or OUTPOST_LOG=error|warn|info|debug|trace.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Create a server directory: CA, TLS certificate, signing key, database, server.toml.
+    ///
+    /// server.toml, state.db and the private keys are created 0600, keys/ and tls/ 0700.
+    #[command(after_help = files::CA_KEY_HELP)]
+    Init(InitArgs),
+    /// Manage packages.
+    Package {
+        #[command(subcommand)]
+        cmd: PackageCmd,
+    },
+    /// Manage devices.
+    Device {
+        #[command(subcommand)]
+        cmd: DeviceCmd,
+    },
+    /// Assign a package to one device or to every device, present and future.
+    Assign(AssignArgs),
+    /// Serve the control API and the packages until SIGINT/SIGTERM.
+    ///
+    /// At start, server.toml, state.db (and its -wal/-shm files), keys/ and tls/ and the
+    /// private keys are made private to the server's user (0600, directories 0700) if
+    /// others can read them, with a warning.
+    #[command(after_help = files::CA_KEY_HELP)]
+    Serve {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Clear a package's successful devices from the status (OCS "validate").
+    Validate {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        package: u64,
+    },
+    /// Remove a package from devices (OCS "unaffect").
+    Unaffect {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        package: u64,
+        /// Only from devices not yet notified (else from every device, and the --all rule).
+        #[arg(long)]
+        not_notified: bool,
+    },
+    /// Show, per package, the counts the OCS console shows, every device's status, and blocked clients.
+    Status {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Only this package.
+        #[arg(long)]
+        package: Option<u64>,
+        /// Print a JSON array of {package, name, device, status, updated}
+        /// (with --blocked: of {address, scope, identity, blocked_until, retry_after}).
+        #[arg(long)]
+        json: bool,
+        /// Show only the clients blocked after too many authentication failures.
+        #[arg(long)]
+        blocked: bool,
+    },
+    /// Lift the blocks of a client (see `status --blocked`); the running server obeys at once.
+    Unblock {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The client: an IPv4 address, or an IPv6 address or /64 (IPv6 clients are blocked by /64).
+        #[arg(long, value_name = "ADDR")]
+        address: String,
+    },
+}
+
+// No doc comment here: it would replace the subcommand's help text.
+#[derive(Args)]
+pub struct InitArgs {
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// HTTPS listen address (control API, info, manifest), HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub https: String,
+    /// HTTP listen address (fragments), HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub http: String,
+    /// Name or IP the certificate is for (repeatable; default: the --https host).
+    #[arg(long, value_name = "NAME")]
+    pub san: Vec<String>,
+    /// Where agents fetch fragments, HOST[:PORT]/PATH (default: the --http address + /download).
+    #[arg(long, value_name = "HOST[:PORT]/PATH")]
+    pub fragment_loc: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum PackageCmd {
+    /// Build a package from an archive (zip or tar.gz); prints its ID.
+    Add(PackageAddArgs),
+}
+
+// No doc comment here: it would replace the subcommand's help text.
+#[derive(Args)]
+pub struct PackageAddArgs {
+    #[arg(long)]
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub spec: SpecArgs,
+}
+
+// What `package add` builds, everything but the server directory; becomes a `Spec`.
+#[derive(Args)]
+pub struct SpecArgs {
+    /// The archive (without it, only --action execute is allowed).
+    #[arg(long)]
+    file: Option<PathBuf>,
+    #[arg(long, value_enum)]
+    action: ActionArg,
+    /// launch: the command line, whose first word is a file in the archive; execute: a shell command line.
+    #[arg(long)]
+    command: Option<String>,
+    /// store: the destination directory.
+    #[arg(long)]
+    path: Option<String>,
+    /// 0 (first) to 10.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(0..=10))]
+    priority: u8,
+    /// Fragment size (K/M suffixes).
+    #[arg(long, default_value = "1M", value_parser = parse_size)]
+    frag_size: u64,
+    /// Fragment transport.
+    #[arg(long, value_enum, default_value = "http")]
+    proto: ProtoArg,
+    /// Display name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Ask agents to reboot after a successful install (under their reboot policy).
+    #[arg(long)]
+    reboot: bool,
+    /// An exit code meaning "installed, reboot required" (repeatable): reported
+    /// SUCCESS_REBOOT_REQUIRED, and a reboot is requested.
+    #[arg(long, value_name = "N")]
+    reboot_exit_code: Vec<i32>,
+    /// Keep group- and world-write bits of archive members (agents drop them otherwise).
+    #[arg(long)]
+    keep_modes: bool,
+    #[command(flatten)]
+    notify: NotifyArgs,
+}
+
+/// The OCS user-notification fields of the info file.
+#[derive(Args)]
+struct NotifyArgs {
+    /// Ask the user before installing (NOTIFY_USER).
+    #[arg(long)]
+    notify_user: bool,
+    /// The question (NOTIFY_TEXT).
+    #[arg(long, default_value = "")]
+    notify_text: String,
+    /// Seconds before the install proceeds without an answer (NOTIFY_COUNTDOWN).
+    #[arg(long)]
+    notify_countdown: Option<u32>,
+    /// The user may abort (NOTIFY_CAN_ABORT): the device reports ERR_ABORTED.
+    #[arg(long)]
+    notify_can_abort: bool,
+    /// The user may delay (NOTIFY_CAN_DELAY): asked again at the next poll.
+    #[arg(long)]
+    notify_can_delay: bool,
+    /// Tell the user when the install is done (NEED_DONE_ACTION).
+    #[arg(long)]
+    need_done_action: bool,
+    /// What to tell them (NEED_DONE_ACTION_TEXT).
+    #[arg(long, default_value = "")]
+    need_done_action_text: String,
+}
+
+#[derive(Subcommand)]
+pub enum DeviceCmd {
+    /// Register a device and write its ready-to-run agent configuration (mode 0600).
+    Add(DeviceAddArgs),
+}
+
+// No doc comment here: it would replace the subcommand's help text.
+#[derive(Args)]
+pub struct DeviceAddArgs {
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Device id (A-Za-z0-9._-).
+    #[arg(long)]
+    pub id: String,
+    /// Where to write the agent's TOML configuration.
+    #[arg(long, value_name = "OUT.toml")]
+    pub agent_config: PathBuf,
+    /// The agent's state directory on the device.
+    #[arg(long, default_value = "/var/lib/outpost-agent")]
+    pub state_dir: PathBuf,
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false, id = "target")]
+pub struct Target {
+    /// One device.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Every device, present and future.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Args)]
+pub struct AssignArgs {
+    #[arg(long)]
+    pub dir: PathBuf,
+    #[arg(long)]
+    pub package: u64,
+    #[command(flatten)]
+    pub target: Target,
+    /// Deploy even where the package is already installed.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ActionArg {
+    Launch,
+    Execute,
+    Store,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ProtoArg {
+    Http,
+    Https,
+}
+
+impl From<ActionArg> for Action {
+    fn from(a: ActionArg) -> Self {
+        match a {
+            ActionArg::Launch => Action::Launch,
+            ActionArg::Execute => Action::Execute,
+            ActionArg::Store => Action::Store,
+        }
+    }
+}
+
+impl From<ProtoArg> for Proto {
+    fn from(p: ProtoArg) -> Self {
+        match p {
+            ProtoArg::Http => Proto::Http,
+            ProtoArg::Https => Proto::Https,
+        }
+    }
+}
+
+impl From<NotifyArgs> for Notify {
+    fn from(n: NotifyArgs) -> Self {
+        Notify {
+            user: n.notify_user,
+            text: n.notify_text,
+            countdown: n.notify_countdown,
+            can_abort: n.notify_can_abort,
+            can_delay: n.notify_can_delay,
+            need_done_action: n.need_done_action,
+            need_done_action_text: n.need_done_action_text,
+        }
+    }
+}
+
+impl From<SpecArgs> for Spec {
+    fn from(s: SpecArgs) -> Self {
+        Spec {
+            file: s.file,
+            action: s.action.into(),
+            command: s.command,
+            path: s.path,
+            priority: s.priority,
+            frag_size: s.frag_size,
+            proto: s.proto.into(),
+            name: s.name,
+            reboot: s.reboot,
+            reboot_exit_codes: s.reboot_exit_code,
+            notify: s.notify.into(),
+            keep_modes: s.keep_modes,
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! `device add`: register a device and write its agent configuration.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+
+use outpost_agent::engine::digest::hex;
+use outpost_agent::engine::manifest::sha256;
+use outpost_agent::engine::proto::valid_device_id;
+use outpost_server::config::ServerConfig;
+use outpost_server::pki;
+use ring::rand::SecureRandom;
+
+use super::open_db;
+use crate::cli::DeviceAddArgs;
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// Writes the agent's configuration to `a.agent_config`, then registers the device.
+pub fn add(a: DeviceAddArgs) -> Result<(), String> {
+    let DeviceAddArgs { dir, id, agent_config: out, state_dir } = a;
+    if !valid_device_id(&id) {
+        return Err(format!("device id {id:?}: use 1-128 of A-Za-z0-9._-"));
+    }
+    let cfg = ServerConfig::load(&dir)?;
+    let ca = fs::read_to_string(dir.join("tls/ca-cert.pem")).map_err(|e| format!("tls/ca-cert.pem: {e}"))?;
+    let public = pki::signing_public_hex(&dir)?;
+    let mut secret = [0u8; 32];
+    ring::rand::SystemRandom::new().fill(&mut secret).map_err(|_| "no randomness available")?;
+    let secret = hex(&secret);
+    let mut db = open_db(&dir)?;
+    let state = state_dir.to_str().ok_or("--state-dir must be UTF-8")?;
+    let text = format!(
+        "# outpost-agent configuration for device {id}, written by outpost-server device add.\n\
+         # Keep it private: it holds the device's secret.\n\n\
+         [server]\nurl = {}\ndevice_id = {}\nsecret = {}\nsigning_key = {}\nca_cert = '''\n{}'''\n\n\
+         [agent]\nstate_dir = {}\nexecution_timeout = 7200\n",
+        toml_string(&cfg.public.server_url),
+        toml_string(&id),
+        toml_string(&secret),
+        toml_string(&public),
+        ca.trim_end().to_string() + "\n",
+        toml_string(state),
+    );
+    // Write the file before registering, so a failure leaves no orphan device.
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&out)
+        .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    f.set_permissions(fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
+    f.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
+    f.sync_all().map_err(|e| e.to_string())?;
+    if !db.add_device(&id, &sha256(secret.as_bytes())).map_err(|e| e.to_string())? {
+        let _ = fs::remove_file(&out);
+        return Err(format!("device {id:?} already exists"));
+    }
+    println!("device {id} registered; agent configuration in {}", out.display());
+    Ok(())
+}

@@ -1,0 +1,18 @@
+//! One module per command, or per group of small commands that work on the same thing.
+//!
+//! `status`, `unblock` and `serve` need no code of their own here: `main` calls
+//! `admin` and `serve` in the library directly.
+
+pub mod assign;
+pub mod device;
+pub mod init;
+pub mod package;
+
+use std::path::Path;
+
+use outpost_server::db::Db;
+
+/// Opens `DIR/state.db`, with the message every command gives when it cannot.
+fn open_db(dir: &Path) -> Result<Db, String> {
+    Db::open(&dir.join("state.db")).map_err(|e| format!("state.db: {e}"))
+}
