@@ -110,6 +110,7 @@ fn sigkill_at_random_moments_then_success_with_little_fetched_again() {
 
     let mut rng: u64 = 0x1234_5678_9abc_def1;
     let mut kills = 0;
+    let mut cached = 0u64;
     while kills < 12 {
         let mut child = Command::new(bin("outpost-agent"))
             .arg("--config")
@@ -140,6 +141,11 @@ fn sigkill_at_random_moments_then_success_with_little_fetched_again() {
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         kills += 1;
+        // `status` shows what is held durably: growing, never more than was sent.
+        let held = cached_bytes(&cfg, id);
+        let sent = link.body_bytes.load(Ordering::SeqCst);
+        assert!(held > cached && held <= sent, "status shows {held} bytes cached after {cached}; {sent} were sent");
+        cached = held;
     }
     assert!(kills >= 10, "only {kills} kills before the download completed");
 
@@ -167,4 +173,16 @@ fn sigkill_at_random_moments_then_success_with_little_fetched_again() {
     let frags: Vec<u32> =
         reqs.iter().filter_map(|r| r.split_whitespace().nth(1)?.rsplit('-').next()?.parse().ok()).collect();
     assert!(frags.windows(2).all(|w| w[0] <= w[1]), "a verified fragment was fetched again: {frags:?}");
+}
+
+/// The CACHED column of `outpost-agent status` for `package`.
+fn cached_bytes(cfg: &std::path::Path, package: u64) -> u64 {
+    let o = outpost_tests::agent(cfg, &["status"], &[]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(&package.to_string()))
+        .unwrap_or_else(|| panic!("no line for {package}: {out}"));
+    let col = line.split_whitespace().nth(2).unwrap_or_default();
+    col.split('/').next().and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no cached bytes in {line:?}"))
 }

@@ -95,23 +95,7 @@ impl Download {
             starts.push(at);
             at += f.size;
         }
-        let mut best: Option<(usize, Checkpoint)> = None;
-        let mut buf = vec![0u8; 512];
-        for (i, slot) in SLOTS.iter().enumerate() {
-            let Ok(len) = store.len(slot) else { continue };
-            if len > buf.len() as u64 {
-                continue;
-            }
-            let n = store.read_at(slot, 0, &mut buf[..len as usize])?;
-            if let Ok(cp) = journal::decode::<Checkpoint>(kind::CHECKPOINT, &buf[..n]) {
-                let ours = cp.package == m.package_id && cp.archive_sha256 == m.archive_sha256;
-                let sane = (cp.verified as usize) <= m.fragments.len()
-                    && m.fragments.get(cp.verified as usize).is_none_or(|f| cp.offset <= f.size);
-                if ours && sane && best.as_ref().is_none_or(|(_, b)| cp.seq > b.seq) {
-                    best = Some((i, cp));
-                }
-            }
-        }
+        let best = newest_checkpoint(store, m)?;
         let (current_slot, cp) = match best {
             Some((i, cp)) => (Some(i), cp),
             None => (
@@ -296,6 +280,37 @@ impl Download {
     }
 }
 
+/// The newest valid checkpoint of `m`'s download in `store`, and its slot.
+fn newest_checkpoint<S: BlockStore>(store: &mut S, m: &Manifest) -> Result<Option<(usize, Checkpoint)>, S::Error> {
+    let mut best: Option<(usize, Checkpoint)> = None;
+    let mut buf = vec![0u8; 512];
+    for (i, slot) in SLOTS.iter().enumerate() {
+        let Ok(len) = store.len(slot) else { continue };
+        if len > buf.len() as u64 {
+            continue;
+        }
+        let n = store.read_at(slot, 0, &mut buf[..len as usize])?;
+        if let Ok(cp) = journal::decode::<Checkpoint>(kind::CHECKPOINT, &buf[..n]) {
+            let ours = cp.package == m.package_id && cp.archive_sha256 == m.archive_sha256;
+            let sane = (cp.verified as usize) <= m.fragments.len()
+                && m.fragments.get(cp.verified as usize).is_none_or(|f| cp.offset <= f.size);
+            if ours && sane && best.as_ref().is_none_or(|(_, b)| cp.seq > b.seq) {
+                best = Some((i, cp));
+            }
+        }
+    }
+    Ok(best)
+}
+
+/// Bytes of `m`'s archive held durably in `store` (verified fragments plus
+/// the checkpointed prefix of the next), read from the journal alone: no
+/// re-hashing, so cheap enough for `outpost-agent status`.
+pub fn durable_bytes<S: BlockStore>(store: &mut S, m: &Manifest) -> Result<u64, S::Error> {
+    let Some((_, cp)) = newest_checkpoint(store, m)? else { return Ok(0) };
+    let start = m.fragment_offset(cp.verified as usize);
+    Ok(if (cp.verified as usize) < m.fragments.len() { start + cp.offset } else { start })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,4 +351,32 @@ mod tests {
         assert!(again.is_complete());
         assert!(d.checkpoints() >= 5 + 5, "one per fragment end and per 700 bytes");
     }
+
+    #[test]
+    fn durable_bytes_follow_the_checkpoints_without_rehashing() {
+        let data: Vec<u8> = (0..5000u32).map(|i| (i * 13) as u8).collect();
+        let m = manifest(&data, 1024);
+        let mut s = SimBlocks::new(1 << 20);
+        assert_eq!(durable_bytes(&mut s, &m).unwrap(), 0, "nothing yet");
+        let mut d = Download::open(&mut s, &m, 300).unwrap();
+        d.request().unwrap();
+        d.handle_head(200, None).unwrap();
+        d.handle_body(&mut s, &data[..1024]).unwrap();
+        d.handle_end(&mut s).unwrap();
+        d.request().unwrap();
+        d.handle_head(200, None).unwrap();
+        d.handle_body(&mut s, &data[1024..1024 + 700]).unwrap();
+        // Fragment 1 verified, and checkpoints every 300 bytes of fragment 2.
+        assert_eq!(durable_bytes(&mut s, &m).unwrap(), 1024 + 600);
+        let other = manifest(&data[..4000], 1024);
+        assert_eq!(durable_bytes(&mut s, &other).unwrap(), 0, "another archive's journal counts nothing");
+        while let Some((n, _)) = d.request() {
+            let f = &data[(n - 1) * 1024..(n * 1024).min(data.len())];
+            d.handle_head(200, None).unwrap();
+            d.handle_body(&mut s, f).unwrap();
+            d.handle_end(&mut s).unwrap();
+        }
+        assert_eq!(durable_bytes(&mut s, &m).unwrap(), data.len() as u64);
+    }
+
 }

@@ -180,9 +180,16 @@ impl Manifest {
     /// The archive size of a stored manifest, *without* checking its
     /// signature: for display only, never for decisions.
     pub fn decode_unverified_size(bytes: &[u8]) -> Option<u64> {
+        Self::decode_unverified(bytes).map(|m| m.archive_size)
+    }
+
+    /// The format-1 fields of a manifest, signature unchecked: for showing
+    /// what a stored manifest says (`outpost-agent status`), never for a
+    /// decision.
+    pub fn decode_unverified(bytes: &[u8]) -> Option<Self> {
         let body_len = u32::from_le_bytes(bytes.get(4..8)?.try_into().ok()?) as usize;
         let body = bytes.get(8..8usize.checked_add(body_len)?)?;
-        postcard::from_bytes::<Self>(body).ok().map(|m| m.archive_size)
+        postcard::take_from_bytes::<Self>(body).ok().map(|(m, _)| m)
     }
 
     /// Offset of fragment `index` (0-based) in the archive.

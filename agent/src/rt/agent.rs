@@ -613,14 +613,22 @@ impl Agent {
             let Some(rec) = store.package(id)? else {
                 continue;
             };
-            let total =
-                store.package_file(id, "manifest")?.and_then(|b| Manifest::decode_unverified_size(&b)).unwrap_or(0);
-            let mut cached = 0u64;
-            for n in 1..=rec.fragments_verified as usize {
-                cached += fs::metadata(store.fragment_path(id, n)).map(|m| m.len()).unwrap_or(0);
-            }
-            cached +=
-                fs::metadata(store.partial_path(id, rec.fragments_verified as usize + 1)).map(|m| m.len()).unwrap_or(0);
+            let manifest = store.package_file(id, "manifest")?.and_then(|b| Manifest::decode_unverified(&b));
+            let total = manifest.as_ref().map_or(0, |m| m.archive_size);
+            let cached = match &manifest {
+                // The Outpost layout: `archive` and its journal.
+                Some(m) if rec.phase == Phase::Fetching => DirBlocks::open(store.package_dir(id))
+                    .ok()
+                    .and_then(|mut b| crate::engine::download::durable_bytes(&mut b, m).ok())
+                    .unwrap_or(0),
+                Some(_) => 0,
+                // The OCS layout: `frag-n` files and the `.part` of the next.
+                None => {
+                    let n = rec.fragments_verified as usize;
+                    (1..=n).map(|i| fs::metadata(store.fragment_path(id, i)).map_or(0, |m| m.len())).sum::<u64>()
+                        + fs::metadata(store.partial_path(id, n + 1)).map_or(0, |m| m.len())
+                }
+            };
             let state = match rec.phase {
                 Phase::Fetching => "downloading",
                 Phase::Installing => "installing",
