@@ -25,9 +25,10 @@ pub enum Decision {
     AlreadySetup,
 }
 
-/// Decide for one offer given whether its id is in the history.
-pub fn decide(offer: &Offer, in_history: bool) -> Decision {
-    if in_history && !offer.force { Decision::AlreadySetup } else { Decision::Deploy }
+/// Decide for one package, offered by either protocol, given whether it is
+/// forced and whether its id is in the history.
+pub fn decide(force: bool, in_history: bool) -> Decision {
+    if in_history && !force { Decision::AlreadySetup } else { Decision::Deploy }
 }
 
 /// The program a LAUNCH command line starts: its first word, which must be a
@@ -171,9 +172,9 @@ mod tests {
 
     #[test]
     fn history_unless_forced() {
-        assert_eq!(decide(&offer(1, 5, false), true), Decision::AlreadySetup);
-        assert_eq!(decide(&offer(1, 5, true), true), Decision::Deploy);
-        assert_eq!(decide(&offer(1, 5, false), false), Decision::Deploy);
+        assert_eq!(decide(false, true), Decision::AlreadySetup);
+        assert_eq!(decide(true, true), Decision::Deploy);
+        assert_eq!(decide(false, false), Decision::Deploy);
     }
 
     #[test]

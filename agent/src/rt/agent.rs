@@ -373,7 +373,7 @@ impl Agent {
             }
         }
         let in_history = self.store.history()?.ids.contains(&id);
-        if plan::decide(offer, in_history) == Decision::AlreadySetup {
+        if plan::decide(offer.force, in_history) == Decision::AlreadySetup {
             return Ok(Some(Step::Final(StatusCode::SuccessAlreadySetup)));
         }
         let fresh = rec.as_ref().is_none_or(|r| r.phase != Phase::Fetching);

@@ -371,7 +371,8 @@ impl<E: OcsEnv> OcsAgent<E> {
             Some(Phase::Finished) if self.store.pending_reports()?.iter().any(|r| r.package == id) => return Ok(()),
             _ => {}
         }
-        if self.store.history()?.ids.contains(&id) && !pack.force {
+        let in_history = self.store.history()?.ids.contains(&id);
+        if plan::decide(pack.force, in_history) == plan::Decision::AlreadySetup {
             return self.finish(id, 5, &pack.pack_loc, &StatusCode::SuccessAlreadySetup);
         }
         self.store.drop_payload(id)?;
