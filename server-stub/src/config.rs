@@ -55,8 +55,13 @@ pub struct Ocs {
     /// New DEVICEIDs one client (IPv4 address or IPv6 /64) may register per
     /// hour; also how many at once. Beyond: 429. 0: none (known devices only).
     pub new_devices_per_hour: u32,
-    /// OCS devices the server holds at most; a new DEVICEID beyond gets 503.
+    /// OCS devices the server holds at most. A new DEVICEID beyond takes the
+    /// place of a stale one (see `stale_after_days`), or gets 503.
     pub max_devices: u64,
+    /// Days without contact after which an OCS device that never reported a
+    /// status nor sent a download history may be evicted to make room for a
+    /// new one at `max_devices`. 0: never evict.
+    pub stale_after_days: u32,
     /// Packages an inventory's download history may list; beyond: 413.
     pub max_history: usize,
 }
@@ -77,6 +82,7 @@ impl Default for Ocs {
             execution_timeout: 120,
             new_devices_per_hour: 100,
             max_devices: 100_000,
+            stale_after_days: 7,
             max_history: 1_000,
         }
     }
@@ -157,6 +163,14 @@ impl ServerConfig {
             outpost_agent::engine::throttle::Window::parse(w)
                 .ok_or_else(|| format!("server.toml: agents.full_speed_windows entry {w:?} is not HH:MM-HH:MM"))?;
         }
+        let o = &self.ocs;
+        if o.stale_after_days != 0 && u64::from(o.stale_after_days) * 24 <= u64::from(o.prolog_freq) {
+            return Err(format!(
+                "server.toml: ocs.stale_after_days = {} is not longer than prolog_freq = {} hours: \
+                 devices would look stale between their contacts",
+                o.stale_after_days, o.prolog_freq
+            ));
+        }
         for a in &self.ocs.allow {
             crate::cidr::Cidr::parse(a)
                 .ok_or_else(|| format!("server.toml: ocs.allow entry {a:?} is not a CIDR network"))?;
@@ -182,13 +196,19 @@ mod tests {
         let old: ServerConfig = toml::from_str(BASE).unwrap();
         assert_eq!(old.security, crate::lockout::Policy::default());
         assert_eq!((old.ocs.new_devices_per_hour, old.ocs.max_devices, old.ocs.max_history), (100, 100_000, 1_000));
+        assert_eq!(old.ocs.stale_after_days, 7);
         let text = format!(
-            "{BASE}[ocs]\nnew_devices_per_hour = 5\nmax_devices = 7\nmax_history = 9\n[security]\nmax_auth_failures = 3\n\
+            "{BASE}[ocs]\nnew_devices_per_hour = 5\nmax_devices = 7\nmax_history = 9\nstale_after_days = 0\n[security]\nmax_auth_failures = 3\n\
              auth_failures_interval = 4\nclient_block_time = 5\nmax_address_auth_failures = 6\n"
         );
         let c: ServerConfig = toml::from_str(&text).unwrap();
         c.validate().unwrap();
         assert_eq!((c.ocs.new_devices_per_hour, c.ocs.max_devices, c.ocs.max_history), (5, 7, 9));
+        assert_eq!(c.ocs.stale_after_days, 0, "0: never evict");
+        assert!(toml::from_str::<ServerConfig>(&c.to_toml()).unwrap().to_toml().contains("stale_after_days = 0"));
+        let short: ServerConfig =
+            toml::from_str(&format!("{BASE}[ocs]\nprolog_freq = 48\nstale_after_days = 2\n")).unwrap();
+        assert!(short.validate().is_err(), "stale before the next PROLOG is due");
         let p = c.security;
         assert_eq!((p.max_auth_failures, p.auth_failures_interval, p.client_block_time), (3, 4, 5));
         assert_eq!(p.max_address_auth_failures, 6);

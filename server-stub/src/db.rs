@@ -11,6 +11,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::time::now_rfc3339;
 
+mod evict;
 mod guard;
 
 pub use guard::{BlockRow, Failure, OcsLimits, Registration};
@@ -133,13 +134,14 @@ impl Db {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(guard::SCHEMA)?;
+        conn.execute_batch(evict::SCHEMA)?;
         Ok(Self { conn, failures: guard::FailureCounts::default() })
     }
 
     /// Register an Outpost device; `false` if the id exists. Applies `--all` packages.
     pub fn add_device(&mut self, id: &str, secret_sha256: &[u8; 32]) -> DbResult<bool> {
         let tx = self.conn.transaction()?;
-        let added = insert_device(&tx, id, KIND_OUTPOST, Some(&secret_sha256[..]))?;
+        let added = insert_device(&tx, id, KIND_OUTPOST, Some(&secret_sha256[..]), &now_rfc3339())?;
         tx.commit()?;
         Ok(added)
     }
@@ -334,9 +336,9 @@ fn is_ocs(conn: &Connection, id: &str) -> DbResult<bool> {
         .is_some())
 }
 
-/// Insert a device in `tx` (applying `--all` packages); `false` if the id exists.
-fn insert_device(tx: &Connection, id: &str, kind: &str, secret_sha256: Option<&[u8]>) -> DbResult<bool> {
-    let now = now_rfc3339();
+/// Insert a device in `tx`, created at `now` (RFC 3339), applying `--all`
+/// packages; `false` if the id exists.
+fn insert_device(tx: &Connection, id: &str, kind: &str, secret_sha256: Option<&[u8]>, now: &str) -> DbResult<bool> {
     let n = tx.execute(
         "INSERT OR IGNORE INTO devices(id, kind, secret_sha256, created) VALUES (?1, ?2, ?3, ?4)",
         params![id, kind, secret_sha256, now],
@@ -393,7 +395,7 @@ mod tests {
         d.add_package(&pkg(20, "EXECUTE", 5, 1, 1)).unwrap();
         d.add_package(&pkg(21, "EXECUTE", 5, 1, 1)).unwrap();
         d.assign(20, None, false).unwrap();
-        let lim = OcsLimits { new_devices_per_hour: 10, max_devices: 10 };
+        let lim = OcsLimits { new_devices_per_hour: 10, max_devices: 10, stale_after_days: 7 };
         let client = crate::lockout::Client::parse("192.0.2.7").unwrap();
         let reg = |d: &mut Db, id: &str| d.register_ocs_device(1_800_000_000, client, lim, id).unwrap();
         assert_eq!(reg(&mut d, dev), Registration::New);

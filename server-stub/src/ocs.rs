@@ -194,13 +194,30 @@ pub fn handle(state: &State, body: &[u8], authorization: Option<&str>, peer: IpA
         Response::text(500, "database error")
     };
     let client = Client::of(peer);
-    let limits = OcsLimits { new_devices_per_hour: ocs.new_devices_per_hour, max_devices: ocs.max_devices };
+    let limits = OcsLimits {
+        new_devices_per_hour: ocs.new_devices_per_hour,
+        max_devices: ocs.max_devices,
+        stale_after_days: ocs.stale_after_days,
+    };
     // The first contact of a DEVICEID (PROLOG or INVENTORY), within limits.
     let register = |db: &mut Db, id: &str| -> Result<(), Response> {
         match db.register_ocs_device(now, client, limits, id).map_err(db_err)? {
             Registration::Known => Ok(()),
             Registration::New => {
                 log::info!(target: "outpost", "OCS device {id} registered from {peer}");
+                Ok(())
+            }
+            Registration::Evicted { evicted } => {
+                log::info!(target: "outpost", "OCS device {id} registered from {peer}");
+                if db.should_log(now, "ocs-evict", LOG_QUIET_SECS).unwrap_or(false) {
+                    log::info!(
+                        target: "outpost",
+                        "[ocs] max_devices = {} reached: evicted the stale OCS device {evicted} (no history, no \
+                         report, not seen for over {} days) to register {id} (logged once an hour)",
+                        limits.max_devices,
+                        limits.stale_after_days
+                    );
+                }
                 Ok(())
             }
             Registration::NotOcs => {
@@ -226,7 +243,7 @@ pub fn handle(state: &State, body: &[u8], authorization: Option<&str>, peer: IpA
                 if db.should_log(now, "ocs-full", LOG_QUIET_SECS).unwrap_or(false) {
                     log::warn!(
                         target: "outpost",
-                        "[ocs] max_devices = {} reached; refusing new DEVICEIDs (logged once an hour)",
+                        "[ocs] max_devices = {} reached, none stale; refusing new DEVICEIDs (logged once an hour)",
                         limits.max_devices
                     );
                 }

@@ -1,13 +1,15 @@
 //! Item 2 (OCS part): an unauthenticated OCS client flooding the server with
 //! made-up DEVICEIDs, and inventories with huge download histories. New
 //! DEVICEIDs are bounded per client address (`[ocs] new_devices_per_hour`,
-//! then 429) and in total (`[ocs] max_devices`, then 503); a history longer
+//! then 429) and in total (`[ocs] max_devices`); at the total a new DEVICEID
+//! takes the place of a stale fake (no history, no report, not seen for
+//! `[ocs] stale_after_days`), or gets 503 if there is none. A history longer
 //! than `[ocs] max_history` gets 413 and is logged once.
 
 use outpost_agent::engine::ocs::Request;
 use outpost_tests::{Server, TempDir, text};
 
-use crate::ocs_kind::{edit_config, ocs_post, prolog};
+use crate::ocs_kind::{edit_config, ocs_post, prolog, report};
 
 fn fake(i: u32) -> String {
     format!("fake{i}-2026-11-23-18-03-38")
@@ -28,6 +30,12 @@ fn server(t: &TempDir, edits: &[(&str, &str)]) -> Server {
 
 fn device_count(srv: &Server) -> usize {
     srv.statuses().len()
+}
+
+fn devices(srv: &Server) -> Vec<String> {
+    let mut d: Vec<String> = srv.statuses().into_iter().map(|(_, d, _)| d).collect();
+    d.sort();
+    d
 }
 
 #[test]
@@ -77,4 +85,38 @@ fn an_oversized_inventory_history_is_refused() {
     assert_eq!(ocs_post(&srv, &history(1_000), None).0, 200, "max_history entries are fine");
     let log = std::fs::read_to_string(srv.dir.join("serve.log")).unwrap_or_default();
     assert_eq!(log.matches("max_history is 1000").count(), 1, "logged once: {log}");
+}
+
+#[test]
+fn a_full_device_table_makes_room_by_evicting_stale_fakes() {
+    let t = TempDir::new("sec-flood-evict");
+    let mut srv = server(&t, &[("max_devices = 100000", "max_devices = 3")]);
+    // Two devices with a past: a download history, a reported status.
+    for i in 0..3 {
+        assert_eq!(ocs_post(&srv, &prolog(&fake(i)), None).0, 200, "device {i}");
+    }
+    let inv = Request::Inventory { device_id: fake(1), history: vec![424_242] }.to_xml();
+    assert_eq!(ocs_post(&srv, &inv, None).0, 200);
+    let package = srv.statuses()[0].0;
+    assert_eq!(ocs_post(&srv, &report(&fake(2), package, "ERR_ABORTED"), None).0, 200);
+    assert_eq!(ocs_post(&srv, &prolog(&fake(3)), None).0, 503, "no device is stale yet");
+
+    // Time passes: the server reads the wall clock, so age the rows instead
+    // (timestamps are RFC 3339 text), with the server stopped.
+    assert!(srv.stop(), "server stopped cleanly");
+    let db = rusqlite::Connection::open(srv.dir.join("state.db")).expect("state.db");
+    let aged = db
+        .execute("UPDATE devices SET created = '2020-01-01T00:00:00Z', last_seen = '2020-01-01T00:00:00Z'", [])
+        .expect("age the devices");
+    assert_eq!(aged, 3);
+    drop(db);
+    srv.start();
+
+    assert_eq!(ocs_post(&srv, &prolog(&fake(3)), None).0, 200, "the stale fake makes room");
+    assert_eq!(devices(&srv), [fake(1), fake(2), fake(3)], "fake0 went, the devices with a past stayed");
+    assert_eq!(ocs_post(&srv, &prolog(&fake(4)), None).0, 503, "none stale left: 503 as before");
+    assert_eq!(ocs_post(&srv, &prolog(&fake(0)), None).0, 503, "the evicted id is a newcomer like any other");
+    assert_eq!(device_count(&srv), 3);
+    let log = std::fs::read_to_string(srv.dir.join("serve.log")).unwrap_or_default();
+    assert_eq!(log.matches(&format!("evicted the stale OCS device {}", fake(0))).count(), 1, "{log}");
 }

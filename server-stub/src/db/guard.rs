@@ -87,12 +87,17 @@ pub struct BlockRow {
 }
 
 /// The outcome of a DEVICEID's first contact.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Registration {
     /// An OCS device already known.
     Known,
     /// Registered now.
     New,
+    /// Registered now, in the place of a stale OCS device (see [`super::evict`]).
+    Evicted {
+        /// The id of the device forgotten.
+        evicted: String,
+    },
     /// The id belongs to an Outpost device: an OCS client must not touch it.
     NotOcs,
     /// This client registered its share of new DEVICEIDs; retry after so many seconds.
@@ -100,7 +105,7 @@ pub enum Registration {
         /// Seconds until the client may register one more.
         retry_after: u64,
     },
-    /// The server holds its maximum of OCS devices.
+    /// The server holds its maximum of OCS devices, none of them stale.
     Full,
 }
 
@@ -111,6 +116,9 @@ pub struct OcsLimits {
     pub new_devices_per_hour: u32,
     /// OCS devices the server holds at most.
     pub max_devices: u64,
+    /// Days without contact after which a device that never reported nor
+    /// sent a history may be evicted for a new one; 0: never.
+    pub stale_after_days: u32,
 }
 
 fn to_i(v: u64) -> i64 {
@@ -258,7 +266,8 @@ impl Db {
     }
 
     /// Register a DEVICEID from `client` if it is new, within `limits`: the
-    /// client's bucket is checked first (cheap), then the total.
+    /// client's bucket is checked first (cheap), then the total; at the
+    /// total, the stalest OCS device makes room if there is one.
     pub fn register_ocs_device(
         &mut self,
         now: u64,
@@ -286,11 +295,16 @@ impl Db {
         };
         let count: i64 =
             self.conn.query_row("SELECT COUNT(*) FROM devices WHERE kind = ?1", [KIND_OCS], |r| r.get(0))?;
-        if to_u(count) >= limits.max_devices {
-            return Ok(Registration::Full);
-        }
         let tx = self.conn.transaction()?;
-        if !super::insert_device(&tx, id, KIND_OCS, None)? {
+        let evicted = if to_u(count) >= limits.max_devices {
+            match super::evict::evict_stalest(&tx, now, limits.stale_after_days)? {
+                Some(evicted) => Some(evicted),
+                None => return Ok(Registration::Full),
+            }
+        } else {
+            None
+        };
+        if !super::insert_device(&tx, id, KIND_OCS, None, &crate::time::rfc3339(now))? {
             return Ok(Registration::Known);
         }
         if !existed {
@@ -306,7 +320,7 @@ impl Db {
             params![c, to_i(bucket.units), to_i(bucket.updated)],
         )?;
         tx.commit()?;
-        Ok(Registration::New)
+        Ok(evicted.map_or(Registration::New, |evicted| Registration::Evicted { evicted }))
     }
 
     /// "Log once": `true` (and a mark until `now + quiet`) if `key` was not
@@ -426,7 +440,7 @@ mod tests {
     #[test]
     fn new_deviceids_are_bounded_per_client_and_in_total() {
         let mut d = db("flood");
-        let lim = OcsLimits { new_devices_per_hour: 3, max_devices: 5 };
+        let lim = OcsLimits { new_devices_per_hour: 3, max_devices: 5, stale_after_days: 7 };
         let (a, b) = (client("192.0.2.1"), client("192.0.2.2"));
         let id = |i: u32| format!("fake{i}-2026-01-01-00-00-00");
         for i in 0..3 {
