@@ -91,24 +91,14 @@ fn window_clamp(r: &Response) -> i32 {
 fn the_window_clamp_is_set_at_connect_and_moves_during_the_transfer() {
     // The delay detector's only lever: if this stops reaching the socket,
     // dynamic mode silently stops bounding the queue.
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let server = std::thread::spawn(move || {
-        let (mut s, _) = l.accept().unwrap();
-        let mut req = [0u8; 1024];
-        let _ = s.read(&mut req).unwrap();
-        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello").unwrap();
-    });
-    let c = Client::new(TEST_CA, Duration::from_secs(5), Duration::from_secs(5)).unwrap();
-    let url = Url::parse(&format!("http://127.0.0.1:{port}/x")).unwrap();
-    let mut r = c.request_with_window("GET", &url, &[], &[], Some(40_000)).unwrap();
+    let url = one_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello".to_vec());
+    let mut r = client().request_with_window("GET", &url, &[], &[], Some(40_000)).unwrap();
     assert_eq!(window_clamp(&r), 40_000);
     r.set_window(100_000).unwrap();
     assert_eq!(window_clamp(&r), 100_000);
     r.set_window(20_000).unwrap();
     assert_eq!(window_clamp(&r), 20_000);
     assert_eq!(r.read_to_vec(100).unwrap(), b"hello");
-    server.join().unwrap();
 }
 
 #[test]
@@ -144,20 +134,9 @@ fn gets_reuse_the_connection_and_survive_a_server_that_closed_it() {
 fn the_receivers_rtt_comes_from_the_timestamps_the_server_echoes() {
     // Dynamic mode's delay signal: if TCP_INFO stops giving it, the agent
     // must notice (no timestamps) and time connects instead.
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let server = std::thread::spawn(move || {
-        let (mut s, _) = l.accept().unwrap();
-        let mut req = [0u8; 1024];
-        let _ = s.read(&mut req).unwrap();
-        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4000000\r\n\r\n").unwrap();
-        s.write_all(&vec![7u8; 4_000_000]).unwrap();
-    });
-    let c = Client::new(TEST_CA, Duration::from_secs(5), Duration::from_secs(5)).unwrap();
-    let url = Url::parse(&format!("http://127.0.0.1:{port}/x")).unwrap();
-    let mut r = c.request("GET", &url, &[], &[]).unwrap();
+    let answer = [b"HTTP/1.1 200 OK\r\nContent-Length: 4000000\r\n\r\n".as_slice(), &vec![7u8; 4_000_000]].concat();
+    let mut r = client().request("GET", &one_answer(answer), &[], &[]).unwrap();
     assert_eq!(r.read_to_vec(4_000_000).unwrap().len(), 4_000_000);
-    server.join().unwrap();
     let p = r.path_info().unwrap();
     let stamped = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_timestamps").map_or(true, |v| v.trim() != "0");
     assert_eq!(p.timestamps, stamped, "{p:?}");
