@@ -378,5 +378,4 @@ mod tests {
         }
         assert_eq!(durable_bytes(&mut s, &m).unwrap(), data.len() as u64);
     }
-
 }
