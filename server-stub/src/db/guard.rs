@@ -93,7 +93,7 @@ pub enum Registration {
     Known,
     /// Registered now.
     New,
-    /// Registered now, in the place of a stale OCS device (see [`super::evict`]).
+    /// Registered now, in the place of a stale OCS device (see `db/evict.rs`).
     Evicted {
         /// The id of the device forgotten.
         evicted: String,
