@@ -269,6 +269,17 @@ impl Db {
     /// an OCS agent listed in its history are not sent again unless forced:
     /// they are marked `SUCCESS_ALREADY_IN_HISTORY`, as the OCS server does.
     pub fn poll(&mut self, device: &str) -> DbResult<Vec<Pending>> {
+        // What a poll writes (NOTIFIED, last contact) may be lost to a power
+        // cut without harm: the device is told again. So its commit does
+        // not wait for an fsync; the next durable commit (a report, an
+        // assignment) syncs it with its own.
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let out = self.poll_in(device);
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        out
+    }
+
+    fn poll_in(&mut self, device: &str) -> DbResult<Vec<Pending>> {
         let tx = self.conn.transaction()?;
         let now = now_rfc3339();
         tx.execute(POLL_IN_HISTORY, params![now, device, WAITING, NOTIFIED])?;
@@ -443,5 +454,18 @@ mod tests {
                 plan.iter().filter(|l| l.starts_with("SCAN a") || l.contains("SCAN assignments")).collect();
             assert!(scans.is_empty(), "{sql}\nscans every assignment: {plan:?}");
         }
+    }
+
+    #[test]
+    fn reports_stay_durable_after_a_poll_that_was_not() {
+        let mut d = db();
+        d.add_device("pc1", &[1; 32]).unwrap();
+        d.add_package(&pkg(10, "EXECUTE", 5, 1, 100)).unwrap();
+        d.assign(10, Some("pc1"), false).unwrap();
+        let sync = |d: &Db| d.conn.query_row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0)).unwrap();
+        assert_eq!(sync(&d), 2, "FULL");
+        assert_eq!(d.poll("pc1").unwrap().len(), 1);
+        assert_eq!(sync(&d), 2, "a report after a poll is synced before it is acknowledged");
+        assert!(d.report("pc1", "r1", 10, "SUCCESS").unwrap());
     }
 }
