@@ -70,10 +70,10 @@ impl Read for Conn {
     #[allow(clippy::disallowed_methods)] // the stall meter: runtime glue
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let started = self.metering.then(Instant::now);
-        let r = match &mut self.stream {
+        let r = retry_interrupted(|| match &mut self.stream {
             Stream::Plain(s) => s.read(buf),
             Stream::Tls(s) => s.read(buf),
-        };
+        });
         if let Some(t) = started {
             self.account(t.elapsed(), *r.as_ref().unwrap_or(&0))?;
         }
@@ -83,15 +83,27 @@ impl Read for Conn {
 
 impl Write for Conn {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match &mut self.stream {
+        retry_interrupted(|| match &mut self.stream {
             Stream::Plain(s) => s.write(buf),
             Stream::Tls(s) => s.write(buf),
-        }
+        })
     }
     fn flush(&mut self) -> io::Result<()> {
-        match &mut self.stream {
+        retry_interrupted(|| match &mut self.stream {
             Stream::Plain(s) => s.flush(),
             Stream::Tls(s) => s.flush(),
+        })
+    }
+}
+
+/// Run `f` again while it fails with `Interrupted`: a signal handled without
+/// `SA_RESTART` elsewhere in the process (a fuzzer's timer, a host's own
+/// handler) is not a failed transfer.
+fn retry_interrupted<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match f() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            r => return r,
         }
     }
 }
@@ -178,14 +190,24 @@ pub(super) fn connect(tls: &Arc<ClientConfig>, url: &Url, window: Option<u32>, t
 
 /// One round of a TLS handshake: send what rustls has to send, then at
 /// most one read from the socket, processed at once. Counts bytes read.
+/// A signal that interrupts a call is not a failure: the step is retried
+/// (the caller's deadline still holds).
 fn handshake_step(s: &mut StreamOwned<ClientConnection, TcpStream>, bytes: &mut u64) -> io::Result<()> {
+    let interrupted = |e: &io::Error| e.kind() == io::ErrorKind::Interrupted;
     while s.conn.wants_write() {
-        s.conn.write_tls(&mut s.sock)?;
+        match s.conn.write_tls(&mut s.sock) {
+            Err(e) if interrupted(&e) => return Ok(()),
+            r => r?,
+        };
     }
     if !s.conn.is_handshaking() || !s.conn.wants_read() {
         return Ok(());
     }
-    match s.conn.read_tls(&mut s.sock)? {
+    let n = match s.conn.read_tls(&mut s.sock) {
+        Err(e) if interrupted(&e) => return Ok(()),
+        r => r?,
+    };
+    match n {
         0 => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection")),
         n => *bytes += n as u64,
     }
@@ -208,6 +230,53 @@ mod tests {
         let cfg = super::super::client::tests::tls_config();
         let c = connect(&cfg, &url, None, Timeouts { connect: window, io: window }).unwrap();
         (c, l.accept().unwrap().0)
+    }
+
+    /// Runs `f` on a thread and sends it a signal (handled without
+    /// `SA_RESTART`) every 10 ms until it returns: every blocking call in it
+    /// that waits is interrupted at least once.
+    fn under_signals<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        outpost_hal::linux::interrupt_with_sigusr2().unwrap();
+        let t = std::thread::spawn(f);
+        while !t.is_finished() {
+            let _ = outpost_hal::linux::interrupt(&t);
+            crate::rt::sleep(Duration::from_millis(10));
+        }
+        t.join().unwrap()
+    }
+
+    #[test]
+    fn a_signal_during_a_handshake_or_a_read_is_not_a_failure() {
+        // A server that takes 300 ms to answer: the client waits in a read
+        // (plain) or in the handshake (TLS) and is interrupted meanwhile.
+        let slow_server = |answer: &'static [u8]| {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = l.local_addr().unwrap();
+            std::thread::spawn(move || {
+                let (mut s, _) = l.accept().unwrap();
+                crate::rt::sleep(Duration::from_millis(300));
+                let _ = s.write_all(answer);
+            });
+            addr
+        };
+        let t = Timeouts { connect: Duration::from_secs(5), io: Duration::from_secs(5) };
+        let addr = slow_server(b"hello");
+        let got = under_signals(move || {
+            let url = Url::parse(&format!("http://{addr}/")).unwrap();
+            let mut c = connect(&super::super::client::tests::tls_config(), &url, None, t).unwrap();
+            let mut b = [0u8; 5];
+            c.read_exact(&mut b).map(|()| b)
+        });
+        assert_eq!(&got.unwrap(), b"hello");
+
+        // Not TLS: the handshake fails on what the server sent, not on the
+        // signal.
+        let addr = slow_server(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+        let e = under_signals(move || {
+            let url = Url::parse(&format!("https://{addr}/")).unwrap();
+            connect(&super::super::client::tests::tls_config(), &url, None, t).err().unwrap()
+        });
+        assert!(!e.to_string().contains("nterrupted"), "{e}");
     }
 
     #[test]
