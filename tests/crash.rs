@@ -1,7 +1,7 @@
 //! kill -9 during downloads, with real processes: the agent is killed at
 //! seeded random moments while it downloads from the real outpost-server
 //! through a slowed link, restarted each time, and ends with SUCCESS having
-//! fetched little more than the package's size.
+//! fetched little more than the package's size; in both protocols.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -77,9 +77,27 @@ fn slow_link(upstream: u16) -> SlowLink {
 }
 
 #[test]
-#[allow(clippy::disallowed_methods)] // real processes: bounded waits
 fn sigkill_at_random_moments_then_success_with_little_fetched_again() {
-    let t = TempDir::new("sigkill");
+    kill_nine(Protocol::Outpost);
+}
+
+/// The same in OCS mode, against outpost-server's OCS endpoint: fragments
+/// without signed sizes go through the same journal, so a kill costs no
+/// more there.
+#[test]
+fn ocs_mode_sigkill_at_random_moments_then_success_with_little_fetched_again() {
+    kill_nine(Protocol::Ocs);
+}
+
+#[derive(PartialEq)]
+enum Protocol {
+    Outpost,
+    Ocs,
+}
+
+#[allow(clippy::disallowed_methods)] // real processes: bounded waits
+fn kill_nine(protocol: Protocol) {
+    let t = TempDir::new(if protocol == Protocol::Ocs { "sigkill-ocs" } else { "sigkill" });
     let http_port = outpost_tests::free_port();
     let link = slow_link(http_port);
     let loc = format!("127.0.0.1:{}/download", link.port);
@@ -104,8 +122,28 @@ fn sigkill_at_random_moments_then_success_with_little_fetched_again() {
         "--frag-size",
         "3M",
     ]);
-    let cfg = srv.device_add("pc-1", t.path());
-    srv.assign(id, "pc-1", &[]);
+    let cfg = match protocol {
+        Protocol::Outpost => {
+            let cfg = srv.device_add("pc-1", t.path());
+            srv.assign(id, "pc-1", &[]);
+            cfg
+        }
+        Protocol::Ocs => {
+            assert!(srv.cmd(&["assign", "--package", &id.to_string(), "--all"]).status.success());
+            let ca = std::fs::read_to_string(srv.dir.join("tls/ca-cert.pem")).unwrap();
+            let cfg = t.join("ocs-agent.toml");
+            let state = t.join("state");
+            std::fs::write(
+                &cfg,
+                format!(
+                    "[server]\nprotocol = \"ocs\"\nurl = \"http://127.0.0.1:{http_port}/ocsinventory\"\nca_cert = '''\n{ca}'''\n\n[agent]\nstate_dir = \"{}\"\n",
+                    state.display()
+                ),
+            )
+            .unwrap();
+            cfg
+        }
+    };
     srv.start();
 
     let mut rng: u64 = 0x1234_5678_9abc_def1;
@@ -151,13 +189,18 @@ fn sigkill_at_random_moments_then_success_with_little_fetched_again() {
 
     let o = outpost_tests::agent(&cfg, &["run", "--once"], &[]);
     assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(srv.status_of(id, "pc-1"), "SUCCESS");
+    let device = match protocol {
+        Protocol::Outpost => "pc-1".to_string(),
+        Protocol::Ocs => std::fs::read_to_string(t.join("state/ocs-deviceid")).unwrap().trim().to_string(),
+    };
+    assert_eq!(srv.status_of(id, &device), "SUCCESS");
     assert_eq!(std::fs::read_to_string(&mark).unwrap(), "installed\n");
 
     let sent = link.body_bytes.load(Ordering::SeqCst);
     let again = sent.saturating_sub(size);
     eprintln!(
-        "package {size} bytes; the server sent {sent} bytes over {kills} kills: {again} fetched again ({} per kill)",
+        "{}: package {size} bytes; the server sent {sent} bytes over {kills} kills: {again} fetched again ({} per kill)",
+        if protocol == Protocol::Ocs { "OCS mode" } else { "Outpost mode" },
         again / kills
     );
     // At most one checkpoint interval per kill, plus what sat in socket

@@ -105,7 +105,7 @@ fn main() -> ExitCode {
     };
     cfg.agent.state_dir = store.root().to_owned();
     if args.command == "status" {
-        let lines = Agent::status_lines(&store);
+        let lines = outpost_agent::rt::status::lines(&store);
         return match lines {
             Ok(lines) => {
                 let now = outpost_hal::time::Clock::unix_time(&outpost_hal::linux::StdClock::new());

@@ -1,12 +1,15 @@
 //! Issue 10 review: an OCS fragment server (untrusted, and OCS info files
 //! give no fragment sizes) that sends an endless body. The agent's bounds
-//! (`agent/src/rt/ocs_mode/fragment.rs`): all of a package's fragments at
+//! (`agent/src/rt/ocs_mode/fragment.rs`, through `engine::download`): all of a package's fragments at
 //! most 4 GiB, and never the free space less a 16 MiB headroom; past either
 //! the try fails.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
+use outpost_agent::engine::download::{Checkpoint, SLOTS};
+use outpost_agent::engine::journal::{self, kind};
+use outpost_agent::engine::manifest::sha256;
 use outpost_agent::rt::ocs_mode::{BodySink, GetError, OcsAgent};
 use outpost_tests::{Member, TempDir, targz};
 
@@ -109,13 +112,16 @@ fn an_endless_fragment_body_stops_at_the_bound_of_a_package_without_signed_sizes
     assert!(catch_unwind(AssertUnwindSafe(|| agent.run_once())).is_err(), "the simulated crash happened");
     let mut sim = agent_env(agent);
     assert_eq!(sim.poured, 64 * 1024, "fragment 1 fetched: {:?}", sim.events);
-    let frag1 = state.join("packages/1/frag-1");
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&frag1)
-        .unwrap()
-        .set_len(outpost_agent::engine::limits::MAX_UNPACKED_BYTES - MIB)
-        .unwrap();
+    // Fragment 1 as if it had been 4 GiB less 1 MiB long: the archive made
+    // that long (sparse) and a newer checkpoint saying so in both slots.
+    let dir = state.join("packages/1");
+    let held = outpost_agent::engine::limits::MAX_UNPACKED_BYTES - MIB;
+    std::fs::OpenOptions::new().write(true).open(dir.join("archive")).unwrap().set_len(held).unwrap();
+    let info = std::fs::read(dir.join("info")).unwrap();
+    let cp = Checkpoint { seq: 1000, package: 1, key: sha256(&info), verified: 1, offset: 0, start: held };
+    for slot in SLOTS {
+        std::fs::write(dir.join(slot), journal::encode(kind::CHECKPOINT, &cp).unwrap()).unwrap();
+    }
     (sim.die_at_sleep, sim.pour, sim.poured) = (None, 8 * MIB, 0);
     sim.events.clear();
     let mut agent = OcsAgent::new(agent_config(&state), sim).unwrap();
@@ -124,6 +130,6 @@ fn an_endless_fragment_body_stops_at_the_bound_of_a_package_without_signed_sizes
     assert!(s.complete(), "{s:?} {:?} {}", sim.events, sim.poured);
     let pours = sim.events.iter().filter(|(_, e)| e.starts_with("POUR")).count();
     assert_eq!(pours, outpost_agent::engine::ocs_sched::MAX_SLOT_FAILURES as usize, "each a failed try");
-    assert!(sim.poured <= MIB, "took {} bytes past the package bound", sim.poured);
+    assert!(sim.poured <= MIB, "took {} bytes past the package bound: {:?}", sim.poured, sim.events);
     assert_eq!(sim.events.last().unwrap().1, "REPORT 1 ERR_DOWNLOAD_PACK");
 }

@@ -13,6 +13,11 @@
 //! what it has (overlap skipped), and refuses one that leaves a gap, names
 //! another size, or a body longer than announced. The SHA-256 of the
 //! fragment is computed as bytes arrive and checked at the end.
+//!
+//! A fragment of an OCS package has no signed size or digest
+//! ([`FragmentFetch::unsigned`]): it is as long as the server's whole answer
+//! says (a 200's body, or the total of a `Content-Range`), within a bound,
+//! and only the whole archive's digest checks it later.
 
 use alloc::format;
 use alloc::string::String;
@@ -51,14 +56,21 @@ impl core::error::Error for FetchError {}
 /// The state of one fragment's download.
 #[derive(Clone)]
 pub struct FragmentFetch {
+    /// The size (signed), or the most it may hold (unsized).
     size: u64,
-    expected: [u8; 32],
+    /// The signed SHA-256; `None` for a fragment without signed metadata.
+    expected: Option<[u8; 32]>,
     have: u64,
     hasher: ring::digest::Context,
     /// Bytes at the start of the current body that we already have.
     skip: u64,
     /// Offset one past the last byte the current body may carry.
     body_end: u64,
+    /// Unsized: where the fragment ends, once an answer said so (a 200's
+    /// body ends it; a `Content-Range` total names it).
+    end: Option<u64>,
+    /// Unsized, under a 200: the body's length so far.
+    whole: Option<u64>,
 }
 
 impl fmt::Debug for FragmentFetch {
@@ -84,12 +96,25 @@ impl FragmentFetch {
     pub fn new(size: u64, sha256: [u8; 32]) -> Self {
         Self {
             size,
-            expected: sha256,
+            expected: Some(sha256),
             have: 0,
             hasher: ring::digest::Context::new(&ring::digest::SHA256),
             skip: 0,
             body_end: 0,
+            end: None,
+            whole: None,
         }
+    }
+
+    /// A fragment whose size and digest nobody signed, of at most `max`
+    /// bytes (an OCS package's; its archive digest checks it later).
+    pub fn unsigned(max: u64) -> Self {
+        Self { expected: None, ..Self::new(max, [0; 32]) }
+    }
+
+    /// Whether this fragment has a signed size and digest.
+    pub fn is_signed(&self) -> bool {
+        self.expected.is_some()
     }
 
     /// Feed bytes already durable on disk (the start of the fragment), after
@@ -97,8 +122,18 @@ impl FragmentFetch {
     pub fn resume(&mut self, durable: &[u8]) {
         let room = (self.size - self.have) as usize;
         let take = &durable[..durable.len().min(room)];
-        self.hasher.update(take);
+        if self.is_signed() {
+            self.hasher.update(take);
+        }
         self.have += take.len() as u64;
+    }
+
+    /// Take `n` durable bytes on trust (an unsized fragment has no digest
+    /// to feed; its bytes are only counted). Capped at the fragment's bound.
+    pub fn resume_unsigned(&mut self, n: u64) {
+        if !self.is_signed() {
+            self.have = self.have.saturating_add(n).min(self.size);
+        }
     }
 
     /// Bytes of the fragment held so far.
@@ -113,13 +148,25 @@ impl FragmentFetch {
 
     /// Whether every byte has arrived.
     pub fn is_complete(&self) -> bool {
-        self.have == self.size
+        match self.expected {
+            Some(_) => self.have == self.size,
+            None => self.end == Some(self.have),
+        }
     }
 
     /// The `Range` header value for the next request, `None` for a plain GET
     /// (nothing held yet).
     pub fn range(&self) -> Option<String> {
-        (self.have > 0).then(|| format!("bytes={}-{}", self.have, self.size - 1))
+        match self.expected {
+            Some(_) => (self.have > 0).then(|| format!("bytes={}-{}", self.have, self.size - 1)),
+            None => (self.have > 0).then(|| format!("bytes={}-", self.have)),
+        }
+    }
+
+    /// Let the current answer carry at most `room` more bytes (the free
+    /// disk space, for a fragment whose size nobody signed).
+    pub fn limit(&mut self, room: u64) {
+        self.body_end = self.body_end.min(self.have.saturating_add(room));
     }
 
     /// Take the status line and `Content-Range` of a response.
@@ -129,18 +176,34 @@ impl FragmentFetch {
                 // Range ignored (or not sent): the body is the whole fragment.
                 self.skip = self.have;
                 self.body_end = self.size;
+                self.whole = (!self.is_signed()).then_some(0);
                 Ok(())
             }
             206 => {
                 let (first, last, total) =
                     content_range.and_then(parse_content_range).ok_or(FetchError::BadContentRange)?;
-                if total.is_some_and(|t| t != self.size) || last < first || last >= self.size || first > self.have {
+                let signed = self.is_signed();
+                // Unsigned, the total names the size; past the bound the
+                // fragment is too long (what is held stays: every later try
+                // fails at once), and a range past it is cut at the bound.
+                if !signed && total.is_some_and(|t| t > self.size) {
+                    return Err(FetchError::TooLong);
+                }
+                let bad_total =
+                    if signed { total.is_some_and(|t| t != self.size) } else { total.is_some_and(|t| last >= t) };
+                if bad_total || last < first || (signed && last >= self.size) || first > self.have {
                     return Err(FetchError::BadContentRange);
                 }
+                self.whole = None;
+                if !signed {
+                    self.end = Some(total.unwrap_or(last + 1));
+                }
                 self.skip = self.have - first;
-                self.body_end = last + 1;
+                self.body_end = (last + 1).min(self.size);
                 if self.body_end <= self.have {
-                    return Err(FetchError::BadContentRange);
+                    // Nothing new in it: at the bound (unsigned), or a range
+                    // that ends before what is held.
+                    return Err(if last >= self.size { FetchError::TooLong } else { FetchError::BadContentRange });
                 }
                 Ok(())
             }
@@ -157,8 +220,13 @@ impl FragmentFetch {
         if self.have + data.len() as u64 > self.body_end {
             return Err(FetchError::TooLong);
         }
+        if let Some(w) = self.whole.as_mut() {
+            *w += chunk.len() as u64;
+        }
         let offset = self.have;
-        self.hasher.update(data);
+        if self.is_signed() {
+            self.hasher.update(data);
+        }
         self.have += data.len() as u64;
         Ok((offset, data))
     }
@@ -166,12 +234,26 @@ impl FragmentFetch {
     /// The body has ended. `Ok` when the fragment is complete and verified;
     /// `Short` when more is needed (resume with a new request); `Corrupt`
     /// when all bytes are there but wrong.
-    pub fn finish(&self) -> Result<(), FetchError> {
+    ///
+    /// Unsized, the answer says where the fragment ends: a 200's body is all
+    /// of it (one shorter than what was already held means the fragment
+    /// changed: `Corrupt`, start over), a `Content-Range` total names it.
+    pub fn finish(&mut self) -> Result<(), FetchError> {
+        let Some(expected) = self.expected else {
+            if let Some(len) = self.whole.take() {
+                self.end = Some(len);
+            }
+            return match self.end {
+                Some(end) if end == self.have => Ok(()),
+                Some(end) if end < self.have => Err(FetchError::Corrupt),
+                _ => Err(FetchError::Short),
+            };
+        };
         if self.have < self.size {
             return Err(FetchError::Short);
         }
         let got = self.hasher.clone().finish();
-        if got.as_ref() == self.expected { Ok(()) } else { Err(FetchError::Corrupt) }
+        if got.as_ref() == expected { Ok(()) } else { Err(FetchError::Corrupt) }
     }
 }
 
@@ -239,6 +321,53 @@ mod tests {
         assert_eq!(g.handle_head(206, Some("garbage")), Err(FetchError::BadContentRange));
         assert_eq!(g.handle_head(206, None), Err(FetchError::BadContentRange));
         assert_eq!(g.handle_head(503, None), Err(FetchError::Status(503)));
+    }
+
+    #[test]
+    fn an_unsigned_fragment_ends_where_the_answer_says_within_its_bound() {
+        // A whole 200 body is the fragment.
+        let mut f = FragmentFetch::unsigned(100);
+        let mut out = Vec::new();
+        run(&mut f, 200, None, DATA, &mut out).unwrap();
+        assert_eq!((out.as_slice(), f.have(), f.is_complete()), (DATA, 20, true));
+
+        // Cut (the transfer broke), then resumed to the end with an open range.
+        let mut f = FragmentFetch::unsigned(100);
+        let mut out = Vec::new();
+        f.handle_head(200, None).unwrap();
+        out.extend_from_slice(f.handle_body(&DATA[..7]).unwrap().1);
+        assert_eq!(f.range().as_deref(), Some("bytes=7-"));
+        run(&mut f, 206, Some("bytes 7-19/20"), &DATA[7..], &mut out).unwrap();
+        assert_eq!(out, DATA);
+        // After a restart, the kept bytes are counted; a 200 skips them.
+        let mut g = FragmentFetch::unsigned(100);
+        g.resume_unsigned(12);
+        let mut out = DATA[..12].to_vec();
+        run(&mut g, 200, None, DATA, &mut out).unwrap();
+        assert_eq!(out, DATA);
+
+        // Past the bound, a total past it, a range past the total: refused.
+        let mut f = FragmentFetch::unsigned(19);
+        assert_eq!(run(&mut f, 200, None, DATA, &mut Vec::new()), Err(FetchError::TooLong));
+        let mut f = FragmentFetch::unsigned(19);
+        assert_eq!(f.handle_head(206, Some("bytes 0-9/20")), Err(FetchError::TooLong));
+        let mut f = FragmentFetch::unsigned(19);
+        assert_eq!(run(&mut f, 206, Some("bytes 0-19/*"), DATA, &mut Vec::new()), Err(FetchError::TooLong));
+        let mut f = FragmentFetch::unsigned(100);
+        assert_eq!(f.handle_head(206, Some("bytes 0-19/10")), Err(FetchError::BadContentRange));
+        // The room left on disk bounds an answer too.
+        let mut f = FragmentFetch::unsigned(100);
+        f.handle_head(200, None).unwrap();
+        f.limit(10);
+        assert_eq!(f.handle_body(DATA), Err(FetchError::TooLong));
+
+        // A 206 cut short of its total is short; a 200 shorter than what was
+        // held means the fragment changed: start over.
+        let mut f = FragmentFetch::unsigned(100);
+        assert_eq!(run(&mut f, 206, Some("bytes 0-9/20"), &DATA[..10], &mut Vec::new()), Err(FetchError::Short));
+        let mut f = FragmentFetch::unsigned(100);
+        f.resume_unsigned(15);
+        assert_eq!(run(&mut f, 200, None, &DATA[..12], &mut DATA[..15].to_vec()), Err(FetchError::Corrupt));
     }
 
     #[test]

@@ -28,8 +28,11 @@ pub mod kind {
     pub const HISTORY: u8 = 2;
     /// [`super::OutboxRecord`].
     pub const OUTBOX: u8 = 3;
+    /// A checkpoint of the first format (no fragment start; signed
+    /// fragments only), still read.
+    pub const CHECKPOINT_V1: u8 = 4;
     /// [`crate::engine::download::Checkpoint`].
-    pub const CHECKPOINT: u8 = 4;
+    pub const CHECKPOINT: u8 = 5;
 }
 
 /// Why a record could not be read.

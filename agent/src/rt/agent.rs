@@ -554,13 +554,13 @@ impl Agent {
         let mut dl = Download::open(&mut blocks, &manifest, self.cfg.agent.checkpoint_bytes).map_err(blocks_err)?;
 
         // Space: what is left to fetch, plus room to unpack, plus a margin.
-        let (left, unpacked) = (dl.total() - dl.have(), plan::unpacked_size(&manifest));
+        let (left, unpacked) = (manifest.archive_size.saturating_sub(dl.have()), plan::unpacked_size(&manifest));
         let mut disk = LinuxDisk::new(self.store.root());
         if let Some(why) = lacks_space(&mut disk, left, unpacked, manifest.archive_size) {
             return Ok(Step::OutOfSpace(why));
         }
         if dl.have() > 0 && !dl.is_complete() {
-            log::info!(target: "outpost", "package {id}: resuming at byte {} of {}", dl.have(), dl.total());
+            log::info!(target: "outpost", "package {id}: resuming at byte {} of {}", dl.have(), manifest.archive_size);
         }
         let fetched = self.fetch_all(&info, &mut rec, &mut dl, &mut blocks)?;
         rec.fragments_verified = dl.verified();
@@ -574,10 +574,9 @@ impl Agent {
         }
 
         let unpack_dir = dir.join("unpack");
-        let parts = vec![(dir.join(ARCHIVE), manifest.archive_size)];
         let bounds = plan::unpack_bounds(Some(&manifest));
         let sha = Some(&manifest.archive_sha256);
-        if let Some(code) = verify_and_unpack(&self.store, &info, parts, sha, &unpack_dir, bounds)? {
+        if let Some(code) = verify_and_unpack(&self.store, &info, &dir.join(ARCHIVE), sha, &unpack_dir, bounds)? {
             return Ok(Step::Final(code));
         }
 
@@ -602,43 +601,6 @@ impl Agent {
             }
         }
         Ok(Step::Final(code))
-    }
-
-    /// One line per package for `outpost-agent status`.
-    pub fn status_lines(store: &Store) -> Result<Vec<String>, StoreError> {
-        let pending = store.pending_reports()?;
-        let mut out =
-            vec![format!("{:<12} {:<11} {:>23}  {}", "PACKAGE", "STATE", "CACHED/TOTAL BYTES", "LAST STATUS")];
-        for id in store.package_ids()? {
-            let Some(rec) = store.package(id)? else {
-                continue;
-            };
-            let manifest = store.package_file(id, "manifest")?.and_then(|b| Manifest::decode_unverified(&b));
-            let total = manifest.as_ref().map_or(0, |m| m.archive_size);
-            let cached = match &manifest {
-                // The Outpost layout: `archive` and its journal.
-                Some(m) if rec.phase == Phase::Fetching => DirBlocks::open(store.package_dir(id))
-                    .ok()
-                    .and_then(|mut b| crate::engine::download::durable_bytes(&mut b, m).ok())
-                    .unwrap_or(0),
-                Some(_) => 0,
-                // The OCS layout: `frag-n` files and the `.part` of the next.
-                None => {
-                    let n = rec.fragments_verified as usize;
-                    (1..=n).map(|i| fs::metadata(store.fragment_path(id, i)).map_or(0, |m| m.len())).sum::<u64>()
-                        + fs::metadata(store.partial_path(id, n + 1)).map_or(0, |m| m.len())
-                }
-            };
-            let state = match rec.phase {
-                Phase::Fetching => "downloading",
-                Phase::Installing => "installing",
-                Phase::Finished if pending.iter().any(|p| p.package == id) => "unreported",
-                Phase::Finished => "reported",
-            };
-            let status = rec.status.as_deref().unwrap_or("-");
-            out.push(format!("{id:<12} {state:<11} {:>23}  {status}", format!("{cached}/{total}")));
-        }
-        Ok(out)
     }
 }
 

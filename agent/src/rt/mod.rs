@@ -10,6 +10,7 @@ pub mod http;
 pub mod logger;
 pub mod ocs_mode;
 pub mod pace;
+pub mod status;
 pub mod store;
 pub mod unpack;
 pub mod wake;

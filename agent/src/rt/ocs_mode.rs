@@ -20,7 +20,6 @@
 
 use std::fs;
 use std::io::{self, Read, Write};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use outpost_hal::linux::{CommandNotifier, StdClock, write_atomic};
@@ -33,13 +32,15 @@ use super::http::{Client, Url};
 use super::pace::Pacer;
 use super::store::{Store, StoreError};
 use crate::engine::info::Info;
-use crate::engine::journal::{PackageRecord, Phase};
+use crate::engine::download::ARCHIVE;
+use crate::engine::journal::{OutboxRecord, PackageRecord, Phase};
 use crate::engine::limits::{MAX_CONTROL_LEN, MAX_INFO_LEN};
 use crate::engine::ocs::{Conf, PrologReply, Request, device_id_for, valid_device_id};
 use crate::engine::ocs_sched::{Next, Scheduler};
 use crate::engine::plan::{self, Outcome};
 
 mod fragment;
+use fragment::Fetched;
 use crate::engine::proto::Offer;
 use crate::engine::status::StatusCode;
 
@@ -488,32 +489,26 @@ impl<E: OcsEnv> OcsAgent<E> {
     /// One slot: the next fragment, or the install.
     fn slot(&mut self, id: u64) -> Result<SlotResult, AgentError> {
         let Some(mut rec) = self.store.package(id)? else { return Ok(SlotResult::Finished) };
-        let Some(Ok(info)) = self.store.package_file(id, "info")?.map(|b| Info::parse(&b)) else {
+        let info_file = self.store.package_file(id, "info")?.unwrap_or_default();
+        let Ok(info) = Info::parse(&info_file) else {
             self.finish(id, rec.priority, &rec.pack_loc.clone(), &StatusCode::ErrBadParam)?;
             return Ok(SlotResult::Finished);
         };
-        if rec.fragments_verified < info.frags {
-            let n = rec.fragments_verified as usize + 1;
-            return Ok(match self.fetch_fragment(&info, &rec.pack_loc, n)? {
-                Ok(()) => {
-                    rec.fragments_verified += 1;
-                    self.store.put_package(&rec)?;
-                    log::info!(target: "outpost", "package {id}: fragment {n}/{} fetched", info.frags);
-                    SlotResult::Progressed
-                }
-                Err(e) => SlotResult::Failed(e),
-            });
+        match self.fetch_next(&info, &info_file, &rec.pack_loc)? {
+            Fetched::Complete => {}
+            Fetched::Fragment(n) => {
+                rec.fragments_verified = n;
+                self.store.put_package(&rec)?;
+                log::info!(target: "outpost", "package {id}: fragment {n}/{} fetched", info.frags);
+                return Ok(SlotResult::Progressed);
+            }
+            Fetched::Failed(why) => return Ok(SlotResult::Failed(why)),
+            Fetched::OutOfSpace(why) => return self.out_of_space(&mut rec, &why),
         }
         // Every fragment is here: verify, unpack, run.
-        let parts: Vec<(PathBuf, u64)> = (1..=info.frags as usize)
-            .map(|n| {
-                let p = self.store.fragment_path(id, n);
-                let len = fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
-                (p, len)
-            })
-            .collect();
         let dir = self.store.package_dir(id).join("unpack");
-        let code = match verify_and_unpack(&self.store, &info, parts, None, &dir, plan::unpack_bounds(None))? {
+        let archive = self.store.package_dir(id).join(ARCHIVE);
+        let code = match verify_and_unpack(&self.store, &info, &archive, None, &dir, plan::unpack_bounds(None))? {
             Some(StatusCode::ErrBadDigest) => return self.digest_mismatch(&mut rec),
             Some(code) => code,
             None => {
@@ -542,5 +537,22 @@ impl<E: OcsEnv> OcsAgent<E> {
         };
         self.finish(id, rec.priority, &rec.pack_loc.clone(), &code)?;
         Ok(SlotResult::Finished)
+    }
+
+    /// The disk is full: report `ERR_OUT_OF_SPACE` once for this download,
+    /// keep what is cached, and go on at a later run when space returns.
+    fn out_of_space(&mut self, rec: &mut PackageRecord, why: &str) -> Result<SlotResult, AgentError> {
+        if !rec.space_reported {
+            log::error!(target: "outpost", "package {}: out of space ({why}); kept what is cached, will go on when space returns", rec.id);
+            let report_id = self.next_report_id();
+            self.store.queue_report(&OutboxRecord {
+                report_id,
+                package: rec.id,
+                status: StatusCode::ErrOutOfSpace.to_string(),
+            })?;
+            rec.space_reported = true;
+            self.store.put_package(rec)?;
+        }
+        Ok(SlotResult::Deferred(Some(format!("out of space ({why}); waiting for room"))))
     }
 }

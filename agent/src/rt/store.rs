@@ -7,10 +7,8 @@
 //!   packages/<ID>/record     PackageRecord: phase, verified fragments, status
 //!   packages/<ID>/info       the info file as fetched (verified via the manifest)
 //!   packages/<ID>/manifest   the signed manifest as fetched
-//!   packages/<ID>/archive    the fragments at their offsets (outpost protocol)
+//!   packages/<ID>/archive    the fragments one after the other (both protocols)
 //!   packages/<ID>/journal.a|b  download checkpoints (A/B slots, CRC'd)
-//!   packages/<ID>/frag-<n>.part  fragment n being fetched (OCS protocol)
-//!   packages/<ID>/frag-<n>   fragment n, complete (OCS protocol)
 //!   packages/<ID>/unpack/    the unpacked archive: the action's working directory
 //!   packages/<ID>/action.log the action's stdout and stderr
 //! ```
@@ -28,9 +26,9 @@
 //! trusted, and only an admin can judge them. Subdirectories that others may
 //! merely read are made 0700. No file here is opened through a link.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use outpost_hal::linux::{
@@ -225,16 +223,6 @@ impl Store {
         }
     }
 
-    /// Path of verified fragment `n` (1-based) of package `id`.
-    pub fn fragment_path(&self, id: u64, n: usize) -> PathBuf {
-        self.package_dir(id).join(format!("frag-{n}"))
-    }
-
-    /// Path of the partial fragment `n`.
-    pub fn partial_path(&self, id: u64, n: usize) -> PathBuf {
-        self.package_dir(id).join(format!("frag-{n}.part"))
-    }
-
     /// Remove the cached payload of a package (fragments, unpack tree),
     /// keeping its record, info and manifest.
     pub fn drop_payload(&self, id: u64) -> Result<(), StoreError> {
@@ -246,6 +234,7 @@ impl Store {
             let name = e.file_name();
             let name = name.to_string_lossy();
             let p = e.path();
+            // `frag-*`: the OCS layout of agents before 2026-12.
             if name.starts_with("frag-") || name == "archive" || name.starts_with("journal.") {
                 fs::remove_file(&p).map_err(io_at(&p))?;
             } else if name.starts_with("unpack") {
@@ -344,75 +333,6 @@ impl Store {
     }
 }
 
-/// The verified fragments of a package seen as one archive (Read + Seek),
-/// so the archive is never concatenated on disk.
-pub struct FragmentChain {
-    parts: Vec<(PathBuf, u64)>,
-    total: u64,
-    pos: u64,
-    open: Option<(usize, File)>,
-}
-
-impl FragmentChain {
-    /// Chain `parts` (path, size) in order.
-    pub fn new(parts: Vec<(PathBuf, u64)>) -> Self {
-        let total = parts.iter().map(|p| p.1).sum();
-        Self { parts, total, pos: 0, open: None }
-    }
-
-    /// Total size.
-    pub fn len(&self) -> u64 {
-        self.total
-    }
-
-    /// Whether there are no bytes.
-    pub fn is_empty(&self) -> bool {
-        self.total == 0
-    }
-}
-
-impl Read for FragmentChain {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.pos >= self.total || buf.is_empty() {
-            return Ok(0);
-        }
-        let mut start = 0;
-        let mut idx = 0;
-        while start + self.parts[idx].1 <= self.pos {
-            start += self.parts[idx].1;
-            idx += 1;
-        }
-        let within = self.pos - start;
-        if self.open.as_ref().map(|(i, _)| *i) != Some(idx) {
-            let f = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&self.parts[idx].0)?;
-            self.open = Some((idx, f));
-        }
-        let Some((_, f)) = self.open.as_mut() else {
-            return Ok(0);
-        };
-        f.seek(SeekFrom::Start(within))?;
-        let want = buf.len().min((self.parts[idx].1 - within) as usize);
-        let n = f.read(&mut buf[..want])?;
-        if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "fragment shorter than its manifest size"));
-        }
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
-impl Seek for FragmentChain {
-    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
-        let target = match to {
-            SeekFrom::Start(p) => Some(p),
-            SeekFrom::End(d) => self.total.checked_add_signed(d),
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-        };
-        self.pos = target.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before start"))?;
-        Ok(self.pos)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -421,28 +341,6 @@ mod tests {
         let d = std::env::temp_dir().join(format!("outpost-store-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&d);
         d
-    }
-
-    #[test]
-    fn chain_reads_and_seeks_across_parts() {
-        let d = tmp("chain");
-        fs::create_dir_all(&d).unwrap();
-        let mut parts = Vec::new();
-        for (i, s) in ["abc", "de", "fghij"].iter().enumerate() {
-            let p = d.join(format!("p{i}"));
-            fs::write(&p, s).unwrap();
-            parts.push((p, s.len() as u64));
-        }
-        let mut c = FragmentChain::new(parts);
-        let mut all = String::new();
-        c.read_to_string(&mut all).unwrap();
-        assert_eq!(all, "abcdefghij");
-        c.seek(SeekFrom::End(-4)).unwrap();
-        let mut b = [0u8; 3];
-        c.read_exact(&mut b).unwrap();
-        assert_eq!(&b, b"ghi");
-        assert!(c.seek(SeekFrom::Current(-100)).is_err());
-        fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

@@ -7,22 +7,22 @@ use std::path::Path;
 
 use outpost_hal::storage::DiskSpace;
 
-use super::super::store::{FragmentChain, Store, StoreError};
+use super::super::store::{Store, StoreError};
 use super::super::unpack::{self, UnpackBounds};
 use crate::engine::digest::{ArchiveHasher, hex, info_digest_matches};
 use crate::engine::info::Info;
 use crate::engine::plan;
 use crate::engine::status::StatusCode;
 
-/// Check the whole archive made of `parts` (the manifest's SHA-256 when
-/// there is one, and always the info file's own digest), then unpack it into
-/// `dir` within `bounds`. `Some(code)` on failure; nothing is unpacked then
+/// Check the whole `archive` (the manifest's SHA-256 when there is one, and
+/// always the info file's own digest), then unpack it into `dir` within
+/// `bounds`. `Some(code)` on failure; nothing is unpacked then
 /// (`ERR_BAD_DIGEST` only for a digest mismatch, after which the payload is
 /// dropped).
 pub(crate) fn verify_and_unpack(
     store: &Store,
     info: &Info,
-    parts: Vec<(std::path::PathBuf, u64)>,
+    archive: &Path,
     sha256: Option<&[u8; 32]>,
     dir: &Path,
     bounds: UnpackBounds,
@@ -39,7 +39,7 @@ pub(crate) fn verify_and_unpack(
         fs::create_dir_all(dir).map_err(io_err)?;
         return Ok(None);
     }
-    let mut chain = FragmentChain::new(parts);
+    let mut chain = fs::File::open(archive).map_err(|e| StoreError::Io(archive.to_owned(), e))?;
     let mut hasher = ArchiveHasher::new(info.digest_algo);
     let mut buf = vec![0u8; 64 * 1024];
     loop {

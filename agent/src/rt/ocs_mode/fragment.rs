@@ -1,32 +1,48 @@
-//! OCS mode's fragment fetch, and what a digest mismatch of the whole
-//! archive does: the payload is fetched again at a later run (the runs back
-//! off), until the mismatches outlast [`crate::engine::refetch`]'s deadline.
-//!
-//! An OCS info file gives no fragment sizes, and the fragment server is
-//! untrusted: each answer's body is bounded by what the package may still
-//! hold ([`MAX_UNPACKED_BYTES`] less its other fragments, the bound of a
-//! package whose size is not signed) and by the free space less a headroom
+//! OCS mode's fragment fetch, through the same download engine as the
+//! Outpost protocol ([`crate::engine::download`]): one `archive` file and its
+//! two-slot journal, byte-level resume across kill -9 and power cuts,
+//! checkpoints every `checkpoint_bytes`. What differs is the [`Layout`]: an
+//! OCS info file gives no fragment sizes or digests, so each fragment ends
+//! where its answer says, all of them within the bound of a package whose
+//! size nobody signed ([`crate::engine::limits::MAX_UNPACKED_BYTES`]), and
+//! each answer within the free space less a headroom
 //! ([`plan::space_margin`]). Past either, the try fails (what was written
 //! stays, so a full package fails each later try at once, until the OCS
-//! scheduler gives up on it).
+//! scheduler gives up on it). The archive's digest (from the info file,
+//! fetched over verified TLS) checks the bytes once they are all here.
+//!
+//! Also what a digest mismatch of the whole archive does: the payload is
+//! fetched again at a later run (the runs back off), until the mismatches
+//! outlast [`crate::engine::refetch`]'s deadline.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::path::Path;
+use std::io;
 
-use outpost_hal::linux::{LinuxDisk, sync_dir};
+use outpost_hal::linux::{DirBlocks, IoError, LinuxDisk};
 use outpost_hal::storage::DiskSpace;
 
 use super::super::agent::AgentError;
 use super::super::http::Url;
 use super::super::store::StoreError;
 use super::{BodySink, OcsAgent, OcsEnv, SlotResult};
+use crate::engine::download::{ARCHIVE, BodyError, Download, Layout};
+use crate::engine::fetch::FetchError;
 use crate::engine::info::{Info, Proto};
 use crate::engine::journal::PackageRecord;
-use crate::engine::limits::MAX_UNPACKED_BYTES;
 use crate::engine::plan;
 use crate::engine::refetch::{Refetch, Verdict};
 use crate::engine::status::StatusCode;
+
+/// What one fragment slot got.
+pub(super) enum Fetched {
+    /// Every fragment is here.
+    Complete,
+    /// A fragment arrived; this many are complete now.
+    Fragment(u32),
+    /// The try failed (counted by the OCS scheduler).
+    Failed(String),
+    /// The disk is full.
+    OutOfSpace(String),
+}
 
 impl<E: OcsEnv> OcsAgent<E> {
     /// The archive did not match the info file's digest; its payload is
@@ -44,149 +60,90 @@ impl<E: OcsEnv> OcsAgent<E> {
         Ok(SlotResult::Deferred(Some("archive digest mismatch: fetching it again".into())))
     }
 
-    /// Fetch fragment `n` (1-based) into `frag-n`, resuming `frag-n.part`.
-    pub(super) fn fetch_fragment(
-        &mut self,
-        info: &Info,
-        pack_loc: &str,
-        n: usize,
-    ) -> Result<Result<(), String>, AgentError> {
+    /// Fetch the next fragment of `info`'s package (its info file is
+    /// `info_file`), resuming what the journal holds; or say that all are here.
+    pub(super) fn fetch_next(&mut self, info: &Info, info_file: &[u8], pack_loc: &str) -> Result<Fetched, AgentError> {
         let id = info.id;
-        let part = self.store.partial_path(id, n);
-        let io_err = |e: io::Error| AgentError::Store(StoreError::Io(part.clone(), e));
+        let dir = self.store.package_dir(id);
+        let archive = dir.join(ARCHIVE);
+        let store_err = |e: IoError| AgentError::Store(StoreError::Io(archive.clone(), e.0));
+        let mut blocks = DirBlocks::open(&dir).map_err(|e| AgentError::Store(StoreError::Io(dir.clone(), e)))?;
+        let layout = Layout::ocs(id, info_file, info.frags);
+        let mut dl = Download::open_layout(&mut blocks, layout, self.cfg.agent.checkpoint_bytes).map_err(store_err)?;
+        let Some((n, range)) = dl.request() else { return Ok(Fetched::Complete) };
+        if dl.have() > 0 && range.is_some() {
+            log::info!(target: "outpost", "package {id}: resuming fragment {n} at byte {} of the archive", dl.have());
+        }
         let url = match Url::from_location(info.proto == Proto::Https, pack_loc, &format!("{id}/{id}-{n}")) {
             Ok(u) => u,
-            Err(e) => return Ok(Err(e.to_string())),
+            Err(e) => return Ok(Fetched::Failed(e.to_string())),
         };
-        let file = std::os::unix::fs::OpenOptionsExt::custom_flags(
-            OpenOptions::new().append(true).create(true),
-            libc::O_NOFOLLOW,
-        )
-        .open(&part)
-        .map_err(io_err)?;
-        let have = file.metadata().map_err(io_err)?.len();
-        let others = held_besides(&self.store.package_dir(id), &part).map_err(io_err)?;
         let free = LinuxDisk::new(self.store.root()).space().ok().map(|s| s.available);
-        let bound = Bound::new(others, have, free);
-        let range = (have > 0).then(|| format!("bytes={have}-"));
-        let mut sink = PartSink { file, have, status: 0, bound };
-        let result = self.env.get(&url, range.as_deref(), &mut sink);
-        sink.file.sync_data().map_err(io_err)?;
-        match result {
-            Ok(()) => {
-                drop(sink);
-                let done = self.store.fragment_path(id, n);
-                fs::rename(&part, &done).map_err(io_err)?;
-                sync_dir(&self.store.package_dir(id)).map_err(io_err)?;
-                Ok(Ok(()))
-            }
-            Err(e) => Ok(Err(format!("fragment {n}: {e}"))),
+        dl.set_room(free.map(|f| f.saturating_sub(plan::space_margin(0))));
+        let mut sink = DownloadSink { dl: &mut dl, blocks: &mut blocks, store: None, fetch: None };
+        let got = self.env.get(&url, range.as_deref(), &mut sink);
+        let (store, fetch) = (sink.store.take(), sink.fetch.take());
+        if let Some(e) = store {
+            // The engine fell back to its last checkpoint.
+            return if e.0.kind() == io::ErrorKind::StorageFull {
+                Ok(Fetched::OutOfSpace(format!("{}: {}", archive.display(), e.0)))
+            } else {
+                Err(store_err(e))
+            };
         }
-    }
-}
-
-/// Bytes in `dir`'s fragment files (`frag-N`, `frag-N.part`) other than `part`.
-fn held_besides(dir: &Path, part: &Path) -> io::Result<u64> {
-    let mut held = 0u64;
-    for e in fs::read_dir(dir)? {
-        let e = e?;
-        let is_frag = e.file_name().to_str().is_some_and(|n| n.starts_with("frag-"));
-        if is_frag && e.path() != part {
-            held = held.saturating_add(e.metadata()?.len());
-        }
-    }
-    Ok(held)
-}
-
-/// How long a fragment's `.part` file may grow in one answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Bound {
-    /// The most bytes the `.part` file may hold.
-    max_len: u64,
-    /// The package bound is the tighter one (else the free space).
-    package: bool,
-}
-
-impl Bound {
-    /// For a package whose other fragment files hold `others` bytes, a
-    /// `.part` file of `have` bytes, and `free` bytes available (`None`: the
-    /// disk could not be asked; the writes will tell).
-    fn new(others: u64, have: u64, free: Option<u64>) -> Self {
-        let package = MAX_UNPACKED_BYTES.saturating_sub(others);
-        let disk = free.map_or(u64::MAX, |f| have.saturating_add(f.saturating_sub(plan::space_margin(0))));
-        Self { max_len: package.min(disk), package: package <= disk }
-    }
-}
-
-/// Writes a fragment into its `.part` file, resuming at its length, and
-/// refuses a body that would take it past its [`Bound`].
-struct PartSink {
-    file: File,
-    have: u64,
-    status: u16,
-    bound: Bound,
-}
-
-impl BodySink for PartSink {
-    fn head(&mut self, status: u16, content_range: Option<&str>) -> Result<(), String> {
-        self.status = status;
-        match status {
-            200 => {
-                // Whole fragment (Range not sent or ignored): start over.
-                self.file.set_len(0).map_err(|e| e.to_string())?;
-                self.have = 0;
-                Ok(())
-            }
-            206 => {
-                let start = content_range
-                    .and_then(|v| v.trim().strip_prefix("bytes")?.trim().split('-').next()?.trim().parse::<u64>().ok());
-                if start == Some(self.have) {
-                    Ok(())
-                } else {
-                    // A range we did not ask for: start this fragment over next time.
-                    let _ = self.file.set_len(0);
-                    Err(format!("bad content-range {content_range:?} for offset {}", self.have))
+        let why = match got {
+            Ok(()) => match dl.handle_end(&mut blocks).map_err(store_err)? {
+                None => return Ok(Fetched::Fragment(dl.verified())),
+                Some(e) => e.to_string(),
+            },
+            Err(e) => {
+                dl.handle_abort(&mut blocks).map_err(store_err)?;
+                if let Some(FetchError::BadContentRange) = fetch {
+                    dl.restart_fragment(&mut blocks).map_err(store_err)?;
                 }
+                e.to_string()
             }
-            s => Err(format!("server answered {s}")),
-        }
+        };
+        let why = match fetch {
+            Some(FetchError::TooLong) if dl.layout().total().is_none() => {
+                format!("{why}: past the free space less its headroom, or the bound of a package without signed sizes")
+            }
+            _ => why,
+        };
+        Ok(Fetched::Failed(format!("fragment {n}: {why}")))
+    }
+}
+
+/// Feeds an answer into the download engine, keeping the first error of
+/// each side for the caller.
+struct DownloadSink<'a> {
+    dl: &'a mut Download,
+    blocks: &'a mut DirBlocks,
+    store: Option<IoError>,
+    fetch: Option<FetchError>,
+}
+
+impl BodySink for DownloadSink<'_> {
+    fn head(&mut self, status: u16, content_range: Option<&str>) -> Result<(), String> {
+        self.dl.handle_head(status, content_range).map_err(|e| {
+            self.fetch = Some(e);
+            e.to_string()
+        })
     }
 
     fn data(&mut self, chunk: &[u8]) -> io::Result<()> {
-        let len = self.have.saturating_add(chunk.len() as u64);
-        if len > self.bound.max_len {
-            let why = if self.bound.package {
-                "larger than a package without signed sizes may be"
-            } else {
-                "more than the free space less its headroom"
-            };
-            return Err(io::Error::other(format!(
-                "fragment body goes past {} bytes: {why}; refusing the rest",
-                self.bound.max_len
-            )));
+        match self.dl.handle_body(self.blocks, chunk) {
+            Ok(()) => Ok(()),
+            Err(BodyError::Fetch(e)) => {
+                self.fetch = Some(e);
+                Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+            }
+            Err(BodyError::Store(e)) => {
+                let err = io::Error::new(e.0.kind(), e.0.to_string());
+                self.store = Some(e);
+                Err(err)
+            }
         }
-        self.file.write_all(chunk)?;
-        self.have = len;
-        Ok(())
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MIB: u64 = 1 << 20;
-
-    #[test]
-    fn the_bound_is_the_package_room_or_the_free_space_less_headroom() {
-        // Plenty of disk: the package bound, less what the other fragments hold.
-        let b = Bound::new(MIB, 0, Some(1 << 40));
-        assert_eq!(b, Bound { max_len: MAX_UNPACKED_BYTES - MIB, package: true });
-        // A full package: nothing more.
-        assert_eq!(Bound::new(MAX_UNPACKED_BYTES, 0, None).max_len, 0);
-        // Little disk: what is there (the part's own bytes count), less 16 MiB.
-        let b = Bound::new(0, 5 * MIB, Some(40 * MIB));
-        assert_eq!(b, Bound { max_len: 5 * MIB + 24 * MIB, package: false });
-        assert_eq!(Bound::new(0, 0, Some(MIB)).max_len, 0);
-    }
-}
