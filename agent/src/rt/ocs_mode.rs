@@ -31,8 +31,8 @@ use super::config::Config;
 use super::http::{Client, Url};
 use super::pace::Pacer;
 use super::store::{Store, StoreError};
-use crate::engine::info::Info;
 use crate::engine::download::ARCHIVE;
+use crate::engine::info::Info;
 use crate::engine::journal::{OutboxRecord, PackageRecord, Phase};
 use crate::engine::limits::{MAX_CONTROL_LEN, MAX_INFO_LEN};
 use crate::engine::ocs::{Conf, PrologReply, Request, device_id_for, valid_device_id};
@@ -40,9 +40,9 @@ use crate::engine::ocs_sched::{Next, Scheduler};
 use crate::engine::plan::{self, Outcome};
 
 mod fragment;
-use fragment::Fetched;
 use crate::engine::proto::Offer;
 use crate::engine::status::StatusCode;
+use fragment::Fetched;
 
 /// Receives a response: its head first, then its body in chunks.
 pub trait BodySink {

@@ -61,7 +61,9 @@ impl Checkpoint {
                 let start: u64 = f[..self.verified as usize].iter().map(|e| e.size).sum();
                 self.start == start && f.get(self.verified as usize).is_none_or(|e| self.offset <= e.size)
             }
-            Fragments::Unsigned { max_total, .. } => self.start.checked_add(self.offset).is_some_and(|e| e <= *max_total),
+            Fragments::Unsigned { max_total, .. } => {
+                self.start.checked_add(self.offset).is_some_and(|e| e <= *max_total)
+            }
         }
     }
 }
@@ -161,8 +163,8 @@ mod tests {
         write(&mut s, 0, &good).unwrap();
         assert_eq!(durable_bytes(&mut s, &layout).unwrap(), 510);
         for bad in [
-            Checkpoint { seq: 2, start: 995, ..good.clone() }, // past the bound
-            Checkpoint { seq: 2, verified: 4, ..good.clone() }, // more fragments than there are
+            Checkpoint { seq: 2, start: 995, ..good.clone() },   // past the bound
+            Checkpoint { seq: 2, verified: 4, ..good.clone() },  // more fragments than there are
             Checkpoint { seq: 2, key: [8; 32], ..good.clone() }, // another version
         ] {
             write(&mut s, 1, &bad).unwrap();

@@ -421,7 +421,11 @@ mod tests {
         // Fragment 1 verified, and checkpoints every 300 bytes of fragment 2.
         assert_eq!(durable_bytes(&mut s, &Layout::signed(&m)).unwrap(), 1024 + 600);
         let other = manifest(&data[..4000], 1024);
-        assert_eq!(durable_bytes(&mut s, &Layout::signed(&other)).unwrap(), 0, "another archive's journal counts nothing");
+        assert_eq!(
+            durable_bytes(&mut s, &Layout::signed(&other)).unwrap(),
+            0,
+            "another archive's journal counts nothing"
+        );
         while let Some((n, _)) = d.request() {
             let f = &data[(n - 1) * 1024..(n * 1024).min(data.len())];
             d.handle_head(200, None).unwrap();

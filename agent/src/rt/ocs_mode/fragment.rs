@@ -146,4 +146,3 @@ impl BodySink for DownloadSink<'_> {
         }
     }
 }
-
