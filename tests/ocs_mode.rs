@@ -46,6 +46,8 @@ struct Sim {
     /// counts the bytes the agent took.
     pour: u64,
     poured: u64,
+    /// Fragment body bytes sent (not poured).
+    served: u64,
 }
 
 impl Sim {
@@ -163,6 +165,9 @@ impl OcsEnv for Sim {
             sink.head(206, Some(&cr)).map_err(GetError::Refused)?;
         } else {
             sink.head(200, None).map_err(GetError::Refused)?;
+        }
+        if parts[3] != "info" {
+            self.served += (body.len() - start) as u64;
         }
         sink.data(&body[start..]).map_err(|e| GetError::Broken(e.to_string()))
     }
@@ -327,6 +332,41 @@ fn ocs_mode_resumes_from_its_journal_when_the_server_stops_listing_the_package()
     assert_eq!(std::fs::read_to_string(&mark).unwrap(), "done\n");
 }
 
+#[test]
+fn ocs_mode_keeps_its_cache_under_the_cap_evicting_what_the_server_no_longer_lists() {
+    // As above, but with a cache cap of 1 byte: once the server stops
+    // listing the half-fetched package, it is evicted rather than resumed;
+    // while listed, it stays whatever its size.
+    let t = TempDir::new("ocs-cache-cap");
+    let a = targz(&[Member::File("s.sh", b"exit 0\n", 0o644)]);
+    let sim = Sim {
+        listed: vec![900],
+        packs: vec![pkg(900, 1, "EXECUTE", "sh s.sh", &a, 3)],
+        conf: conf(),
+        die_at_sleep: Some(4),
+        ..dummy()
+    };
+    let state = t.join("state");
+    let cfg = || {
+        let mut c = agent_config(&state);
+        c.agent.cache_max_size = 1;
+        c
+    };
+    let mut agent = OcsAgent::new(cfg(), sim).unwrap();
+    assert!(catch_unwind(AssertUnwindSafe(|| agent.run_once())).is_err(), "the simulated crash happened");
+    let mut sim = agent_env(agent);
+    assert!(state.join("packages/900/archive").exists(), "listed: kept over the cap");
+    sim.listed.clear();
+    sim.die_at_sleep = None;
+    sim.events.clear();
+    let mut agent = OcsAgent::new(cfg(), sim).unwrap();
+    let summary = agent.run_once().unwrap();
+    let sim = agent_env(agent);
+    assert!(summary.complete(), "{summary:?}");
+    assert!(sim.events.is_empty(), "evicted, not resumed: {:?}", sim.events);
+    assert!(!state.join("packages/900").exists(), "its payload is gone");
+}
+
 fn dummy() -> Sim {
     Sim {
         now: 1_800_000_000,
@@ -341,6 +381,7 @@ fn dummy() -> Sim {
         asked: vec![],
         pour: 0,
         poured: 0,
+        served: 0,
     }
 }
 

@@ -164,9 +164,13 @@ impl FragmentFetch {
     }
 
     /// Let the current answer carry at most `room` more bytes (the free
-    /// disk space, for a fragment whose size nobody signed).
-    pub fn limit(&mut self, room: u64) {
-        self.body_end = self.body_end.min(self.have.saturating_add(room));
+    /// disk space, for a fragment whose size nobody signed). Returns whether
+    /// that cut the answer short of what the fragment may hold.
+    pub fn limit(&mut self, room: u64) -> bool {
+        let end = self.body_end.min(self.have.saturating_add(room));
+        let cut = end < self.body_end;
+        self.body_end = end;
+        cut
     }
 
     /// Take the status line and `Content-Range` of a response.

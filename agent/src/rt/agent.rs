@@ -267,7 +267,8 @@ impl Agent {
             }
         };
         plan::deploy_order(&mut offers);
-        self.enforce_cache_cap(&offers)?;
+        let listed: Vec<u64> = offers.iter().map(|o| o.id).collect();
+        super::cache::enforce_cap(&self.store, self.cfg.agent.cache_max_size, &listed)?;
         // Resume what we were fetching even if the server no longer lists it.
         for id in self.store.package_ids()? {
             if offers.iter().any(|o| o.id == id) {
@@ -387,39 +388,6 @@ impl Agent {
             Err(e) if e.is_storage_full() => Step::OutOfSpace(e.to_string()),
             Err(e) => return Err(e.into()),
         }))
-    }
-
-    /// Keep the cache of downloaded, not yet installed packages under
-    /// `cache_max_size`: evict packages the server does not offer now, the
-    /// least recently written first. Offered packages are needed now and stay.
-    fn enforce_cache_cap(&self, offers: &[Offer]) -> Result<(), AgentError> {
-        let cap = self.cfg.agent.cache_max_size;
-        if cap == 0 {
-            return Ok(());
-        }
-        let pending = self.store.pending_reports()?;
-        let mut cached = Vec::new();
-        for id in self.store.package_ids()? {
-            let (bytes, used) = self.store.payload(id);
-            let pending_report = pending.iter().any(|r| r.package == id);
-            if bytes > 0 && !pending_report {
-                cached.push((used, id, bytes));
-            }
-        }
-        let mut total: u64 = cached.iter().map(|c| c.2).sum();
-        cached.sort();
-        for (_, id, bytes) in cached {
-            if total <= cap {
-                break;
-            }
-            if offers.iter().any(|o| o.id == id) {
-                continue;
-            }
-            log::info!(target: "outpost", "package {id}: evicted from the cache ({bytes} bytes; cache over {cap})");
-            self.store.remove_package(id)?;
-            total -= bytes;
-        }
-        Ok(())
     }
 
     /// Report `ERR_OUT_OF_SPACE` once for this download and keep it going.

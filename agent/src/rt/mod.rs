@@ -5,6 +5,7 @@
 
 pub mod action;
 pub mod agent;
+pub mod cache;
 pub mod config;
 pub mod http;
 pub mod logger;

@@ -342,6 +342,8 @@ impl<E: OcsEnv> OcsAgent<E> {
             if !conf.on {
                 log::info!(target: "outpost", "the OCS server has downloads switched off (ON=0)");
             } else {
+                let listed: Vec<u64> = reply.packs.iter().map(|p| p.id).collect();
+                super::cache::enforce_cap(&self.store, self.cfg.agent.cache_max_size, &listed)?;
                 for pack in &reply.packs {
                     self.take_pack(pack)?;
                 }

@@ -131,6 +131,8 @@ pub struct Download {
     fetch: Option<FragmentFetch>,
     /// The most the next answer may carry (free space), if bounded.
     room: Option<u64>,
+    /// Whether `room` cut the current answer short.
+    cut_by_room: bool,
     checkpoint_bytes: u64,
     unsynced: u64,
     checkpoints: u64,
@@ -156,6 +158,7 @@ impl Download {
             current_slot,
             fetch: None,
             room: None,
+            cut_by_room: false,
             checkpoint_bytes: checkpoint_bytes.max(1),
             unsynced: 0,
             checkpoints: 0,
@@ -256,11 +259,18 @@ impl Download {
     /// The response head of the current request.
     pub fn handle_head(&mut self, status: u16, content_range: Option<&str>) -> Result<(), FetchError> {
         let Some(f) = self.fetch.as_mut() else { return Err(FetchError::TooLong) };
+        self.cut_by_room = false;
         f.handle_head(status, content_range)?;
         if let Some(room) = self.room {
-            f.limit(room);
+            self.cut_by_room = f.limit(room);
         }
         Ok(())
+    }
+
+    /// Whether the room set by [`Self::set_room`] cut the current answer
+    /// short: a body refused as too long then means the disk is full.
+    pub fn cut_by_room(&self) -> bool {
+        self.cut_by_room
     }
 
     /// The next body chunk: written at its offset, with checkpoints exactly

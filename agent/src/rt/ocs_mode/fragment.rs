@@ -6,10 +6,13 @@
 //! where its answer says, all of them within the bound of a package whose
 //! size nobody signed ([`crate::engine::limits::MAX_UNPACKED_BYTES`]), and
 //! each answer within the free space less a headroom
-//! ([`plan::space_margin`]). Past either, the try fails (what was written
-//! stays, so a full package fails each later try at once, until the OCS
-//! scheduler gives up on it). The archive's digest (from the info file,
-//! fetched over verified TLS) checks the bytes once they are all here.
+//! ([`plan::space_margin`]). Past the package bound the try fails (what was
+//! written stays, so a full package fails each later try at once, until the
+//! OCS scheduler gives up on it). Past the free space the disk is full:
+//! `ERR_OUT_OF_SPACE` is reported once, what is cached stays, and the
+//! download goes on at a later run once there is room (as in the Outpost
+//! protocol). The archive's digest (from the info file, fetched over
+//! verified TLS) checks the bytes once they are all here.
 //!
 //! Also what a digest mismatch of the whole archive does: the payload is
 //! fetched again at a later run (the runs back off), until the mismatches
@@ -28,6 +31,7 @@ use crate::engine::download::{ARCHIVE, BodyError, Download, Layout};
 use crate::engine::fetch::FetchError;
 use crate::engine::info::{Info, Proto};
 use crate::engine::journal::PackageRecord;
+use crate::engine::limits::MIN_RESUME_PROGRESS;
 use crate::engine::plan;
 use crate::engine::refetch::{Refetch, Verdict};
 use crate::engine::status::StatusCode;
@@ -78,8 +82,11 @@ impl<E: OcsEnv> OcsAgent<E> {
             Ok(u) => u,
             Err(e) => return Ok(Fetched::Failed(e.to_string())),
         };
-        let free = LinuxDisk::new(self.store.root()).space().ok().map(|s| s.available);
-        dl.set_room(free.map(|f| f.saturating_sub(plan::space_margin(0))));
+        let room = self.room();
+        if room.is_some_and(|r| r < MIN_RESUME_PROGRESS) {
+            return Ok(Fetched::OutOfSpace(format!("fragment {n}: no room left above the headroom")));
+        }
+        dl.set_room(room);
         let mut sink = DownloadSink { dl: &mut dl, blocks: &mut blocks, store: None, fetch: None };
         let got = self.env.get(&url, range.as_deref(), &mut sink);
         let (store, fetch) = (sink.store.take(), sink.fetch.take());
@@ -105,12 +112,21 @@ impl<E: OcsEnv> OcsAgent<E> {
             }
         };
         let why = match fetch {
-            Some(FetchError::TooLong) if dl.layout().total().is_none() => {
-                format!("{why}: past the free space less its headroom, or the bound of a package without signed sizes")
+            // The answer filled the room: the disk is full, not the try failed.
+            Some(FetchError::TooLong) if dl.cut_by_room() => {
+                return Ok(Fetched::OutOfSpace(format!("fragment {n}: the free space less its headroom is used up")));
             }
+            Some(FetchError::TooLong) => format!("{why}: past the bound of a package without signed sizes"),
             _ => why,
         };
         Ok(Fetched::Failed(format!("fragment {n}: {why}")))
+    }
+
+    /// Bytes the next answer may take: the free space less the headroom
+    /// (`None`: the disk cannot be asked; the writes will tell).
+    fn room(&self) -> Option<u64> {
+        let free = LinuxDisk::new(self.store.root()).space().ok()?.available;
+        Some(free.saturating_sub(plan::space_margin(0)))
     }
 }
 
