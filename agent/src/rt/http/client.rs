@@ -49,7 +49,7 @@ impl Client {
             return Err(Error::Tls("server.ca_cert holds no certificate".into()));
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = Verifier::new(certs, provider.clone()).map_err(Error::Tls)?;
+        let verifier = Verifier::new(certs, &provider).map_err(Error::Tls)?;
         let cfg = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::Tls(e.to_string()))?

@@ -34,34 +34,42 @@
 //! presented certificate's key, that is the pinned one's, so a pin helps
 //! only whoever holds its private key.
 
-use std::sync::Arc;
-
-use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
+use rustls::client::{verify_server_cert_signed_by_trust_anchor, verify_server_name};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::ParsedCertificate;
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use crate::engine::civil;
 
-/// The agent's server certificate verifier: webpki's, then the pins.
-#[derive(Debug)]
+/// The agent's server certificate verifier: webpki's, then the pins. (What
+/// rustls's `WebPkiServerVerifier` does, without its revocation lists: its
+/// builder would link CRL parsing the agent never uses.)
 pub(super) struct Verifier {
-    chain: Arc<WebPkiServerVerifier>,
+    roots: RootCertStore,
+    algs: WebPkiSupportedAlgorithms,
     pins: Vec<CertificateDer<'static>>,
+}
+
+/// Without the certificates' bytes (and without the code to print them).
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Verifier {{ {} certificates }}", self.pins.len())
+    }
 }
 
 impl Verifier {
     /// Trust `certs` both as anchors and as pins (at least one).
-    pub(super) fn new(certs: Vec<CertificateDer<'static>>, provider: Arc<CryptoProvider>) -> Result<Self, String> {
+    pub(super) fn new(certs: Vec<CertificateDer<'static>>, provider: &CryptoProvider) -> Result<Self, String> {
         let mut roots = RootCertStore::empty();
         for c in &certs {
             roots.add(c.clone()).map_err(|e| format!("server.ca_cert holds an unusable certificate: {e}"))?;
         }
-        let chain = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-            .build()
-            .map_err(|e| format!("server.ca_cert: {e}"))?;
-        Ok(Self { chain, pins: certs })
+        if roots.is_empty() {
+            return Err("server.ca_cert holds no certificate".into());
+        }
+        Ok(Self { roots, algs: provider.signature_verification_algorithms, pins: certs })
     }
 }
 
@@ -74,8 +82,12 @@ impl ServerCertVerifier for Verifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let err = match self.chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
-            Ok(v) => return Ok(v),
+        let _ = ocsp_response; // not stapled by the servers the agent talks to, and not asked for
+        let cert = ParsedCertificate::try_from(end_entity)?;
+        let err = match verify_server_cert_signed_by_trust_anchor(&cert, &self.roots, intermediates, now, self.algs.all)
+            .and_then(|()| verify_server_name(&cert, server_name))
+        {
+            Ok(()) => return Ok(ServerCertVerified::assertion()),
             Err(e) => e,
         };
         if !self.pins.iter().any(|p| p.as_ref() == end_entity.as_ref()) {
@@ -92,7 +104,7 @@ impl ServerCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.chain.verify_tls12_signature(message, cert, dss)
+        verify_tls12_signature(message, cert, dss, &self.algs)
     }
 
     fn verify_tls13_signature(
@@ -101,11 +113,11 @@ impl ServerCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.chain.verify_tls13_signature(message, cert, dss)
+        verify_tls13_signature(message, cert, dss, &self.algs)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.chain.supported_verify_schemes()
+        self.algs.supported_schemes()
     }
 }
 
@@ -121,8 +133,8 @@ fn check_pinned(der: &CertificateDer<'_>, name: &ServerName<'_>, now: UnixTime) 
         let not_after = UnixTime::since_unix_epoch(std::time::Duration::from_secs(tbs.not_after));
         return Err(CertificateError::ExpiredContext { time: now, not_after }.into());
     }
-    let cert = rustls::server::ParsedCertificate::try_from(der)?;
-    match rustls::client::verify_server_name(&cert, name) {
+    let cert = ParsedCertificate::try_from(der)?;
+    match verify_server_name(&cert, name) {
         Ok(()) => Ok(()),
         Err(e) if tbs.has_san => Err(e),
         Err(e) => match (name, tbs.common_name) {
@@ -262,6 +274,7 @@ impl<'a> Tbs<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use std::time::Duration;
 
     /// `openssl req -x509 -newkey ec -days 36500 -subj /CN=127.0.0.1
@@ -286,8 +299,8 @@ mod tests {
     }
 
     fn verifier(pems: &[&str]) -> Verifier {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        Verifier::new(pems.iter().map(|p| der(p)).collect(), provider).unwrap()
+        let provider = rustls::crypto::ring::default_provider();
+        Verifier::new(pems.iter().map(|p| der(p)).collect(), &provider).unwrap()
     }
 
     fn verify(v: &Verifier, pem: &str, name: &str, now: u64) -> Result<(), rustls::Error> {
