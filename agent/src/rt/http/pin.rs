@@ -79,10 +79,9 @@ impl ServerCertVerifier for Verifier {
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
+        _ocsp_response: &[u8], // not asked for
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let _ = ocsp_response; // not stapled by the servers the agent talks to, and not asked for
         let cert = ParsedCertificate::try_from(end_entity)?;
         let err = match verify_server_cert_signed_by_trust_anchor(&cert, &self.roots, intermediates, now, self.algs.all)
             .and_then(|()| verify_server_name(&cert, server_name))
@@ -93,7 +92,7 @@ impl ServerCertVerifier for Verifier {
         if !self.pins.iter().any(|p| p.as_ref() == end_entity.as_ref()) {
             return Err(err);
         }
-        check_pinned(end_entity, server_name, now)?;
+        check_pinned(end_entity, &cert, server_name, now)?;
         log::debug!(target: "outpost", "{server_name:?}: the server's certificate is pinned in server.ca_cert");
         Ok(ServerCertVerified::assertion())
     }
@@ -121,8 +120,14 @@ impl ServerCertVerifier for Verifier {
     }
 }
 
-/// A pinned certificate's own checks: valid at `now`, and for `name`.
-fn check_pinned(der: &CertificateDer<'_>, name: &ServerName<'_>, now: UnixTime) -> Result<(), rustls::Error> {
+/// A pinned certificate's own checks (`der`, parsed as `cert`): valid at
+/// `now`, and for `name`.
+fn check_pinned(
+    der: &CertificateDer<'_>,
+    cert: &ParsedCertificate<'_>,
+    name: &ServerName<'_>,
+    now: UnixTime,
+) -> Result<(), rustls::Error> {
     let tbs = Tbs::parse(der).ok_or(CertificateError::BadEncoding)?;
     let time = now.as_secs();
     if time < tbs.not_before {
@@ -133,8 +138,7 @@ fn check_pinned(der: &CertificateDer<'_>, name: &ServerName<'_>, now: UnixTime) 
         let not_after = UnixTime::since_unix_epoch(std::time::Duration::from_secs(tbs.not_after));
         return Err(CertificateError::ExpiredContext { time: now, not_after }.into());
     }
-    let cert = ParsedCertificate::try_from(der)?;
-    match verify_server_name(&cert, name) {
+    match verify_server_name(cert, name) {
         Ok(()) => Ok(()),
         Err(e) if tbs.has_san => Err(e),
         Err(e) => match (name, tbs.common_name) {
@@ -322,6 +326,14 @@ mod tests {
         assert_eq!((t.common_name, t.has_san), (Some(&b"ocs.example.org"[..]), false));
         for cut in [0, 1, 10, ip.len() / 2, ip.len() - 1] {
             assert_eq!(Tbs::parse(&ip[..cut]), None, "cut at {cut}");
+        }
+        // Any byte changed: an answer, never a panic.
+        for i in 0..ip.len() {
+            for x in [0x01, 0x80, 0xff] {
+                let mut b = ip.to_vec();
+                b[i] ^= x;
+                let _ = Tbs::parse(&b);
+            }
         }
     }
 
