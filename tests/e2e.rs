@@ -217,7 +217,11 @@ fn wrong_ca_or_wrong_name_downloads_nothing() {
     let o = agent(&cfg, &["run", "--once"], &[]);
     assert!(!o.status.success(), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(err.matches("not signed by the configured CA").count(), 1, "one clear line: {err}");
+    assert_eq!(
+        err.matches("neither signed by nor one of the certificates in server.ca_cert").count(),
+        1,
+        "one clear line: {err}"
+    );
     let state = t.join("pc-1-state/packages");
     assert_eq!(fs::read_dir(&state).map(|d| d.count()).unwrap_or(0), 0, "nothing downloaded");
     assert_eq!(srv.status_of(id, "pc-1"), "WAITING NOTIFICATION");

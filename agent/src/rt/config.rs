@@ -75,7 +75,9 @@ pub struct Server {
     /// This device's secret, never logged (outpost only).
     #[serde(default)]
     pub secret: String,
-    /// PEM of the only CA trusted for the server, info files and HTTPS fragments.
+    /// PEM of the certificates trusted for the server, info files and HTTPS
+    /// fragments: as CAs (a chain to any of them), or as the server's own
+    /// certificate, pinned (`rt/http/pin.rs`).
     pub ca_cert: String,
     /// Hex of the Ed25519 package-signing public key, 32 bytes (outpost only).
     #[serde(default)]

@@ -4,8 +4,9 @@
 //! server (one idle connection, dropped after [`IDLE_KEEP`]; a connection the
 //! server has closed meanwhile is replaced by a fresh one, once): a package in
 //! many fragments does not pay a TCP and TLS handshake per fragment. Other
-//! methods send `Connection: close`. TLS trusts exactly one CA (the
-//! configured one).
+//! methods send `Connection: close`. TLS trusts exactly the certificates of
+//! `server.ca_cert`, as CAs or as the server's own pinned certificate
+//! (`pin.rs`).
 //!
 //! Fragment servers are plain HTTP and untrusted, so every read is bounded,
 //! in bytes and in time, and each bound has its own [`Error`]:
@@ -34,6 +35,7 @@ mod body;
 mod client;
 mod conn;
 mod head;
+mod pin;
 mod url;
 
 pub use body::Body;

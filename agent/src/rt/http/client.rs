@@ -6,11 +6,12 @@ use std::io::{self, BufReader, Read, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rustls::{ClientConfig, RootCertStore};
+use rustls::ClientConfig;
 
 use super::body::Body;
 use super::conn::{self, Conn, PathInfo, Timeouts};
 use super::head::{Head, read_head};
+use super::pin::Verifier;
 use super::{Error, IDLE_KEEP, Url};
 
 /// Receive buffer of a connection's reader, bytes.
@@ -36,25 +37,24 @@ fn asked_last(headers: &[(&str, &str)]) -> Option<u64> {
 }
 
 impl Client {
-    /// A client trusting only the CA certificates in `ca_pem`. Each read
+    /// A client trusting only the certificates in `ca_pem`: as CAs, and each
+    /// also as the server's own certificate (a pin; `pin.rs`). Each read
     /// and write waits at most `io_timeout`, which also bounds a TLS
     /// handshake and a response head, and is the stall meter's window.
     pub fn new(ca_pem: &str, connect_timeout: Duration, io_timeout: Duration) -> Result<Self, Error> {
-        let mut roots = RootCertStore::empty();
-        let mut found = 0;
-        for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
-            let cert = cert.map_err(|_| Error::Tls("server.ca_cert is not valid PEM".into()))?;
-            roots.add(cert).map_err(|e| Error::Tls(format!("server.ca_cert is not a usable CA: {e}")))?;
-            found += 1;
-        }
-        if found == 0 {
+        let certs = rustls_pemfile::certs(&mut ca_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| Error::Tls("server.ca_cert is not valid PEM".into()))?;
+        if certs.is_empty() {
             return Err(Error::Tls("server.ca_cert holds no certificate".into()));
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = Verifier::new(certs, &provider).map_err(Error::Tls)?;
         let cfg = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::Tls(e.to_string()))?
-            .with_root_certificates(roots)
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
             .with_no_client_auth();
         Ok(Self {
             tls: Arc::new(cfg),

@@ -113,13 +113,21 @@ fn explain_tls(host: &str, e: &rustls::Error) -> String {
     use rustls::CertificateError as C;
     let why = match e {
         rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => {
-            "its certificate is not signed by the configured CA (server.ca_cert)".to_string()
+            "its certificate is neither signed by nor one of the certificates in server.ca_cert".to_string()
+        }
+        // webpki's CaUsedAsEndEntity: a CA:TRUE certificate (`openssl req
+        // -x509`) that is not the one pinned.
+        rustls::Error::InvalidCertificate(C::Other(o)) if o.to_string().contains("CaUsedAsEndEntity") => {
+            "its certificate is a self-signed CA certificate that is not in server.ca_cert".to_string()
         }
         rustls::Error::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
             format!("its certificate is not valid for the name {host:?}")
         }
         rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
             "its certificate has expired".to_string()
+        }
+        rustls::Error::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => {
+            "its certificate is not valid yet (is the clock right?)".to_string()
         }
         other => other.to_string(),
     };
