@@ -401,3 +401,19 @@ pub fn https_from(
     let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
     Ok((status, body))
 }
+
+/// Debian's nginx, installed (`apt-get install nginx`) when missing; the
+/// tests that run it (`nginx.rs`, `proxy.rs`) need it, and `scripts/test`
+/// installs it beforehand.
+pub fn nginx_bin() -> PathBuf {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    let find = || ["/usr/sbin/nginx", "/usr/bin/nginx"].iter().map(PathBuf::from).find(|p| p.exists());
+    INSTALL.call_once(|| {
+        if find().is_none() {
+            let o = run(Command::new("sh")
+                .args(["-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx"]));
+            assert!(o.status.success(), "could not install Debian's nginx: {}", text(&o));
+        }
+    });
+    find().expect("nginx is installed")
+}
