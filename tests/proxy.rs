@@ -9,7 +9,7 @@
 //!
 //! From a proxy in `trusted_proxies` the forwarded client address is what
 //! lockout, `networks`, `admin_networks` and the logs use; from any other
-//! it is ignored.
+//! it is ignored, and what it forwards is never administrative.
 #![allow(clippy::disallowed_methods)] // real processes
 
 use std::fs;
@@ -173,7 +173,7 @@ fn behind_a_trusted_nginx_lockout_counts_the_forwarded_client() {
 }
 
 #[test]
-fn behind_an_untrusted_nginx_the_forwarded_address_is_ignored() {
+fn behind_an_untrusted_nginx_the_forwarded_address_is_ignored_and_nothing_is_admin() {
     let t = TempDir::new("proxy-untrusted");
     let (srv, nginx, cfg) = setup(&t, "", &[]);
     let secret = secret_of(&cfg);
@@ -183,6 +183,12 @@ fn behind_an_untrusted_nginx_the_forwarded_address_is_ignored() {
     // Everything through the proxy is the proxy's address.
     assert_eq!(nginx.poll(&srv, "127.0.0.6", "pc1", &secret, &[]), 429, "a neighbour shares the proxy's block");
     assert_eq!(blocked(&srv), [(PROXY.to_string(), "pc1".to_string())]);
+    // The proxy's address is loopback, an admin one by default; a request it
+    // forwards is still not administrative.
+    let health = nginx.request(&srv, "127.0.0.5", "GET", "/admin/v1/health", &[], b"");
+    assert_eq!(health, 403, "no admin route through a proxy missing from trusted_proxies");
+    let log = fs::read_to_string(srv.dir.join("serve.log")).unwrap_or_default();
+    assert!(log.contains("forwarding headers from a peer not in [security] trusted_proxies"), "{log}");
 }
 
 #[test]

@@ -15,7 +15,8 @@
 //!  client in networks? ── no ─► 403
 //!    ▼
 //!  lockout, [ocs] allow and per-address limits, logs: by client;
-//!  /admin/… only for a client in admin_networks (else 403)
+//!  /admin/… only for a client in admin_networks, and never for a request
+//!  with forwarding headers from an untrusted peer (else 403)
 //! ```
 //!
 //! Why the rightmost untrusted hop. A proxy appends the address it was
@@ -48,6 +49,35 @@ impl fmt::Display for BadHop {
 }
 
 impl std::error::Error for BadHop {}
+
+/// Where a request came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// The address it is counted against ([`client_addr`]).
+    pub client: IpAddr,
+    /// The TCP peer.
+    pub peer: IpAddr,
+    /// It carries forwarding headers and its peer is not a trusted proxy:
+    /// it came through a proxy missing from `trusted_proxies` (or says so).
+    /// Such a request is never administrative, whatever `client` is: behind
+    /// an unlisted proxy on loopback every client would look local.
+    pub untrusted_forwarding: bool,
+}
+
+impl Origin {
+    /// The origin of a request `peer` sent with `headers` (names lower
+    /// case); with the hop that kept the forwarded address from being
+    /// used, if one did (the client is then `peer`).
+    pub fn of(trusted: &[Cidr], peer: IpAddr, headers: &[(String, String)]) -> (Self, Option<BadHop>) {
+        let forwarding = headers.iter().any(|(k, _)| k == XFF || k == FORWARDED);
+        let untrusted_forwarding = forwarding && !Cidr::any_contains(trusted, peer);
+        let (client, bad) = match client_addr(trusted, peer, headers) {
+            Ok(c) => (c, None),
+            Err(e) => (peer, Some(e)),
+        };
+        (Self { client, peer, untrusted_forwarding }, bad)
+    }
+}
 
 const XFF: &str = "x-forwarded-for";
 const FORWARDED: &str = "forwarded";
@@ -155,6 +185,19 @@ mod tests {
         assert_eq!(client_addr(&trusted, p, &both), Ok(ip("198.51.100.7")), "X-Forwarded-For wins");
         assert_eq!(client_addr(&trusted, p, &h(&[("x-forwarded-for", "198.51.100.7:5000")])), Ok(ip("198.51.100.7")));
         assert_eq!(client_addr(&trusted, p, &h(&[("x-forwarded-for", "[2001:db8::1]")])), Ok(ip("2001:db8::1")));
+    }
+
+    #[test]
+    fn forwarding_through_an_unlisted_proxy_is_marked() {
+        let trusted = nets(&[PROXY]);
+        let xff = h(&[("x-forwarded-for", "192.0.2.1")]);
+        let (o, bad) = Origin::of(&trusted, ip("127.0.0.1"), &xff);
+        assert_eq!((o.client, o.untrusted_forwarding, bad), (ip("127.0.0.1"), true, None));
+        let (o, _) = Origin::of(&trusted, ip(PROXY), &xff);
+        assert_eq!((o.client, o.peer, o.untrusted_forwarding), (ip("192.0.2.1"), ip(PROXY), false));
+        assert!(!Origin::of(&trusted, ip("127.0.0.1"), &[]).0.untrusted_forwarding);
+        let (o, bad) = Origin::of(&trusted, ip(PROXY), &h(&[("forwarded", "for=unknown")]));
+        assert_eq!((o.client, bad.map(|b| b.hop)), (ip(PROXY), Some("unknown".to_string())));
     }
 
     #[test]

@@ -18,7 +18,7 @@
 //! No request is handled on an executor thread, so one that is slow to
 //! handle (a large OCS body, the database lock held) stalls no other client.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,6 +31,7 @@ use smol::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use smol::lock::Semaphore;
 use smol::net::{TcpListener, TcpStream};
 
+use crate::access::Origin;
 use crate::cidr::Cidr;
 use crate::config::ServerConfig;
 use crate::db::Db;
@@ -283,9 +284,10 @@ async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(state: &Arc<State>, strea
             }
         };
         let (head_only, connection) = (req.method == "HEAD", req.connection);
-        let client = client_of(state, peer, &req);
+        let origin = origin_of(state, peer, &req);
+        let client = origin.client;
         let (req, resp) = if Cidr::any_contains(&state.cfg.security.networks, client) {
-            route(state, req, side, client).await
+            route(state, req, side, origin).await
         } else {
             log::debug!(target: "outpost", "{client} (via {peer}): refused: not in [security] networks");
             (req, Response::text(403, "this address may not use this server"))
@@ -308,13 +310,14 @@ async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(state: &Arc<State>, strea
     }
 }
 
-/// The address `req` from `peer` is counted against ([`crate::access`]):
-/// the forwarded client's from a trusted proxy, else the peer's.
-fn client_of(state: &State, peer: SocketAddr, req: &Request) -> IpAddr {
-    crate::access::client_addr(&state.cfg.security.trusted_proxies, peer.ip(), &req.headers).unwrap_or_else(|e| {
+/// Where `req` from `peer` came from ([`crate::access`]): the forwarded
+/// client from a trusted proxy, else the peer.
+fn origin_of(state: &State, peer: SocketAddr, req: &Request) -> Origin {
+    let (origin, bad) = Origin::of(&state.cfg.security.trusted_proxies, peer.ip(), &req.headers);
+    if let Some(e) = bad {
         log::debug!(target: "outpost", "{peer}: {e}; counting the request against the proxy's address");
-        peer.ip()
-    })
+    }
+    origin
 }
 
 /// The path of the OCS endpoint (see [`crate::api::route`]).
@@ -322,11 +325,11 @@ const OCS_PATH: &str = "/ocsinventory";
 
 /// Route `req` on the blocking pool, never on an executor thread: an OCS
 /// body is inflated and parsed there, and the database lock waited for.
-async fn route(state: &Arc<State>, req: Request, side: Side, client: IpAddr) -> (Request, Response) {
+async fn route(state: &Arc<State>, req: Request, side: Side, origin: Origin) -> (Request, Response) {
     let _slot = if req.path == OCS_PATH { Some(state.ocs_slots.acquire().await) } else { None };
     let state = state.clone();
     smol::unblock(move || {
-        let resp = crate::api::route(&state, &req, side, client);
+        let resp = crate::api::route(&state, &req, side, origin);
         (req, resp)
     })
     .await
