@@ -32,8 +32,9 @@ pub struct ServerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Ocs {
-    /// Networks (CIDR) OCS agents may connect from. Default: loopback only.
-    pub allow: Vec<String>,
+    /// Networks (CIDR) OCS agents may connect from, parsed when the file is
+    /// read. Default: loopback only.
+    pub allow: Vec<crate::cidr::Cidr>,
     /// Require these Basic credentials (the OCS agent's --user/--password/--realm).
     pub basic_auth: Option<BasicAuth>,
     /// Ask agents for an inventory (`RESPONSE=SEND`) so their history is known.
@@ -69,7 +70,7 @@ pub struct Ocs {
 impl Default for Ocs {
     fn default() -> Self {
         Self {
-            allow: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            allow: crate::cidr::Cidr::loopback(),
             basic_auth: None,
             request_inventory: false,
             prolog_freq: 12,
@@ -157,7 +158,7 @@ impl ServerConfig {
         Ok(cfg)
     }
 
-    /// Check what serde cannot: the OCS networks parse.
+    /// Check what serde cannot (networks were parsed by serde already).
     pub fn validate(&self) -> Result<(), String> {
         for w in &self.agents.full_speed_windows {
             outpost_agent::engine::throttle::Window::parse(w)
@@ -170,10 +171,6 @@ impl ServerConfig {
                  devices would look stale between their contacts",
                 o.stale_after_days, o.prolog_freq
             ));
-        }
-        for a in &self.ocs.allow {
-            crate::cidr::Cidr::parse(a)
-                .ok_or_else(|| format!("server.toml: ocs.allow entry {a:?} is not a CIDR network"))?;
         }
         self.security.validate()
     }
