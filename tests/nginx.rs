@@ -6,24 +6,11 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Once;
 use std::time::{Duration, Instant};
 
-use outpost_tests::{Member, Server, TempDir, free_port, random_bytes, run, targz, text, tune_agent, wait_for_port};
-
-/// Debian's nginx, installed when missing.
-fn nginx_bin() -> PathBuf {
-    static INSTALL: Once = Once::new();
-    let find = || ["/usr/sbin/nginx", "/usr/bin/nginx"].iter().map(PathBuf::from).find(|p| p.exists());
-    INSTALL.call_once(|| {
-        if find().is_none() {
-            let o = run(Command::new("sh")
-                .args(["-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx"]));
-            assert!(o.status.success(), "could not install Debian's nginx: {}", text(&o));
-        }
-    });
-    find().expect("nginx is installed")
-}
+use outpost_tests::{
+    Member, Server, TempDir, free_port, nginx_bin, random_bytes, targz, text, tune_agent, wait_for_port,
+};
 
 /// nginx in the foreground on 127.0.0.1:`port`, serving `download` at
 /// `/outpost/`; its access log is `t/access.log`. Killed on drop.

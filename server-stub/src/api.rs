@@ -1,27 +1,34 @@
-//! The routes: control API (poll, report), OCS endpoint, info, manifest and
-//! fragment files. Called by [`crate::serve`] once a request has been read.
+//! The routes: control API (poll, report), OCS endpoint, info, manifest,
+//! fragment files and the administrative routes (`/admin/…`, HTTPS only,
+//! for clients in `[security] admin_networks`). Called by [`crate::serve`]
+//! once a request has been read, with the client address it is counted
+//! against ([`crate::access`]).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::Path;
 
 use outpost_agent::engine::digest::hex;
 use outpost_agent::engine::manifest::sha256;
 use outpost_agent::engine::proto::{self, Offer, PollReply};
 
+use crate::access::Origin;
 use crate::ct::constant_time_eq;
 use crate::http::{self, Body, RangeAnswer, Request, Response};
 use crate::lockout::Scope;
 use crate::serve::{Side, State};
 use crate::time::unix_now;
 
-pub fn route(state: &State, req: &Request, side: Side, peer: SocketAddr) -> Response {
+/// Answer `req`, which came on `side`'s listener from `origin`.
+pub fn route(state: &State, req: &Request, side: Side, origin: Origin) -> Response {
+    let client = origin.client;
     let parts: Vec<&str> = req.path.split('/').collect();
     match (side, parts.as_slice()) {
         (_, ["", "ocsinventory"]) => {
-            post_only(req, || crate::ocs::handle(state, &req.body, req.header("authorization"), peer.ip()))
+            post_only(req, || crate::ocs::handle(state, &req.body, req.header("authorization"), client))
         }
-        (Side::Https, ["", "api", "v1", "poll"]) => post_only(req, || poll(state, req, peer.ip())),
-        (Side::Https, ["", "api", "v1", "report"]) => post_only(req, || report(state, req, peer.ip())),
+        (Side::Https, ["", "api", "v1", "poll"]) => post_only(req, || poll(state, req, client)),
+        (Side::Https, ["", "api", "v1", "report"]) => post_only(req, || report(state, req, client)),
+        (Side::Https, ["", "admin", rest @ ..]) => admin(state, req, origin, rest),
         (_, ["", "download", id, name]) => {
             let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
             let is_fragment = name.strip_prefix(&format!("{id}-")).is_some_and(digits);
@@ -39,6 +46,33 @@ pub fn route(state: &State, req: &Request, side: Side, peer: SocketAddr) -> Resp
             }
             serve_file(&state.dir.join("download").join(id).join(name), req)
         }
+        _ => Response::text(404, "not found"),
+    }
+}
+
+/// An administrative route: only for clients in `[security]
+/// admin_networks`, and never through a proxy missing from
+/// `trusted_proxies` (behind one on loopback, every client would look
+/// local); checked before the route is looked at (an outsider learns
+/// nothing of which exist). `GET /admin/v1/health` answers `ok`.
+fn admin(state: &State, req: &Request, origin: Origin, rest: &[&str]) -> Response {
+    let client = origin.client;
+    if origin.untrusted_forwarding {
+        log::warn!(
+            target: "outpost",
+            "{client}: {} {} refused: forwarding headers from a peer not in [security] trusted_proxies",
+            req.method,
+            req.path
+        );
+        return Response::text(403, "administrative routes are not open through an untrusted proxy");
+    }
+    if !crate::cidr::Cidr::any_contains(&state.cfg.security.admin_networks, client) {
+        log::info!(target: "outpost", "{client}: {} {} refused: not in [security] admin_networks", req.method, req.path);
+        return Response::text(403, "administrative routes are not open to this address");
+    }
+    match rest {
+        ["v1", "health"] if req.method == "GET" || req.method == "HEAD" => Response::text(200, "ok\n"),
+        ["v1", "health"] => Response::text(405, "use GET or HEAD"),
         _ => Response::text(404, "not found"),
     }
 }

@@ -32,8 +32,9 @@ pub struct ServerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Ocs {
-    /// Networks (CIDR) OCS agents may connect from. Default: loopback only.
-    pub allow: Vec<String>,
+    /// Networks (CIDR) OCS agents may connect from, parsed when the file is
+    /// read. Default: loopback only.
+    pub allow: Vec<crate::cidr::Cidr>,
     /// Require these Basic credentials (the OCS agent's --user/--password/--realm).
     pub basic_auth: Option<BasicAuth>,
     /// Ask agents for an inventory (`RESPONSE=SEND`) so their history is known.
@@ -69,7 +70,7 @@ pub struct Ocs {
 impl Default for Ocs {
     fn default() -> Self {
         Self {
-            allow: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            allow: crate::cidr::Cidr::loopback(),
             basic_auth: None,
             request_inventory: false,
             prolog_freq: 12,
@@ -157,7 +158,7 @@ impl ServerConfig {
         Ok(cfg)
     }
 
-    /// Check what serde cannot: the OCS networks parse.
+    /// Check what serde cannot (networks were parsed by serde already).
     pub fn validate(&self) -> Result<(), String> {
         for w in &self.agents.full_speed_windows {
             outpost_agent::engine::throttle::Window::parse(w)
@@ -171,10 +172,6 @@ impl ServerConfig {
                 o.stale_after_days, o.prolog_freq
             ));
         }
-        for a in &self.ocs.allow {
-            crate::cidr::Cidr::parse(a)
-                .ok_or_else(|| format!("server.toml: ocs.allow entry {a:?} is not a CIDR network"))?;
-        }
         self.security.validate()
     }
 
@@ -187,6 +184,7 @@ impl ServerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cidr::Cidr;
 
     const BASE: &str = "[listen]\nhttps = \"127.0.0.1:1\"\nhttp = \"127.0.0.1:2\"\n[public]\nserver_url = \"https://h:1\"\n\
                         info_loc = \"h:1/download\"\nfragment_loc = \"h:2/download\"\n";
@@ -209,7 +207,7 @@ mod tests {
         let short: ServerConfig =
             toml::from_str(&format!("{BASE}[ocs]\nprolog_freq = 48\nstale_after_days = 2\n")).unwrap();
         assert!(short.validate().is_err(), "stale before the next PROLOG is due");
-        let p = c.security;
+        let p = &c.security;
         assert_eq!((p.max_auth_failures, p.auth_failures_interval, p.client_block_time), (3, 4, 5));
         assert_eq!(p.max_address_auth_failures, 6);
         let back: ServerConfig = toml::from_str(&c.to_toml()).unwrap();
@@ -217,5 +215,33 @@ mod tests {
         let bad: ServerConfig = toml::from_str(&format!("{BASE}[security]\nmax_auth_failures = 0\n")).unwrap();
         assert!(bad.validate().is_err());
         assert!(toml::from_str::<ServerConfig>(&format!("{BASE}[security]\nmax_failures = 3\n")).is_err());
+    }
+
+    #[test]
+    fn network_policy_is_parsed_once_with_defaults_and_written_out() {
+        let old: ServerConfig = toml::from_str(BASE).unwrap();
+        let s = &old.security;
+        assert_eq!((s.networks.clone(), s.admin_networks.clone()), (Cidr::everywhere(), Cidr::loopback()));
+        assert!(s.trusted_proxies.is_empty());
+        let text = old.to_toml();
+        for line in [
+            "networks = [\"0.0.0.0/0\", \"::/0\"]",
+            "admin_networks = [\"127.0.0.0/8\", \"::1/128\"]",
+            "trusted_proxies = []",
+        ] {
+            assert!(text.contains(line), "init writes {line:?}:\n{text}");
+        }
+        let set = format!(
+            "{BASE}[security]\nnetworks = [\"10.0.0.0/8\", \"192.0.2.7\"]\nadmin_networks = [\"10.1.0.0/16\"]\n\
+             trusted_proxies = [\"10.0.0.5\"]\n"
+        );
+        let c: ServerConfig = toml::from_str(&set).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.security.networks, vec!["10.0.0.0/8".parse().unwrap(), "192.0.2.7/32".parse().unwrap()]);
+        assert_eq!(toml::from_str::<ServerConfig>(&c.to_toml()).unwrap().security, c.security);
+        let bad = toml::from_str::<ServerConfig>(&format!("{BASE}[security]\ntrusted_proxies = [\"10.0.0.300\"]\n"));
+        assert!(bad.unwrap_err().to_string().contains("\"10.0.0.300\" is not a CIDR network"));
+        let none: ServerConfig = toml::from_str(&format!("{BASE}[security]\nnetworks = []\n")).unwrap();
+        assert!(none.validate().unwrap_err().contains("no one could connect"));
     }
 }

@@ -12,6 +12,7 @@
 //!    └─► SQLite (DIR/state.db): devices, packages, assignments, statuses
 //! ```
 
+pub mod access;
 pub mod admin;
 pub mod api;
 pub mod auth;

@@ -33,6 +33,8 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
+use crate::cidr::Cidr;
+
 /// How long a successful authentication from a client keeps that identity
 /// admitted while the client's address is blocked: 30 days.
 pub const TRUST_SECS: u64 = 30 * 24 * 3600;
@@ -41,10 +43,21 @@ pub const TRUST_SECS: u64 = 30 * 24 * 3600;
 /// successful poll usually costs no database write.
 pub const TRUST_REFRESH_SECS: u64 = 24 * 3600;
 
-/// `[security]` in `server.toml`: the lockout policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// `[security]` in `server.toml`: who may connect and use what (applied by
+/// [`crate::access`]), and the lockout policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Policy {
+    /// Networks that may connect at all (opsi's `networks`); anyone else's
+    /// connection is closed at accept, before TLS, and a forwarded client
+    /// address outside them gets 403. Default: everywhere.
+    pub networks: Vec<Cidr>,
+    /// Networks that may use administrative routes (`/admin/…`; opsi's
+    /// `admin-networks`). Default: loopback.
+    pub admin_networks: Vec<Cidr>,
+    /// Reverse proxies whose `X-Forwarded-For` / `Forwarded` headers are
+    /// believed; from any other peer they are ignored. Default: none.
+    pub trusted_proxies: Vec<Cidr>,
     /// Failures of one identity from one client, within the interval, that
     /// block that identity from that client (opsi's `max_auth_failures`).
     pub max_auth_failures: u32,
@@ -60,6 +73,9 @@ pub struct Policy {
 impl Default for Policy {
     fn default() -> Self {
         Self {
+            networks: Cidr::everywhere(),
+            admin_networks: Cidr::loopback(),
+            trusted_proxies: Vec::new(),
             max_auth_failures: 10,
             auth_failures_interval: 120,
             client_block_time: 120,
@@ -71,6 +87,11 @@ impl Default for Policy {
 impl Policy {
     /// Check what serde cannot.
     pub fn validate(&self) -> Result<(), String> {
+        if self.networks.is_empty() {
+            return Err("server.toml: security.networks is empty: no one could connect \
+                        (everywhere is [\"0.0.0.0/0\", \"::/0\"])"
+                .into());
+        }
         if self.max_auth_failures == 0 || self.auth_failures_interval == 0 || self.client_block_time == 0 {
             return Err("server.toml: security.max_auth_failures, auth_failures_interval and client_block_time \
                         must be at least 1"
@@ -323,5 +344,7 @@ mod tests {
         assert!(Policy::default().validate().is_ok());
         assert!(Policy { max_auth_failures: 0, ..Policy::default() }.validate().is_err());
         assert!(Policy { max_address_auth_failures: 5, ..Policy::default() }.validate().is_err());
+        assert!(Policy { networks: Vec::new(), ..Policy::default() }.validate().is_err(), "no one could connect");
+        assert!(Policy { admin_networks: Vec::new(), ..Policy::default() }.validate().is_ok(), "no admin routes");
     }
 }

@@ -157,7 +157,7 @@ fn challenge(auth: &BasicAuth) -> Response {
 /// configured, wrong ones count towards the lockout ([`crate::auth`]).
 pub fn handle(state: &State, body: &[u8], authorization: Option<&str>, peer: IpAddr) -> Response {
     let ocs = &state.cfg.ocs;
-    if !ocs.allow.iter().filter_map(|c| Cidr::parse(c)).any(|c| c.contains(peer)) {
+    if !Cidr::any_contains(&ocs.allow, peer) {
         log::warn!(target: "outpost", "OCS request from {peer} refused: not in [ocs] allow");
         return Response::text(403, "forbidden");
     }

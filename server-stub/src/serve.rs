@@ -2,12 +2,15 @@
 //! HTTPS fragments) and the HTTP listener (fragments, OCS), until SIGINT/SIGTERM.
 //!
 //! ```text
-//!  accept ──► Gate: over a cap (plain HTTP: 3/4 of it)? ──► 503 (HTTP) or closed (HTTPS)
+//!  accept ──► peer outside [security] networks? ──► closed, before TLS
+//!    ▼
+//!  Gate: over a cap (plain HTTP: 3/4 of it)? ──► 503 (HTTP) or closed (HTTPS)
 //!    │ TCP_NODELAY, writes that stall for `write_timeout`, or average less
 //!    │ than `min_send_rate` over it once a response has run that long, fail
 //!    ▼
 //!  connection task on the executor (EXECUTOR_THREADS threads):
-//!    TLS handshake · read request · write response · close_notify
+//!    TLS handshake · read request · client address (access::client_addr;
+//!    outside networks: 403) · write response · close_notify
 //!    └─► api::route on the blocking pool: files, SQLite, OCS inflate + parse
 //!        (at most MAX_OCS_IN_FLIGHT OCS requests at once)
 //! ```
@@ -28,6 +31,8 @@ use smol::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use smol::lock::Semaphore;
 use smol::net::{TcpListener, TcpStream};
 
+use crate::access::Origin;
+use crate::cidr::Cidr;
 use crate::config::ServerConfig;
 use crate::db::Db;
 use crate::http::{self, Connection, ReadError, Request, Response};
@@ -185,6 +190,7 @@ async fn accept_loop(
 ) {
     let mut backoff = ACCEPT_BACKOFF_MIN;
     let mut refusing = false;
+    let mut outsiders = false;
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => {
@@ -200,6 +206,19 @@ async fn accept_loop(
                 continue;
             }
         };
+        // Before TLS and before a byte is read: closed, nothing answered.
+        if !Cidr::any_contains(&state.cfg.security.networks, peer.ip()) {
+            if !outsiders {
+                log::warn!(
+                    target: "outpost",
+                    "{peer}: refused: not in [security] networks (logged once until one from them connects)"
+                );
+            }
+            log::debug!(target: "outpost", "{peer}: refused: not in [security] networks");
+            outsiders = true;
+            continue;
+        }
+        outsiders = false;
         let ticket = match state.gate.admit(peer.ip(), side) {
             Ok(t) => {
                 refusing = false;
@@ -265,8 +284,19 @@ async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(state: &Arc<State>, strea
             }
         };
         let (head_only, connection) = (req.method == "HEAD", req.connection);
-        let (req, resp) = route(state, req, side, peer).await;
-        log::debug!(target: "outpost", "{peer} {side:?} {} {} -> {}", req.method, req.path, resp.status);
+        let origin = origin_of(state, peer, &req);
+        let client = origin.client;
+        let (req, resp) = if Cidr::any_contains(&state.cfg.security.networks, client) {
+            route(state, req, side, origin).await
+        } else {
+            log::debug!(target: "outpost", "{client} (via {peer}): refused: not in [security] networks");
+            (req, Response::text(403, "this address may not use this server"))
+        };
+        if client == peer.ip() {
+            log::debug!(target: "outpost", "{peer} {side:?} {} {} -> {}", req.method, req.path, resp.status);
+        } else {
+            log::debug!(target: "outpost", "{client} (via {peer}) {side:?} {} {} -> {}", req.method, req.path, resp.status);
+        }
         if let Err(e) = http::write_response(s.get_mut(), resp, head_only, connection).await {
             log::debug!(target: "outpost", "{peer} {side:?}: response not delivered: {e}");
             break false;
@@ -280,16 +310,26 @@ async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(state: &Arc<State>, strea
     }
 }
 
+/// Where `req` from `peer` came from ([`crate::access`]): the forwarded
+/// client from a trusted proxy, else the peer.
+fn origin_of(state: &State, peer: SocketAddr, req: &Request) -> Origin {
+    let (origin, bad) = Origin::of(&state.cfg.security.trusted_proxies, peer.ip(), &req.headers);
+    if let Some(e) = bad {
+        log::debug!(target: "outpost", "{peer}: {e}; counting the request against the proxy's address");
+    }
+    origin
+}
+
 /// The path of the OCS endpoint (see [`crate::api::route`]).
 const OCS_PATH: &str = "/ocsinventory";
 
 /// Route `req` on the blocking pool, never on an executor thread: an OCS
 /// body is inflated and parsed there, and the database lock waited for.
-async fn route(state: &Arc<State>, req: Request, side: Side, peer: SocketAddr) -> (Request, Response) {
+async fn route(state: &Arc<State>, req: Request, side: Side, origin: Origin) -> (Request, Response) {
     let _slot = if req.path == OCS_PATH { Some(state.ocs_slots.acquire().await) } else { None };
     let state = state.clone();
     smol::unblock(move || {
-        let resp = crate::api::route(&state, &req, side, peer);
+        let resp = crate::api::route(&state, &req, side, origin);
         (req, resp)
     })
     .await

@@ -14,6 +14,8 @@
 //! 5. [`http_hygiene`]: smuggling-prone headers, HTTP/1.0 keep-alive,
 //!    close_notify, responses split into segments (delayed-ACK stalls).
 //! 6. [`server_files`]: file modes, the CA key kept offline.
+//! 11. [`networks`]: connections from outside `networks`, admin routes from
+//!     outside `admin_networks`, forwarding headers from untrusted clients.
 //!
 //! Agent:
 //! 7. [`state_dir`]: a local user and a world-writable state directory.
@@ -26,6 +28,7 @@ mod digest_burst;
 mod exhaustion;
 mod http_hygiene;
 mod lockout;
+mod networks;
 mod ocs_flood;
 mod ocs_kind;
 mod server_files;

@@ -340,3 +340,80 @@ pub fn manifest_of(data: &[u8], frag: usize) -> outpost_agent::engine::manifest:
         unpacked: None,
     }
 }
+
+/// A TCP connection to 127.0.0.1:`port` from the loopback address `src`
+/// (`127.0.0.5`, say: all of 127.0.0.0/8 is this host), so that a test can
+/// be several clients with their own addresses.
+pub fn connect_from(src: &str, port: u16) -> std::io::Result<TcpStream> {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    let from: std::net::SocketAddr = format!("{src}:0").parse().map_err(std::io::Error::other)?;
+    s.bind(&from.into())?;
+    s.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())?;
+    Ok(s.into())
+}
+
+/// One request over TLS (the server's CA `ca`, name 127.0.0.1) to
+/// 127.0.0.1:`port` from `src`: `method path` with `headers` (whole lines
+/// without CRLF) and `body`, `Connection: close`. Returns the status and body.
+pub fn https_from(
+    src: &str,
+    port: u16,
+    ca: &Path,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
+    use rustls::pki_types::pem::PemObject;
+    use std::io::Read;
+    let ca = rustls::pki_types::CertificateDer::from_pem_file(ca).map_err(std::io::Error::other)?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).map_err(std::io::Error::other)?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").map_err(std::io::Error::other)?;
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(cfg), name).map_err(std::io::Error::other)?;
+    let tcp = connect_from(src, port)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for h in headers {
+        head.push_str(h);
+        head.push_str("\r\n");
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    tls.write_all(head.as_bytes())?;
+    tls.write_all(body)?;
+    let mut raw = Vec::new();
+    // A server that closes without close_notify (nginx may) is still an answer.
+    if let Err(e) = tls.read_to_end(&mut raw)
+        && (raw.is_empty() || e.kind() != std::io::ErrorKind::UnexpectedEof)
+    {
+        return Err(e);
+    }
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status =
+        text.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| std::io::Error::other(text.clone()))?;
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    Ok((status, body))
+}
+
+/// Debian's nginx, installed (`apt-get install nginx`) when missing; the
+/// tests that run it (`nginx.rs`, `proxy.rs`) need it, and `scripts/test`
+/// installs it beforehand.
+pub fn nginx_bin() -> PathBuf {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    let find = || ["/usr/sbin/nginx", "/usr/bin/nginx"].iter().map(PathBuf::from).find(|p| p.exists());
+    INSTALL.call_once(|| {
+        if find().is_none() {
+            let o = run(Command::new("sh")
+                .args(["-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx"]));
+            assert!(o.status.success(), "could not install Debian's nginx: {}", text(&o));
+        }
+    });
+    find().expect("nginx is installed")
+}
