@@ -1,12 +1,15 @@
-//! The agent's work loop: poll, fetch, verify, unpack, run, report.
+//! The agent's work loop in the Outpost protocol: poll, then deploy each
+//! offered package through the one lifecycle ([`crate::engine::deploy`]),
+//! performing its actions (`drive.rs`), and report.
 //!
-//! Order of durable steps for one package:
+//! Order of durable steps for one package (the lifecycle's; the same in OCS
+//! mode):
 //!
 //! 1. info + manifest fetched over verified TLS; the manifest's signature and
 //!    the info file's SHA-256 are checked; both are saved; record `Fetching`.
-//! 2. each fragment is fetched into `frag-n.part` (synced every
-//!    `CHECKPOINT_BYTES`), verified against the manifest, synced and renamed
-//!    to `frag-n`; then the record counts it.
+//! 2. fragments are fetched into one `archive` through the download engine
+//!    ([`crate::engine::download`]): checkpoints every `checkpoint_bytes`, each
+//!    fragment verified against the manifest before it counts.
 //! 3. the whole archive is verified (SHA-256 from the manifest and the info
 //!    file's own digest) and unpacked into a fresh directory.
 //! 4. record `Installing` is written *before* the action starts.
@@ -17,32 +20,29 @@
 //! its action. It is **not** run again silently: it is reported
 //! `ERR_DONE_FAILED` (the server may force a new deployment).
 
-use std::fs;
 use std::time::Duration;
 
-use outpost_hal::linux::{CommandNotifier, DirBlocks, LinuxDisk, LinuxPower, RebootMethod};
-use outpost_hal::notify::Answer;
+use outpost_hal::linux::{CommandNotifier, LinuxPower, RebootMethod};
 use outpost_hal::power::{Power, RebootDecision, decide};
 use ring::rand::SecureRandom;
 
-use super::action;
 use super::config::Config;
-use super::http::{self, Client, Url};
+use super::http::{Client, Url};
 use super::pace::Pacer;
 use super::store::{Store, StoreError};
 use crate::engine::backoff::Backoff;
-use crate::engine::download::{ARCHIVE, Download};
-use crate::engine::info::Info;
+use crate::engine::deploy::{Deployment, Offered, Retry};
 use crate::engine::journal::{OutboxRecord, PackageRecord, Phase};
-use crate::engine::limits::{MAX_CONTROL_LEN, MAX_INFO_LEN, MAX_MANIFEST_LEN, MAX_REPORTS_PER_REQUEST};
-use crate::engine::manifest::{Manifest, sha256};
-use crate::engine::plan::{self, Decision};
+use crate::engine::limits::{MAX_CONTROL_LEN, MAX_REPORTS_PER_REQUEST};
+use crate::engine::plan;
 use crate::engine::proto::{self, Offer, PollReply, Report};
 use crate::engine::status::StatusCode;
 
+mod drive;
 mod fetch;
 mod install;
-use install::lacks_space;
+mod metadata;
+use drive::Done;
 pub(crate) use install::verify_and_unpack;
 
 /// Why a run could not do its work.
@@ -69,18 +69,6 @@ impl From<StoreError> for AgentError {
     fn from(e: StoreError) -> Self {
         Self::Store(e)
     }
-}
-
-/// The result of working on one package in this run.
-#[derive(Debug)]
-enum Step {
-    /// A final status.
-    Final(StatusCode),
-    /// Not finished; try again later (network trouble, server busy).
-    Later(String),
-    /// The disk is too full: report `ERR_OUT_OF_SPACE` once, keep what is
-    /// cached, and go on by itself when space returns.
-    OutOfSpace(String),
 }
 
 /// What one run achieved.
@@ -277,30 +265,14 @@ impl Agent {
             if let Some(rec) = self.store.package(id)?
                 && rec.phase == Phase::Fetching
             {
-                offers.push(Offer {
-                    id,
-                    priority: rec.priority,
-                    force: rec.force,
-                    info_loc: String::new(),
-                    pack_loc: rec.pack_loc,
-                });
+                offers.push(offer_of(&rec));
             }
         }
         for offer in &offers {
-            match self.handle_offer(offer)? {
-                Some(Step::Final(code)) => {
-                    self.finish(offer, &code)?;
-                    summary.finished += 1;
-                }
-                Some(Step::OutOfSpace(why)) => {
-                    self.out_of_space(offer, &why)?;
-                    summary.pending += 1;
-                }
-                Some(Step::Later(why)) => {
-                    log::warn!(target: "outpost", "package {}: not finished in this run: {why}", offer.id);
-                    summary.pending += 1;
-                }
-                None => {}
+            let Some(d) = self.deployment(offer)? else { continue };
+            match self.drive(d, offer)? {
+                Done::Finished => summary.finished += 1,
+                Done::Later => summary.pending += 1,
             }
         }
         summary.unreported = self.flush_reports()?;
@@ -339,236 +311,47 @@ impl Agent {
         }
         Ok(())
     }
+    /// The deployment of an offered package: a new one, or the one under
+    /// way (resumed from the journal); `None` when there is nothing to do.
+    fn deployment(&self, offer: &Offer) -> Result<Option<Deployment>, AgentError> {
+        let prev = self.store.package(offer.id)?;
+        let queued = self.store.pending_reports()?.iter().any(|r| r.package == offer.id);
+        let in_history = self.store.history()?.ids.contains(&offer.id);
+        let retry = Retry::Backoff(self.cfg.agent.fragment_tries);
+        let now = outpost_hal::time::Clock::unix_time(&outpost_hal::linux::StdClock::new());
+        let o = Offered { id: offer.id, priority: offer.priority, force: offer.force, pack_loc: &offer.pack_loc };
+        Ok(match Deployment::offered(prev.clone(), &o, in_history, queued, now, retry) {
+            Some(d) => Some(d),
+            None => prev.and_then(|r| if r.phase == Phase::Fetching { Deployment::recovered(r, retry) } else { None }),
+        })
+    }
 
     /// Packages found `Installing` were interrupted during their action:
-    /// report ERR_DONE_FAILED rather than run them again.
+    /// the lifecycle's crash rule reports them rather than run them again.
     fn recover_interrupted(&mut self) -> Result<(), AgentError> {
         for id in self.store.package_ids()? {
             if let Some(rec) = self.store.package(id)?
                 && rec.phase == Phase::Installing
             {
                 log::error!(target: "outpost", "package {id}: the agent stopped during its action; not running it again");
-                let offer = Offer {
-                    id,
-                    priority: rec.priority,
-                    force: rec.force,
-                    info_loc: String::new(),
-                    pack_loc: rec.pack_loc,
-                };
-                self.finish(&offer, &StatusCode::ErrDoneFailed)?;
+                let offer = offer_of(&rec);
+                if let Some(d) = Deployment::recovered(rec, Retry::Backoff(1)) {
+                    self.drive(d, &offer)?;
+                }
             }
         }
         Ok(())
     }
+}
 
-    /// Decide and, if needed, deploy one offered package.
-    fn handle_offer(&mut self, offer: &Offer) -> Result<Option<Step>, AgentError> {
-        let id = offer.id;
-        let rec = self.store.package(id)?;
-        if let Some(r) = &rec
-            && r.phase == Phase::Finished
-        {
-            let queued = self.store.pending_reports()?.iter().any(|p| p.package == id);
-            if queued {
-                return Ok(None); // its report is on its way
-            }
-        }
-        let in_history = self.store.history()?.ids.contains(&id);
-        if plan::decide(offer.force, in_history) == Decision::AlreadySetup {
-            return Ok(Some(Step::Final(StatusCode::SuccessAlreadySetup)));
-        }
-        let fresh = rec.as_ref().is_none_or(|r| r.phase != Phase::Fetching);
-        if fresh {
-            self.store.drop_payload(id)?;
-            // Only a fetching record carries a verified manifest for resume.
-            let _ = fs::remove_file(self.store.package_dir(id).join("manifest"));
-        }
-        Ok(Some(match self.deploy(offer, fresh) {
-            Ok(step) => step,
-            Err(e) if e.is_storage_full() => Step::OutOfSpace(e.to_string()),
-            Err(e) => return Err(e.into()),
-        }))
-    }
-
-    /// Report `ERR_OUT_OF_SPACE` once for this download and keep it going.
-    fn out_of_space(&mut self, offer: &Offer, why: &str) -> Result<(), AgentError> {
-        let Some(mut rec) = self.store.package(offer.id)? else { return Ok(()) };
-        if rec.space_reported {
-            log::warn!(target: "outpost", "package {}: still out of space ({why}); waiting for room", offer.id);
-            return Ok(());
-        }
-        log::error!(target: "outpost", "package {}: out of space ({why}); kept what is cached, will go on when space returns", offer.id);
-        let report = OutboxRecord {
-            report_id: self.random_u64(),
-            package: offer.id,
-            status: StatusCode::ErrOutOfSpace.to_string(),
-        };
-        self.store.queue_report(&report)?;
-        rec.space_reported = true;
-        Ok(self.store.put_package(&rec)?)
-    }
-
-    fn finish(&mut self, offer: &Offer, code: &StatusCode) -> Result<(), AgentError> {
-        Ok(record_final(&self.store, self.random_u64(), offer, code)?)
-    }
-
-    /// Fetch (or reload) and verify the info file and manifest.
-    fn metadata(&self, offer: &Offer, fresh: bool) -> Result<Result<(Info, Manifest), Step>, StoreError> {
-        let id = offer.id;
-        let cached = if fresh {
-            None
-        } else {
-            self.store.package_file(id, "info")?.zip(self.store.package_file(id, "manifest")?)
-        };
-        let (info_bytes, manifest_bytes) = match cached {
-            Some(c) => c,
-            None => {
-                if offer.info_loc.is_empty() {
-                    return Ok(Err(Step::Final(StatusCode::ErrDownloadInfo)));
-                }
-                let mut got = Vec::new();
-                for (name, max) in [("info", MAX_INFO_LEN), ("manifest", MAX_MANIFEST_LEN)] {
-                    let url = match Url::from_location(true, &offer.info_loc, &format!("{id}/{name}")) {
-                        Ok(u) => u,
-                        Err(e) => return Ok(Err(Step::Later(e.to_string()))),
-                    };
-                    let got_small = self.client.get_small(&url, &[], max);
-                    if let Ok((_, body)) = &got_small {
-                        self.pacer.borrow_mut().charge(body.len());
-                    }
-                    match got_small {
-                        Ok((200, body)) => got.push(body),
-                        Ok((status, _)) => {
-                            log::error!(target: "outpost", "package {id}: {url} answered {status}");
-                            return Ok(Err(Step::Final(StatusCode::ErrDownloadInfo)));
-                        }
-                        Err(e @ http::Error::Tls(_)) => {
-                            log::error!(target: "outpost", "{e}");
-                            return Ok(Err(Step::Later(e.to_string())));
-                        }
-                        Err(e) => return Ok(Err(Step::Later(format!("{url}: {e}")))),
-                    }
-                }
-                let manifest = got.pop().unwrap_or_default();
-                (got.pop().unwrap_or_default(), manifest)
-            }
-        };
-        let manifest = match Manifest::decode_verified(&manifest_bytes, &self.key) {
-            Ok(m) => m,
-            Err(e) => {
-                log::error!(target: "outpost", "package {id}: {e}; refusing it");
-                return Ok(Err(Step::Final(StatusCode::ErrBadDigest)));
-            }
-        };
-        if manifest.package_id != id {
-            log::error!(target: "outpost", "package {id}: manifest is for package {}", manifest.package_id);
-            return Ok(Err(Step::Final(StatusCode::ErrBadId)));
-        }
-        if sha256(&info_bytes) != manifest.info_sha256 {
-            log::error!(target: "outpost", "package {id}: info file does not match its signed manifest; refusing it");
-            return Ok(Err(Step::Final(StatusCode::ErrBadDigest)));
-        }
-        let info = match Info::parse(&info_bytes) {
-            Ok(i) => i,
-            Err(e) => {
-                log::error!(target: "outpost", "package {id}: {e}");
-                return Ok(Err(Step::Final(StatusCode::ErrBadParam)));
-            }
-        };
-        if info.id != id {
-            return Ok(Err(Step::Final(StatusCode::ErrBadId)));
-        }
-        if info.frags as usize != manifest.fragments.len() {
-            log::error!(target: "outpost", "package {id}: info says {} fragments, manifest {}", info.frags, manifest.fragments.len());
-            return Ok(Err(Step::Final(StatusCode::ErrBadParam)));
-        }
-        if fresh {
-            self.store.put_package_file(id, "info", &info_bytes)?;
-            self.store.put_package_file(id, "manifest", &manifest_bytes)?;
-        }
-        Ok(Ok((info, manifest)))
-    }
-
-    fn deploy(&mut self, offer: &Offer, fresh: bool) -> Result<Step, StoreError> {
-        let id = offer.id;
-        let (info, manifest) = match self.metadata(offer, fresh)? {
-            Ok(m) => m,
-            Err(step) => return Ok(step),
-        };
-        let mut rec = match self.store.package(id)? {
-            Some(r) if !fresh => r,
-            prev => PackageRecord {
-                id,
-                phase: Phase::Fetching,
-                priority: offer.priority,
-                force: offer.force,
-                pack_loc: offer.pack_loc.clone(),
-                first_seen: prev.map_or(0, |p| p.first_seen),
-                fragments_verified: 0,
-                status: None,
-                space_reported: false,
-                digest_trouble: None,
-            },
-        };
-        if rec.first_seen == 0 {
-            rec.first_seen = outpost_hal::time::Clock::unix_time(&outpost_hal::linux::StdClock::new());
-        }
-        rec.phase = Phase::Fetching;
-        self.store.put_package(&rec)?;
-
-        let dir = self.store.package_dir(id);
-        let blocks_err = |e: outpost_hal::linux::IoError| StoreError::Io(dir.join(ARCHIVE), e.0);
-        let mut blocks = DirBlocks::open(&dir).map_err(|e| StoreError::Io(dir.clone(), e))?;
-        let mut dl = Download::open(&mut blocks, &manifest, self.cfg.agent.checkpoint_bytes).map_err(blocks_err)?;
-
-        // Space: what is left to fetch, plus room to unpack, plus a margin.
-        let (left, unpacked) = (manifest.archive_size.saturating_sub(dl.have()), plan::unpacked_size(&manifest));
-        let mut disk = LinuxDisk::new(self.store.root());
-        if let Some(why) = lacks_space(&mut disk, left, unpacked, manifest.archive_size) {
-            return Ok(Step::OutOfSpace(why));
-        }
-        if dl.have() > 0 && !dl.is_complete() {
-            log::info!(target: "outpost", "package {id}: resuming at byte {} of {}", dl.have(), manifest.archive_size);
-        }
-        let fetched = self.fetch_all(&info, &mut rec, &mut dl, &mut blocks)?;
-        rec.fragments_verified = dl.verified();
-        self.store.put_package(&rec)?;
-        if let Err(step) = fetched {
-            return Ok(step);
-        }
-        // The archive is here: room for what it unpacks to, as signed.
-        if let Some(why) = lacks_space(&mut disk, 0, unpacked, manifest.archive_size) {
-            return Ok(Step::OutOfSpace(why));
-        }
-
-        let unpack_dir = dir.join("unpack");
-        let bounds = plan::unpack_bounds(Some(&manifest));
-        let sha = Some(&manifest.archive_sha256);
-        if let Some(code) = verify_and_unpack(&self.store, &info, &dir.join(ARCHIVE), sha, &unpack_dir, bounds)? {
-            return Ok(Step::Final(code));
-        }
-
-        match action::consent(&info, &mut action::ask_with(&mut self.notifier)) {
-            Answer::Proceed => {}
-            Answer::Abort => return Ok(Step::Final(StatusCode::ErrAborted)),
-            Answer::Delay => {
-                return Ok(Step::Later("the user delayed the install; asking again at the next poll".into()));
-            }
-        }
-        rec.phase = Phase::Installing;
-        self.store.put_package(&rec)?;
-        log::info!(target: "outpost", "package {id}: running {} {:?}", info.action.as_ocs(), info.target);
-        let log_path = self.store.package_dir(id).join("action.log");
-        let outcome = action::run(&info, &unpack_dir, &log_path, Duration::from_secs(self.cfg.agent.execution_timeout));
-        let code = plan::status_with_reboot_codes(outcome, &manifest.reboot_exit_codes);
-        if code.is_success() {
-            action::tell_done(&info, &mut action::ask_with(&mut self.notifier));
-            if manifest.wants_reboot() || code == StatusCode::SuccessRebootRequired {
-                log::info!(target: "outpost", "package {id}: asks for a reboot");
-                self.store.set_reboot_pending(id)?;
-            }
-        }
-        Ok(Step::Final(code))
+/// The offer a record stands for, when the server does not list it.
+fn offer_of(rec: &PackageRecord) -> Offer {
+    Offer {
+        id: rec.id,
+        priority: rec.priority,
+        force: rec.force,
+        info_loc: String::new(),
+        pack_loc: rec.pack_loc.clone(),
     }
 }
 

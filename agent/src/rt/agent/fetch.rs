@@ -1,100 +1,66 @@
-//! Fetching a package's fragments: one request at a time through the
-//! download engine, retried under [`Refetch`] (a digest mismatch is
-//! transient until its series outlasts the deadline).
+//! One transfer of a package's next fragment through the download engine,
+//! told to the lifecycle as a [`Fetched`]: progress, a digest mismatch, a
+//! failed try, the disk full. Retries and backoff are the lifecycle's
+//! ([`crate::engine::deploy`]).
 
-use outpost_hal::linux::{DirBlocks, StdClock};
-use outpost_hal::time::Clock;
+use outpost_hal::linux::DirBlocks;
 
 use super::super::http::{self, Url};
-use super::{Agent, Step, StoreError};
+use super::drive::storage;
+use super::{Agent, StoreError};
+use crate::engine::deploy::Fetched;
 use crate::engine::download::{ARCHIVE, BodyError, Download};
 use crate::engine::fetch::FetchError;
 use crate::engine::info::{Info, Proto};
-use crate::engine::journal::PackageRecord;
 use crate::engine::limits::MIN_RESUME_PROGRESS;
-use crate::engine::refetch::{Refetch, Verdict};
-use crate::engine::status::StatusCode;
 
 impl Agent {
-    /// Fetch every fragment through the download engine, retrying with
-    /// backoff ([`Refetch`]). `Err(step)` when this run stops: network
-    /// trouble and digest mismatches are for a later run; only a digest that
-    /// has not matched for [`crate::engine::limits::DIGEST_GIVE_UP_SECS`]
-    /// is final. The series of mismatches is left in `rec.digest_trouble`
-    /// for the caller to persist.
-    pub(super) fn fetch_all(
-        &self,
-        info: &Info,
-        rec: &mut PackageRecord,
-        dl: &mut Download,
-        blocks: &mut DirBlocks,
-    ) -> Result<Result<(), Step>, StoreError> {
-        let mut refetch = Refetch::new(self.cfg.agent.fragment_tries, rec.digest_trouble);
-        let r = self.fetch_with(info, &rec.pack_loc, &mut refetch, dl, blocks);
-        rec.digest_trouble = refetch.trouble();
-        r
-    }
-
-    fn fetch_with(
+    /// Fetch from where `dl` stands: one request.
+    pub(super) fn fetch_once(
         &self,
         info: &Info,
         pack_loc: &str,
-        refetch: &mut Refetch,
         dl: &mut Download,
         blocks: &mut DirBlocks,
-    ) -> Result<Result<(), Step>, StoreError> {
+    ) -> Result<Fetched, StoreError> {
         let id = info.id;
-        let store_err = |e: outpost_hal::linux::IoError| StoreError::Io(self.store.package_dir(id).join(ARCHIVE), e.0);
-        let clock = StdClock::new();
-        let mut resumed = 0u32;
-        while let Some((n, range)) = dl.request() {
-            let url = match Url::from_location(info.proto == Proto::Https, pack_loc, &format!("{id}/{id}-{n}")) {
-                Ok(u) => u,
-                Err(e) => return Ok(Err(Step::Final(bad_location(id, &e)))),
-            };
-            let before = dl.have();
-            let (verdict, why) = match self.transfer(&url, range.as_deref(), dl, blocks)? {
-                None if dl.verified() as usize >= n => {
-                    log::info!(target: "outpost", "package {id}: fragment {n}/{} verified", info.frags);
-                    refetch.verified();
-                    continue;
-                }
-                None => continue,
-                Some(Failed { error: FetchError::Corrupt, .. }) => {
-                    log::warn!(target: "outpost", "package {id}: fragment {n} failed its digest, fetching it again");
-                    (refetch.corrupt(clock.unix_time(), self.random_u64()), "fragment digest mismatch".to_string())
-                }
-                Some(Failed { error, why }) => {
-                    if dl.have() >= before.saturating_add(MIN_RESUME_PROGRESS) {
-                        // Real progress (e.g. a truncated response): go on at once.
-                        resumed += 1;
-                        if resumed == 1 {
-                            log::warn!(target: "outpost", "package {id}: {why}; resuming at byte {}", dl.have());
-                        } else {
-                            log::debug!(target: "outpost", "package {id}: {why}; resuming at byte {}", dl.have());
-                        }
-                        continue;
-                    }
-                    // Little or nothing arrived: a failed try, with backoff.
-                    if matches!(error, FetchError::BadContentRange | FetchError::TooLong) {
-                        dl.restart_fragment(blocks).map_err(store_err)?;
-                    }
-                    (refetch.failed(self.random_u64()), why)
-                }
-            };
-            match verdict {
-                Verdict::RetryIn(wait) => {
-                    log::warn!(target: "outpost", "package {id}: {why}; retrying in {} ms", wait.as_millis());
-                    super::super::sleep(wait);
-                }
-                Verdict::Later => return Ok(Err(Step::Later(why))),
-                Verdict::GiveUp => {
-                    log::error!(target: "outpost", "package {id}: fragment {n} has not matched its signed digest for a day; giving up");
-                    return Ok(Err(Step::Final(StatusCode::ErrBadDigest)));
-                }
+        let Some((n, range)) = dl.request() else { return Ok(Fetched::Complete) };
+        let url = match Url::from_location(info.proto == Proto::Https, pack_loc, &format!("{id}/{id}-{n}")) {
+            Ok(u) => u,
+            Err(e) => {
+                log::error!(target: "outpost", "package {id}: unusable fragment location: {e}");
+                return Ok(Fetched::BadLocation(e.to_string()));
             }
-        }
-        Ok(Ok(()))
+        };
+        let before = dl.have();
+        let failed = match self.transfer(&url, range.as_deref(), dl, blocks) {
+            Ok(f) => f,
+            Err(e) => return storage(e),
+        };
+        Ok(match failed {
+            None if dl.verified() as usize >= n => {
+                log::info!(target: "outpost", "package {id}: fragment {n}/{} verified", info.frags);
+                if dl.is_complete() { Fetched::Complete } else { Fetched::Progress(Some(dl.verified())) }
+            }
+            None => Fetched::Progress(None),
+            Some(Failed { error: FetchError::Corrupt, .. }) => {
+                log::warn!(target: "outpost", "package {id}: fragment {n} failed its digest, fetching it again");
+                Fetched::Corrupt
+            }
+            Some(Failed { error, why }) => {
+                if dl.have() >= before.saturating_add(MIN_RESUME_PROGRESS) {
+                    // Real progress (e.g. a truncated response): go on at once.
+                    log::debug!(target: "outpost", "package {id}: {why}; resuming at byte {}", dl.have());
+                    return Ok(Fetched::Progress(None));
+                }
+                // Little or nothing arrived: a failed try, with backoff.
+                if matches!(error, FetchError::BadContentRange | FetchError::TooLong) {
+                    let path = blocks.path(ARCHIVE);
+                    dl.restart_fragment(blocks).map_err(|e| StoreError::Io(path, e.0))?;
+                }
+                Fetched::Failed(why)
+            }
+        })
     }
 
     /// One request. `None` when the body ended normally and the engine took
@@ -154,9 +120,4 @@ impl Agent {
 pub(super) struct Failed {
     error: FetchError,
     why: String,
-}
-
-fn bad_location(id: u64, e: &http::Error) -> StatusCode {
-    log::error!(target: "outpost", "package {id}: unusable fragment location: {e}");
-    StatusCode::ErrDownloadPack
 }

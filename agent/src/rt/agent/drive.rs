@@ -1,0 +1,168 @@
+//! Performing a deployment's actions in the Outpost protocol: the runtime
+//! half of [`crate::engine::deploy`]. Each action is done here with real IO
+//! (HTTPS, the state directory, the disk, the user, the action's process)
+//! and its result handed back; every record the lifecycle hands out is saved
+//! before the next action.
+
+use std::fs;
+use std::time::Duration;
+
+use outpost_hal::linux::{DirBlocks, LinuxDisk, StdClock};
+use outpost_hal::time::Clock;
+
+use super::super::action;
+use super::super::store::StoreError;
+use super::install::{lacks_space, verify_and_unpack};
+use super::{Agent, AgentError, record_final};
+use crate::engine::deploy::{Action, Deployment, Fetched};
+use crate::engine::download::{ARCHIVE, Download};
+use crate::engine::info::Info;
+use crate::engine::journal::OutboxRecord;
+use crate::engine::manifest::Manifest;
+use crate::engine::plan;
+use crate::engine::proto::Offer;
+
+/// How a deployment ended in this run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Done {
+    /// With a final status (queued for the server).
+    Finished,
+    /// Not yet: it stays for a later run.
+    Later,
+}
+
+/// What a deployment has gathered so far: its metadata, then its download.
+#[derive(Default)]
+struct Held {
+    meta: Option<(Info, Manifest)>,
+    download: Option<(Download, DirBlocks)>,
+}
+
+impl Agent {
+    /// Perform `d`'s actions for `offer` until it finishes or stops for this run.
+    pub(super) fn drive(&mut self, mut d: Deployment, offer: &Offer) -> Result<Done, AgentError> {
+        let id = offer.id;
+        let mut held = Held::default();
+        loop {
+            if let Some(rec) = d.poll_record() {
+                self.store.put_package(&rec)?;
+            }
+            let Some(action) = d.poll_action() else { return Ok(Done::Later) };
+            match action {
+                Action::FetchMetadata { fresh } => {
+                    if fresh {
+                        self.store.drop_payload(id)?;
+                        // Only a fetching record carries a verified manifest for resume.
+                        let _ = fs::remove_file(self.store.package_dir(id).join("manifest"));
+                    }
+                    match self.metadata(offer, fresh)? {
+                        Ok(m) => {
+                            held.meta = Some(m);
+                            d.handle_metadata(Ok(()));
+                        }
+                        Err(e) => d.handle_metadata(Err(e)),
+                    }
+                }
+                Action::CheckSpace => {
+                    // What is left to fetch, plus room to unpack, plus a margin.
+                    let have = self.download(&mut held, id)?.0.have();
+                    let lacks = held.meta.as_ref().and_then(|(_, m)| {
+                        let mut disk = LinuxDisk::new(self.store.root());
+                        lacks_space(
+                            &mut disk,
+                            m.archive_size.saturating_sub(have),
+                            plan::unpacked_size(m),
+                            m.archive_size,
+                        )
+                    });
+                    d.handle_space(lacks);
+                }
+                Action::Fetch => {
+                    let info = held.meta.as_ref().map(|m| m.0.clone());
+                    let Some(info) = info else { return Ok(Done::Later) };
+                    let f = {
+                        let (dl, blocks) = self.download(&mut held, id)?;
+                        self.fetch_once(&info, &offer.pack_loc, dl, blocks)?
+                    };
+                    let clock = StdClock::new();
+                    d.handle_fetch(f, clock.unix_time(), self.random_u64());
+                }
+                Action::Wait { delay, why } => {
+                    log::warn!(target: "outpost", "package {id}: {why}; retrying in {} ms", delay.as_millis());
+                    super::super::sleep(delay);
+                }
+                Action::Unpack => {
+                    let Some((info, manifest)) = held.meta.as_ref() else { return Ok(Done::Later) };
+                    let dir = self.store.package_dir(id);
+                    let bounds = plan::unpack_bounds(Some(manifest));
+                    let sha = Some(&manifest.archive_sha256);
+                    let unpack_dir = dir.join("unpack");
+                    let r = verify_and_unpack(&self.store, info, &dir.join(ARCHIVE), sha, &unpack_dir, bounds)?;
+                    d.handle_unpacked(r, StdClock::new().unix_time());
+                }
+                Action::Ask => {
+                    let Some((info, _)) = held.meta.as_ref() else { return Ok(Done::Later) };
+                    d.handle_answer(action::consent(info, &mut action::ask_with(&mut self.notifier)));
+                }
+                Action::Run => {
+                    let Some((info, manifest)) = held.meta.as_ref() else { return Ok(Done::Later) };
+                    log::info!(target: "outpost", "package {id}: running {} {:?}", info.action.as_ocs(), info.target);
+                    let dir = self.store.package_dir(id);
+                    let timeout = Duration::from_secs(self.cfg.agent.execution_timeout);
+                    let outcome = action::run(info, &dir.join("unpack"), &dir.join("action.log"), timeout);
+                    let code = plan::status_with_reboot_codes(outcome, &manifest.reboot_exit_codes);
+                    if code.is_success() {
+                        action::tell_done(info, &mut action::ask_with(&mut self.notifier));
+                        if manifest.wants_reboot() || code == crate::engine::status::StatusCode::SuccessRebootRequired {
+                            log::info!(target: "outpost", "package {id}: asks for a reboot");
+                            self.store.set_reboot_pending(id)?;
+                        }
+                    }
+                    d.handle_outcome(code);
+                }
+                Action::ReportOnce(code) => {
+                    log::error!(target: "outpost", "package {id}: reporting {code}; kept what is cached, will go on when space returns");
+                    let report = OutboxRecord { report_id: self.random_u64(), package: id, status: code.to_string() };
+                    self.store.queue_report(&report)?;
+                }
+                Action::Failed(why) | Action::Later(why) => {
+                    if let Some(rec) = d.poll_record() {
+                        self.store.put_package(&rec)?;
+                    }
+                    log::warn!(target: "outpost", "package {id}: not finished in this run: {why}");
+                    return Ok(Done::Later);
+                }
+                Action::Finish(code) => {
+                    record_final(&self.store, self.random_u64(), offer, &code)?;
+                    return Ok(Done::Finished);
+                }
+            }
+        }
+    }
+
+    /// The package's download, opened on first use from its journal.
+    fn download<'a>(&self, held: &'a mut Held, id: u64) -> Result<(&'a mut Download, &'a mut DirBlocks), StoreError> {
+        if held.download.is_none() {
+            let Some((_, manifest)) = held.meta.as_ref() else {
+                return Err(StoreError::Io(self.store.package_dir(id), std::io::Error::other("no manifest")));
+            };
+            let dir = self.store.package_dir(id);
+            let mut blocks = DirBlocks::open(&dir).map_err(|e| StoreError::Io(dir.clone(), e))?;
+            let dl = Download::open(&mut blocks, manifest, self.cfg.agent.checkpoint_bytes)
+                .map_err(|e| StoreError::Io(dir.join(ARCHIVE), e.0))?;
+            if dl.have() > 0 && !dl.is_complete() {
+                log::info!(target: "outpost", "package {id}: resuming at byte {} of {}", dl.have(), manifest.archive_size);
+            }
+            held.download = Some((dl, blocks));
+        }
+        match held.download.as_mut() {
+            Some((dl, blocks)) => Ok((dl, blocks)),
+            None => Err(StoreError::Io(self.store.package_dir(id), std::io::Error::other("no download"))),
+        }
+    }
+}
+
+/// A transfer that went wrong on the disk: full is the lifecycle's business.
+pub(super) fn storage(e: StoreError) -> Result<Fetched, StoreError> {
+    if e.is_storage_full() { Ok(Fetched::OutOfSpace(e.to_string())) } else { Err(e) }
+}

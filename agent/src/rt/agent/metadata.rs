@@ -1,0 +1,97 @@
+//! A package's metadata in the Outpost protocol: the info file and the
+//! signed manifest, fetched over verified TLS (or reloaded from the state
+//! directory when resuming), the manifest's signature and the info file's
+//! SHA-256 checked.
+
+use super::super::http::{self, Url};
+use super::super::store::StoreError;
+use super::Agent;
+use crate::engine::deploy::MetadataError;
+use crate::engine::info::Info;
+use crate::engine::limits::{MAX_INFO_LEN, MAX_MANIFEST_LEN};
+use crate::engine::manifest::{Manifest, sha256};
+use crate::engine::proto::Offer;
+use crate::engine::status::StatusCode;
+
+impl Agent {
+    /// Fetch (or reload) and verify the info file and manifest.
+    pub(super) fn metadata(
+        &self,
+        offer: &Offer,
+        fresh: bool,
+    ) -> Result<Result<(Info, Manifest), MetadataError>, StoreError> {
+        let id = offer.id;
+        let cached = if fresh {
+            None
+        } else {
+            self.store.package_file(id, "info")?.zip(self.store.package_file(id, "manifest")?)
+        };
+        let (info_bytes, manifest_bytes) = match cached {
+            Some(c) => c,
+            None => {
+                if offer.info_loc.is_empty() {
+                    return Ok(Err(MetadataError::Final(StatusCode::ErrDownloadInfo)));
+                }
+                let mut got = Vec::new();
+                for (name, max) in [("info", MAX_INFO_LEN), ("manifest", MAX_MANIFEST_LEN)] {
+                    let url = match Url::from_location(true, &offer.info_loc, &format!("{id}/{name}")) {
+                        Ok(u) => u,
+                        Err(e) => return Ok(Err(MetadataError::Later(e.to_string()))),
+                    };
+                    let got_small = self.client.get_small(&url, &[], max);
+                    if let Ok((_, body)) = &got_small {
+                        self.pacer.borrow_mut().charge(body.len());
+                    }
+                    match got_small {
+                        Ok((200, body)) => got.push(body),
+                        Ok((status, _)) => {
+                            log::error!(target: "outpost", "package {id}: {url} answered {status}");
+                            return Ok(Err(MetadataError::Final(StatusCode::ErrDownloadInfo)));
+                        }
+                        Err(e @ http::Error::Tls(_)) => {
+                            log::error!(target: "outpost", "{e}");
+                            return Ok(Err(MetadataError::Later(e.to_string())));
+                        }
+                        Err(e) => return Ok(Err(MetadataError::Later(format!("{url}: {e}")))),
+                    }
+                }
+                let manifest = got.pop().unwrap_or_default();
+                (got.pop().unwrap_or_default(), manifest)
+            }
+        };
+        let manifest = match Manifest::decode_verified(&manifest_bytes, &self.key) {
+            Ok(m) => m,
+            Err(e) => {
+                log::error!(target: "outpost", "package {id}: {e}; refusing it");
+                return Ok(Err(MetadataError::Final(StatusCode::ErrBadDigest)));
+            }
+        };
+        if manifest.package_id != id {
+            log::error!(target: "outpost", "package {id}: manifest is for package {}", manifest.package_id);
+            return Ok(Err(MetadataError::Final(StatusCode::ErrBadId)));
+        }
+        if sha256(&info_bytes) != manifest.info_sha256 {
+            log::error!(target: "outpost", "package {id}: info file does not match its signed manifest; refusing it");
+            return Ok(Err(MetadataError::Final(StatusCode::ErrBadDigest)));
+        }
+        let info = match Info::parse(&info_bytes) {
+            Ok(i) => i,
+            Err(e) => {
+                log::error!(target: "outpost", "package {id}: {e}");
+                return Ok(Err(MetadataError::Final(StatusCode::ErrBadParam)));
+            }
+        };
+        if info.id != id {
+            return Ok(Err(MetadataError::Final(StatusCode::ErrBadId)));
+        }
+        if info.frags as usize != manifest.fragments.len() {
+            log::error!(target: "outpost", "package {id}: info says {} fragments, manifest {}", info.frags, manifest.fragments.len());
+            return Ok(Err(MetadataError::Final(StatusCode::ErrBadParam)));
+        }
+        if fresh {
+            self.store.put_package_file(id, "info", &info_bytes)?;
+            self.store.put_package_file(id, "manifest", &manifest_bytes)?;
+        }
+        Ok(Ok((info, manifest)))
+    }
+}
