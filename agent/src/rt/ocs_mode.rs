@@ -26,23 +26,22 @@ use outpost_hal::linux::{CommandNotifier, StdClock, write_atomic};
 use outpost_hal::notify::{Answer, Notice};
 use outpost_hal::time::Clock;
 
-use super::agent::{AgentError, RunSummary, Runner, record_final, verify_and_unpack};
+use super::agent::{AgentError, RunSummary, Runner, record_final};
 use super::config::Config;
 use super::http::{Client, Url};
 use super::pace::Pacer;
 use super::store::{Store, StoreError};
-use crate::engine::download::ARCHIVE;
-use crate::engine::info::Info;
-use crate::engine::journal::{OutboxRecord, PackageRecord, Phase};
-use crate::engine::limits::{MAX_CONTROL_LEN, MAX_INFO_LEN};
+use crate::engine::deploy::{Action, Deployment, Retry};
+use crate::engine::journal::Phase;
+use crate::engine::limits::MAX_CONTROL_LEN;
 use crate::engine::ocs::{Conf, PrologReply, Request, device_id_for, valid_device_id};
 use crate::engine::ocs_sched::{Next, Scheduler};
-use crate::engine::plan::{self, Outcome};
 
 mod fragment;
+mod offer;
+mod slot;
 use crate::engine::proto::Offer;
 use crate::engine::status::StatusCode;
-use fragment::Fetched;
 
 /// Receives a response: its head first, then its body in chunks.
 pub trait BodySink {
@@ -365,78 +364,6 @@ impl<E: OcsEnv> OcsAgent<E> {
         PrologReply::parse(&xml).map_err(|e| e.to_string())
     }
 
-    /// A package from the PROLOG: decide, fetch its info, journal it.
-    fn take_pack(&mut self, pack: &crate::engine::ocs::Pack) -> Result<(), AgentError> {
-        let id = pack.id;
-        let rec = self.store.package(id)?;
-        match rec.as_ref().map(|r| r.phase) {
-            Some(Phase::Fetching | Phase::Installing) => return Ok(()), // already ours
-            Some(Phase::Finished) if self.store.pending_reports()?.iter().any(|r| r.package == id) => return Ok(()),
-            _ => {}
-        }
-        let in_history = self.store.history()?.ids.contains(&id);
-        if plan::decide(pack.force, in_history) == plan::Decision::AlreadySetup {
-            return self.finish(id, 5, &pack.pack_loc, &StatusCode::SuccessAlreadySetup);
-        }
-        self.store.drop_payload(id)?;
-        let url = match Url::from_location(true, &pack.info_loc, &format!("{id}/info")) {
-            Ok(u) => u,
-            Err(e) => {
-                log::error!(target: "outpost", "package {id}: bad INFO_LOC: {e}");
-                return self.finish(id, 5, &pack.pack_loc, &StatusCode::ErrDownloadInfo);
-            }
-        };
-        let mut sink = VecSink { status: 0, body: Vec::new(), max: MAX_INFO_LEN };
-        match self.env.get(&url, None, &mut sink) {
-            Ok(()) if sink.status == 200 => {}
-            Ok(()) => {
-                log::error!(target: "outpost", "package {id}: {url} answered {}", sink.status);
-                return self.finish(id, 5, &pack.pack_loc, &StatusCode::ErrDownloadInfo);
-            }
-            Err(e) => {
-                // Unreachable or broken: try again at the next PROLOG.
-                log::warn!(target: "outpost", "package {id}: info not fetched yet: {e}");
-                return Ok(());
-            }
-        }
-        let info = match Info::parse(&sink.body) {
-            Ok(i) => i,
-            Err(e) => {
-                log::error!(target: "outpost", "package {id}: {e}");
-                return self.finish(id, 5, &pack.pack_loc, &StatusCode::ErrBadParam);
-            }
-        };
-        if info.id != id {
-            log::error!(target: "outpost", "package {id}: its info file says ID {}", info.id);
-            return self.finish(id, info.priority, &pack.pack_loc, &StatusCode::ErrBadId);
-        }
-        if self.cfg.server.require_signed {
-            log::error!(target: "outpost", "package {id}: no signed manifest (OCS server) and require_signed is set; refusing it");
-            return self.finish(id, info.priority, &pack.pack_loc, &StatusCode::ErrBadDigest);
-        }
-        if info.frags > 0 {
-            log::info!(
-                target: "outpost",
-                "package {id}: from an OCS server, without a signed manifest: its archive will be checked against the info file's {:?} digest, fetched over verified TLS",
-                info.digest_algo
-            );
-        }
-        self.store.put_package_file(id, "info", &sink.body)?;
-        self.store.put_package(&PackageRecord {
-            id,
-            phase: Phase::Fetching,
-            priority: info.priority,
-            force: pack.force,
-            pack_loc: pack.pack_loc.clone(),
-            first_seen: self.env.unix_time(),
-            fragments_verified: 0,
-            status: None,
-            space_reported: false,
-            digest_trouble: None,
-        })?;
-        Ok(())
-    }
-
     fn schedule(&mut self, conf: Conf, summary: &mut RunSummary) -> Result<(), AgentError> {
         let mut sched = Scheduler::new(conf);
         for id in self.store.package_ids()? {
@@ -445,8 +372,13 @@ impl<E: OcsEnv> OcsAgent<E> {
                     Phase::Fetching => sched.add(id, rec.priority, rec.first_seen),
                     Phase::Installing => {
                         log::error!(target: "outpost", "package {id}: the agent stopped during its action; not running it again");
-                        self.finish(id, rec.priority, &rec.pack_loc, &StatusCode::ErrDoneFailed)?;
-                        summary.finished += 1;
+                        let (priority, loc) = (rec.priority, rec.pack_loc.clone());
+                        if let Some(Action::Finish(code)) =
+                            Deployment::recovered(rec, Retry::Schedule).and_then(|mut d| d.poll_action())
+                        {
+                            self.finish(id, priority, &loc, &code)?;
+                            summary.finished += 1;
+                        }
                     }
                     Phase::Finished => {}
                 }
@@ -486,75 +418,5 @@ impl<E: OcsEnv> OcsAgent<E> {
                 },
             }
         }
-    }
-
-    /// One slot: the next fragment, or the install.
-    fn slot(&mut self, id: u64) -> Result<SlotResult, AgentError> {
-        let Some(mut rec) = self.store.package(id)? else { return Ok(SlotResult::Finished) };
-        let info_file = self.store.package_file(id, "info")?.unwrap_or_default();
-        let Ok(info) = Info::parse(&info_file) else {
-            self.finish(id, rec.priority, &rec.pack_loc.clone(), &StatusCode::ErrBadParam)?;
-            return Ok(SlotResult::Finished);
-        };
-        match self.fetch_next(&info, &info_file, &rec.pack_loc)? {
-            Fetched::Complete => {}
-            Fetched::Fragment(n) => {
-                rec.fragments_verified = n;
-                self.store.put_package(&rec)?;
-                log::info!(target: "outpost", "package {id}: fragment {n}/{} fetched", info.frags);
-                return Ok(SlotResult::Progressed);
-            }
-            Fetched::Failed(why) => return Ok(SlotResult::Failed(why)),
-            Fetched::OutOfSpace(why) => return self.out_of_space(&mut rec, &why),
-        }
-        // Every fragment is here: verify, unpack, run.
-        let dir = self.store.package_dir(id).join("unpack");
-        let archive = self.store.package_dir(id).join(ARCHIVE);
-        let code = match verify_and_unpack(&self.store, &info, &archive, None, &dir, plan::unpack_bounds(None))? {
-            Some(StatusCode::ErrBadDigest) => return self.digest_mismatch(&mut rec),
-            Some(code) => code,
-            None => {
-                let env = &mut self.env;
-                match super::action::consent(&info, &mut |n| env.ask(n)) {
-                    Answer::Proceed => {}
-                    Answer::Abort => {
-                        self.finish(id, rec.priority, &rec.pack_loc.clone(), &StatusCode::ErrAborted)?;
-                        return Ok(SlotResult::Finished);
-                    }
-                    Answer::Delay => return Ok(SlotResult::Deferred(None)),
-                }
-                rec.phase = Phase::Installing;
-                self.store.put_package(&rec)?;
-                log::info!(target: "outpost", "package {id}: running {} {:?}", info.action.as_ocs(), info.target);
-                let log_path = self.store.package_dir(id).join("action.log");
-                let timeout = Duration::from_secs(self.cfg.agent.execution_timeout);
-                let outcome: Outcome = super::action::run(&info, &dir, &log_path, timeout);
-                let code = plan::status_for(outcome);
-                if code.is_success() {
-                    let env = &mut self.env;
-                    super::action::tell_done(&info, &mut |n| env.ask(n));
-                }
-                code
-            }
-        };
-        self.finish(id, rec.priority, &rec.pack_loc.clone(), &code)?;
-        Ok(SlotResult::Finished)
-    }
-
-    /// The disk is full: report `ERR_OUT_OF_SPACE` once for this download,
-    /// keep what is cached, and go on at a later run when space returns.
-    fn out_of_space(&mut self, rec: &mut PackageRecord, why: &str) -> Result<SlotResult, AgentError> {
-        if !rec.space_reported {
-            log::error!(target: "outpost", "package {}: out of space ({why}); kept what is cached, will go on when space returns", rec.id);
-            let report_id = self.next_report_id();
-            self.store.queue_report(&OutboxRecord {
-                report_id,
-                package: rec.id,
-                status: StatusCode::ErrOutOfSpace.to_string(),
-            })?;
-            rec.space_reported = true;
-            self.store.put_package(rec)?;
-        }
-        Ok(SlotResult::Deferred(Some(format!("out of space ({why}); waiting for room"))))
     }
 }

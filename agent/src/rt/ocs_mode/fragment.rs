@@ -13,10 +13,8 @@
 //! download goes on at a later run once there is room (as in the Outpost
 //! protocol). The archive's digest (from the info file, fetched over
 //! verified TLS) checks the bytes once they are all here.
-//!
-//! Also what a digest mismatch of the whole archive does: the payload is
-//! fetched again at a later run (the runs back off), until the mismatches
-//! outlast [`crate::engine::refetch`]'s deadline.
+//! A mismatch of the whole archive is the lifecycle's to handle
+//! ([`crate::engine::deploy`]: fetched again until a deadline).
 
 use std::io;
 
@@ -26,44 +24,15 @@ use outpost_hal::storage::DiskSpace;
 use super::super::agent::AgentError;
 use super::super::http::Url;
 use super::super::store::StoreError;
-use super::{BodySink, OcsAgent, OcsEnv, SlotResult};
+use super::{BodySink, OcsAgent, OcsEnv};
+use crate::engine::deploy::Fetched;
 use crate::engine::download::{ARCHIVE, BodyError, Download, Layout};
 use crate::engine::fetch::FetchError;
 use crate::engine::info::{Info, Proto};
-use crate::engine::journal::PackageRecord;
 use crate::engine::limits::MIN_RESUME_PROGRESS;
 use crate::engine::plan;
-use crate::engine::refetch::{Refetch, Verdict};
-use crate::engine::status::StatusCode;
-
-/// What one fragment slot got.
-pub(super) enum Fetched {
-    /// Every fragment is here.
-    Complete,
-    /// A fragment arrived; this many are complete now.
-    Fragment(u32),
-    /// The try failed (counted by the OCS scheduler).
-    Failed(String),
-    /// The disk is full.
-    OutOfSpace(String),
-}
 
 impl<E: OcsEnv> OcsAgent<E> {
-    /// The archive did not match the info file's digest; its payload is
-    /// gone. Fetch it again at the next run, or give up past the deadline.
-    pub(super) fn digest_mismatch(&mut self, rec: &mut PackageRecord) -> Result<SlotResult, AgentError> {
-        let mut refetch = Refetch::new(1, rec.digest_trouble);
-        if refetch.corrupt(self.env.unix_time(), 0) == Verdict::GiveUp {
-            log::error!(target: "outpost", "package {}: the archive has not matched its digest for a day; giving up", rec.id);
-            self.finish(rec.id, rec.priority, &rec.pack_loc.clone(), &StatusCode::ErrBadDigest)?;
-            return Ok(SlotResult::Finished);
-        }
-        rec.digest_trouble = refetch.trouble();
-        rec.fragments_verified = 0;
-        self.store.put_package(rec)?;
-        Ok(SlotResult::Deferred(Some("archive digest mismatch: fetching it again".into())))
-    }
-
     /// Fetch the next fragment of `info`'s package (its info file is
     /// `info_file`), resuming what the journal holds; or say that all are here.
     pub(super) fn fetch_next(&mut self, info: &Info, info_file: &[u8], pack_loc: &str) -> Result<Fetched, AgentError> {
@@ -100,7 +69,7 @@ impl<E: OcsEnv> OcsAgent<E> {
         }
         let why = match got {
             Ok(()) => match dl.handle_end(&mut blocks).map_err(store_err)? {
-                None => return Ok(Fetched::Fragment(dl.verified())),
+                None => return Ok(Fetched::Progress(Some(dl.verified()))),
                 Some(e) => e.to_string(),
             },
             Err(e) => {
