@@ -470,6 +470,18 @@ fn ocs_mode_gives_up_on_a_missing_fragment_and_times_out_old_packages() {
     let gets = sim.events.iter().filter(|(_, e)| e.ends_with("404")).count();
     assert_eq!(gets, outpost_agent::engine::ocs_sched::MAX_SLOT_FAILURES as usize, "bounded tries");
     assert_eq!(sim.events.last().unwrap().1, "REPORT 1 ERR_DOWNLOAD_PACK");
+    // agent.fragment_tries, when set, is the bound in OCS mode too.
+    let t3 = TempDir::new("ocs-giveup-tries");
+    let mut missing = pkg(1, 1, "EXECUTE", "sh s.sh", &a, 1);
+    missing.frags.clear();
+    let sim = Sim { listed: vec![1], packs: vec![missing], conf: sim.conf.clone(), ..dummy() };
+    let mut cfg = agent_config(&t3.join("state"));
+    cfg.agent.fragment_tries = Some(3);
+    let mut agent = OcsAgent::new(cfg, sim).unwrap();
+    assert!(agent.run_once().unwrap().complete());
+    let sim = agent_env(agent);
+    assert_eq!(sim.events.iter().filter(|(_, e)| e.ends_with("404")).count(), 3, "{:?}", sim.events);
+    assert_eq!(sim.events.last().unwrap().1, "REPORT 1 ERR_DOWNLOAD_PACK");
 
     // A package still unfinished a day after it was first seen: ERR_TIMEOUT.
     let t2 = TempDir::new("ocs-timeout");

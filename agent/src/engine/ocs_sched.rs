@@ -63,12 +63,27 @@ pub struct Scheduler {
     cycle: u32,
     queue: VecDeque<u64>,
     stage: Stage,
+    max_failures: u32,
 }
 
 impl Scheduler {
     /// A scheduler for `conf` (a zero `period_length` counts as 1).
     pub fn new(conf: Conf) -> Self {
-        Self { conf, entries: Vec::new(), cycle: 1, queue: VecDeque::new(), stage: Stage::StartCycle }
+        Self {
+            conf,
+            entries: Vec::new(),
+            cycle: 1,
+            queue: VecDeque::new(),
+            stage: Stage::StartCycle,
+            max_failures: MAX_SLOT_FAILURES,
+        }
+    }
+
+    /// Give a package up after `n` consecutive failed slots (at least 1)
+    /// instead of [`MAX_SLOT_FAILURES`].
+    pub fn with_max_failures(mut self, n: u32) -> Self {
+        self.max_failures = n.max(1);
+        self
     }
 
     /// Schedule a package (no effect if already there). `first_seen` is the
@@ -107,7 +122,7 @@ impl Scheduler {
     pub fn slot_failed(&mut self, id: u64) -> bool {
         let Some(e) = self.entries.iter_mut().find(|e| e.id == id) else { return false };
         e.failures += 1;
-        let give_up = e.failures >= MAX_SLOT_FAILURES;
+        let give_up = e.failures >= self.max_failures;
         if give_up {
             self.remove(id);
         }

@@ -317,7 +317,7 @@ impl Agent {
         let prev = self.store.package(offer.id)?;
         let queued = self.store.pending_reports()?.iter().any(|r| r.package == offer.id);
         let in_history = self.store.history()?.ids.contains(&offer.id);
-        let retry = Retry::Backoff(self.cfg.agent.fragment_tries);
+        let retry = Retry::Backoff(self.cfg.agent.fragment_tries.unwrap_or(super::config::DEFAULT_FRAGMENT_TRIES));
         let now = outpost_hal::time::Clock::unix_time(&outpost_hal::linux::StdClock::new());
         let o = Offered { id: offer.id, priority: offer.priority, force: offer.force, pack_loc: &offer.pack_loc };
         Ok(match Deployment::offered(prev.clone(), &o, in_history, queued, now, retry) {

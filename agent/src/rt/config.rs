@@ -100,9 +100,8 @@ fn default_connect_timeout() -> u64 {
 fn default_io_timeout() -> u64 {
     60
 }
-fn default_fragment_tries() -> u32 {
-    5
-}
+/// `agent.fragment_tries` in the Outpost protocol when not set.
+pub const DEFAULT_FRAGMENT_TRIES: u32 = 5;
 fn default_reboot() -> RebootSetting {
     RebootSetting::WhenIdle
 }
@@ -152,9 +151,11 @@ pub struct Agent {
     /// Seconds without a byte before a transfer is abandoned.
     #[serde(default = "default_io_timeout")]
     pub io_timeout: u64,
-    /// Failed tries of one fragment (without progress) before giving up for this run.
-    #[serde(default = "default_fragment_tries")]
-    pub fragment_tries: u32,
+    /// Failed tries of one fragment (without progress) before giving up for
+    /// this run (default 5); in OCS mode, failed slots in a row before the
+    /// package ends `ERR_DOWNLOAD_PACK` (default 10, as the OCS agent).
+    #[serde(default)]
+    pub fragment_tries: Option<u32>,
     /// Bytes received between two checkpoints of a download: at most this
     /// much is fetched again after a power cut (flash wear: one small
     /// journal write per checkpoint).
@@ -291,7 +292,7 @@ impl Config {
                 }
             }
         }
-        if c.agent.execution_timeout == 0 || c.agent.fragment_tries == 0 {
+        if c.agent.execution_timeout == 0 || c.agent.fragment_tries == Some(0) {
             return Err(ConfigError::Invalid("agent.execution_timeout and agent.fragment_tries must be > 0"));
         }
         Ok(c)

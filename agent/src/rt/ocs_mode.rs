@@ -365,7 +365,8 @@ impl<E: OcsEnv> OcsAgent<E> {
     }
 
     fn schedule(&mut self, conf: Conf, summary: &mut RunSummary) -> Result<(), AgentError> {
-        let mut sched = Scheduler::new(conf);
+        let tries = self.cfg.agent.fragment_tries.unwrap_or(crate::engine::ocs_sched::MAX_SLOT_FAILURES);
+        let mut sched = Scheduler::new(conf).with_max_failures(tries);
         for id in self.store.package_ids()? {
             if let Some(rec) = self.store.package(id)? {
                 match rec.phase {
