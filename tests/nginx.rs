@@ -8,9 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use outpost_tests::{
-    Member, Server, TempDir, free_port, nginx_bin, random_bytes, targz, text, tune_agent, wait_for_port,
-};
+use outpost_tests::{Member, Server, TempDir, free_port, random_bytes, targz, text, tune_agent};
 
 /// nginx in the foreground on 127.0.0.1:`port`, serving `download` at
 /// `/outpost/`; its access log is `t/access.log`. Killed on drop.
@@ -34,19 +32,8 @@ impl Nginx {
             ),
         )
         .unwrap();
-        let child = Command::new(nginx_bin())
-            .args(["-e", &format!("{p}/error.log"), "-p"])
-            .arg(t.path())
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start nginx");
-        wait_for_port(port);
-        let mut n = Self(child);
-        let error_log = fs::read_to_string(t.join("error.log")).unwrap_or_default();
-        assert!(n.0.try_wait().unwrap().is_none(), "nginx stopped: {error_log}");
-        n
+        let child = outpost_tests::spawn_nginx(t.path(), &conf, port);
+        Self(child)
     }
 }
 

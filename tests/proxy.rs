@@ -14,9 +14,9 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 
-use outpost_tests::{Server, TempDir, free_port, https_from, nginx_bin, text, wait_for_port};
+use outpost_tests::{Server, TempDir, free_port, https_from, text};
 
 /// The address nginx connects to outpost-server from.
 const PROXY: &str = "127.0.0.9";
@@ -72,19 +72,8 @@ impl Nginx {
             ),
         )
         .unwrap();
-        let child = Command::new(nginx_bin())
-            .args(["-e", &format!("{p}/error.log"), "-p"])
-            .arg(t.path())
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start nginx");
-        wait_for_port(port);
-        let mut n = Self { child, port };
-        let error_log = fs::read_to_string(t.join("error.log")).unwrap_or_default();
-        assert!(n.child.try_wait().unwrap().is_none(), "nginx stopped: {error_log}");
-        n
+        let child = outpost_tests::spawn_nginx(t.path(), &conf, port);
+        Self { child, port }
     }
 
     /// `POST /api/v1/poll` through nginx from `src`; returns the status.

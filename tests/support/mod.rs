@@ -405,6 +405,24 @@ pub fn https_from(
 /// Debian's nginx, installed (`apt-get install nginx`) when missing; the
 /// tests that run it (`nginx.rs`, `proxy.rs`) need it, and `scripts/test`
 /// installs it beforehand.
+/// Start Debian's nginx with prefix `dir` and config `conf` (errors to
+/// `dir/error.log`), wait until it listens on `port`, and check it is still
+/// running.
+pub fn spawn_nginx(dir: &Path, conf: &Path, port: u16) -> Child {
+    let mut child = Command::new(nginx_bin())
+        .args(["-e", &format!("{}/error.log", dir.display()), "-p"])
+        .arg(dir)
+        .arg("-c")
+        .arg(conf)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start nginx");
+    wait_for_port(port);
+    let error_log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+    assert!(child.try_wait().unwrap().is_none(), "nginx stopped: {error_log}");
+    child
+}
+
 pub fn nginx_bin() -> PathBuf {
     static INSTALL: std::sync::Once = std::sync::Once::new();
     let find = || ["/usr/sbin/nginx", "/usr/bin/nginx"].iter().map(PathBuf::from).find(|p| p.exists());
