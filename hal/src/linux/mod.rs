@@ -10,6 +10,7 @@ mod notify;
 mod power;
 mod process;
 mod rlimit;
+mod sendfile;
 mod sockopt;
 mod trust;
 
@@ -22,5 +23,6 @@ pub use notify::CommandNotifier;
 pub use power::{LinuxPower, RebootMethod, utmp_has_user};
 pub use process::kill_group;
 pub use rlimit::{NofileLimit, nofile_limit, raise_nofile_limit};
+pub use sendfile::{MAX_SENDFILE, send_more, sendfile};
 pub use sockopt::{PathInfo, path_info, set_recv_buffer, set_window_clamp, window_clamp};
 pub use trust::{GROUP_OTHER_WRITE, Untrusted, current_dir_fd, euid, open_owned_dir, resolve_trusted, trusted_dir};
