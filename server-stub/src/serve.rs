@@ -24,7 +24,7 @@ use futures_rustls::TlsAcceptor;
 use rustls::ServerConfig as TlsConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use smol::Executor;
-use smol::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use smol::io::{AsyncRead, AsyncWriteExt, BufReader};
 use smol::lock::Semaphore;
 use smol::net::{TcpListener, TcpStream};
 
@@ -32,6 +32,7 @@ use crate::config::ServerConfig;
 use crate::db::Db;
 use crate::http::{self, Connection, ReadError, Request, Response};
 use crate::limits::{ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, Gate, Limits, MAX_OCS_IN_FLIGHT};
+use crate::sendfile::Transport;
 use crate::stall::StallLimit;
 
 /// Most threads running the connection tasks (TLS, reading, writing): at
@@ -252,7 +253,7 @@ async fn connection(state: &Arc<State>, tcp: TcpStream, peer: SocketAddr, side: 
 
 /// Serve requests until the client closes, goes idle, asks to close or
 /// fails; then close cleanly (TLS: close_notify first) unless a write failed.
-async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(state: &Arc<State>, stream: S, peer: SocketAddr, side: Side) {
+async fn serve_conn<S: AsyncRead + Transport>(state: &Arc<State>, stream: S, peer: SocketAddr, side: Side) {
     let mut s = BufReader::new(stream);
     let clean = loop {
         let req = match http::read_request_within(&mut s, state.limits.idle_timeout()).await {
