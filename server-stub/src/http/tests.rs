@@ -247,3 +247,15 @@ fn a_file_that_shrinks_while_it_is_sent_ends_the_connection_short() {
     assert!(body.len() >= 1 << 20, "what the file still holds was sent ({} bytes)", body.len());
     assert!(body[..1 << 20] == bytes[..1 << 20], "the bytes the file still holds, unchanged");
 }
+
+#[test]
+fn a_copied_file_that_ends_early_is_an_error_after_what_it_had() {
+    let (file, bytes) = patterned_file("copy-short", 10);
+    let mut w = Writes::default();
+    let resp = file_response(200, &file, 2, 20);
+    let e = smol::block_on(write_response(&mut w, resp, false, Connection::Persistent)).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}");
+    let all = w.0.concat();
+    assert!(all.starts_with(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n"));
+    assert!(all.ends_with(&bytes[2..]), "the 8 bytes the file had, then nothing");
+}
