@@ -8,6 +8,7 @@
 //!    ▼
 //!  connection task on the executor (EXECUTOR_THREADS threads):
 //!    TLS handshake · read request · write response · close_notify
+//!    (a file body: sendfile on plain HTTP, 256 KiB reads on the blocking pool over TLS)
 //!    └─► api::route on the blocking pool: files, SQLite, OCS inflate + parse
 //!        (at most MAX_OCS_IN_FLIGHT OCS requests at once)
 //! ```
