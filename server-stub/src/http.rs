@@ -15,6 +15,8 @@ use std::time::Duration;
 use smol::io::{AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use smol::prelude::AsyncRead;
 
+use crate::sendfile::Transport;
+
 /// Largest request head.
 pub const MAX_HEAD: usize = 16 * 1024;
 /// Largest request body.
@@ -26,8 +28,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_LENGTH_DIGITS: usize = 19;
 /// Most bytes one read of a request body asks for (and grows its buffer by).
 const BODY_CHUNK: usize = 16 * 1024;
-/// File bytes read and written at a time.
-const FILE_CHUNK: usize = 64 * 1024;
+/// File bytes read (on the blocking pool) and written at a time where they
+/// cannot go by `sendfile` (TLS).
+const FILE_CHUNK: usize = 256 * 1024;
 /// What a connection over its cap is told before it is closed.
 pub const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 12\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 10\r\nConnection: close\r\n\r\nserver busy\n";
 
@@ -275,8 +278,12 @@ fn reason(status: u16) -> &'static str {
 }
 
 /// Write `resp`, its head and the start of its body in one write; with
-/// `head_only` the body is left out (HEAD).
-pub async fn write_response<S: AsyncWrite + Unpin>(
+/// `head_only` the body is left out (HEAD). A file body goes out by
+/// `sendfile` where `s` has a [`FileSink`](crate::sendfile::FileSink) (plain TCP), its head sent with
+/// `MSG_MORE` so that the two still share segments; otherwise it is read and
+/// written 256 KiB at a time. A file that ends early is an error
+/// after what it had was sent (the caller closes the connection).
+pub async fn write_response<S: Transport>(
     s: &mut S,
     resp: Response,
     head_only: bool,
@@ -296,30 +303,65 @@ pub async fn write_response<S: AsyncWrite + Unpin>(
     match resp.body {
         _ if head_only => {}
         Body::Bytes(b) => out.extend_from_slice(&b),
-        Body::File { mut file, offset, len } => {
-            use std::io::{Read, Seek, SeekFrom};
-            if offset > 0 {
-                file.seek(SeekFrom::Start(offset))?;
-            }
-            let mut left = len;
-            while left > 0 {
-                let start = out.len();
-                out.resize(start + FILE_CHUNK.min(usize::try_from(left).unwrap_or(FILE_CHUNK)), 0);
-                let n = file.read(&mut out[start..])?;
-                if n == 0 {
-                    return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "file shrank"));
-                }
-                out.truncate(start + n);
-                s.write_all(&out).await?;
+        Body::File { file, offset, len } => match s.file_sink() {
+            Some(sink) => {
+                crate::sendfile::send(sink, &out, &file, offset, len).await?;
                 out.clear();
-                left -= n as u64;
             }
-        }
+            None => copy_file(s, &mut out, file, offset, len).await?,
+        },
     }
     if !out.is_empty() {
         s.write_all(&out).await?;
     }
     s.flush().await
+}
+
+/// Write `out` (the head) followed by `len` bytes of `file` from `offset`,
+/// read [`FILE_CHUNK`] at a time on the blocking pool (a read that waits
+/// for the disk stalls no other connection); `out` is left empty.
+async fn copy_file<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    out: &mut Vec<u8>,
+    mut file: std::fs::File,
+    offset: u64,
+    len: u64,
+) -> std::io::Result<()> {
+    let mut buf = std::mem::take(out);
+    let mut left = len;
+    let mut at = Some(offset).filter(|&o| o > 0);
+    while left > 0 {
+        let want = FILE_CHUNK.min(usize::try_from(left).unwrap_or(FILE_CHUNK));
+        let n;
+        (file, buf, n) = smol::unblock(move || {
+            let n = read_chunk(&mut file, &mut buf, at, want);
+            (file, buf, n)
+        })
+        .await;
+        at = None;
+        match n? {
+            0 => return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "file shrank")),
+            n => left -= n as u64,
+        }
+        s.write_all(&buf).await?;
+        buf.clear();
+    }
+    *out = buf;
+    Ok(())
+}
+
+/// Append up to `want` bytes of `f` to `buf`, from `at` if given (else
+/// where the last read ended); the bytes appended.
+fn read_chunk(f: &mut std::fs::File, buf: &mut Vec<u8>, at: Option<u64>, want: usize) -> std::io::Result<usize> {
+    use std::io::{Read, Seek, SeekFrom};
+    if let Some(o) = at {
+        f.seek(SeekFrom::Start(o))?;
+    }
+    let start = buf.len();
+    buf.resize(start + want, 0);
+    let n = f.read(&mut buf[start..]);
+    buf.truncate(start + *n.as_ref().unwrap_or(&0));
+    n
 }
 
 /// What a `Range` header asks of a resource of `len` bytes.

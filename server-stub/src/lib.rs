@@ -29,6 +29,7 @@ pub mod ocs;
 pub mod package;
 pub mod pki;
 pub mod ratelimit;
+pub mod sendfile;
 pub mod serve;
 pub mod stall;
 pub mod time;

@@ -11,6 +11,7 @@
 //!  connection task on the executor (EXECUTOR_THREADS threads):
 //!    TLS handshake · read request · client address (access::client_addr;
 //!    outside networks: 403) · write response · close_notify
+//!    (a file body: sendfile on plain HTTP, 256 KiB reads on the blocking pool over TLS)
 //!    └─► api::route on the blocking pool: files, SQLite, OCS inflate + parse
 //!        (at most MAX_OCS_IN_FLIGHT OCS requests at once)
 //! ```
@@ -27,7 +28,7 @@ use futures_rustls::TlsAcceptor;
 use rustls::ServerConfig as TlsConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use smol::Executor;
-use smol::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use smol::io::{AsyncRead, AsyncWriteExt, BufReader};
 use smol::lock::Semaphore;
 use smol::net::{TcpListener, TcpStream};
 
@@ -37,6 +38,7 @@ use crate::config::ServerConfig;
 use crate::db::Db;
 use crate::http::{self, Connection, ReadError, Request, Response};
 use crate::limits::{ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, Gate, Limits, MAX_OCS_IN_FLIGHT};
+use crate::sendfile::Transport;
 use crate::stall::StallLimit;
 
 /// Most threads running the connection tasks (TLS, reading, writing): at
@@ -271,7 +273,7 @@ async fn connection(state: &Arc<State>, tcp: TcpStream, peer: SocketAddr, side: 
 
 /// Serve requests until the client closes, goes idle, asks to close or
 /// fails; then close cleanly (TLS: close_notify first) unless a write failed.
-async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(state: &Arc<State>, stream: S, peer: SocketAddr, side: Side) {
+async fn serve_conn<S: AsyncRead + Transport>(state: &Arc<State>, stream: S, peer: SocketAddr, side: Side) {
     let mut s = BufReader::new(stream);
     let clean = loop {
         let req = match http::read_request_within(&mut s, state.limits.idle_timeout()).await {

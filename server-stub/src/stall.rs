@@ -11,8 +11,10 @@
 //! after the window ends) must be at least `min_rate` × the window's length.
 //! A response starts at the first write after a read (the request's bytes):
 //! the time a kept-alive connection waits for its next request, or a request
-//! waits to be handled, is not charged.
+//! waits to be handled, is not charged. File bodies sent by `sendfile` on
+//! plain connections ([`crate::sendfile`]) are timed and counted the same way.
 
+use std::fs::File;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -21,6 +23,8 @@ use std::time::{Duration, Instant};
 use smol::Timer;
 use smol::future::Future;
 use smol::io::{AsyncRead, AsyncWrite};
+
+use crate::sendfile::{FileSink, Transport};
 
 /// `S`, with writes that time out after `limit` without progress, or that
 /// average less than `min_rate` bytes a second over a window of `limit`.
@@ -84,6 +88,19 @@ impl<S> StallLimit<S> {
         self.armed = false;
         Poll::Ready(r)
     }
+
+    /// What a write of `inner` gave: bytes are counted against the minimum
+    /// rate, waiting against the write timeout.
+    fn account(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        match r {
+            Poll::Ready(Ok(n)) => {
+                let r = self.wrote(n);
+                self.answered(r)
+            }
+            Poll::Ready(r) => self.answered(r),
+            Poll::Pending => self.waited(cx),
+        }
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for StallLimit<S> {
@@ -101,14 +118,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for StallLimit<S> {
 impl<S: AsyncWrite + Unpin> AsyncWrite for StallLimit<S> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write(cx, buf) {
-            Poll::Ready(Ok(n)) => {
-                let r = this.wrote(n);
-                this.answered(r)
-            }
-            Poll::Ready(r) => this.answered(r),
-            Poll::Pending => this.waited(cx),
-        }
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.account(cx, r)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -125,6 +136,32 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for StallLimit<S> {
             Poll::Ready(r) => this.answered(r),
             Poll::Pending => this.waited(cx),
         }
+    }
+}
+
+/// Zero-copy writes are timed and counted as [`AsyncWrite`]'s are.
+impl<S: FileSink> FileSink for StallLimit<S> {
+    fn poll_send_more(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let r = self.inner.poll_send_more(cx, buf);
+        self.account(cx, r)
+    }
+
+    fn poll_send_file(
+        &mut self,
+        cx: &mut Context<'_>,
+        file: &File,
+        offset: &mut u64,
+        count: usize,
+    ) -> Poll<io::Result<usize>> {
+        let r = self.inner.poll_send_file(cx, file, offset, count);
+        self.account(cx, r)
+    }
+}
+
+/// A plain connection: file bodies go out by `sendfile`, under the limits.
+impl Transport for StallLimit<smol::net::TcpStream> {
+    fn file_sink(&mut self) -> Option<&mut (dyn FileSink + Send)> {
+        Some(self)
     }
 }
 

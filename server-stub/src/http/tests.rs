@@ -128,6 +128,8 @@ impl AsyncWrite for Writes {
     }
 }
 
+impl Transport for Writes {}
+
 #[test]
 fn head_and_small_body_go_out_in_one_write() {
     smol::block_on(async {
@@ -152,4 +154,108 @@ fn head_and_small_body_go_out_in_one_write() {
         let head_len = all.windows(4).position(|x| x == b"\r\n\r\n").unwrap() + 4;
         assert_eq!(all.len() - head_len, FILE_CHUNK + 5);
     });
+}
+
+/// A file of `len` patterned bytes (its name removed at once), and the bytes.
+fn patterned_file(name: &str, len: usize) -> (std::fs::File, Vec<u8>) {
+    let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    let path = std::env::temp_dir().join(format!("outpost-http-{name}-{}", std::process::id()));
+    std::fs::write(&path, &bytes).unwrap();
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    (file, bytes)
+}
+
+/// A loopback connection: the client's end, and the server's end as
+/// `serve` holds it (plain TCP under its write limits).
+fn plain_pair() -> (std::net::TcpStream, crate::stall::StallLimit<smol::net::TcpStream>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let server = smol::net::TcpStream::try_from(l.accept().unwrap().0).unwrap();
+    (client, crate::stall::StallLimit::new(server, Duration::from_secs(10), 0))
+}
+
+/// Read one response's head; its text and `Content-Length`.
+fn read_head(c: &mut impl std::io::Read) -> (String, usize) {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        c.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let len = head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).unwrap().parse().unwrap();
+    (head, len)
+}
+
+fn file_response(status: u16, file: &std::fs::File, offset: u64, len: u64) -> Response {
+    Response { status, headers: vec![], body: Body::File { file: file.try_clone().unwrap(), offset, len } }
+}
+
+#[test]
+fn a_file_body_on_a_plain_socket_is_sent_whole_by_range_and_not_for_head() {
+    use std::io::Read;
+    let (file, bytes) = patterned_file("sendfile", 3 << 20);
+    let (mut client, mut w) = plain_pair();
+    assert!(Transport::file_sink(&mut w).is_some(), "plain TCP goes by sendfile");
+    let server = std::thread::spawn(move || {
+        smol::block_on(async {
+            write_response(&mut w, file_response(200, &file, 0, 3 << 20), false, Connection::Persistent).await?;
+            write_response(&mut w, file_response(206, &file, 1000, 500_000), false, Connection::Persistent).await?;
+            write_response(&mut w, file_response(200, &file, 0, 3 << 20), true, Connection::Persistent).await?;
+            write_response(&mut w, Response::text(404, "not found"), false, Connection::Close).await
+        })
+    });
+    let (head, len) = read_head(&mut client);
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && len == 3 << 20, "{head}");
+    let mut body = vec![0u8; len];
+    client.read_exact(&mut body).unwrap();
+    assert!(body == bytes, "the whole file");
+    let (head, len) = read_head(&mut client);
+    assert!(head.starts_with("HTTP/1.1 206 ") && len == 500_000, "{head}");
+    let mut body = vec![0u8; len];
+    client.read_exact(&mut body).unwrap();
+    assert!(body == bytes[1000..501_000], "bytes 1000..=500999");
+    let (head, len) = read_head(&mut client);
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && len == 3 << 20, "HEAD: {head}");
+    let (head, len) = read_head(&mut client);
+    assert!(head.starts_with("HTTP/1.1 404 ") && len == 9, "no body after the HEAD's head: {head}");
+    server.join().unwrap().unwrap();
+}
+
+#[test]
+fn a_file_that_shrinks_while_it_is_sent_ends_the_connection_short() {
+    use std::io::Read;
+    // Far more than the loopback socket buffers hold, so that the server
+    // is still sending when the file is cut to 1 MiB (the client reads
+    // nothing but the head until then).
+    let len = 48 << 20;
+    let (file, bytes) = patterned_file("shrink", len);
+    let (mut client, mut w) = plain_pair();
+    let cut = file.try_clone().unwrap();
+    let server = std::thread::spawn(move || {
+        smol::block_on(write_response(&mut w, file_response(200, &file, 0, len as u64), false, Connection::Persistent))
+    });
+    let (head, announced) = read_head(&mut client);
+    assert_eq!(announced, len, "{head}");
+    cut.set_len(1 << 20).unwrap();
+    let mut body = Vec::new();
+    client.read_to_end(&mut body).unwrap();
+    let e = server.join().unwrap().unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}");
+    assert!(body.len() < len, "a body of {} bytes, its whole Content-Length", body.len());
+    assert!(body.len() >= 1 << 20, "what the file still holds was sent ({} bytes)", body.len());
+    assert!(body[..1 << 20] == bytes[..1 << 20], "the bytes the file still holds, unchanged");
+}
+
+#[test]
+fn a_copied_file_that_ends_early_is_an_error_after_what_it_had() {
+    let (file, bytes) = patterned_file("copy-short", 10);
+    let mut w = Writes::default();
+    let resp = file_response(200, &file, 2, 20);
+    let e = smol::block_on(write_response(&mut w, resp, false, Connection::Persistent)).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}");
+    let all = w.0.concat();
+    assert!(all.starts_with(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n"));
+    assert!(all.ends_with(&bytes[2..]), "the 8 bytes the file had, then nothing");
 }
