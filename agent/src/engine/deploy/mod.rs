@@ -315,10 +315,14 @@ impl Deployment {
             }
             Fetched::Progress(verified) => {
                 if let Some(n) = verified {
+                    // The journal is what resume trusts: the record's count
+                    // is saved with its next change, not once per fragment
+                    // (flash), unless a series of digest mismatches ended.
                     self.refetch.verified();
                     self.rec.fragments_verified = n;
-                    self.rec.digest_trouble = None;
-                    self.save();
+                    if self.rec.digest_trouble.take().is_some() {
+                        self.save();
+                    }
                 }
                 self.then(Stage::Fetch, Action::Fetch);
             }

@@ -100,6 +100,7 @@ fn failed_tries_back_off_within_the_run_or_go_to_the_schedule() {
         let _ = d.poll_action();
         d.handle_space(None);
         assert_eq!(d.poll_action(), Some(Action::Fetch));
+        assert!(d.poll_record().is_some(), "saved before fetching");
         d
     };
     let mut d = fetching(Retry::Backoff(3));
@@ -122,7 +123,8 @@ fn failed_tries_back_off_within_the_run_or_go_to_the_schedule() {
     assert!(matches!(d.poll_action(), Some(Action::Wait { .. })));
     let _ = d.poll_action();
     d.handle_fetch(Fetched::Progress(Some(1)), 1, 0);
-    assert_eq!(d.poll_record().map(|r| r.fragments_verified), Some(1));
+    assert_eq!(d.record().fragments_verified, 1);
+    assert_eq!(d.poll_record(), None, "not a record write per fragment");
     assert_eq!(d.poll_action(), Some(Action::Fetch));
     d.handle_fetch(Fetched::Failed("x".into()), 1, 0);
     assert!(matches!(d.poll_action(), Some(Action::Wait { .. })));
