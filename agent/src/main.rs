@@ -96,20 +96,26 @@ fn main() -> ExitCode {
     };
     // Every command checks the state directory before touching it, and then
     // uses only its checked, canonical path.
-    let store = match Store::open(&cfg.agent.state_dir) {
+    let store = match Store::open(cfg.agent.state_path()) {
         Ok(s) => s,
         Err(e) => {
-            log::error!(target: "outpost", "state directory {}: {e}", cfg.agent.state_dir.display());
+            log::error!(target: "outpost", "state directory {}: {e}", cfg.agent.state_dir);
             return ExitCode::from(2);
         }
     };
-    cfg.agent.state_dir = store.root().to_owned();
+    match store.root().to_str() {
+        Some(root) => cfg.agent.state_dir = root.to_owned(),
+        None => {
+            log::error!(target: "outpost", "state directory {}: its real path is not UTF-8", store.root().display());
+            return ExitCode::from(2);
+        }
+    }
     if args.command == "status" {
         let lines = outpost_agent::rt::status::lines(&store);
         return match lines {
             Ok(lines) => {
                 let now = outpost_hal::time::Clock::unix_time(&outpost_hal::linux::StdClock::new());
-                println!("{}", outpost_agent::rt::pace::status_line(&cfg.agent.state_dir, now));
+                println!("{}", outpost_agent::rt::pace::status_line(store.root(), now));
                 for l in lines {
                     println!("{l}");
                 }
