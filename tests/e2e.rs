@@ -435,8 +435,7 @@ fn action_past_its_timeout_is_killed_and_reported() {
     let mut srv = Server::init(t.join("srv"), &[]);
     let id = srv.package_add(&["--action", "execute", "--command", "sleep 60"]);
     let cfg = srv.device_add("pc-1", t.path());
-    let text_cfg = fs::read_to_string(&cfg).unwrap().replace("execution_timeout = 7200", "execution_timeout = 1");
-    fs::write(&cfg, text_cfg).unwrap();
+    tune_agent(&cfg, "execution_timeout = 1");
     srv.assign(id, "pc-1", &[]);
     srv.start();
     let o = agent(&cfg, &["run", "--once"], &[]);

@@ -1,5 +1,6 @@
 //! `outpost-agent`: polls the Outpost server, downloads, verifies, installs.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -27,8 +28,12 @@ COMMANDS:
                   bytes cached/total, last status code
 
 OPTIONS:
-    --config FILE   agent configuration (written by `outpost-server device add`)
-    -v, -q          more / less logging (repeatable); or OUTPOST_LOG=error|warn|info|debug|trace
+    -c, --config FILE   agent configuration (written by `outpost-server device add`);
+                        also --config=FILE
+    -v, -q              more / less logging (repeatable: -vv, -v -v); also --verbose,
+                        --quiet; or OUTPOST_LOG=error|warn|info|debug|trace
+    -h, --help          this text
+    -V, --version       the version
 
 SAFETY CHECKS (exit 2 when refused):
     the state directory and its subdirectories must belong to the agent's user
@@ -40,47 +45,76 @@ SAFETY CHECKS (exit 2 when refused):
     group or others can read is made 0600, with a warning
 ";
 
+/// What the command line asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Cli {
+    /// `-h`, `--help`: print [`HELP`].
+    Help,
+    /// `-V`, `--version`.
+    Version,
+    /// A command to run.
+    Run(Args),
+}
+
+/// `run` or `status`.
+#[derive(Debug, PartialEq, Eq)]
+enum Command {
+    /// Poll and deploy; `once`: one poll, then exit.
+    Run { once: bool },
+    /// Print the download rate and each package's state.
+    Status,
+}
+
+/// A command with its options.
+#[derive(Debug, PartialEq, Eq)]
 struct Args {
     config: PathBuf,
-    command: String,
-    once: bool,
+    command: Command,
+    /// Each `-v` adds one, each `-q` takes one away.
     verbosity: i32,
 }
 
-fn parse_args() -> Result<Args, String> {
+/// Parse the arguments after the program name. Options may come before or
+/// after the command; short ones combine (`-vv`), values follow a space or
+/// `=` (`--config=FILE`, `-cFILE`).
+fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, String> {
+    use lexopt::prelude::*;
     let mut config = None;
     let mut command = None;
     let mut once = false;
     let mut verbosity = 0;
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "-h" | "--help" => {
-                print!("{HELP}");
-                std::process::exit(0);
-            }
-            "-V" | "--version" => {
-                println!("outpost-agent {}", env!("CARGO_PKG_VERSION"));
-                std::process::exit(0);
-            }
-            "--config" | "-c" => config = Some(PathBuf::from(it.next().ok_or("--config needs a file")?)),
-            "-v" | "--verbose" => verbosity += 1,
-            "-q" | "--quiet" => verbosity -= 1,
-            "--once" => once = true,
-            "run" | "status" if command.is_none() => command = Some(a),
-            other => return Err(format!("unexpected argument {other:?}")),
+    let mut p = lexopt::Parser::from_args(args);
+    while let Some(arg) = p.next().map_err(|e| e.to_string())? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Cli::Help),
+            Short('V') | Long("version") => return Ok(Cli::Version),
+            Short('c') | Long("config") => config = Some(PathBuf::from(p.value().map_err(|e| e.to_string())?)),
+            Short('v') | Long("verbose") => verbosity += 1,
+            Short('q') | Long("quiet") => verbosity -= 1,
+            Long("once") => once = true,
+            Value(v) if command.is_none() && (v == "run" || v == "status") => command = Some(v),
+            other => return Err(other.unexpected().to_string()),
         }
     }
-    let command = command.ok_or("no command given (run or status)")?;
-    if once && command != "run" {
-        return Err("--once goes with run".into());
-    }
-    Ok(Args { config: config.ok_or("--config FILE is required")?, command, once, verbosity })
+    let command = match command.ok_or("no command given (run or status)")? {
+        c if c == "run" => Command::Run { once },
+        _ if once => return Err("--once goes with run".into()),
+        _ => Command::Status,
+    };
+    Ok(Cli::Run(Args { config: config.ok_or("--config FILE is required")?, command, verbosity }))
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(a) => a,
+    let args = match parse(std::env::args_os().skip(1)) {
+        Ok(Cli::Run(a)) => a,
+        Ok(Cli::Help) => {
+            print!("{HELP}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Cli::Version) => {
+            println!("outpost-agent {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
             eprintln!("outpost-agent: {e}\n\n{HELP}");
             return ExitCode::from(2);
@@ -96,20 +130,26 @@ fn main() -> ExitCode {
     };
     // Every command checks the state directory before touching it, and then
     // uses only its checked, canonical path.
-    let store = match Store::open(&cfg.agent.state_dir) {
+    let store = match Store::open(cfg.agent.state_path()) {
         Ok(s) => s,
         Err(e) => {
-            log::error!(target: "outpost", "state directory {}: {e}", cfg.agent.state_dir.display());
+            log::error!(target: "outpost", "state directory {}: {e}", cfg.agent.state_dir);
             return ExitCode::from(2);
         }
     };
-    cfg.agent.state_dir = store.root().to_owned();
-    if args.command == "status" {
+    match store.root().to_str() {
+        Some(root) => cfg.agent.state_dir = root.to_owned(),
+        None => {
+            log::error!(target: "outpost", "state directory {}: its real path is not UTF-8", store.root().display());
+            return ExitCode::from(2);
+        }
+    }
+    if args.command == Command::Status {
         let lines = outpost_agent::rt::status::lines(&store);
         return match lines {
             Ok(lines) => {
                 let now = outpost_hal::time::Clock::unix_time(&outpost_hal::linux::StdClock::new());
-                println!("{}", outpost_agent::rt::pace::status_line(&cfg.agent.state_dir, now));
+                println!("{}", outpost_agent::rt::pace::status_line(store.root(), now));
                 for l in lines {
                     println!("{l}");
                 }
@@ -136,7 +176,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if !args.once {
+    if args.command == (Command::Run { once: false }) {
         run_forever(agent.as_mut(), default_interval, &server_url);
     }
     match agent.run_once() {
@@ -153,5 +193,73 @@ fn main() -> ExitCode {
             log::error!(target: "outpost", "{e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Cli, String> {
+        parse(args.iter().map(OsString::from))
+    }
+
+    fn run(config: &str, once: bool, verbosity: i32) -> Result<Cli, String> {
+        Ok(Cli::Run(Args { config: config.into(), command: Command::Run { once }, verbosity }))
+    }
+
+    #[test]
+    fn config_takes_a_space_an_equals_sign_or_the_short_form() {
+        assert_eq!(p(&["--config", "a.toml", "run"]), run("a.toml", false, 0));
+        assert_eq!(p(&["--config=a.toml", "run"]), run("a.toml", false, 0));
+        assert_eq!(p(&["-c", "a.toml", "run"]), run("a.toml", false, 0));
+        assert_eq!(p(&["-ca.toml", "run"]), run("a.toml", false, 0));
+        assert_eq!(p(&["run", "--config", "b", "--config", "a.toml"]), run("a.toml", false, 0), "the last one wins");
+        assert!(p(&["run", "--config"]).unwrap_err().contains("missing argument"));
+        assert_eq!(p(&["run"]), Err("--config FILE is required".into()));
+    }
+
+    #[test]
+    fn verbosity_counts_every_v_and_q() {
+        assert_eq!(p(&["-v", "-c", "f", "run"]), run("f", false, 1));
+        assert_eq!(p(&["-vv", "-c", "f", "run"]), run("f", false, 2));
+        assert_eq!(p(&["-v", "-v", "--verbose", "-c", "f", "run"]), run("f", false, 3));
+        assert_eq!(p(&["-c", "f", "run", "-qq", "--quiet"]), run("f", false, -3));
+        assert_eq!(p(&["-vqv", "-c", "f", "run"]), run("f", false, 1));
+        assert_eq!(p(&["-vvc", "f", "run"]), run("f", false, 2), "a value-taking short option ends the group");
+    }
+
+    #[test]
+    fn commands_and_once() {
+        assert_eq!(p(&["-c", "f", "run", "--once"]), run("f", true, 0));
+        assert_eq!(p(&["--once", "-c", "f", "run"]), run("f", true, 0));
+        assert_eq!(
+            p(&["-c", "f", "status"]),
+            Ok(Cli::Run(Args { config: "f".into(), command: Command::Status, verbosity: 0 }))
+        );
+        assert_eq!(p(&["-c", "f", "status", "--once"]), Err("--once goes with run".into()));
+        assert_eq!(p(&["-c", "f"]), Err("no command given (run or status)".into()));
+        assert!(p(&["-c", "f", "run", "status"]).unwrap_err().contains("status"));
+        assert!(p(&["-c", "f", "stop"]).unwrap_err().contains("stop"));
+        assert!(p(&["-c", "f", "run", "-x"]).unwrap_err().contains("-x"));
+        assert!(p(&["-c", "f", "run", "--once=yes"]).is_err());
+        assert!(p(&["-c", "f", "run", "--verbose=2"]).is_err());
+    }
+
+    #[test]
+    fn help_and_version_win_wherever_they_are() {
+        assert_eq!(p(&["--help"]), Ok(Cli::Help));
+        assert_eq!(p(&["-c", "f", "run", "-h"]), Ok(Cli::Help));
+        assert_eq!(p(&["--version"]), Ok(Cli::Version));
+        assert_eq!(p(&["-V", "bogus"]), Ok(Cli::Version));
+        assert_eq!(p(&[]), Err("no command given (run or status)".into()));
+    }
+
+    #[test]
+    fn help_names_every_option_the_parser_takes() {
+        for o in ["-c, --config FILE", "--config=FILE", "-v, -q", "-vv", "--verbose", "--quiet", "-h, --help"] {
+            assert!(HELP.contains(o), "{o}");
+        }
+        assert!(HELP.contains("-V, --version") && HELP.contains("run --once") && HELP.contains("status"));
     }
 }

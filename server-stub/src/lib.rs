@@ -14,6 +14,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod agent_config;
 pub mod api;
 pub mod auth;
 pub mod cidr;

@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let Ok(c) = Config::parse(text) else { return };
     assert!(c.pace().is_ok(), "the bandwidth settings were checked");
-    assert!(c.agent.execution_timeout > 0 && c.agent.fragment_tries > 0);
+    assert!(c.agent.execution_timeout > 0 && c.agent.fragment_tries != Some(0));
     match c.server.protocol {
         Protocol::Outpost => {
             assert!(c.server.url.starts_with("https://"));

@@ -11,6 +11,7 @@
 
 pub mod backoff;
 pub mod civil;
+pub mod config;
 pub mod deploy;
 pub mod digest;
 pub mod download;

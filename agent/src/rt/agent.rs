@@ -153,7 +153,7 @@ pub struct Agent {
 impl Agent {
     /// Build an agent from its configuration.
     pub fn new(cfg: Config) -> Result<Self, AgentError> {
-        let store = Store::open(&cfg.agent.state_dir)?;
+        let store = Store::open(cfg.agent.state_path())?;
         let client = Client::new(
             &cfg.server.ca_cert,
             Duration::from_secs(cfg.agent.connect_timeout),
@@ -163,7 +163,7 @@ impl Agent {
         let key = cfg.signing_key().map_err(|e| AgentError::Server(e.to_string()))?;
         let notifier = CommandNotifier::new(cfg.agent.notify_command.clone());
         let pace = cfg.pace().map_err(|e| AgentError::Server(e.to_string()))?;
-        let pacer = std::cell::RefCell::new(Pacer::new(pace, &cfg.agent.state_dir));
+        let pacer = std::cell::RefCell::new(Pacer::new(pace, cfg.agent.state_path()));
         Ok(Self { cfg, store, client, key, rng: ring::rand::SystemRandom::new(), notifier, pacer })
     }
 
@@ -288,7 +288,7 @@ impl Agent {
             return Ok(()); // report first
         }
         let mut power = LinuxPower::new(match (&self.cfg.agent.reboot_dry_run, &self.cfg.agent.reboot_command) {
-            (Some(path), _) => RebootMethod::DryRun(path.clone()),
+            (Some(path), _) => RebootMethod::DryRun(path.into()),
             (None, Some(cmd)) => RebootMethod::Command(cmd.clone()),
             (None, None) => RebootMethod::Syscall,
         });

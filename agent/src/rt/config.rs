@@ -1,5 +1,7 @@
-//! The agent's configuration file (TOML), as `outpost-server device add`
-//! writes it. Unknown keys are errors, so typos do not pass silently.
+//! Loading and checking the agent's configuration file (TOML), as
+//! `outpost-server device add` writes it; the data types live in
+//! [`crate::engine::config`], the one owner of the format. Unknown keys are
+//! errors, so typos do not pass silently.
 //!
 //! The file names commands the agent runs as root (`notify_command`,
 //! `reboot_command`) and may hold the device secret, so [`Config::load`]
@@ -14,173 +16,8 @@ use std::path::{Path, PathBuf};
 
 use outpost_hal::linux::{GROUP_OTHER_WRITE, Untrusted, euid, resolve_trusted};
 
-use serde::Deserialize;
-
+pub use crate::engine::config::{Agent, Config, DEFAULT_FRAGMENT_TRIES, Download, Protocol, RebootSetting, Server};
 use crate::engine::digest::unhex;
-
-/// The whole configuration.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// How to reach and trust the server.
-    pub server: Server,
-    /// Local behaviour.
-    pub agent: Agent,
-    /// Bandwidth.
-    #[serde(default)]
-    pub download: Download,
-}
-
-/// `[download]`: how politely the agent uses the line.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Download {
-    /// Hard cap in bytes/s over everything the agent downloads (0: none).
-    #[serde(default)]
-    pub max_bandwidth: u64,
-    /// Yield to other traffic: the interface's counters set a read rate,
-    /// the queuing delay on the path sets the receive window.
-    #[serde(default)]
-    pub dynamic_bandwidth: bool,
-    /// Daily full-speed windows in local time (`"18:00-07:00"`); outside
-    /// them `max_bandwidth` applies. Empty: it applies all day.
-    #[serde(default)]
-    pub full_speed_windows: Vec<String>,
-}
-
-/// Which server the agent talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    /// outpost-server's control API (signed manifests).
-    #[default]
-    Outpost,
-    /// An OCS Inventory NG server (`url` is its `/ocsinventory`).
-    Ocs,
-}
-
-/// `[server]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Server {
-    /// `outpost` (default) or `ocs`.
-    #[serde(default)]
-    pub protocol: Protocol,
-    /// `https://host:port` of the control API; with `ocs`, the server's
-    /// `/ocsinventory` URL (http or https).
-    pub url: String,
-    /// This device's id (outpost; OCS mode makes its own DEVICEID).
-    #[serde(default)]
-    pub device_id: String,
-    /// This device's secret, never logged (outpost only).
-    #[serde(default)]
-    pub secret: String,
-    /// PEM of the certificates trusted for the server, info files and HTTPS
-    /// fragments: as CAs (a chain to any of them), or as the server's own
-    /// certificate, pinned (`rt/http/pin.rs`).
-    pub ca_cert: String,
-    /// Hex of the Ed25519 package-signing public key, 32 bytes (outpost only).
-    #[serde(default)]
-    pub signing_key: String,
-    /// Refuse packages without a signed manifest (`ERR_BAD_DIGEST`): with an
-    /// OCS server, that is every package.
-    #[serde(default)]
-    pub require_signed: bool,
-}
-
-fn default_execution_timeout() -> u64 {
-    7200
-}
-fn default_poll_interval() -> u64 {
-    3600
-}
-fn default_connect_timeout() -> u64 {
-    10
-}
-fn default_io_timeout() -> u64 {
-    60
-}
-/// `agent.fragment_tries` in the Outpost protocol when not set.
-pub const DEFAULT_FRAGMENT_TRIES: u32 = 5;
-fn default_reboot() -> RebootSetting {
-    RebootSetting::WhenIdle
-}
-
-/// `agent.reboot`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RebootSetting {
-    /// Never reboot.
-    Never,
-    /// When nobody is logged in.
-    WhenIdle,
-    /// As soon as the status is reported.
-    Immediately,
-}
-
-impl RebootSetting {
-    /// The HAL policy.
-    pub fn policy(self) -> outpost_hal::power::RebootPolicy {
-        match self {
-            Self::Never => outpost_hal::power::RebootPolicy::Never,
-            Self::WhenIdle => outpost_hal::power::RebootPolicy::WhenIdle,
-            Self::Immediately => outpost_hal::power::RebootPolicy::Immediately,
-        }
-    }
-}
-
-fn default_checkpoint_bytes() -> u64 {
-    crate::engine::download::DEFAULT_CHECKPOINT_BYTES
-}
-
-/// `[agent]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Agent {
-    /// Where the agent keeps its cache, journal and history.
-    pub state_dir: PathBuf,
-    /// Seconds an action may run before it is killed (ERR_EXECUTE_TIMEOUT).
-    #[serde(default = "default_execution_timeout")]
-    pub execution_timeout: u64,
-    /// Seconds between polls when the server does not say.
-    #[serde(default = "default_poll_interval")]
-    pub poll_interval: u64,
-    /// Seconds to wait for a TCP/TLS connection.
-    #[serde(default = "default_connect_timeout")]
-    pub connect_timeout: u64,
-    /// Seconds without a byte before a transfer is abandoned.
-    #[serde(default = "default_io_timeout")]
-    pub io_timeout: u64,
-    /// Failed tries of one fragment (without progress) before giving up for
-    /// this run (default 5); in OCS mode, failed slots in a row before the
-    /// package ends `ERR_DOWNLOAD_PACK` (default 10, as the OCS agent).
-    #[serde(default)]
-    pub fragment_tries: Option<u32>,
-    /// Bytes received between two checkpoints of a download: at most this
-    /// much is fetched again after a power cut (flash wear: one small
-    /// journal write per checkpoint).
-    #[serde(default = "default_checkpoint_bytes")]
-    pub checkpoint_bytes: u64,
-    /// Bytes the cache of downloaded, not yet installed packages may hold
-    /// (0: no cap). Over it, packages not offered now are evicted, least
-    /// recently used first.
-    #[serde(default)]
-    pub cache_max_size: u64,
-    /// When a reboot a package asks for may happen: `never`, `when_idle`
-    /// (nobody logged in) or `immediately`.
-    #[serde(default = "default_reboot")]
-    pub reboot: RebootSetting,
-    /// Command that reboots (default: the reboot system call).
-    #[serde(default)]
-    pub reboot_command: Option<String>,
-    /// Instead of rebooting, append a line to this file (trials and tests).
-    #[serde(default)]
-    pub reboot_dry_run: Option<PathBuf>,
-    /// Command that asks the user about packages with NOTIFY_USER (see
-    /// `outpost_hal::linux::CommandNotifier`); none: proceed after the countdown.
-    #[serde(default)]
-    pub notify_command: Option<String>,
-}
 
 /// A configuration that cannot be used.
 #[derive(Debug)]
@@ -226,6 +63,13 @@ impl std::fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+impl Agent {
+    /// `state_dir` as a path.
+    pub fn state_path(&self) -> &Path {
+        Path::new(&self.state_dir)
+    }
+}
 
 impl Config {
     /// Read and check a configuration file. It is refused unless every

@@ -108,7 +108,7 @@ impl RealEnv {
             client,
             clock: StdClock::new(),
             notifier: CommandNotifier::new(cfg.agent.notify_command.clone()),
-            pacer: Pacer::new(pace, &cfg.agent.state_dir),
+            pacer: Pacer::new(pace, cfg.agent.state_path()),
         })
     }
 }
@@ -237,7 +237,7 @@ pub struct OcsAgent<E: OcsEnv> {
 impl<E: OcsEnv> OcsAgent<E> {
     /// An agent for `cfg` (protocol `ocs`) working through `env`.
     pub fn new(cfg: Config, env: E) -> Result<Self, AgentError> {
-        let store = Store::open(&cfg.agent.state_dir)?;
+        let store = Store::open(cfg.agent.state_path())?;
         let url = Url::parse(&cfg.server.url).map_err(|e| AgentError::Server(e.to_string()))?;
         if !url.tls {
             log::warn!(target: "outpost", "the OCS control channel {} is plain HTTP: anyone on the path sees which packages this device gets (info files still come over verified HTTPS)", cfg.server.url);

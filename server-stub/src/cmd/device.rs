@@ -7,16 +7,13 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use outpost_agent::engine::digest::hex;
 use outpost_agent::engine::manifest::sha256;
 use outpost_agent::engine::proto::valid_device_id;
+use outpost_server::agent_config;
 use outpost_server::config::ServerConfig;
 use outpost_server::pki;
 use ring::rand::SecureRandom;
 
 use super::open_db;
 use crate::cli::DeviceAddArgs;
-
-fn toml_string(s: &str) -> String {
-    toml::Value::String(s.to_string()).to_string()
-}
 
 /// Writes the agent's configuration to `a.agent_config`, then registers the device.
 pub fn add(a: DeviceAddArgs) -> Result<(), String> {
@@ -32,18 +29,8 @@ pub fn add(a: DeviceAddArgs) -> Result<(), String> {
     let secret = hex(&secret);
     let mut db = open_db(&dir)?;
     let state = state_dir.to_str().ok_or("--state-dir must be UTF-8")?;
-    let text = format!(
-        "# outpost-agent configuration for device {id}, written by outpost-server device add.\n\
-         # Keep it private: it holds the device's secret.\n\n\
-         [server]\nurl = {}\ndevice_id = {}\nsecret = {}\nsigning_key = {}\nca_cert = '''\n{}'''\n\n\
-         [agent]\nstate_dir = {}\nexecution_timeout = 7200\n",
-        toml_string(&cfg.public.server_url),
-        toml_string(&id),
-        toml_string(&secret),
-        toml_string(&public),
-        ca.trim_end().to_string() + "\n",
-        toml_string(state),
-    );
+    let text =
+        agent_config::render(&agent_config::for_device(&cfg.public.server_url, &id, &secret, &public, &ca, state))?;
     // Write the file before registering, so a failure leaves no orphan device.
     let mut f = OpenOptions::new()
         .write(true)
