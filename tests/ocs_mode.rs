@@ -367,6 +367,20 @@ fn ocs_mode_keeps_its_cache_under_the_cap_evicting_what_the_server_no_longer_lis
     assert!(!state.join("packages/900").exists(), "its payload is gone");
 }
 
+#[test]
+fn ocs_mode_refuses_a_package_the_endpoint_does_not_allow() {
+    let t = TempDir::new("ocs-not-allowed");
+    let a = targz(&[Member::File("s.sh", b"exit 0\n", 0o644)]);
+    let sim = Sim { listed: vec![5], packs: vec![pkg(5, 1, "EXECUTE", "sh s.sh", &a, 2)], conf: conf(), ..dummy() };
+    let mut cfg = agent_config(&t.join("state"));
+    cfg.agent.allowed_actions = Some(vec!["store".into()]);
+    let mut agent = OcsAgent::new(cfg, sim).unwrap();
+    assert!(agent.run_once().unwrap().complete());
+    let sim = agent_env(agent);
+    let events: Vec<&str> = sim.events.iter().map(|(_, e)| e.as_str()).collect();
+    assert_eq!(events, ["REPORT 5 ERR_NOT_ALLOWED"], "no fragment fetched, nothing run");
+}
+
 fn dummy() -> Sim {
     Sim {
         now: 1_800_000_000,

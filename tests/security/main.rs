@@ -22,7 +22,10 @@
 //! 8. [`bounded_reads`]: a fragment server that never ends its head.
 //! 9. [`unpack_bombs`]: sparse and many-member archives, mode bits.
 //! 10. [`digest_burst`]: a burst of corrupt answers is not a final failure.
+//! 12. [`allowed`]: a package the endpoint does not allow (`allowed_actions`,
+//!     `allowed_store_paths`).
 
+mod allowed;
 mod bounded_reads;
 mod digest_burst;
 mod exhaustion;

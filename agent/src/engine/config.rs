@@ -197,6 +197,24 @@ pub struct Agent {
     /// `outpost_hal::linux::CommandNotifier`); none: proceed after the countdown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify_command: Option<String>,
+    /// Actions a package may have: `launch`, `execute`, `store` (unset:
+    /// all). Others end `ERR_NOT_ALLOWED` before anything is fetched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_actions: Option<Vec<String>>,
+    /// Absolute directories a `store` package may write under (unset:
+    /// anywhere). Others end `ERR_NOT_ALLOWED` before anything is fetched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_store_paths: Option<Vec<String>>,
+}
+
+impl Agent {
+    /// The endpoint's limits on packages ([`super::allow`]).
+    pub fn allowed(&self) -> super::allow::Allowed<'_> {
+        super::allow::Allowed {
+            actions: self.allowed_actions.as_deref(),
+            store_paths: self.allowed_store_paths.as_deref(),
+        }
+    }
 }
 
 impl Agent {
@@ -215,6 +233,8 @@ impl Agent {
             reboot_command: None,
             reboot_dry_run: None,
             notify_command: None,
+            allowed_actions: None,
+            allowed_store_paths: None,
         }
     }
 }

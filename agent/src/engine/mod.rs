@@ -9,6 +9,7 @@
 //!   runtime ──now, events──► fetch (per fragment) · backoff · plan ──► what to do next
 //! ```
 
+pub mod allow;
 pub mod backoff;
 pub mod civil;
 pub mod config;

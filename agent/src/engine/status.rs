@@ -45,6 +45,9 @@ pub enum StatusCode {
     ErrAborted,
     /// An earlier run of the action was interrupted; it is not run again.
     ErrDoneFailed,
+    /// The endpoint does not allow this package (`agent.allowed_actions`,
+    /// `agent.allowed_store_paths`); nothing of it ran or was written.
+    ErrNotAllowed,
     /// Any other code, verbatim.
     Other(String),
 }
@@ -69,6 +72,7 @@ impl StatusCode {
             "ERR_TIMEOUT" => Self::ErrTimeout,
             "ERR_ABORTED" => Self::ErrAborted,
             "ERR_DONE_FAILED" => Self::ErrDoneFailed,
+            "ERR_NOT_ALLOWED" => Self::ErrNotAllowed,
             _ => match s.strip_prefix("EXIT_CODE_").and_then(|n| n.parse().ok()) {
                 Some(n) if n != 0 => Self::ExitCode(n),
                 _ => Self::Other(s.to_string()),
@@ -107,6 +111,7 @@ impl fmt::Display for StatusCode {
             Self::ErrTimeout => "ERR_TIMEOUT",
             Self::ErrAborted => "ERR_ABORTED",
             Self::ErrDoneFailed => "ERR_DONE_FAILED",
+            Self::ErrNotAllowed => "ERR_NOT_ALLOWED",
             Self::Other(s) => s,
         };
         f.write_str(s)

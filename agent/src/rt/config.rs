@@ -136,6 +136,13 @@ impl Config {
                 }
             }
         }
+        let known = |a: &String| ["launch", "execute", "store"].contains(&a.as_str());
+        if c.agent.allowed_actions.as_ref().is_some_and(|v| !v.iter().all(known)) {
+            return Err(ConfigError::Invalid("agent.allowed_actions: use \"launch\", \"execute\", \"store\""));
+        }
+        if c.agent.allowed_store_paths.as_ref().is_some_and(|v| v.iter().any(|p| !p.starts_with('/'))) {
+            return Err(ConfigError::Invalid("agent.allowed_store_paths must be absolute directories"));
+        }
         if c.agent.execution_timeout == 0 || c.agent.fragment_tries == Some(0) {
             return Err(ConfigError::Invalid("agent.execution_timeout and agent.fragment_tries must be > 0"));
         }

@@ -84,6 +84,10 @@ impl Agent {
         if info.id != id {
             return Ok(Err(MetadataError::Final(StatusCode::ErrBadId)));
         }
+        if let Err(why) = crate::engine::allow::check(&info, self.cfg.agent.allowed()) {
+            log::error!(target: "outpost", "package {id}: not allowed on this endpoint: {why}; nothing fetched or run");
+            return Ok(Err(MetadataError::Final(StatusCode::ErrNotAllowed)));
+        }
         if info.frags as usize != manifest.fragments.len() {
             log::error!(target: "outpost", "package {id}: info says {} fragments, manifest {}", info.frags, manifest.fragments.len());
             return Ok(Err(MetadataError::Final(StatusCode::ErrBadParam)));

@@ -90,6 +90,10 @@ impl<E: OcsEnv> OcsAgent<E> {
             log::error!(target: "outpost", "package {id}: its info file says ID {}", info.id);
             return fail(StatusCode::ErrBadId, info.priority);
         }
+        if let Err(why) = crate::engine::allow::check(&info, self.cfg.agent.allowed()) {
+            log::error!(target: "outpost", "package {id}: not allowed on this endpoint: {why}; nothing fetched or run");
+            return fail(StatusCode::ErrNotAllowed, info.priority);
+        }
         if self.cfg.server.require_signed {
             log::error!(target: "outpost", "package {id}: no signed manifest (OCS server) and require_signed is set; refusing it");
             return fail(StatusCode::ErrBadDigest, info.priority);
