@@ -117,6 +117,21 @@ pub struct InitArgs {
 pub enum PackageCmd {
     /// Build a package from an archive (zip or tar.gz); prints its ID.
     Add(PackageAddArgs),
+    /// Sign a package's manifest again with a new expiry (0 days: withdraw it).
+    Resign(PackageResignArgs),
+}
+
+// No doc comment here: it would replace the subcommand's help text.
+#[derive(Args)]
+pub struct PackageResignArgs {
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// The package.
+    #[arg(long)]
+    pub id: u64,
+    /// Days from now the manifest stays valid (0: expired at once).
+    #[arg(long, default_value_t = 90)]
+    pub valid_days: u32,
 }
 
 // No doc comment here: it would replace the subcommand's help text.
@@ -164,6 +179,9 @@ pub struct SpecArgs {
     /// Keep group- and world-write bits of archive members (agents drop them otherwise).
     #[arg(long)]
     keep_modes: bool,
+    /// Days the signed manifest is valid; agents refuse it afterwards (ERR_EXPIRED) until `package resign`.
+    #[arg(long, default_value_t = 90)]
+    valid_days: u32,
     #[command(flatten)]
     notify: NotifyArgs,
 }
@@ -301,6 +319,7 @@ impl From<SpecArgs> for Spec {
             reboot_exit_codes: s.reboot_exit_code,
             notify: s.notify.into(),
             keep_modes: s.keep_modes,
+            valid_days: s.valid_days,
         }
     }
 }

@@ -40,6 +40,7 @@ fn run(cmd: Cmd) -> Result<(), String> {
     match cmd {
         Cmd::Init(a) => cmd::init::run(a),
         Cmd::Package { cmd: PackageCmd::Add(a) } => cmd::package::add(a),
+        Cmd::Package { cmd: PackageCmd::Resign(a) } => cmd::package::resign(a),
         Cmd::Device { cmd: DeviceCmd::Add(a) } => cmd::device::add(a),
         Cmd::Assign(a) => cmd::assign::assign(a),
         Cmd::Serve { dir } => files::check_at_serve(&dir).and_then(|()| serve::run(&dir)),

@@ -46,6 +46,40 @@ pub struct Spec {
     /// Keep group- and world-write bits of archive members (`--keep-modes`);
     /// agents drop them otherwise.
     pub keep_modes: bool,
+    /// Days the signed manifest is valid (`--valid-days`); agents refuse it
+    /// afterwards (`ERR_EXPIRED`) until `package resign` renews it.
+    pub valid_days: u32,
+}
+
+/// Seconds in a day.
+const DAY: u64 = 86_400;
+
+/// Sign package `id`'s manifest again, valid for `valid_days` from now
+/// (0: expired at once, which withdraws the package from every device that
+/// has not fetched it yet), with its version one higher. Returns the new
+/// expiry (seconds since 1970 UTC).
+pub fn resign(dir: &Path, id: u64, valid_days: u32) -> Result<u64, String> {
+    let key = pki::signing_key(dir)?;
+    let mut public = [0u8; 32];
+    public.copy_from_slice(ring::signature::KeyPair::public_key(&key).as_ref());
+    let path = dir.join("download").join(id.to_string()).join("manifest");
+    let bytes = fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut m = Manifest::decode_verified(&bytes, &public).map_err(|e| format!("{}: {e}", path.display()))?;
+    if m.unpacked.is_none() {
+        return Err(format!("package {id} was built before manifests could expire; add it again"));
+    }
+    let expires = crate::time::unix_now().saturating_add(u64::from(valid_days) * DAY);
+    m.version = m.version.saturating_add(1);
+    m.expires = Some(expires);
+    let signed = m.encode_signed(|b| {
+        let mut s = [0u8; 64];
+        s.copy_from_slice(key.sign(b).as_ref());
+        s
+    });
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, signed).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(expires)
 }
 
 /// Parse `1M`, `512K`, `1048576`.
@@ -293,7 +327,10 @@ fn build(
         flags: if spec.reboot { FLAG_REBOOT } else { 0 } | if spec.keep_modes { FLAG_KEEP_MODES } else { 0 },
         reboot_exit_codes: spec.reboot_exit_codes.clone(),
         unpacked,
+        expires: None,
     };
+    let manifest =
+        Manifest { expires: Some(manifest.created.saturating_add(u64::from(spec.valid_days) * DAY)), ..manifest };
     let signed = manifest.encode_signed(|b| {
         let mut s = [0u8; 64];
         s.copy_from_slice(key.sign(b).as_ref());

@@ -24,11 +24,13 @@
 //! 10. [`digest_burst`]: a burst of corrupt answers is not a final failure.
 //! 12. [`allowed`]: a package the endpoint does not allow (`allowed_actions`,
 //!     `allowed_store_paths`).
+//! 13. [`expiry`]: a replayed offer of a package past its manifest's expiry.
 
 mod allowed;
 mod bounded_reads;
 mod digest_burst;
 mod exhaustion;
+mod expiry;
 mod http_hygiene;
 mod lockout;
 mod networks;

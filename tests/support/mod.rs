@@ -338,6 +338,7 @@ pub fn manifest_of(data: &[u8], frag: usize) -> outpost_agent::engine::manifest:
         flags: 0,
         reboot_exit_codes: Vec::new(),
         unpacked: None,
+        expires: None,
     }
 }
 

@@ -14,11 +14,14 @@
 //! last field it reads), so agents of every version read every manifest:
 //!
 //! ```text
-//!  body = format-1 fields | [Unpacked (size, members)]
+//!  body = format-1 fields | [Unpacked (size, members) | [Validity (expires)]]
 //! ```
 //!
 //! A manifest without [`Unpacked`] (built before it existed) gets the fixed
-//! bounds of [`crate::engine::limits`].
+//! bounds of [`crate::engine::limits`]. One without [`Validity`] never
+//! expires; one past its expiry is refused (`ERR_EXPIRED`), so a frozen or
+//! replayed control channel can withhold packages but not offer old ones
+//! forever.
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -49,6 +52,14 @@ pub struct Unpacked {
     pub size: u64,
     /// Members: every tar entry but extension headers; every zip entry.
     pub members: u64,
+}
+
+/// Until when the signature vouches for the package (`package add
+/// --valid-days`, `package resign`): the second extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Validity {
+    /// Seconds since 1970 UTC from which the manifest is refused.
+    pub expires: u64,
 }
 
 /// One fragment as published: its size and SHA-256.
@@ -88,6 +99,10 @@ pub struct Manifest {
     /// built before it existed.
     #[serde(skip)]
     pub unpacked: Option<Unpacked>,
+    /// The second extension; `None`: the manifest never expires. Written
+    /// only after an [`Unpacked`] (extensions keep their order).
+    #[serde(skip)]
+    pub expires: Option<u64>,
 }
 
 /// Why a manifest was refused.
@@ -126,6 +141,9 @@ impl Manifest {
         let mut body = postcard::to_allocvec(self).unwrap_or_default();
         if let Some(u) = &self.unpacked {
             body.extend(postcard::to_allocvec(u).unwrap_or_default());
+            if let Some(expires) = self.expires {
+                body.extend(postcard::to_allocvec(&Validity { expires }).unwrap_or_default());
+            }
         }
         let mut out = Vec::with_capacity(8 + body.len() + SIGNATURE_LEN);
         out.extend_from_slice(MAGIC);
@@ -164,8 +182,13 @@ impl Manifest {
         }
         let (mut m, ext): (Self, _) = postcard::take_from_bytes(body).map_err(|_| ManifestError::Malformed)?;
         if !ext.is_empty() {
-            let (u, _later) = postcard::take_from_bytes(ext).map_err(|_| ManifestError::Malformed)?;
+            let (u, later) = postcard::take_from_bytes(ext).map_err(|_| ManifestError::Malformed)?;
             m.unpacked = Some(u);
+            if !later.is_empty() {
+                let (v, _later): (Validity, _) =
+                    postcard::take_from_bytes(later).map_err(|_| ManifestError::Malformed)?;
+                m.expires = Some(v.expires);
+            }
         }
         if m.fragments.len() > MAX_FRAGMENTS {
             return Err(ManifestError::TooLarge);
@@ -195,6 +218,11 @@ impl Manifest {
     /// Offset of fragment `index` (0-based) in the archive.
     pub fn fragment_offset(&self, index: usize) -> u64 {
         self.fragments[..index.min(self.fragments.len())].iter().map(|f| f.size).sum()
+    }
+
+    /// Whether the manifest has expired at `now` (seconds since 1970 UTC).
+    pub fn is_expired(&self, now: u64) -> bool {
+        self.expires.is_some_and(|e| now >= e)
     }
 
     /// Whether a reboot is requested after a successful action.
@@ -241,6 +269,7 @@ mod tests {
             flags: 0,
             reboot_exit_codes: alloc::vec![],
             unpacked: Some(Unpacked { size: 300, members: 2 }),
+            expires: None,
         }
     }
 
@@ -290,18 +319,33 @@ mod tests {
         // Later extensions are ignored; a broken one is refused.
         let mut later = old.signed_bytes();
         later.extend(postcard::to_allocvec(&Unpacked { size: 300, members: 2 }).unwrap());
-        later.extend([7, 7, 7]);
+        later.extend([7, 7, 7]); // a Validity (expires 7), then a third extension
         let len = (later.len() - 8) as u32;
         later[4..8].copy_from_slice(&len.to_le_bytes());
         let k = key();
         later.extend_from_slice(k.sign(&later).as_ref());
-        assert_eq!(Manifest::decode_verified(&later, &pk()), Ok(sample()));
+        assert_eq!(Manifest::decode_verified(&later, &pk()), Ok(Manifest { expires: Some(7), ..sample() }));
         let mut broken = old.signed_bytes();
         broken.push(0xff);
         let len = (broken.len() - 8) as u32;
         broken[4..8].copy_from_slice(&len.to_le_bytes());
         broken.extend_from_slice(k.sign(&broken).as_ref());
         assert_eq!(Manifest::decode_verified(&broken, &pk()), Err(ManifestError::Malformed));
+    }
+
+    #[test]
+    fn the_expiry_is_signed_and_a_manifest_without_one_never_expires() {
+        let m = Manifest { expires: Some(1_800_000_000), ..sample() };
+        let got = Manifest::decode_verified(&encode(&m), &pk()).unwrap();
+        assert_eq!(got.expires, Some(1_800_000_000));
+        assert!(!got.is_expired(1_799_999_999) && got.is_expired(1_800_000_000));
+        assert!(!sample().is_expired(u64::MAX), "no Validity: never expires");
+        // What an agent from before the expiry reads: the same package.
+        let bytes = encode(&m);
+        let body = &bytes[8..bytes.len() - SIGNATURE_LEN];
+        let (seen, rest) = postcard::take_from_bytes::<Manifest>(body).unwrap();
+        assert_eq!(seen, Manifest { unpacked: None, expires: None, ..sample() });
+        assert_eq!(postcard::take_from_bytes::<Unpacked>(rest).unwrap().0, Unpacked { size: 300, members: 2 });
     }
 
     #[test]

@@ -233,6 +233,7 @@ mod tests {
             flags: 0,
             reboot_exit_codes: Vec::new(),
             unpacked: None,
+            expires: None,
         };
         assert_eq!(unpack_bounds(Some(&m)), UnpackBounds::UNSIGNED);
         assert_eq!(unpacked_size(&m), 10);

@@ -48,6 +48,8 @@ pub enum StatusCode {
     /// The endpoint does not allow this package (`agent.allowed_actions`,
     /// `agent.allowed_store_paths`); nothing of it ran or was written.
     ErrNotAllowed,
+    /// The package's signed manifest has expired (`package resign` renews it).
+    ErrExpired,
     /// Any other code, verbatim.
     Other(String),
 }
@@ -73,6 +75,7 @@ impl StatusCode {
             "ERR_ABORTED" => Self::ErrAborted,
             "ERR_DONE_FAILED" => Self::ErrDoneFailed,
             "ERR_NOT_ALLOWED" => Self::ErrNotAllowed,
+            "ERR_EXPIRED" => Self::ErrExpired,
             _ => match s.strip_prefix("EXIT_CODE_").and_then(|n| n.parse().ok()) {
                 Some(n) if n != 0 => Self::ExitCode(n),
                 _ => Self::Other(s.to_string()),
@@ -112,6 +115,7 @@ impl fmt::Display for StatusCode {
             Self::ErrAborted => "ERR_ABORTED",
             Self::ErrDoneFailed => "ERR_DONE_FAILED",
             Self::ErrNotAllowed => "ERR_NOT_ALLOWED",
+            Self::ErrExpired => "ERR_EXPIRED",
             Self::Other(s) => s,
         };
         f.write_str(s)

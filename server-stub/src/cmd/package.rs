@@ -1,10 +1,11 @@
-//! `package add`: build a package and print its ID.
+//! `package add`: build a package and print its ID; `package resign`:
+//! renew (or withdraw) its signed manifest.
 
 use outpost_server::config::ServerConfig;
 use outpost_server::package;
 
 use super::open_db;
-use crate::cli::PackageAddArgs;
+use crate::cli::{PackageAddArgs, PackageResignArgs};
 
 /// Builds the package `a.spec` describes in `a.dir` and prints its ID.
 pub fn add(a: PackageAddArgs) -> Result<(), String> {
@@ -13,5 +14,13 @@ pub fn add(a: PackageAddArgs) -> Result<(), String> {
     let db = open_db(&a.dir)?;
     let id = package::add(&a.dir, &db, &spec)?;
     println!("{id}");
+    Ok(())
+}
+
+/// Signs package `a.id`'s manifest again, valid `a.valid_days` from now.
+pub fn resign(a: PackageResignArgs) -> Result<(), String> {
+    ServerConfig::load(&a.dir)?;
+    let expires = package::resign(&a.dir, a.id, a.valid_days)?;
+    println!("package {}: manifest signed again, valid until {expires} (seconds since 1970 UTC)", a.id);
     Ok(())
 }

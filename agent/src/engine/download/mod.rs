@@ -392,6 +392,7 @@ mod tests {
             flags: 0,
             reboot_exit_codes: vec![],
             unpacked: None,
+            expires: None,
         }
     }
 

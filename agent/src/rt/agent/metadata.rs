@@ -66,6 +66,13 @@ impl Agent {
                 return Ok(Err(MetadataError::Final(StatusCode::ErrBadDigest)));
             }
         };
+        // Only a fresh manifest is judged: a download accepted while its
+        // manifest was valid is not cut off halfway.
+        let now = outpost_hal::time::Clock::unix_time(&outpost_hal::linux::StdClock::new());
+        if fresh && manifest.is_expired(now) {
+            log::error!(target: "outpost", "package {id}: its signed manifest expired at {}; refusing it (the server may renew it with package resign)", manifest.expires.unwrap_or(0));
+            return Ok(Err(MetadataError::Final(StatusCode::ErrExpired)));
+        }
         if manifest.package_id != id {
             log::error!(target: "outpost", "package {id}: manifest is for package {}", manifest.package_id);
             return Ok(Err(MetadataError::Final(StatusCode::ErrBadId)));
