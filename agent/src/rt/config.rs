@@ -211,4 +211,13 @@ state_dir = "/tmp/x"
         assert!(Config::parse(&ocs.replace("http://", "ftp://")).is_err());
         assert!(Config::parse(&ocs.replace("\"ocs\"", "\"smb\"")).is_err());
     }
+
+    #[test]
+    fn allowed_actions_and_store_paths_are_checked_at_load() {
+        let with = |extra: &str| Config::parse(&format!("{GOOD}{extra}\n"));
+        let c = with("allowed_actions = [\"store\"]\nallowed_store_paths = [\"/opt/apps\"]").unwrap();
+        assert_eq!(c.agent.allowed_actions.as_deref(), Some(&["store".to_string()][..]));
+        assert!(with("allowed_actions = [\"run-anything\"]").is_err(), "an unknown action");
+        assert!(with("allowed_store_paths = [\"opt/apps\"]").is_err(), "a relative directory");
+    }
 }

@@ -129,9 +129,6 @@ pub struct Deployment {
     next: VecDeque<Action>,
     retry: Retry,
     refetch: Refetch,
-    /// Whether the archive is checked by signed fragment digests (Outpost):
-    /// a mismatch of the whole archive is then final, not refetched.
-    signed: bool,
 }
 
 /// What the server says of a package it offers.
@@ -154,8 +151,7 @@ impl Deployment {
             Retry::Schedule => 1,
         };
         let refetch = Refetch::new(tries, rec.digest_trouble);
-        let signed = matches!(retry, Retry::Backoff(_));
-        Self { rec, dirty: false, stage, next: VecDeque::from([first]), retry, refetch, signed }
+        Self { rec, dirty: false, stage, next: VecDeque::from([first]), retry, refetch }
     }
 
     /// A package the state directory holds at start, before any server is
@@ -247,6 +243,13 @@ impl Deployment {
         self.then(Stage::Over, Action::Finish(code));
     }
 
+    /// Whether the archive is checked by signed fragment digests: in the
+    /// Outpost protocol (the one that retries with backoff), where a
+    /// mismatch of the whole archive is then final, not refetched.
+    fn signed(&self) -> bool {
+        matches!(self.retry, Retry::Backoff(_))
+    }
+
     fn save(&mut self) {
         self.dirty = true;
     }
@@ -305,7 +308,7 @@ impl Deployment {
             Fetched::Complete => {
                 // Signed fragments were each verified; unsigned ones only
                 // are once the archive matches its digest (handle_unpacked).
-                if self.signed {
+                if self.signed() {
                     self.refetch.verified();
                     if self.rec.digest_trouble.take().is_some() {
                         self.save();
@@ -369,7 +372,7 @@ impl Deployment {
                 }
                 self.then(Stage::Ask, Action::Ask);
             }
-            Some(StatusCode::ErrBadDigest) if !self.signed => {
+            Some(StatusCode::ErrBadDigest) if !self.signed() => {
                 if self.refetch.corrupt(now, 0) == Verdict::GiveUp {
                     return self.finish(StatusCode::ErrBadDigest);
                 }

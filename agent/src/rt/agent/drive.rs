@@ -64,28 +64,18 @@ impl Agent {
                     }
                 }
                 Action::CheckSpace => {
+                    let Held { meta: Some((_, m)), download } = &mut held else { return Ok(Done::Later) };
                     // What is left to fetch, plus room to unpack, plus a margin.
-                    let have = self.download(&mut held, id)?.0.have();
-                    let lacks = held.meta.as_ref().and_then(|(_, m)| {
-                        let mut disk = LinuxDisk::new(self.store.root());
-                        lacks_space(
-                            &mut disk,
-                            m.archive_size.saturating_sub(have),
-                            plan::unpacked_size(m),
-                            m.archive_size,
-                        )
-                    });
-                    d.handle_space(lacks);
+                    let have = self.download(download, m, id)?.0.have();
+                    let mut disk = LinuxDisk::new(self.store.root());
+                    let left = m.archive_size.saturating_sub(have);
+                    d.handle_space(lacks_space(&mut disk, left, plan::unpacked_size(m), m.archive_size));
                 }
                 Action::Fetch => {
-                    let info = held.meta.as_ref().map(|m| m.0.clone());
-                    let Some(info) = info else { return Ok(Done::Later) };
-                    let f = {
-                        let (dl, blocks) = self.download(&mut held, id)?;
-                        self.fetch_once(&info, &offer.pack_loc, dl, blocks)?
-                    };
-                    let clock = StdClock::new();
-                    d.handle_fetch(f, clock.unix_time(), self.random_u64());
+                    let Held { meta: Some((info, m)), download } = &mut held else { return Ok(Done::Later) };
+                    let (dl, blocks) = self.download(download, m, id)?;
+                    let f = self.fetch_once(info, &offer.pack_loc, dl, blocks)?;
+                    d.handle_fetch(f, StdClock::new().unix_time(), self.random_u64());
                 }
                 Action::Wait { delay, why } => {
                     log::warn!(target: "outpost", "package {id}: {why}; retrying in {} ms", delay.as_millis());
@@ -126,9 +116,6 @@ impl Agent {
                     self.store.queue_report(&report)?;
                 }
                 Action::Failed(why) | Action::Later(why) => {
-                    if let Some(rec) = d.poll_record() {
-                        self.store.put_package(&rec)?;
-                    }
                     log::warn!(target: "outpost", "package {id}: not finished in this run: {why}");
                     return Ok(Done::Later);
                 }
@@ -140,25 +127,27 @@ impl Agent {
         }
     }
 
-    /// The package's download, opened on first use from its journal.
-    fn download<'a>(&self, held: &'a mut Held, id: u64) -> Result<(&'a mut Download, &'a mut DirBlocks), StoreError> {
-        if held.download.is_none() {
-            let Some((_, manifest)) = held.meta.as_ref() else {
-                return Err(StoreError::Io(self.store.package_dir(id), std::io::Error::other("no manifest")));
-            };
-            let dir = self.store.package_dir(id);
-            let mut blocks = DirBlocks::open(&dir).map_err(|e| StoreError::Io(dir.clone(), e))?;
-            let dl = Download::open(&mut blocks, manifest, self.cfg.agent.checkpoint_bytes)
-                .map_err(|e| StoreError::Io(dir.join(ARCHIVE), e.0))?;
-            if dl.have() > 0 && !dl.is_complete() {
-                log::info!(target: "outpost", "package {id}: resuming at byte {} of {}", dl.have(), manifest.archive_size);
+    /// The package's download (`manifest`'s), opened on first use from its journal.
+    fn download<'a>(
+        &self,
+        slot: &'a mut Option<(Download, DirBlocks)>,
+        manifest: &Manifest,
+        id: u64,
+    ) -> Result<&'a mut (Download, DirBlocks), StoreError> {
+        let pair = match slot.take() {
+            Some(pair) => pair,
+            None => {
+                let dir = self.store.package_dir(id);
+                let mut blocks = DirBlocks::open(&dir).map_err(|e| StoreError::Io(dir.clone(), e))?;
+                let dl = Download::open(&mut blocks, manifest, self.cfg.agent.checkpoint_bytes)
+                    .map_err(|e| StoreError::Io(dir.join(ARCHIVE), e.0))?;
+                if dl.have() > 0 && !dl.is_complete() {
+                    log::info!(target: "outpost", "package {id}: resuming at byte {} of {}", dl.have(), manifest.archive_size);
+                }
+                (dl, blocks)
             }
-            held.download = Some((dl, blocks));
-        }
-        match held.download.as_mut() {
-            Some((dl, blocks)) => Ok((dl, blocks)),
-            None => Err(StoreError::Io(self.store.package_dir(id), std::io::Error::other("no download"))),
-        }
+        };
+        Ok(slot.insert(pair))
     }
 }
 

@@ -87,12 +87,7 @@ impl<E: OcsEnv> OcsAgent<E> {
                     self.store.queue_report(&OutboxRecord { report_id, package: id, status: code.to_string() })?;
                 }
                 Action::Failed(why) => return Ok(SlotResult::Failed(why)),
-                Action::Later(why) => {
-                    if let Some(rec) = d.poll_record() {
-                        self.store.put_package(&rec)?;
-                    }
-                    return Ok(SlotResult::Deferred(Some(why)));
-                }
+                Action::Later(why) => return Ok(SlotResult::Deferred(Some(why))),
                 Action::Finish(code) => {
                     let rec = d.record().clone();
                     self.finish(id, rec.priority, &rec.pack_loc, &code)?;
