@@ -12,8 +12,9 @@ use outpost_agent::engine::digest::{ArchiveHasher, base64_unpadded, hex};
 use outpost_agent::engine::info::DigestAlgo;
 use outpost_agent::engine::ocs::Request;
 use outpost_agent::rt::config::Config;
+use outpost_agent::rt::env::{BodySink, Env, GetError};
 use outpost_agent::rt::http::Url;
-use outpost_agent::rt::ocs_mode::{BodySink, GetError, OcsAgent, OcsEnv};
+use outpost_agent::rt::ocs_mode::OcsAgent;
 use outpost_hal::notify::{Answer, Notice};
 use outpost_tests::{Member, TempDir, targz};
 
@@ -106,7 +107,7 @@ fn zlib(s: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
-impl OcsEnv for Sim {
+impl Env for Sim {
     fn unix_time(&self) -> u64 {
         self.now
     }
@@ -119,7 +120,11 @@ impl OcsEnv for Sim {
         self.now += d.as_secs();
     }
 
-    fn post(&mut self, _url: &Url, body: &[u8]) -> Result<(u16, Vec<u8>), String> {
+    fn random_u64(&mut self) -> u64 {
+        self.rand()
+    }
+
+    fn post(&mut self, _url: &Url, _: &[(&str, &str)], body: &[u8], _: usize) -> Result<(u16, Vec<u8>), GetError> {
         let mut xml = String::new();
         flate2::read::ZlibDecoder::new(body).read_to_string(&mut xml).expect("the agent sends zlib");
         match Request::parse(&xml).expect("the agent's request parses") {

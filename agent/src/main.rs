@@ -6,8 +6,9 @@ use std::process::ExitCode;
 
 use outpost_agent::rt::agent::{Agent, AgentError, Runner, run_forever};
 use outpost_agent::rt::config::{Config, Protocol};
+use outpost_agent::rt::env::RealEnv;
 use outpost_agent::rt::logger;
-use outpost_agent::rt::ocs_mode::{OcsAgent, RealEnv};
+use outpost_agent::rt::ocs_mode::OcsAgent;
 use outpost_agent::rt::store::Store;
 
 const HELP: &str = "\
@@ -163,12 +164,11 @@ fn main() -> ExitCode {
     }
     let default_interval = cfg.agent.poll_interval;
     let server_url = cfg.server.url.clone();
-    let agent: Result<Box<dyn Runner>, AgentError> = match cfg.server.protocol {
-        Protocol::Outpost => Agent::new(cfg).map(|a| Box::new(a) as Box<dyn Runner>),
-        Protocol::Ocs => {
-            RealEnv::new(&cfg).and_then(|env| OcsAgent::new(cfg, env)).map(|a| Box::new(a) as Box<dyn Runner>)
-        }
-    };
+    let agent: Result<Box<dyn Runner>, AgentError> =
+        RealEnv::new(&cfg).map_err(AgentError::Env).and_then(|env| match cfg.server.protocol {
+            Protocol::Outpost => Agent::new(cfg, env).map(|a| Box::new(a) as Box<dyn Runner>),
+            Protocol::Ocs => OcsAgent::new(cfg, env).map(|a| Box::new(a) as Box<dyn Runner>),
+        });
     let mut agent = match agent {
         Ok(a) => a,
         Err(e) => {

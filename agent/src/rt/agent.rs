@@ -22,24 +22,23 @@
 
 use std::time::Duration;
 
-use outpost_hal::linux::{CommandNotifier, LinuxPower, RebootMethod};
+use outpost_hal::linux::{LinuxPower, RebootMethod};
 use outpost_hal::power::{Power, RebootDecision, decide};
 use ring::rand::SecureRandom;
 
 use super::config::Config;
-use super::http::{Client, Url};
-use super::pace::Pacer;
+use super::env::{Env, EnvError, GetError, RealEnv};
+use super::http::Url;
 use super::store::{Store, StoreError};
 use crate::engine::backoff::Backoff;
 use crate::engine::deploy::{Deployment, Offered, Retry};
 use crate::engine::journal::{OutboxRecord, PackageRecord, Phase};
 use crate::engine::limits::{MAX_CONTROL_LEN, MAX_REPORTS_PER_REQUEST};
 use crate::engine::plan;
-use crate::engine::proto::{self, Offer, PollReply, Report};
+use crate::engine::proto::{self, Offer, PollReply, ProtoError, Report};
 use crate::engine::status::StatusCode;
 
 mod drive;
-mod fetch;
 mod install;
 mod metadata;
 use drive::Done;
@@ -50,15 +49,42 @@ pub(crate) use install::verify_and_unpack;
 pub enum AgentError {
     /// The state directory failed.
     Store(StoreError),
-    /// The server could not be reached or refused us.
-    Server(String),
+    /// The environment could not be set up (CA, `[download]`).
+    Env(EnvError),
+    /// The configuration is not usable (signing key, server URL).
+    Config(String),
+    /// The server could not be asked (connection, TLS, a broken body).
+    Unreachable(GetError),
+    /// The server refused this device: unknown device or wrong secret.
+    Unauthorized {
+        /// The server.
+        server: String,
+        /// This device.
+        device: String,
+    },
+    /// The server answered a request with an unexpected status.
+    Status {
+        /// The request's path.
+        path: &'static str,
+        /// Its status.
+        status: u16,
+    },
+    /// The server's answer is not a valid control message.
+    BadReply(&'static str, ProtoError),
 }
 
 impl std::fmt::Display for AgentError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Store(e) => write!(f, "state directory: {e}"),
-            Self::Server(m) => f.write_str(m),
+            Self::Env(e) => write!(f, "{e}"),
+            Self::Config(m) => f.write_str(m),
+            Self::Unreachable(e) => write!(f, "{e}"),
+            Self::Unauthorized { server, device } => {
+                write!(f, "server {server} refused device {device:?}: unknown device or wrong secret (401)")
+            }
+            Self::Status { path, status } => write!(f, "server answered {status} to {path}"),
+            Self::BadReply(what, e) => write!(f, "bad {what} reply: {e}"),
         }
     }
 }
@@ -99,7 +125,7 @@ pub trait Runner {
     fn run_once(&mut self) -> Result<RunSummary, AgentError>;
 }
 
-impl Runner for Agent {
+impl<E: Env> Runner for Agent<E> {
     fn run_once(&mut self) -> Result<RunSummary, AgentError> {
         Agent::run_once(self)
     }
@@ -139,32 +165,21 @@ pub fn run_forever(runner: &mut dyn Runner, default_interval: u64, server_url: &
     }
 }
 
-/// The agent.
-pub struct Agent {
+/// The agent in the Outpost protocol, working through `E` (the real world
+/// by default; a simulator in tests).
+pub struct Agent<E: Env = RealEnv> {
     cfg: Config,
     store: Store,
-    client: Client,
+    env: E,
     key: [u8; 32],
-    rng: ring::rand::SystemRandom,
-    notifier: CommandNotifier,
-    pacer: std::cell::RefCell<Pacer>,
 }
 
-impl Agent {
-    /// Build an agent from its configuration.
-    pub fn new(cfg: Config) -> Result<Self, AgentError> {
+impl<E: Env> Agent<E> {
+    /// Build an agent from its configuration, working through `env`.
+    pub fn new(cfg: Config, env: E) -> Result<Self, AgentError> {
         let store = Store::open(cfg.agent.state_path())?;
-        let client = Client::new(
-            &cfg.server.ca_cert,
-            Duration::from_secs(cfg.agent.connect_timeout),
-            Duration::from_secs(cfg.agent.io_timeout),
-        )
-        .map_err(|e| AgentError::Server(e.to_string()))?;
-        let key = cfg.signing_key().map_err(|e| AgentError::Server(e.to_string()))?;
-        let notifier = CommandNotifier::new(cfg.agent.notify_command.clone());
-        let pace = cfg.pace().map_err(|e| AgentError::Server(e.to_string()))?;
-        let pacer = std::cell::RefCell::new(Pacer::new(pace, cfg.agent.state_path()));
-        Ok(Self { cfg, store, client, key, rng: ring::rand::SystemRandom::new(), notifier, pacer })
+        let key = cfg.signing_key().map_err(|e| AgentError::Config(e.to_string()))?;
+        Ok(Self { cfg, store, env, key })
     }
 
     /// The state directory.
@@ -172,46 +187,40 @@ impl Agent {
         &self.store
     }
 
-    fn random_u64(&self) -> u64 {
-        let mut b = [0u8; 8];
-        // SystemRandom only fails when the OS has no entropy source at all.
-        let _ = self.rng.fill(&mut b);
-        u64::from_le_bytes(b)
+    /// Give back the environment (tests inspect it).
+    pub fn into_env(self) -> E {
+        self.env
     }
 
     fn api(&self, path: &str) -> Result<Url, AgentError> {
         Url::parse(&format!("{}{path}", self.cfg.server.url.trim_end_matches('/')))
-            .map_err(|e| AgentError::Server(e.to_string()))
+            .map_err(|e| AgentError::Config(format!("server.url: {e}")))
     }
 
-    fn post(&self, path: &str, body: &str) -> Result<Vec<u8>, AgentError> {
+    fn post(&mut self, path: &'static str, body: &str) -> Result<Vec<u8>, AgentError> {
         let url = self.api(path)?;
         let auth = proto::auth_header(&self.cfg.server.device_id, &self.cfg.server.secret);
         let headers = [("Authorization", auth.as_str()), ("Content-Type", "text/plain")];
-        let mut r = self
-            .client
-            .request("POST", &url, &headers, body.as_bytes())
-            .map_err(|e| AgentError::Server(e.to_string()))?;
-        let body = r.read_to_vec(MAX_CONTROL_LEN).map_err(|e| AgentError::Server(e.to_string()))?;
-        self.pacer.borrow_mut().charge(body.len());
-        match r.status {
+        let (status, body) =
+            self.env.post(&url, &headers, body.as_bytes(), MAX_CONTROL_LEN).map_err(AgentError::Unreachable)?;
+        match status {
             200 => Ok(body),
-            401 => Err(AgentError::Server(format!(
-                "server {} refused device {:?}: unknown device or wrong secret (401)",
-                self.cfg.server.url, self.cfg.server.device_id
-            ))),
-            s => Err(AgentError::Server(format!("server answered {s} to {path}"))),
+            401 => Err(AgentError::Unauthorized {
+                server: self.cfg.server.url.clone(),
+                device: self.cfg.server.device_id.clone(),
+            }),
+            status => Err(AgentError::Status { path, status }),
         }
     }
 
     /// Ask the server what to deploy.
-    pub fn poll(&self) -> Result<PollReply, AgentError> {
+    pub fn poll(&mut self) -> Result<PollReply, AgentError> {
         let body = self.post(proto::POLL_PATH, &format!("{}\nagent {}\n", proto::HEADER, env!("CARGO_PKG_VERSION")))?;
-        PollReply::decode(&body).map_err(|e| AgentError::Server(format!("bad poll reply: {e}")))
+        PollReply::decode(&body).map_err(|e| AgentError::BadReply("poll", e))
     }
 
     /// Deliver queued reports. Returns how many are still unacknowledged.
-    pub fn flush_reports(&self) -> Result<usize, AgentError> {
+    pub fn flush_reports(&mut self) -> Result<usize, AgentError> {
         let pending = self.store.pending_reports()?;
         for batch in pending.chunks(MAX_REPORTS_PER_REQUEST) {
             let reports: Vec<Report> = batch
@@ -225,7 +234,7 @@ impl Agent {
                     break;
                 }
             };
-            let acks = proto::decode_acks(&body).map_err(|e| AgentError::Server(format!("bad report reply: {e}")))?;
+            let acks = proto::decode_acks(&body).map_err(|e| AgentError::BadReply("report", e))?;
             for r in batch.iter().filter(|r| acks.contains(&r.report_id)) {
                 self.store.ack_report(r.report_id)?;
                 log::info!(target: "outpost", "package {}: reported {}", r.package, r.status);
@@ -245,7 +254,7 @@ impl Agent {
                 summary.poll_interval = Some(r.poll_interval);
                 let windows: Vec<_> =
                     r.full_speed_windows.iter().filter_map(|w| crate::engine::throttle::Window::parse(w)).collect();
-                self.pacer.borrow_mut().set_server_limits(r.max_bandwidth, &windows);
+                self.env.set_server_limits(r.max_bandwidth, &windows);
                 r.offers
             }
             Err(e) => {
@@ -313,12 +322,12 @@ impl Agent {
     }
     /// The deployment of an offered package: a new one, or the one under
     /// way (resumed from the journal); `None` when there is nothing to do.
-    fn deployment(&self, offer: &Offer) -> Result<Option<Deployment>, AgentError> {
+    fn deployment(&mut self, offer: &Offer) -> Result<Option<Deployment>, AgentError> {
         let prev = self.store.package(offer.id)?;
         let queued = self.store.pending_reports()?.iter().any(|r| r.package == offer.id);
         let in_history = self.store.history()?.ids.contains(&offer.id);
         let retry = Retry::Backoff(self.cfg.agent.fragment_tries.unwrap_or(super::config::DEFAULT_FRAGMENT_TRIES));
-        let now = outpost_hal::time::Clock::unix_time(&outpost_hal::linux::StdClock::new());
+        let now = self.env.unix_time();
         let o = Offered { id: offer.id, priority: offer.priority, force: offer.force, pack_loc: &offer.pack_loc };
         Ok(match Deployment::offered(prev.clone(), &o, in_history, queued, now, retry) {
             Some(d) => Some(d),

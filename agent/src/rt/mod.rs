@@ -7,6 +7,8 @@ pub mod action;
 pub mod agent;
 pub mod cache;
 pub mod config;
+pub mod env;
+pub(crate) mod fragment;
 pub mod http;
 pub mod logger;
 pub mod ocs_mode;

@@ -15,21 +15,18 @@
 //! the agent says so in its log. `require_signed = true` refuses such
 //! packages with `ERR_BAD_DIGEST`.
 //!
-//! All IO goes through [`OcsEnv`], so tests drive this exact code against an
+//! All IO goes through [`Env`], so tests drive this exact code against an
 //! in-process server in virtual time.
 
 use std::fs;
-use std::io::{self, Read, Write};
-use std::time::Duration;
+use std::io::{Read, Write};
 
-use outpost_hal::linux::{CommandNotifier, StdClock, write_atomic};
-use outpost_hal::notify::{Answer, Notice};
-use outpost_hal::time::Clock;
+use outpost_hal::linux::write_atomic;
 
 use super::agent::{AgentError, RunSummary, Runner, record_final};
 use super::config::Config;
-use super::http::{Client, Url};
-use super::pace::Pacer;
+use super::env::Env;
+use super::http::Url;
 use super::store::{Store, StoreError};
 use crate::engine::deploy::{Action, Deployment, Retry};
 use crate::engine::journal::Phase;
@@ -42,140 +39,6 @@ mod offer;
 mod slot;
 use crate::engine::proto::Offer;
 use crate::engine::status::StatusCode;
-
-/// Receives a response: its head first, then its body in chunks.
-pub trait BodySink {
-    /// The status and `Content-Range`; an error refuses the body.
-    fn head(&mut self, status: u16, content_range: Option<&str>) -> Result<(), String>;
-    /// The next body bytes.
-    fn data(&mut self, chunk: &[u8]) -> io::Result<()>;
-}
-
-/// Why a GET did not complete.
-#[derive(Debug)]
-pub enum GetError {
-    /// Nothing was received (connection, TLS).
-    Unreachable(String),
-    /// The sink refused the response head.
-    Refused(String),
-    /// The body broke off; what arrived before was passed to the sink.
-    Broken(String),
-}
-
-impl std::fmt::Display for GetError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Unreachable(m) | Self::Refused(m) | Self::Broken(m) => f.write_str(m),
-        }
-    }
-}
-
-/// Everything the OCS mode needs from the world.
-pub trait OcsEnv {
-    /// Wall time, seconds since 1970 UTC.
-    fn unix_time(&self) -> u64;
-    /// Wait (a latency or a backoff).
-    fn sleep(&mut self, d: Duration);
-    /// POST an (already compressed) OCS message; the status and raw body.
-    fn post(&mut self, url: &Url, body: &[u8]) -> Result<(u16, Vec<u8>), String>;
-    /// GET `url` with an optional `Range`, feeding `sink`.
-    fn get(&mut self, url: &Url, range: Option<&str>, sink: &mut dyn BodySink) -> Result<(), GetError>;
-    /// Show the user a notice and get the answer (the HAL's notifier).
-    fn ask(&mut self, notice: &Notice<'_>) -> Answer;
-}
-
-/// The real world: sockets through [`Client`], the system clock.
-pub struct RealEnv {
-    client: Client,
-    clock: StdClock,
-    notifier: CommandNotifier,
-    /// Downloads follow `[download]` like in the outpost protocol (OCS
-    /// servers send no cap): global cap, dynamic mode, windows.
-    pacer: Pacer,
-}
-
-impl RealEnv {
-    /// An environment trusting `cfg`'s CA.
-    pub fn new(cfg: &Config) -> Result<Self, AgentError> {
-        let client = Client::new(
-            &cfg.server.ca_cert,
-            Duration::from_secs(cfg.agent.connect_timeout),
-            Duration::from_secs(cfg.agent.io_timeout),
-        )
-        .map_err(|e| AgentError::Server(e.to_string()))?;
-        let pace = cfg.pace().map_err(|e| AgentError::Server(e.to_string()))?;
-        Ok(Self {
-            client,
-            clock: StdClock::new(),
-            notifier: CommandNotifier::new(cfg.agent.notify_command.clone()),
-            pacer: Pacer::new(pace, cfg.agent.state_path()),
-        })
-    }
-}
-
-impl OcsEnv for RealEnv {
-    fn unix_time(&self) -> u64 {
-        self.clock.unix_time()
-    }
-
-    fn sleep(&mut self, d: Duration) {
-        super::sleep(d);
-    }
-
-    fn post(&mut self, url: &Url, body: &[u8]) -> Result<(u16, Vec<u8>), String> {
-        let headers = [("Content-Type", "application/x-compress"), ("Pragma", "no-cache")];
-        let mut r = self.client.request("POST", url, &headers, body).map_err(|e| e.to_string())?;
-        let body = r.read_to_vec(MAX_CONTROL_LEN * 32).map_err(|e| e.to_string())?;
-        self.pacer.charge(body.len());
-        Ok((r.status, body))
-    }
-
-    fn get(&mut self, url: &Url, range: Option<&str>, sink: &mut dyn BodySink) -> Result<(), GetError> {
-        let headers: Vec<(&str, &str)> = range.map(|r| ("Range", r)).into_iter().collect();
-        let window = self.pacer.begin(url);
-        let mut r = self
-            .client
-            .request_with_window("GET", url, &headers, &[], window)
-            .map_err(|e| GetError::Unreachable(e.to_string()))?;
-        sink.head(r.status, r.header("content-range")).map_err(GetError::Refused)?;
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match self.pacer.read(&mut r, &mut buf) {
-                Ok(0) => {
-                    r.release();
-                    return Ok(());
-                }
-                Ok(n) => sink.data(&buf[..n]).map_err(|e| GetError::Broken(e.to_string()))?,
-                Err(e) => return Err(GetError::Broken(format!("{url}: {e}"))),
-            }
-        }
-    }
-
-    fn ask(&mut self, notice: &Notice<'_>) -> Answer {
-        super::action::ask_with(&mut self.notifier)(notice)
-    }
-}
-
-/// Collects a small body in memory.
-struct VecSink {
-    status: u16,
-    body: Vec<u8>,
-    max: usize,
-}
-
-impl BodySink for VecSink {
-    fn head(&mut self, status: u16, _: Option<&str>) -> Result<(), String> {
-        self.status = status;
-        Ok(())
-    }
-    fn data(&mut self, chunk: &[u8]) -> io::Result<()> {
-        if self.body.len() + chunk.len() > self.max {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "body too large"));
-        }
-        self.body.extend_from_slice(chunk);
-        Ok(())
-    }
-}
 
 fn zlib(xml: &str) -> Vec<u8> {
     let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
@@ -218,14 +81,14 @@ enum SlotResult {
     Deferred(Option<String>),
 }
 
-impl<E: OcsEnv> Runner for OcsAgent<E> {
+impl<E: Env> Runner for OcsAgent<E> {
     fn run_once(&mut self) -> Result<RunSummary, AgentError> {
         OcsAgent::run_once(self)
     }
 }
 
 /// The agent in OCS mode.
-pub struct OcsAgent<E: OcsEnv> {
+pub struct OcsAgent<E: Env> {
     cfg: Config,
     store: Store,
     env: E,
@@ -234,11 +97,11 @@ pub struct OcsAgent<E: OcsEnv> {
     seq: u64,
 }
 
-impl<E: OcsEnv> OcsAgent<E> {
+impl<E: Env> OcsAgent<E> {
     /// An agent for `cfg` (protocol `ocs`) working through `env`.
     pub fn new(cfg: Config, env: E) -> Result<Self, AgentError> {
         let store = Store::open(cfg.agent.state_path())?;
-        let url = Url::parse(&cfg.server.url).map_err(|e| AgentError::Server(e.to_string()))?;
+        let url = Url::parse(&cfg.server.url).map_err(|e| AgentError::Config(format!("server.url: {e}")))?;
         if !url.tls {
             log::warn!(target: "outpost", "the OCS control channel {} is plain HTTP: anyone on the path sees which packages this device gets (info files still come over verified HTTPS)", cfg.server.url);
         }
@@ -282,7 +145,8 @@ impl<E: OcsEnv> OcsAgent<E> {
 
     fn post(&mut self, req: &Request) -> Result<(u16, Vec<u8>), String> {
         let url = self.url.clone();
-        self.env.post(&url, &zlib(&req.to_xml()))
+        let headers = [("Content-Type", "application/x-compress"), ("Pragma", "no-cache")];
+        self.env.post(&url, &headers, &zlib(&req.to_xml()), MAX_CONTROL_LEN * 32).map_err(|e| e.to_string())
     }
 
     /// Deliver queued reports as DOWNLOAD queries; any 2xx is the ack.

@@ -7,14 +7,15 @@
 use std::fs;
 use std::time::Duration;
 
-use outpost_hal::linux::{DirBlocks, LinuxDisk, StdClock};
-use outpost_hal::time::Clock;
+use outpost_hal::linux::{DirBlocks, LinuxDisk};
 
 use super::super::action;
+use super::super::env::Env;
+use super::super::fragment;
 use super::super::store::StoreError;
 use super::install::{lacks_space, verify_and_unpack};
 use super::{Agent, AgentError, record_final};
-use crate::engine::deploy::{Action, Deployment, Fetched};
+use crate::engine::deploy::{Action, Deployment};
 use crate::engine::download::{ARCHIVE, Download};
 use crate::engine::info::Info;
 use crate::engine::journal::OutboxRecord;
@@ -38,7 +39,7 @@ struct Held {
     download: Option<(Download, DirBlocks)>,
 }
 
-impl Agent {
+impl<E: Env> Agent<E> {
     /// Perform `d`'s actions for `offer` until it finishes or stops for this run.
     pub(super) fn drive(&mut self, mut d: Deployment, offer: &Offer) -> Result<Done, AgentError> {
         let id = offer.id;
@@ -74,12 +75,16 @@ impl Agent {
                 Action::Fetch => {
                     let Held { meta: Some((info, m)), download } = &mut held else { return Ok(Done::Later) };
                     let (dl, blocks) = self.download(download, m, id)?;
-                    let f = self.fetch_once(info, &offer.pack_loc, dl, blocks)?;
-                    d.handle_fetch(f, StdClock::new().unix_time(), self.random_u64());
+                    let f = fragment::fetch_next(&mut self.env, info, &offer.pack_loc, dl, blocks, None)?;
+                    if let crate::engine::deploy::Fetched::Progress(Some(n)) = f {
+                        log::info!(target: "outpost", "package {id}: fragment {n}/{} verified", info.frags);
+                    }
+                    let (now, random) = (self.env.unix_time(), self.env.random_u64());
+                    d.handle_fetch(f, now, random);
                 }
                 Action::Wait { delay, why } => {
                     log::warn!(target: "outpost", "package {id}: {why}; retrying in {} ms", delay.as_millis());
-                    super::super::sleep(delay);
+                    self.env.sleep(delay);
                 }
                 Action::Unpack => {
                     let Some((info, manifest)) = held.meta.as_ref() else { return Ok(Done::Later) };
@@ -88,11 +93,12 @@ impl Agent {
                     let sha = Some(&manifest.archive_sha256);
                     let unpack_dir = dir.join("unpack");
                     let r = verify_and_unpack(&self.store, info, &dir.join(ARCHIVE), sha, &unpack_dir, bounds)?;
-                    d.handle_unpacked(r, StdClock::new().unix_time());
+                    d.handle_unpacked(r, self.env.unix_time());
                 }
                 Action::Ask => {
                     let Some((info, _)) = held.meta.as_ref() else { return Ok(Done::Later) };
-                    d.handle_answer(action::consent(info, &mut action::ask_with(&mut self.notifier)));
+                    let env = &mut self.env;
+                    d.handle_answer(action::consent(info, &mut |n| env.ask(n)));
                 }
                 Action::Run => {
                     let Some((info, manifest)) = held.meta.as_ref() else { return Ok(Done::Later) };
@@ -102,7 +108,8 @@ impl Agent {
                     let outcome = action::run(info, &dir.join("unpack"), &dir.join("action.log"), timeout);
                     let code = plan::status_with_reboot_codes(outcome, &manifest.reboot_exit_codes);
                     if code.is_success() {
-                        action::tell_done(info, &mut action::ask_with(&mut self.notifier));
+                        let env = &mut self.env;
+                        action::tell_done(info, &mut |n| env.ask(n));
                         if manifest.wants_reboot() || code == crate::engine::status::StatusCode::SuccessRebootRequired {
                             log::info!(target: "outpost", "package {id}: asks for a reboot");
                             self.store.set_reboot_pending(id)?;
@@ -112,7 +119,8 @@ impl Agent {
                 }
                 Action::ReportOnce(code) => {
                     log::error!(target: "outpost", "package {id}: reporting {code}; kept what is cached, will go on when space returns");
-                    let report = OutboxRecord { report_id: self.random_u64(), package: id, status: code.to_string() };
+                    let report =
+                        OutboxRecord { report_id: self.env.random_u64(), package: id, status: code.to_string() };
                     self.store.queue_report(&report)?;
                 }
                 Action::Failed(why) | Action::Later(why) => {
@@ -120,7 +128,7 @@ impl Agent {
                     return Ok(Done::Later);
                 }
                 Action::Finish(code) => {
-                    record_final(&self.store, self.random_u64(), offer, &code)?;
+                    record_final(&self.store, self.env.random_u64(), offer, &code)?;
                     return Ok(Done::Finished);
                 }
             }
@@ -149,9 +157,4 @@ impl Agent {
         };
         Ok(slot.insert(pair))
     }
-}
-
-/// A transfer that went wrong on the disk: full is the lifecycle's business.
-pub(super) fn storage(e: StoreError) -> Result<Fetched, StoreError> {
-    if e.is_storage_full() { Ok(Fetched::OutOfSpace(e.to_string())) } else { Err(e) }
 }

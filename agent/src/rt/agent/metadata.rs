@@ -3,7 +3,8 @@
 //! directory when resuming), the manifest's signature and the info file's
 //! SHA-256 checked.
 
-use super::super::http::{self, Url};
+use super::super::env::{Env, get_small};
+use super::super::http::Url;
 use super::super::store::StoreError;
 use super::Agent;
 use crate::engine::deploy::MetadataError;
@@ -13,10 +14,10 @@ use crate::engine::manifest::{Manifest, sha256};
 use crate::engine::proto::Offer;
 use crate::engine::status::StatusCode;
 
-impl Agent {
+impl<E: Env> Agent<E> {
     /// Fetch (or reload) and verify the info file and manifest.
     pub(super) fn metadata(
-        &self,
+        &mut self,
         offer: &Offer,
         fresh: bool,
     ) -> Result<Result<(Info, Manifest), MetadataError>, StoreError> {
@@ -38,21 +39,13 @@ impl Agent {
                         Ok(u) => u,
                         Err(e) => return Ok(Err(MetadataError::Later(e.to_string()))),
                     };
-                    let got_small = self.client.get_small(&url, &[], max);
-                    if let Ok((_, body)) = &got_small {
-                        self.pacer.borrow_mut().charge(body.len());
-                    }
-                    match got_small {
+                    match get_small(&mut self.env, &url, max) {
                         Ok((200, body)) => got.push(body),
                         Ok((status, _)) => {
                             log::error!(target: "outpost", "package {id}: {url} answered {status}");
                             return Ok(Err(MetadataError::Final(StatusCode::ErrDownloadInfo)));
                         }
-                        Err(e @ http::Error::Tls(_)) => {
-                            log::error!(target: "outpost", "{e}");
-                            return Ok(Err(MetadataError::Later(e.to_string())));
-                        }
-                        Err(e) => return Ok(Err(MetadataError::Later(format!("{url}: {e}")))),
+                        Err(e) => return Ok(Err(MetadataError::Later(e.to_string()))),
                     }
                 }
                 let manifest = got.pop().unwrap_or_default();
@@ -68,7 +61,7 @@ impl Agent {
         };
         // Only a fresh manifest is judged: a download accepted while its
         // manifest was valid is not cut off halfway.
-        let now = outpost_hal::time::Clock::unix_time(&outpost_hal::linux::StdClock::new());
+        let now = self.env.unix_time();
         if fresh && manifest.is_expired(now) {
             log::error!(target: "outpost", "package {id}: its signed manifest expired at {}; refusing it (the server may renew it with package resign)", manifest.expires.unwrap_or(0));
             return Ok(Err(MetadataError::Final(StatusCode::ErrExpired)));

@@ -3,14 +3,15 @@
 //! over verified HTTPS, checked, and journaled for the OCS schedule.
 
 use super::super::agent::AgentError;
+use super::super::env::{Env, get_small};
 use super::super::http::Url;
-use super::{OcsAgent, OcsEnv, VecSink};
+use super::OcsAgent;
 use crate::engine::deploy::{Action, Deployment, MetadataError, Offered, Retry};
 use crate::engine::info::Info;
 use crate::engine::limits::MAX_INFO_LEN;
 use crate::engine::status::StatusCode;
 
-impl<E: OcsEnv> OcsAgent<E> {
+impl<E: Env> OcsAgent<E> {
     /// A package from the PROLOG: the lifecycle decides; a new one has its
     /// info file fetched and is journaled for the schedule.
     pub(super) fn take_pack(&mut self, pack: &crate::engine::ocs::Pack) -> Result<(), AgentError> {
@@ -70,16 +71,15 @@ impl<E: OcsEnv> OcsAgent<E> {
                 return fail(StatusCode::ErrDownloadInfo, 5);
             }
         };
-        let mut sink = VecSink { status: 0, body: Vec::new(), max: MAX_INFO_LEN };
-        match self.env.get(&url, None, &mut sink) {
-            Ok(()) if sink.status == 200 => {}
-            Ok(()) => {
-                log::error!(target: "outpost", "package {id}: {url} answered {}", sink.status);
+        let body = match get_small(&mut self.env, &url, MAX_INFO_LEN) {
+            Ok((200, body)) => body,
+            Ok((status, _)) => {
+                log::error!(target: "outpost", "package {id}: {url} answered {status}");
                 return fail(StatusCode::ErrDownloadInfo, 5);
             }
             Err(e) => return Ok(Err((MetadataError::Later(e.to_string()), 5))),
-        }
-        let info = match Info::parse(&sink.body) {
+        };
+        let info = match Info::parse(&body) {
             Ok(i) => i,
             Err(e) => {
                 log::error!(target: "outpost", "package {id}: {e}");
@@ -105,6 +105,6 @@ impl<E: OcsEnv> OcsAgent<E> {
                 info.digest_algo
             );
         }
-        Ok(Ok((info, sink.body)))
+        Ok(Ok((info, body)))
     }
 }

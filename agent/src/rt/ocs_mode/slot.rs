@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use super::super::agent::{AgentError, verify_and_unpack};
-use super::{OcsAgent, OcsEnv, SlotResult};
+use super::super::env::Env;
+use super::{OcsAgent, SlotResult};
 use crate::engine::deploy::{Action, Deployment, Fetched, MetadataError, Retry};
 use crate::engine::download::ARCHIVE;
 use crate::engine::info::Info;
@@ -13,7 +14,7 @@ use crate::engine::journal::OutboxRecord;
 use crate::engine::plan::{self, Outcome};
 use crate::engine::status::StatusCode;
 
-impl<E: OcsEnv> OcsAgent<E> {
+impl<E: Env> OcsAgent<E> {
     /// One slot: the lifecycle's actions until a fragment was fetched (one
     /// per slot, as the OCS agent does), the package finished, or it stops.
     pub(super) fn slot(&mut self, id: u64) -> Result<SlotResult, AgentError> {
