@@ -5,7 +5,9 @@
 
 use std::collections::VecDeque;
 
-use outpost_agent::engine::download::{ARCHIVE, BodyError, DEFAULT_CHECKPOINT_BYTES, Download, Layout, SLOTS};
+use outpost_agent::engine::download::{
+    ARCHIVE, BodyError, BodyWriter, DEFAULT_CHECKPOINT_BYTES, Download, Layout, SLOTS,
+};
 use outpost_agent::engine::fetch::FetchError;
 use outpost_agent::engine::manifest::Manifest;
 use outpost_hal::ErrorKind;
@@ -143,7 +145,8 @@ fn drive(dl: &mut Download, disk: &mut SimBlocks, srv: &mut Server) -> Stop {
         for (at, c) in &transfer.chunks {
             srv.clock.advance_to(*at);
             srv.delivered += c.len() as u64;
-            match dl.handle_body(disk, c) {
+            // The engine's byte boundary is embedded-io's `Write`.
+            match embedded_io::Write::write_all(&mut BodyWriter::new(dl, disk), c) {
                 Ok(()) => {}
                 Err(BodyError::Store(e)) => return store_err(e),
                 Err(BodyError::Fetch(_)) => {

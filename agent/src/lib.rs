@@ -8,10 +8,16 @@
 //!   The server builds its packages with the same code.
 //! * `rt` (feature `std`) — the runtime: configuration, HTTP/1.1 over TCP and
 //!   rustls, the state directory, safe unpacking, running actions, the CLI.
+//!   Two protocol front ends (`rt::agent` for Outpost's poll/report,
+//!   `rt::ocs_mode` for OCS PROLOG/DOWNLOAD/INVENTORY) perform the actions of
+//!   one lifecycle (`engine::deploy`) through one environment trait
+//!   (`rt::env::Env`: clock, sleep, randomness, transport, user), so tests
+//!   drive both production loops in virtual time.
 //!
 //! ```text
-//!  server ──HTTPS──► poll reply, info, manifest ──► engine (verify, plan)
-//!  CDN/nginx ─HTTP─► fragments ──► engine::fetch ──► cache (durable) ──► unpack ──► action
+//!  server ──HTTPS──► poll reply, info, manifest ──► engine (verify, plan, deploy)
+//!  CDN/nginx ─HTTP─► fragments ──► rt::fragment ──embedded-io Write──► engine::download
+//!                                  ──► cache (durable, journal) ──► unpack ──► action
 //!  status ◄──HTTPS── outbox (durable, acked once) ◄──────────────────────────────┘
 //! ```
 #![cfg_attr(not(feature = "std"), no_std)]

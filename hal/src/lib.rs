@@ -80,6 +80,23 @@ impl Error for ErrorKind {
     }
 }
 
+/// Every HAL error kind is an [`embedded_io`] error kind, so the byte
+/// boundaries of the HAL and the engine speak `embedded-io` (its kinds are
+/// coarser: a full disk is `OutOfMemory`, a power cut `Interrupted`).
+impl embedded_io::Error for ErrorKind {
+    fn kind(&self) -> embedded_io::ErrorKind {
+        match self {
+            Self::StorageFull => embedded_io::ErrorKind::OutOfMemory,
+            Self::NotFound => embedded_io::ErrorKind::NotFound,
+            Self::PowerLoss => embedded_io::ErrorKind::Interrupted,
+            Self::LinkDown => embedded_io::ErrorKind::NotConnected,
+            Self::TimedOut => embedded_io::ErrorKind::TimedOut,
+            Self::Unsupported => embedded_io::ErrorKind::Unsupported,
+            Self::Io | Self::Other => embedded_io::ErrorKind::Other,
+        }
+    }
+}
+
 /// Ties an implementation to its error type.
 pub trait ErrorType {
     /// The error the implementation returns.

@@ -32,7 +32,9 @@ use super::fetch::{FetchError, FragmentFetch};
 use super::manifest::{FragmentEntry, Manifest};
 
 pub mod checkpoint;
+mod writer;
 pub use checkpoint::{Checkpoint, SLOTS, durable_bytes};
+pub use writer::BodyWriter;
 
 /// The archive file, fragments one after the other.
 pub const ARCHIVE: &str = "archive";
