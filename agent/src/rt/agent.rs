@@ -71,6 +71,9 @@ pub enum AgentError {
     },
     /// The server's answer is not a valid control message.
     BadReply(&'static str, ProtoError),
+    /// A package's action came before its metadata (a bug; the package
+    /// stays for a later run).
+    NoMetadata(u64),
 }
 
 impl std::fmt::Display for AgentError {
@@ -85,6 +88,7 @@ impl std::fmt::Display for AgentError {
             }
             Self::Status { path, status } => write!(f, "server answered {status} to {path}"),
             Self::BadReply(what, e) => write!(f, "bad {what} reply: {e}"),
+            Self::NoMetadata(id) => write!(f, "package {id}: an action came before its metadata"),
         }
     }
 }

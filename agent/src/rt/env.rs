@@ -155,7 +155,9 @@ impl Env for RealEnv {
         body: &[u8],
         max: usize,
     ) -> Result<(u16, Vec<u8>), GetError> {
-        let mut r = self.client.request("POST", url, headers, body).map_err(unreachable)?;
+        // Not logged here: the caller's failure line says it once.
+        let mut r =
+            self.client.request("POST", url, headers, body).map_err(|e| GetError::Unreachable(e.to_string()))?;
         let body = r.read_to_vec(max).map_err(|e| GetError::Broken(format!("{url}: {e}")))?;
         self.pacer.charge(body.len());
         Ok((r.status, body))

@@ -21,7 +21,7 @@ use super::env::{BodySink, Env, GetError};
 use super::http::Url;
 use super::store::StoreError;
 use crate::engine::deploy::Fetched;
-use crate::engine::download::{ARCHIVE, BodyError, Download, Fragments};
+use crate::engine::download::{ARCHIVE, BodyError, BodyWriter, Download, Fragments};
 use crate::engine::fetch::FetchError;
 use crate::engine::info::{Info, Proto};
 use crate::engine::limits::MIN_RESUME_PROGRESS;
@@ -130,7 +130,7 @@ impl BodySink for DownloadSink<'_> {
     }
 
     fn data(&mut self, chunk: &[u8]) -> io::Result<()> {
-        match self.dl.handle_body(self.blocks, chunk) {
+        match embedded_io::Write::write_all(&mut BodyWriter::new(self.dl, self.blocks), chunk) {
             Ok(()) => Ok(()),
             Err(BodyError::Fetch(e)) => {
                 self.fetch = Some(e);

@@ -7,6 +7,7 @@ pub mod action;
 pub mod agent;
 pub mod cache;
 pub mod config;
+pub(crate) mod drive;
 pub mod env;
 pub(crate) mod fragment;
 pub mod http;

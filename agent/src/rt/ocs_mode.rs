@@ -25,6 +25,7 @@ use outpost_hal::linux::write_atomic;
 
 use super::agent::{AgentError, RunSummary, Runner, record_final};
 use super::config::Config;
+use super::drive::Stop;
 use super::env::Env;
 use super::http::Url;
 use super::store::{Store, StoreError};
@@ -68,19 +69,6 @@ fn host_name() -> String {
         .unwrap_or_default()
 }
 
-/// What one slot achieved.
-enum SlotResult {
-    /// A fragment arrived.
-    Progressed,
-    /// The package reached its final status (reported).
-    Finished,
-    /// The slot failed (counted towards giving up).
-    Failed(String),
-    /// Asked again at the next run: the user delayed the install (`None`),
-    /// or the archive is to be fetched again (why).
-    Deferred(Option<String>),
-}
-
 impl<E: Env> Runner for OcsAgent<E> {
     fn run_once(&mut self) -> Result<RunSummary, AgentError> {
         OcsAgent::run_once(self)
@@ -94,7 +82,6 @@ pub struct OcsAgent<E: Env> {
     env: E,
     url: Url,
     device_id: String,
-    seq: u64,
 }
 
 impl<E: Env> OcsAgent<E> {
@@ -106,8 +93,7 @@ impl<E: Env> OcsAgent<E> {
             log::warn!(target: "outpost", "the OCS control channel {} is plain HTTP: anyone on the path sees which packages this device gets (info files still come over verified HTTPS)", cfg.server.url);
         }
         let device_id = Self::load_device_id(&store, env.unix_time())?;
-        let seed = env.unix_time() ^ (u64::from(std::process::id()) << 32);
-        Ok(Self { cfg, store, env, url, device_id, seq: seed })
+        Ok(Self { cfg, store, env, url, device_id })
     }
 
     /// Give back the environment (tests inspect it).
@@ -135,12 +121,6 @@ impl<E: Env> OcsAgent<E> {
         let id = device_id_for(&host_name(), now);
         write_atomic(&path, id.as_bytes()).map_err(|e| AgentError::Store(StoreError::Io(path.clone(), e)))?;
         Ok(id)
-    }
-
-    fn next_report_id(&mut self) -> u64 {
-        // Report ids only need to be distinct on this device.
-        self.seq = self.seq.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-        self.seq
     }
 
     fn post(&mut self, req: &Request) -> Result<(u16, Vec<u8>), String> {
@@ -173,7 +153,7 @@ impl<E: Env> OcsAgent<E> {
 
     fn finish(&mut self, id: u64, priority: u8, pack_loc: &str, code: &StatusCode) -> Result<(), AgentError> {
         let offer = Offer { id, priority, force: false, info_loc: String::new(), pack_loc: pack_loc.to_string() };
-        let report_id = self.next_report_id();
+        let report_id = self.env.random_u64();
         record_final(&self.store, report_id, &offer, code)?;
         // Report at once, as the OCS agent does: the server sees codes as they come.
         self.flush_reports()?;
@@ -260,18 +240,18 @@ impl<E: Env> OcsAgent<E> {
                     summary.finished += 1;
                 }
                 Next::Slot(id) => match self.slot(id)? {
-                    SlotResult::Progressed => sched.slot_done(id),
-                    SlotResult::Finished => {
+                    Stop::Progressed => sched.slot_done(id),
+                    Stop::Finished => {
                         sched.remove(id);
                         summary.finished += 1;
                     }
-                    SlotResult::Deferred(why) => {
+                    Stop::Later(why) => {
                         let why = why.as_deref().unwrap_or("delayed by the user");
                         log::info!(target: "outpost", "package {id}: {why}; until the next run");
                         sched.remove(id);
                         summary.pending += 1;
                     }
-                    SlotResult::Failed(why) => {
+                    Stop::Failed(why) => {
                         log::warn!(target: "outpost", "package {id}: {why}");
                         if sched.slot_failed(id) {
                             let rec = self.store.package(id)?;
