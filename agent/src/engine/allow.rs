@@ -6,7 +6,6 @@
 //! package outside them ends `ERR_NOT_ALLOWED` at its metadata, before any
 //! fragment is fetched: nothing of it runs or is written.
 
-use alloc::format;
 use alloc::string::String;
 
 use super::info::{Action, Info};
@@ -42,19 +41,39 @@ pub fn is_under(dir: &str, prefix: &str) -> bool {
     }
 }
 
+/// Why a package may not be deployed on this endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotAllowed {
+    /// Its action (`launch`, `execute`, `store`) is not in `allowed_actions`.
+    Action(&'static str),
+    /// It stores to this directory, not under `allowed_store_paths`.
+    StorePath(String),
+}
+
+impl core::fmt::Display for NotAllowed {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Action(name) => write!(f, "its action {name} is not in agent.allowed_actions"),
+            Self::StorePath(dir) => write!(f, "it stores to {dir:?}, not under agent.allowed_store_paths"),
+        }
+    }
+}
+
+impl core::error::Error for NotAllowed {}
+
 /// `Ok` when the package may be deployed here, else why not.
-pub fn check(info: &Info, allowed: Allowed<'_>) -> Result<(), String> {
+pub fn check(info: &Info, allowed: Allowed<'_>) -> Result<(), NotAllowed> {
     let name = action_name(info.action);
     if let Some(actions) = allowed.actions
         && !actions.iter().any(|a| a == name)
     {
-        return Err(format!("its action {name} is not in agent.allowed_actions"));
+        return Err(NotAllowed::Action(name));
     }
     if info.action == Action::Store
         && let Some(paths) = allowed.store_paths
         && !paths.iter().any(|p| is_under(&info.target, p))
     {
-        return Err(format!("it stores to {:?}, not under agent.allowed_store_paths", info.target));
+        return Err(NotAllowed::StorePath(info.target.clone()));
     }
     Ok(())
 }
@@ -62,6 +81,7 @@ pub fn check(info: &Info, allowed: Allowed<'_>) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::format;
     use alloc::string::ToString;
     use alloc::vec;
 
@@ -83,7 +103,7 @@ mod tests {
         assert!(check(&info("EXECUTE", "true"), all).is_ok(), "unset: everything");
         let store_only = ["store".to_string()];
         let a = Allowed { actions: Some(&store_only), store_paths: None };
-        assert!(check(&info("EXECUTE", "rm -rf /"), a).is_err());
+        assert_eq!(check(&info("EXECUTE", "rm -rf /"), a), Err(NotAllowed::Action("execute")));
         assert!(check(&info("LAUNCH", "setup.sh"), a).is_err());
         assert!(check(&info("STORE", "/anywhere"), a).is_ok());
         let paths = vec!["/opt/apps/".to_string(), "/srv/data".to_string()];
@@ -92,7 +112,7 @@ mod tests {
         assert!(check(&info("STORE", "/srv/data"), p).is_ok());
         assert!(check(&info("STORE", "/srv/database"), p).is_err(), "a component, not a string prefix");
         assert!(check(&info("STORE", "/opt/apps/../../etc"), p).is_err(), "no way out by ..");
-        assert!(check(&info("STORE", "/etc/cron.d"), p).is_err());
+        assert_eq!(check(&info("STORE", "/etc/cron.d"), p), Err(NotAllowed::StorePath("/etc/cron.d".into())));
         assert!(check(&info("EXECUTE", "true"), p).is_ok(), "store paths bound only store packages");
     }
 }

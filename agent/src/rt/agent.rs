@@ -34,6 +34,7 @@ use crate::engine::backoff::Backoff;
 use crate::engine::deploy::{Deployment, Offered, Retry};
 use crate::engine::journal::{OutboxRecord, PackageRecord, Phase};
 use crate::engine::limits::{MAX_CONTROL_LEN, MAX_REPORTS_PER_REQUEST};
+use crate::engine::ocs::OcsError;
 use crate::engine::plan;
 use crate::engine::proto::{self, Offer, PollReply, ProtoError, Report};
 use crate::engine::status::StatusCode;
@@ -71,6 +72,10 @@ pub enum AgentError {
     },
     /// The server's answer is not a valid control message.
     BadReply(&'static str, ProtoError),
+    /// An OCS server's answer is not zlib, gzip or XML.
+    NotXml,
+    /// An OCS server's answer is not a valid reply.
+    BadOcsReply(OcsError),
     /// A package's action came before its metadata (a bug; the package
     /// stays for a later run).
     NoMetadata(u64),
@@ -88,6 +93,8 @@ impl std::fmt::Display for AgentError {
             }
             Self::Status { path, status } => write!(f, "server answered {status} to {path}"),
             Self::BadReply(what, e) => write!(f, "bad {what} reply: {e}"),
+            Self::NotXml => f.write_str("reply is not zlib, gzip or XML"),
+            Self::BadOcsReply(e) => write!(f, "bad reply: {e}"),
             Self::NoMetadata(id) => write!(f, "package {id}: an action came before its metadata"),
         }
     }

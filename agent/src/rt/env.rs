@@ -20,12 +20,13 @@ use ring::rand::SecureRandom;
 use super::config::Config;
 use super::http::{self, Client, Url};
 use super::pace::Pacer;
+use crate::engine::fetch::FetchError;
 use crate::engine::throttle::Window;
 
 /// Receives a response: its head first, then its body in chunks.
 pub trait BodySink {
     /// The status and `Content-Range`; an error refuses the body.
-    fn head(&mut self, status: u16, content_range: Option<&str>) -> Result<(), String>;
+    fn head(&mut self, status: u16, content_range: Option<&str>) -> Result<(), FetchError>;
     /// The next body bytes.
     fn data(&mut self, chunk: &[u8]) -> io::Result<()>;
 }
@@ -36,7 +37,7 @@ pub enum GetError {
     /// Nothing was received (connection, TLS).
     Unreachable(String),
     /// The sink refused the response head.
-    Refused(String),
+    Refused(FetchError),
     /// The body broke off; what arrived before was passed to the sink.
     Broken(String),
 }
@@ -44,7 +45,8 @@ pub enum GetError {
 impl std::fmt::Display for GetError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Unreachable(m) | Self::Refused(m) | Self::Broken(m) => f.write_str(m),
+            Self::Unreachable(m) | Self::Broken(m) => f.write_str(m),
+            Self::Refused(e) => write!(f, "{e}"),
         }
     }
 }
@@ -211,7 +213,7 @@ pub(crate) struct VecSink {
 }
 
 impl BodySink for VecSink {
-    fn head(&mut self, status: u16, _: Option<&str>) -> Result<(), String> {
+    fn head(&mut self, status: u16, _: Option<&str>) -> Result<(), FetchError> {
         self.status = status;
         Ok(())
     }

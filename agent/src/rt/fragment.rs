@@ -72,11 +72,10 @@ pub(crate) fn fetch_next<E: Env + ?Sized>(
         },
         Err(e) => {
             dl.handle_abort(blocks).map_err(store_err)?;
-            let why = match e {
-                GetError::Refused(m) => format!("{url}: {m}"),
-                e => e.to_string(),
-            };
-            (fetch.unwrap_or(FetchError::Short), why)
+            match e {
+                GetError::Refused(e) => (e, format!("{url}: {e}")),
+                e => (fetch.unwrap_or(FetchError::Short), e.to_string()),
+            }
         }
     };
     Ok(match error {
@@ -122,11 +121,8 @@ struct DownloadSink<'a> {
 }
 
 impl BodySink for DownloadSink<'_> {
-    fn head(&mut self, status: u16, content_range: Option<&str>) -> Result<(), String> {
-        self.dl.handle_head(status, content_range).map_err(|e| {
-            self.fetch = Some(e);
-            e.to_string()
-        })
+    fn head(&mut self, status: u16, content_range: Option<&str>) -> Result<(), FetchError> {
+        self.dl.handle_head(status, content_range)
     }
 
     fn data(&mut self, chunk: &[u8]) -> io::Result<()> {

@@ -26,7 +26,7 @@ use outpost_hal::linux::write_atomic;
 use super::agent::{AgentError, RunSummary, Runner, record_final};
 use super::config::Config;
 use super::drive::Stop;
-use super::env::Env;
+use super::env::{Env, GetError};
 use super::http::Url;
 use super::store::{Store, StoreError};
 use crate::engine::deploy::{Action, Deployment, Retry};
@@ -123,10 +123,10 @@ impl<E: Env> OcsAgent<E> {
         Ok(id)
     }
 
-    fn post(&mut self, req: &Request) -> Result<(u16, Vec<u8>), String> {
+    fn post(&mut self, req: &Request) -> Result<(u16, Vec<u8>), GetError> {
         let url = self.url.clone();
         let headers = [("Content-Type", "application/x-compress"), ("Pragma", "no-cache")];
-        self.env.post(&url, &headers, &zlib(&req.to_xml()), MAX_CONTROL_LEN * 32).map_err(|e| e.to_string())
+        self.env.post(&url, &headers, &zlib(&req.to_xml()), MAX_CONTROL_LEN * 32)
     }
 
     /// Deliver queued reports as DOWNLOAD queries; any 2xx is the ack.
@@ -168,7 +168,7 @@ impl<E: Env> OcsAgent<E> {
             Ok(r) => Some(r),
             Err(e) => {
                 log::error!(target: "outpost", "PROLOG to {} failed: {e}", self.cfg.server.url);
-                summary.poll_error = Some(e);
+                summary.poll_error = Some(e.to_string());
                 None
             }
         };
@@ -199,13 +199,14 @@ impl<E: Env> OcsAgent<E> {
         Ok(summary)
     }
 
-    fn prolog(&mut self) -> Result<PrologReply, String> {
-        let (status, body) = self.post(&Request::Prolog { device_id: self.device_id.clone() })?;
+    fn prolog(&mut self) -> Result<PrologReply, AgentError> {
+        let req = Request::Prolog { device_id: self.device_id.clone() };
+        let (status, body) = self.post(&req).map_err(AgentError::Unreachable)?;
         if status != 200 {
-            return Err(format!("server answered {status}"));
+            return Err(AgentError::Status { path: "PROLOG", status });
         }
-        let xml = inflate(&body).ok_or("reply is not zlib, gzip or XML")?;
-        PrologReply::parse(&xml).map_err(|e| e.to_string())
+        let xml = inflate(&body).ok_or(AgentError::NotXml)?;
+        PrologReply::parse(&xml).map_err(AgentError::BadOcsReply)
     }
 
     fn schedule(&mut self, conf: Conf, summary: &mut RunSummary) -> Result<(), AgentError> {
