@@ -159,6 +159,16 @@ struct Tbs<'a> {
     has_san: bool,
 }
 
+/// What the pin checks read of a certificate in DER: its validity period
+/// (Unix seconds), whether it has a subjectAltName, and its (last) common
+/// name; `None` when it cannot be read. Public for the `pin_cert` fuzz
+/// target (`agent/fuzz`): a server's certificate is read by this code
+/// before anything about it is trusted.
+#[doc(hidden)]
+pub fn read_certificate(der: &[u8]) -> Option<(u64, u64, bool, Option<&[u8]>)> {
+    Tbs::parse(der).map(|t| (t.not_before, t.not_after, t.has_san, t.common_name))
+}
+
 /// DER tags met on the way.
 const SEQUENCE: u8 = 0x30;
 const SET: u8 = 0x31;
