@@ -28,10 +28,12 @@ use ring::rand::SecureRandom;
 
 use super::config::Config;
 use super::http::{Client, Url};
+use super::identity::{self, IdentityError};
 use super::pace::Pacer;
 use super::store::{Store, StoreError};
 use crate::engine::backoff::Backoff;
 use crate::engine::deploy::{Deployment, Offered, Retry};
+use crate::engine::identity::{Credentials, Identity};
 use crate::engine::journal::{OutboxRecord, PackageRecord, Phase};
 use crate::engine::limits::{MAX_CONTROL_LEN, MAX_REPORTS_PER_REQUEST};
 use crate::engine::plan;
@@ -52,6 +54,8 @@ pub enum AgentError {
     Store(StoreError),
     /// The server could not be reached or refused us.
     Server(String),
+    /// The device's credentials cannot be read, used or stored.
+    Identity(IdentityError),
 }
 
 impl std::fmt::Display for AgentError {
@@ -59,11 +63,18 @@ impl std::fmt::Display for AgentError {
         match self {
             Self::Store(e) => write!(f, "state directory: {e}"),
             Self::Server(m) => f.write_str(m),
+            Self::Identity(e) => write!(f, "device credentials: {e}"),
         }
     }
 }
 
 impl std::error::Error for AgentError {}
+
+impl From<IdentityError> for AgentError {
+    fn from(e: IdentityError) -> Self {
+        Self::Identity(e)
+    }
+}
 
 impl From<StoreError> for AgentError {
     fn from(e: StoreError) -> Self {
@@ -144,6 +155,8 @@ pub struct Agent {
     cfg: Config,
     store: Store,
     client: Client,
+    /// The credentials requests present ([`crate::engine::identity`]).
+    identity: std::cell::RefCell<Identity>,
     key: [u8; 32],
     rng: ring::rand::SystemRandom,
     notifier: CommandNotifier,
@@ -160,11 +173,16 @@ impl Agent {
             Duration::from_secs(cfg.agent.io_timeout),
         )
         .map_err(|e| AgentError::Server(e.to_string()))?;
+        let identity = identity::load(store.root(), &cfg)?;
+        client
+            .set_identity(&identity.current.cert, &identity.current.key)
+            .map_err(|e| AgentError::Server(e.to_string()))?;
+        let identity = std::cell::RefCell::new(identity);
         let key = cfg.signing_key().map_err(|e| AgentError::Server(e.to_string()))?;
         let notifier = CommandNotifier::new(cfg.agent.notify_command.clone());
         let pace = cfg.pace().map_err(|e| AgentError::Server(e.to_string()))?;
         let pacer = std::cell::RefCell::new(Pacer::new(pace, cfg.agent.state_path()));
-        Ok(Self { cfg, store, client, key, rng: ring::rand::SystemRandom::new(), notifier, pacer })
+        Ok(Self { cfg, store, client, identity, key, rng: ring::rand::SystemRandom::new(), notifier, pacer })
     }
 
     /// The state directory.
@@ -184,9 +202,43 @@ impl Agent {
             .map_err(|e| AgentError::Server(e.to_string()))
     }
 
+    /// POST `body` to `path` with the device's credentials. A 200 retires
+    /// credentials kept from before a rotation; a 401 falls back to them
+    /// once, if there are any ([`Identity`]).
     fn post(&self, path: &str, body: &str) -> Result<Vec<u8>, AgentError> {
+        loop {
+            let (status, reply) = self.post_once(path, body)?;
+            let mut id = self.identity.borrow_mut();
+            match status {
+                200 => {
+                    if id.accepted() {
+                        identity::save(self.store.root(), &id)?;
+                        log::info!(target: "outpost", "the new device credentials are in use; the old ones are forgotten");
+                    }
+                    return Ok(reply);
+                }
+                401 if id.refused() => {
+                    log::warn!(target: "outpost", "the server refused the new device credentials; back to the previous ones");
+                    identity::save(self.store.root(), &id)?;
+                    self.client
+                        .set_identity(&id.current.cert, &id.current.key)
+                        .map_err(|e| AgentError::Server(e.to_string()))?;
+                }
+                401 => {
+                    return Err(AgentError::Server(format!(
+                        "server {} refused device {:?}: unknown, revoked, wrong secret or client certificate (401)",
+                        self.cfg.server.url, self.cfg.server.device_id
+                    )));
+                }
+                s => return Err(AgentError::Server(format!("server answered {s} to {path}"))),
+            }
+        }
+    }
+
+    /// One POST with the current credentials: the status and the body.
+    fn post_once(&self, path: &str, body: &str) -> Result<(u16, Vec<u8>), AgentError> {
         let url = self.api(path)?;
-        let auth = proto::auth_header(&self.cfg.server.device_id, &self.cfg.server.secret);
+        let auth = proto::auth_header(&self.cfg.server.device_id, &self.identity.borrow().current.secret);
         let headers = [("Authorization", auth.as_str()), ("Content-Type", "text/plain")];
         let mut r = self
             .client
@@ -194,20 +246,46 @@ impl Agent {
             .map_err(|e| AgentError::Server(e.to_string()))?;
         let body = r.read_to_vec(MAX_CONTROL_LEN).map_err(|e| AgentError::Server(e.to_string()))?;
         self.pacer.borrow_mut().charge(body.len());
-        match r.status {
-            200 => Ok(body),
-            401 => Err(AgentError::Server(format!(
-                "server {} refused device {:?}: unknown device or wrong secret (401)",
-                self.cfg.server.url, self.cfg.server.device_id
-            ))),
-            s => Err(AgentError::Server(format!("server answered {s} to {path}"))),
-        }
+        Ok((r.status, body))
     }
 
-    /// Ask the server what to deploy.
+    /// Take new credentials from the server: stored durably first, then used
+    /// by every request from now on.
+    fn adopt(&self, new: Credentials) -> Result<(), AgentError> {
+        let mut id = self.identity.borrow_mut();
+        if !id.received(new) {
+            return Ok(());
+        }
+        identity::save(self.store.root(), &id)?;
+        self.client.set_identity(&id.current.cert, &id.current.key).map_err(|e| AgentError::Server(e.to_string()))?;
+        log::info!(
+            target: "outpost",
+            "the server gave this device new credentials{}; stored in {}",
+            if id.current.has_cert() { " (secret and client certificate)" } else { " (secret)" },
+            self.store.root().join(identity::FILE).display()
+        );
+        Ok(())
+    }
+
+    /// Ask the server what to deploy. A reply with new credentials
+    /// (`device rotate`) has them stored and used at once: the poll is made
+    /// again with them, which tells the server to retire the old ones.
     pub fn poll(&self) -> Result<PollReply, AgentError> {
-        let body = self.post(proto::POLL_PATH, &format!("{}\nagent {}\n", proto::HEADER, env!("CARGO_PKG_VERSION")))?;
-        PollReply::decode(&body).map_err(|e| AgentError::Server(format!("bad poll reply: {e}")))
+        let poll = || {
+            let body =
+                self.post(proto::POLL_PATH, &format!("{}\nagent {}\n", proto::HEADER, env!("CARGO_PKG_VERSION")))?;
+            PollReply::decode(&body).map_err(|e| AgentError::Server(format!("bad poll reply: {e}")))
+        };
+        let reply = poll()?;
+        let Some(new) = reply.identity.clone() else { return Ok(reply) };
+        self.adopt(new)?;
+        match poll() {
+            Ok(again) => Ok(again),
+            Err(e) => {
+                log::warn!(target: "outpost", "poll with the new credentials failed: {e}; they are tried again next time");
+                Ok(reply)
+            }
+        }
     }
 
     /// Deliver queued reports. Returns how many are still unacknowledged.

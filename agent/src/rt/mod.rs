@@ -8,6 +8,7 @@ pub mod agent;
 pub mod cache;
 pub mod config;
 pub mod http;
+pub mod identity;
 pub mod logger;
 pub mod ocs_mode;
 pub mod pace;

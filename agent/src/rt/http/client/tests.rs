@@ -13,7 +13,7 @@ use super::{Client, Response};
 
 /// The client's TLS configuration (for the connection's own tests).
 pub(crate) fn tls_config() -> Arc<ClientConfig> {
-    client().tls
+    client().tls.read().unwrap().clone()
 }
 
 fn client() -> Client {
