@@ -52,16 +52,13 @@ pub fn check(
         }
         Gate::Open => {}
     }
-    let why = match verify(&mut db).map_err(|e| db_error(&e))? {
-        Err(why) => why,
-        Ok(()) => {
-            // OCS Basic: one agent's success must not clear the address's
-            // failures (a guesser behind the same NAT would get fresh tries).
-            if scope.trusts_identities() {
-                db.auth_succeeded(now, client, scope, counted).map_err(|e| db_error(&e))?;
-            }
-            return Ok(());
+    let Err(why) = verify(&mut db).map_err(|e| db_error(&e))? else {
+        // OCS Basic: one agent's success must not clear the address's
+        // failures (a guesser behind the same NAT would get fresh tries).
+        if scope.trusts_identities() {
+            db.auth_succeeded(now, client, scope, counted).map_err(|e| db_error(&e))?;
         }
+        return Ok(());
     };
     let policy = &state.cfg.security;
     let f = db.auth_failed(now, policy, client, scope, counted).map_err(|e| db_error(&e))?;

@@ -8,13 +8,15 @@
 //! Every test makes real rustls connections to a real `outpost-server` on
 //! 127.0.0.1, presenting (or not) real certificates; the end-to-end ones run
 //! the real agent. Each was run with its defence switched off and failed:
-//! the certificate check in `db/credentials.rs` (`authenticate` ignoring the
-//! presented fingerprint: the other device's certificate, the missing one and
-//! the old certificate after rotation get in), the CA check of the handshake
-//! (`pki::client_verifier` accepting any certificate: the other CA's
-//! certificate gets as far as a 401 instead of a failed handshake, which the
-//! test tells apart), the revoked check (the open connection keeps polling),
-//! the promotion (the old secret keeps working after the rotation was used).
+//! the certificate check in `db/credentials.rs` (`authenticate` ignoring
+//! what the connection presented: the stolen secret alone, the other
+//! device's certificate and the new secret with the old certificate got
+//! in), the handshake's check (the listener asking for no certificate: the
+//! other CA's certificate was never looked at and the request got as far as
+//! a 401, which the test tells from a refused handshake), revocation (the
+//! revoked flag ignored and the secret kept: the open connection kept
+//! polling), the promotion (the old secret kept working after the rotation
+//! was used).
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};

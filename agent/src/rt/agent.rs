@@ -252,6 +252,10 @@ impl Agent {
     /// Take new credentials from the server: stored durably first, then used
     /// by every request from now on.
     fn adopt(&self, new: Credentials) -> Result<(), AgentError> {
+        if let Err(e) = self.client.check_identity(&new.cert, &new.key) {
+            log::error!(target: "outpost", "the server sent new credentials this agent cannot use ({e}); keeping the current ones");
+            return Ok(());
+        }
         let mut id = self.identity.borrow_mut();
         if !id.received(new) {
             return Ok(());

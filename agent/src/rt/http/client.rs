@@ -81,6 +81,16 @@ impl Client {
         Ok(())
     }
 
+    /// Whether [`Client::set_identity`] would take `cert` and `key`: checked
+    /// before new credentials are stored, so that none the agent cannot use
+    /// replaces ones it can.
+    pub fn check_identity(&self, cert: &[u8], key: &[u8]) -> Result<(), Error> {
+        if cert.is_empty() {
+            return Ok(());
+        }
+        tls_config(&self.provider, &self.verifier, Some((cert, key))).map(drop)
+    }
+
     /// Send a request and read the response head. `headers` are extra
     /// `(name, value)` pairs; `body` is sent with a Content-Length.
     pub fn request(&self, method: &str, url: &Url, headers: &[(&str, &str)], body: &[u8]) -> Result<Response, Error> {
@@ -184,8 +194,7 @@ impl Client {
 
 /// The agent's TLS client configuration: the server verified by `verifier`,
 /// and `cert` (certificate and PKCS#8 key, DER) presented when the server
-/// asks for a client certificate. Only ECDSA keys are loaded (`device add`
-/// makes P-256): the RSA signing code stays out of the binary.
+/// asks for a client certificate: an ECDSA key (`device add` makes P-256).
 fn tls_config(
     provider: &Arc<CryptoProvider>,
     verifier: &Arc<Verifier>,
