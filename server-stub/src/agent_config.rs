@@ -5,7 +5,9 @@
 use outpost_agent::engine::config::{Agent, Config, Server};
 
 /// What the server knows about a new device, as the agent's configuration:
-/// keys the agent needs, everything else left at the agent's defaults.
+/// keys the agent needs, everything else left at the agent's defaults. No
+/// client certificate yet: `device add` sets `client_cert` and `client_key`
+/// when it issues one.
 pub fn for_device(
     server_url: &str,
     id: &str,
@@ -23,6 +25,8 @@ pub fn for_device(
             signing_key: signing_key.into(),
             require_signed: false,
             ca_cert: format!("{}\n", ca_pem.trim_end()),
+            client_cert: String::new(),
+            client_key: String::new(),
         },
         agent: Agent::new(state_dir.into()),
         download: Default::default(),
@@ -35,7 +39,7 @@ pub fn render(cfg: &Config) -> Result<String, String> {
     let body = toml::to_string(cfg).map_err(|e| format!("cannot serialise the agent configuration: {e}"))?;
     Ok(format!(
         "# outpost-agent configuration for device {}, written by outpost-server device add.\n\
-         # Keep it private: it holds the device's secret.\n\n{body}",
+         # Keep it private: it holds the device's secret (and its client certificate's key).\n\n{body}",
         cfg.server.device_id
     ))
 }

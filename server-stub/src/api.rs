@@ -12,22 +12,25 @@ use outpost_agent::engine::manifest::sha256;
 use outpost_agent::engine::proto::{self, Offer, PollReply};
 
 use crate::access::Origin;
-use crate::ct::constant_time_eq;
+use crate::db::{Presented, Verdict};
 use crate::http::{self, Body, RangeAnswer, Request, Response};
 use crate::lockout::Scope;
+use crate::pki::Fingerprint;
 use crate::serve::{Side, State};
 use crate::time::unix_now;
 
-/// Answer `req`, which came on `side`'s listener from `origin`.
-pub fn route(state: &State, req: &Request, side: Side, origin: Origin) -> Response {
+/// Answer `req`, which came on `side`'s listener from `origin`, over a
+/// connection whose client presented the certificate `cert` (verified to
+/// chain to the server's CA in the TLS handshake; its fingerprint).
+pub fn route(state: &State, req: &Request, side: Side, origin: Origin, cert: Option<Fingerprint>) -> Response {
     let client = origin.client;
     let parts: Vec<&str> = req.path.split('/').collect();
     match (side, parts.as_slice()) {
         (_, ["", "ocsinventory"]) => {
             post_only(req, || crate::ocs::handle(state, &req.body, req.header("authorization"), client))
         }
-        (Side::Https, ["", "api", "v1", "poll"]) => post_only(req, || poll(state, req, client)),
-        (Side::Https, ["", "api", "v1", "report"]) => post_only(req, || report(state, req, client)),
+        (Side::Https, ["", "api", "v1", "poll"]) => post_only(req, || poll(state, req, client, cert)),
+        (Side::Https, ["", "api", "v1", "report"]) => post_only(req, || report(state, req, client, cert)),
         (Side::Https, ["", "admin", rest @ ..]) => admin(state, req, origin, rest),
         (_, ["", "download", id, name]) => {
             let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
@@ -115,37 +118,53 @@ fn serve_file(path: &Path, req: &Request) -> Response {
     }
 }
 
-/// Authenticate a device, with lockout ([`crate::auth`]). `Err` is the
-/// response to send: 401 (missing header, unknown device or wrong secret),
-/// 429 (blocked after too many failures, secret not checked) or 500.
-fn authenticate<'r>(state: &State, req: &'r Request, peer: IpAddr) -> Result<&'r str, Response> {
+/// Authenticate a device by its secret and, where it has one or the server
+/// requires it, its client certificate `cert` ([`crate::db::Db::authenticate`],
+/// checked on every request), with lockout ([`crate::auth`]). `Err` is the
+/// response to send: 401 (missing header, unknown or revoked device, wrong
+/// secret or certificate; the same answer for each), 429 (blocked after too
+/// many failures, secret not checked) or 500.
+fn authenticate<'r>(
+    state: &State,
+    req: &'r Request,
+    peer: IpAddr,
+    cert: Option<Fingerprint>,
+) -> Result<&'r str, Response> {
     let unauthorized = || {
-        let mut r = Response::text(401, "unknown device or wrong secret");
+        let mut r = Response::text(401, "unknown device, wrong secret or wrong client certificate");
         r.headers.push(("WWW-Authenticate", "Outpost".into()));
         r
     };
     let (device, secret) = req.header("authorization").and_then(proto::parse_auth_header).ok_or_else(unauthorized)?;
-    let verify = |db: &crate::db::Db| {
-        let stored = db.device_secret(device)?;
-        // Compare hashes: the same work whether or not the device exists.
-        let presented = sha256(secret.as_bytes());
-        let expected = stored.unwrap_or_else(|| vec![0; 32]);
-        Ok(constant_time_eq(&presented, &expected) && expected != [0; 32])
+    let require = state.cfg.security.require_client_cert;
+    let verify = |db: &mut crate::db::Db| {
+        let presented = Presented { secret_sha256: &sha256(secret.as_bytes()), cert: cert.as_ref() };
+        Ok(match db.authenticate(device, &presented, require)? {
+            Verdict::Current => Ok(()),
+            Verdict::Rotated => {
+                log::info!(
+                    target: "outpost",
+                    "device {device}: uses its new credentials (device rotate); its old secret and certificate are refused from now on"
+                );
+                Ok(())
+            }
+            Verdict::Refused(why) => Err(why.as_str()),
+        })
     };
     crate::auth::check(state, peer, Scope::Api, device, unix_now(), verify, unauthorized)?;
     Ok(device)
 }
 
-fn poll(state: &State, req: &Request, peer: IpAddr) -> Response {
-    let device = match authenticate(state, req, peer) {
+fn poll(state: &State, req: &Request, peer: IpAddr, cert: Option<Fingerprint>) -> Response {
+    let device = match authenticate(state, req, peer, cert) {
         Ok(d) => d,
         Err(r) => return r,
     };
     let pending = match state.db.lock() {
-        Ok(mut db) => db.poll(device),
+        Ok(mut db) => db.poll(device).and_then(|p| Ok((p, db.staged_rotation(device)?))),
         Err(_) => return Response::text(500, "database lock poisoned"),
     };
-    let pending = match pending {
+    let (pending, identity) = match pending {
         Ok(p) => p,
         Err(e) => {
             log::error!(target: "outpost", "database: {e}");
@@ -167,15 +186,19 @@ fn poll(state: &State, req: &Request, peer: IpAddr) -> Response {
                 pack_loc: if p.https { &state.cfg.public.info_loc } else { &state.cfg.public.fragment_loc }.clone(),
             })
             .collect(),
+        identity,
     };
+    if reply.identity.is_some() {
+        log::info!(target: "outpost", "device {device}: sent its new credentials (device rotate)");
+    }
     if !reply.offers.is_empty() {
         log::info!(target: "outpost", "device {device}: notified of {} package(s)", reply.offers.len());
     }
     Response::text(200, reply.encode())
 }
 
-fn report(state: &State, req: &Request, peer: IpAddr) -> Response {
-    let device = match authenticate(state, req, peer) {
+fn report(state: &State, req: &Request, peer: IpAddr, cert: Option<Fingerprint>) -> Response {
+    let device = match authenticate(state, req, peer, cert) {
         Ok(d) => d,
         Err(r) => return r,
     };

@@ -29,15 +29,17 @@ fn db_error(e: &rusqlite::Error) -> Response {
 }
 
 /// Check a claim of `identity` from `peer` at `now` (Unix seconds).
-/// `verify` checks the presented secret (it may read the database);
-/// `refused` is the response to a wrong one (401 with its challenge).
+/// `verify` checks the presented credentials (it may read and write the
+/// database: a rotation is promoted there) and says why it refuses them,
+/// for the log; `refused` is the response to a refusal (401 with its
+/// challenge).
 pub fn check(
     state: &State,
     peer: IpAddr,
     scope: Scope,
     identity: &str,
     now: u64,
-    verify: impl FnOnce(&Db) -> DbResult<bool>,
+    verify: impl FnOnce(&mut Db) -> DbResult<Result<(), &'static str>>,
     refused: impl FnOnce() -> Response,
 ) -> Result<(), Response> {
     let client = Client::of(peer);
@@ -50,14 +52,14 @@ pub fn check(
         }
         Gate::Open => {}
     }
-    if verify(&db).map_err(|e| db_error(&e))? {
+    let Err(why) = verify(&mut db).map_err(|e| db_error(&e))? else {
         // OCS Basic: one agent's success must not clear the address's
         // failures (a guesser behind the same NAT would get fresh tries).
         if scope.trusts_identities() {
             db.auth_succeeded(now, client, scope, counted).map_err(|e| db_error(&e))?;
         }
         return Ok(());
-    }
+    };
     let policy = &state.cfg.security;
     let f = db.auth_failed(now, policy, client, scope, counted).map_err(|e| db_error(&e))?;
     drop(db);
@@ -68,12 +70,12 @@ pub fn check(
     match state.failure_log.note(now, client) {
         Some(0) => log::warn!(
             target: "outpost",
-            "{peer}: authentication failed ({kind} credentials for {identity:?}); \
+            "{peer}: authentication failed ({kind} credentials for {identity:?}: {why}); \
              more failures from {client} are logged at most once a minute"
         ),
         Some(unlogged) => log::warn!(
             target: "outpost",
-            "{peer}: authentication failed ({kind} credentials for {identity:?}); \
+            "{peer}: authentication failed ({kind} credentials for {identity:?}: {why}); \
              {unlogged} more failures from {client} since the last such line"
         ),
         None => {}

@@ -214,8 +214,26 @@ struct NotifyArgs {
 
 #[derive(Subcommand)]
 pub enum DeviceCmd {
-    /// Register a device and write its ready-to-run agent configuration (mode 0600).
+    /// Register a device and write its ready-to-run agent configuration (mode 0600), with its
+    /// secret and a client certificate signed by the server's CA (when tls/ca-key.pem is here).
+    #[command(after_help = files::CA_KEY_HELP)]
     Add(DeviceAddArgs),
+    /// Refuse a device's secret and client certificate from now on (the running server too).
+    Revoke(DeviceArgs),
+    /// Give a device a new secret and client certificate, delivered with its next poll over its
+    /// verified channel; the old ones work until it uses the new ones.
+    #[command(after_help = files::CA_KEY_HELP)]
+    Rotate(DeviceArgs),
+}
+
+// No doc comment here: it would replace the subcommand's help text.
+#[derive(Args)]
+pub struct DeviceArgs {
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// The device.
+    #[arg(long)]
+    pub id: String,
 }
 
 // No doc comment here: it would replace the subcommand's help text.

@@ -4,6 +4,8 @@
 //! assignments with their OCS status (`WAITING NOTIFICATION` → `NOTIFIED` →
 //! the code the agent reported), `--all` assignments that cover future
 //! devices, and the ids of reports already applied (duplicates are dropped).
+//! What devices authenticate with (client certificates, rotations,
+//! revocations) is in `credentials.rs`.
 
 use std::path::Path;
 
@@ -11,9 +13,11 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::time::now_rfc3339;
 
+mod credentials;
 mod evict;
 mod guard;
 
+pub use credentials::{Change, Presented, Refusal, Verdict};
 pub use guard::{BlockRow, Failure, OcsLimits, Registration};
 
 /// Devices registered with `device add` (they authenticate with a secret).
@@ -135,15 +139,14 @@ impl Db {
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(guard::SCHEMA)?;
         conn.execute_batch(evict::SCHEMA)?;
+        conn.execute_batch(credentials::SCHEMA)?;
         Ok(Self { conn, failures: guard::FailureCounts::default() })
     }
 
     /// Register an Outpost device; `false` if the id exists. Applies `--all` packages.
+    /// Without a client certificate: see [`Db::add_device_with_cert`].
     pub fn add_device(&mut self, id: &str, secret_sha256: &[u8; 32]) -> DbResult<bool> {
-        let tx = self.conn.transaction()?;
-        let added = insert_device(&tx, id, KIND_OUTPOST, Some(&secret_sha256[..]), &now_rfc3339())?;
-        tx.commit()?;
-        Ok(added)
+        self.add_device_with_cert(id, secret_sha256, None)
     }
 
     /// The stored secret hash of an Outpost device (OCS devices have none).

@@ -5,9 +5,11 @@
 //! keys are created 0600; `keys/` and `tls/` 0700. `serve` checks them at
 //! start and tightens any that others can read, with a warning.
 //!
-//! The CA's private key `tls/ca-key.pem` is used by `init` only (to sign the
-//! server certificate). No other command reads it, so an administrator can
-//! move it offline after `init`; see [`CA_KEY_HELP`].
+//! The CA's private key `tls/ca-key.pem` signs the server certificate
+//! (`init`) and the devices' client certificates (`device add`, `device
+//! rotate`). `serve` and the other commands never read it, so an
+//! administrator can keep it offline and bring it back for those; see
+//! [`CA_KEY_HELP`].
 
 use std::fs::{self, OpenOptions};
 use std::io;
@@ -30,11 +32,13 @@ pub const PRIVATE_FILES: &[&str] = &[
 pub const PRIVATE_DIRS: &[&str] = &["", "keys", "tls"];
 
 /// What `--help` says about the CA key.
-pub const CA_KEY_HELP: &str = "The CA's private key DIR/tls/ca-key.pem is needed by `init` only. \
-After init you may move it offline (for example `mv DIR/tls/ca-key.pem /media/usb/`): serve, package add, \
-device add, assign, status, validate, unaffect and unblock work without it, and none of them asks for it. \
-Bring it back (to DIR/tls/ca-key.pem, mode 0600) only to sign a new server certificate by hand, then \
-move it offline again.";
+pub const CA_KEY_HELP: &str = "The CA's private key DIR/tls/ca-key.pem is needed by `init` only, and by \
+`device add` and `device rotate` to sign client certificates. You may move it offline (for example \
+`mv DIR/tls/ca-key.pem /media/usb/`): serve, package add, device revoke, assign, status, validate, unaffect and \
+unblock work without it, and none of them asks for it. Without it, device add and device rotate give a secret \
+only, with a note, or fail when [security] require_client_cert is true. Bring it back (to DIR/tls/ca-key.pem, \
+mode 0600) to issue client certificates or to sign a new server certificate by hand, then move it offline \
+again.";
 
 /// Create `path` empty with mode 0600 if it does not exist (never follows
 /// a dangling link, never truncates).

@@ -68,6 +68,13 @@ pub struct Policy {
     /// Failures from one client address, any identity, within the interval,
     /// that block the address for identities it has not authenticated before.
     pub max_address_auth_failures: u32,
+    /// The control API (poll, report) wants each device's own client
+    /// certificate (`device add` issues it) besides its secret: a stolen
+    /// secret alone no longer works. Off, a certificate is still checked when
+    /// one is presented, and devices without one (older agents) get in with
+    /// their secret. Neither way concerns the OCS endpoint, info files,
+    /// manifests or fragments: OCS agents have no client certificate.
+    pub require_client_cert: bool,
 }
 
 impl Default for Policy {
@@ -80,6 +87,7 @@ impl Default for Policy {
             auth_failures_interval: 120,
             client_block_time: 120,
             max_address_auth_failures: 100,
+            require_client_cert: false,
         }
     }
 }

@@ -42,6 +42,8 @@ fn run(cmd: Cmd) -> Result<(), String> {
         Cmd::Package { cmd: PackageCmd::Add(a) } => cmd::package::add(a),
         Cmd::Package { cmd: PackageCmd::Resign(a) } => cmd::package::resign(a),
         Cmd::Device { cmd: DeviceCmd::Add(a) } => cmd::device::add(a),
+        Cmd::Device { cmd: DeviceCmd::Revoke(a) } => cmd::device::revoke(a),
+        Cmd::Device { cmd: DeviceCmd::Rotate(a) } => cmd::device::rotate(a),
         Cmd::Assign(a) => cmd::assign::assign(a),
         Cmd::Serve { dir } => files::check_at_serve(&dir).and_then(|()| serve::run(&dir)),
         Cmd::Validate { dir, package } => cmd::assign::validate(&dir, package),

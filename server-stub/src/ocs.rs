@@ -139,7 +139,15 @@ fn check_basic(
 ) -> Result<(), Response> {
     let want = format!("Basic {}", base64(format!("{}:{}", auth.user, auth.password).as_bytes()));
     let ok = constant_time_eq(presented.trim().as_bytes(), want.as_bytes());
-    crate::auth::check(state, peer, Scope::Ocs, identity, now, |_| Ok(ok), || challenge(auth))
+    crate::auth::check(
+        state,
+        peer,
+        Scope::Ocs,
+        identity,
+        now,
+        |_| Ok(if ok { Ok(()) } else { Err("wrong Basic credentials") }),
+        || challenge(auth),
+    )
 }
 
 fn challenge(auth: &BasicAuth) -> Response {

@@ -1,14 +1,35 @@
-//! The server's own certificate authority, its TLS certificate, and the
-//! Ed25519 package-signing key.
+//! The server's own certificate authority, its TLS certificate, the
+//! devices' client certificates, and the Ed25519 package-signing key.
+//!
+//! A device's client certificate (`device add`, `device rotate`) names the
+//! device in its common name, is for client authentication only, and is
+//! signed by the CA's key `tls/ca-key.pem`. The server recognises it by its
+//! SHA-256 fingerprint, recorded for that device (`db/credentials.rs`): a
+//! certificate of another device, an older one of the same device, or one
+//! the CA signed that the server never recorded, does not authenticate
+//! anyone.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::net::IpAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::Arc;
 
-use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType};
+use outpost_agent::engine::manifest::sha256;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose, SanType,
+};
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
+use rustls::RootCertStore;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
+
+/// The SHA-256 of a certificate's DER: how the server recognises a device's
+/// client certificate.
+pub type Fingerprint = [u8; 32];
 
 /// Write a file readable by its owner only; refuse to replace one.
 pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
@@ -31,15 +52,7 @@ pub fn create_tls(dir: &Path, sans: &[String]) -> Result<(), String> {
     let err = |e: rcgen::Error| format!("certificate generation failed: {e}");
 
     let ca_key = KeyPair::generate().map_err(err)?;
-    let mut ca = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, "Outpost server CA");
-    ca.distinguished_name = dn;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    ca.not_before = rcgen::date_time_ymd(2024, 1, 1);
-    ca.not_after = rcgen::date_time_ymd(2049, 12, 31);
-    let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
+    let ca_cert = ca_params().self_signed(&ca_key).map_err(err)?;
 
     let key = KeyPair::generate().map_err(err)?;
     let mut leaf = CertificateParams::default();
@@ -53,7 +66,7 @@ pub fn create_tls(dir: &Path, sans: &[String]) -> Result<(), String> {
             Err(_) => s.clone().try_into().map(SanType::DnsName).map_err(err),
         })
         .collect::<Result<_, _>>()?;
-    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     leaf.not_before = rcgen::date_time_ymd(2024, 1, 1);
     leaf.not_after = rcgen::date_time_ymd(2049, 12, 31);
     let cert = leaf.signed_by(&key, &ca_cert, &ca_key).map_err(err)?;
@@ -68,6 +81,99 @@ pub fn create_tls(dir: &Path, sans: &[String]) -> Result<(), String> {
     w("server-key.pem", key.serialize_pem(), true)?;
     w("server-cert.pem", cert.pem(), false)?;
     Ok(())
+}
+
+/// The CA certificate's parameters. `init` self-signs them; `device add`
+/// and `device rotate` rebuild the issuer from them and the CA's key (rcgen
+/// signs with an issuer certificate), and check the result against
+/// `tls/ca-cert.pem` ([`issue_device_cert`]).
+fn ca_params() -> CertificateParams {
+    let mut ca = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "Outpost server CA");
+    ca.distinguished_name = dn;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca.not_before = rcgen::date_time_ymd(2024, 1, 1);
+    ca.not_after = rcgen::date_time_ymd(2049, 12, 31);
+    ca
+}
+
+/// A device's client certificate and its private key.
+pub struct DeviceCert {
+    /// The certificate, DER.
+    pub cert: Vec<u8>,
+    /// Its private key (ECDSA P-256), PKCS#8 DER.
+    pub key: Vec<u8>,
+    /// The certificate, PEM.
+    pub cert_pem: String,
+    /// The key, PEM.
+    pub key_pem: String,
+}
+
+impl DeviceCert {
+    /// The certificate's fingerprint.
+    pub fn fingerprint(&self) -> Fingerprint {
+        sha256(&self.cert)
+    }
+}
+
+/// Issue `device`'s client certificate with the CA's key `DIR/tls/ca-key.pem`;
+/// `Ok(None)` when the key is not there (kept offline, see
+/// [`crate::files::CA_KEY_HELP`]). The certificate is checked to chain to
+/// `DIR/tls/ca-cert.pem` before it is returned.
+pub fn issue_device_cert(dir: &Path, device: &str) -> Result<Option<DeviceCert>, String> {
+    let key_path = dir.join("tls/ca-key.pem");
+    let pem = match fs::read_to_string(&key_path) {
+        Ok(p) => p,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", key_path.display())),
+    };
+    let err = |e: rcgen::Error| format!("client certificate for {device:?}: {e}");
+    let ca_key = KeyPair::from_pem(&pem).map_err(|e| format!("{}: {e}", key_path.display()))?;
+    let issuer = ca_params().self_signed(&ca_key).map_err(err)?;
+    let key = KeyPair::generate().map_err(err)?;
+    let mut leaf = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, device);
+    leaf.distinguished_name = dn;
+    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    leaf.not_before = rcgen::date_time_ymd(2024, 1, 1);
+    leaf.not_after = rcgen::date_time_ymd(2049, 12, 31);
+    let cert = leaf.signed_by(&key, &issuer, &ca_key).map_err(err)?;
+    let verifier = client_verifier(dir)?;
+    verifier.verify_client_cert(cert.der(), &[], UnixTime::now()).map_err(|e| {
+        format!(
+            "{} did not sign a certificate that tls/ca-cert.pem accepts ({e}): is it that CA's key?",
+            key_path.display()
+        )
+    })?;
+    Ok(Some(DeviceCert {
+        cert: cert.der().to_vec(),
+        key: key.serialize_der(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    }))
+}
+
+/// The verifier of client certificates: a certificate presented must chain
+/// to one in `DIR/tls/ca-cert.pem` and its holder must prove its key; a
+/// client may also present none (OCS agents, older agents; whether the
+/// control API then refuses it is `[security] require_client_cert`).
+pub fn client_verifier(dir: &Path) -> Result<Arc<dyn ClientCertVerifier>, String> {
+    let p = dir.join("tls/ca-cert.pem");
+    let pem = fs::read(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+    let mut roots = RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut &pem[..]) {
+        let c: CertificateDer<'static> = c.map_err(|e| format!("{}: {e}", p.display()))?;
+        roots.add(c).map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| format!("{}: {e}", p.display()))
 }
 
 /// Create the package-signing key `DIR/keys/signing.pk8` (PKCS#8, 0600, in `keys/` 0700).

@@ -9,7 +9,8 @@
 //!    │ than `min_send_rate` over it once a response has run that long, fail
 //!    ▼
 //!  connection task on the executor (EXECUTOR_THREADS threads):
-//!    TLS handshake · read request · client address (access::client_addr;
+//!    TLS handshake (a client certificate, if presented, must chain to the
+//!    CA) · read request · client address (access::client_addr;
 //!    outside networks: 403) · write response · close_notify
 //!    (a file body: sendfile on plain HTTP, 256 KiB reads on the blocking pool over TLS)
 //!    └─► api::route on the blocking pool: files, SQLite, OCS inflate + parse
@@ -38,8 +39,10 @@ use crate::config::ServerConfig;
 use crate::db::Db;
 use crate::http::{self, Connection, ReadError, Request, Response};
 use crate::limits::{ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, Gate, Limits, MAX_OCS_IN_FLIGHT};
+use crate::pki::Fingerprint;
 use crate::sendfile::Transport;
 use crate::stall::StallLimit;
+use outpost_agent::engine::manifest::sha256;
 
 /// Most threads running the connection tasks (TLS, reading, writing): at
 /// least two, so that no one connection's work holds up all the others.
@@ -84,7 +87,7 @@ fn load_tls(dir: &Path) -> Result<Arc<TlsConfig>, String> {
     let cfg = TlsConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
-        .with_no_client_auth()
+        .with_client_cert_verifier(crate::pki::client_verifier(dir)?)
         .with_single_cert(certs, key)
         .map_err(|e| format!("server certificate: {e}"))?;
     Ok(Arc::new(cfg))
@@ -259,21 +262,34 @@ async fn refuse(mut tcp: TcpStream, side: Side) {
 async fn connection(state: &Arc<State>, tcp: TcpStream, peer: SocketAddr, side: Side, tls: Option<TlsAcceptor>) {
     let stream = StallLimit::new(tcp, state.limits.write_timeout(), state.limits.min_send_rate);
     let Some(tls) = tls else {
-        return serve_conn(state, stream, peer, side).await;
+        return serve_conn(state, stream, peer, side, None).await;
     };
     let hs = smol::future::or(async { tls.accept(stream).await.map_err(|e| e.to_string()) }, async {
         smol::Timer::after(http::REQUEST_TIMEOUT).await;
         Err("handshake timed out".to_string())
     });
     match hs.await {
-        Ok(stream) => serve_conn(state, stream, peer, side).await,
+        Ok(stream) => {
+            // The client's certificate, verified in the handshake (chain to
+            // the CA, proof of its key): the device is checked against it on
+            // every request (api::authenticate).
+            let cert = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| sha256(c));
+            serve_conn(state, stream, peer, side, cert).await
+        }
         Err(e) => log::debug!(target: "outpost", "{peer}: TLS handshake failed: {e}"),
     }
 }
 
 /// Serve requests until the client closes, goes idle, asks to close or
 /// fails; then close cleanly (TLS: close_notify first) unless a write failed.
-async fn serve_conn<S: AsyncRead + Transport>(state: &Arc<State>, stream: S, peer: SocketAddr, side: Side) {
+/// `cert`: the fingerprint of the client certificate the TLS handshake verified.
+async fn serve_conn<S: AsyncRead + Transport>(
+    state: &Arc<State>,
+    stream: S,
+    peer: SocketAddr,
+    side: Side,
+    cert: Option<Fingerprint>,
+) {
     let mut s = BufReader::new(stream);
     let clean = loop {
         let req = match http::read_request_within(&mut s, state.limits.idle_timeout()).await {
@@ -289,7 +305,7 @@ async fn serve_conn<S: AsyncRead + Transport>(state: &Arc<State>, stream: S, pee
         let origin = origin_of(state, peer, &req);
         let client = origin.client;
         let (req, resp) = if Cidr::any_contains(&state.cfg.security.networks, client) {
-            route(state, req, side, origin).await
+            route(state, req, side, origin, cert).await
         } else {
             log::debug!(target: "outpost", "{client} (via {peer}): refused: not in [security] networks");
             (req, Response::text(403, "this address may not use this server"))
@@ -327,11 +343,17 @@ const OCS_PATH: &str = "/ocsinventory";
 
 /// Route `req` on the blocking pool, never on an executor thread: an OCS
 /// body is inflated and parsed there, and the database lock waited for.
-async fn route(state: &Arc<State>, req: Request, side: Side, origin: Origin) -> (Request, Response) {
+async fn route(
+    state: &Arc<State>,
+    req: Request,
+    side: Side,
+    origin: Origin,
+    cert: Option<Fingerprint>,
+) -> (Request, Response) {
     let _slot = if req.path == OCS_PATH { Some(state.ocs_slots.acquire().await) } else { None };
     let state = state.clone();
     smol::unblock(move || {
-        let resp = crate::api::route(&state, &req, side, origin);
+        let resp = crate::api::route(&state, &req, side, origin, cert);
         (req, resp)
     })
     .await

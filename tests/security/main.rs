@@ -25,9 +25,16 @@
 //! 12. [`allowed`]: a package the endpoint does not allow (`allowed_actions`,
 //!     `allowed_store_paths`).
 //! 13. [`expiry`]: a replayed offer of a package past its manifest's expiry.
+//!
+//! Both:
+//! 14. [`client_cert`]: a stolen device secret without the device's client
+//!     certificate, another device's certificate, one from another CA; a
+//!     revoked device on an open connection; rotation of a device's
+//!     credentials over its verified channel, with crashes in between.
 
 mod allowed;
 mod bounded_reads;
+mod client_cert;
 mod digest_burst;
 mod exhaustion;
 mod expiry;

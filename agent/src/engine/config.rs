@@ -79,6 +79,15 @@ pub struct Server {
     /// fragments: as CAs (a chain to any of them), or as the server's own
     /// certificate, pinned (`rt/http/pin.rs`).
     pub ca_cert: String,
+    /// PEM of this device's client certificate, signed by the server's CA
+    /// (`device add` writes it; outpost only). Presented on every TLS
+    /// connection to a server that asks for one.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub client_cert: String,
+    /// PEM (PKCS#8) of the client certificate's private key, never logged:
+    /// like `secret`, it makes the file private (0600).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub client_key: String,
 }
 
 /// `agent.execution_timeout` when not set (seconds).

@@ -12,6 +12,10 @@ pub const MAX_CONTROL_LEN: usize = 256 * 1024;
 pub const MAX_POLL_PACKAGES: usize = 1_000;
 /// Most reports in one report request.
 pub const MAX_REPORTS_PER_REQUEST: usize = 64;
+/// Largest client certificate, and largest private key, a poll reply or
+/// the state directory may hand the agent, in bytes (DER; a certificate
+/// from `device add` is about 450).
+pub const MAX_CREDENTIAL_LEN: usize = 8 * 1024;
 /// Longest status code accepted, in bytes.
 pub const MAX_STATUS_LEN: usize = 64;
 /// Largest journal record, in bytes.

@@ -17,6 +17,7 @@ pub mod deploy;
 pub mod digest;
 pub mod download;
 pub mod fetch;
+pub mod identity;
 pub mod info;
 pub mod journal;
 pub mod limits;

@@ -12,12 +12,18 @@
 //!   POST /api/v1/report  outpost 1 / report id=<hex> package=<id> status=<code>
 //!                                  ◄── outpost 1 / ack id=<hex>
 //! ```
+//!
+//! After `outpost-server device rotate`, poll replies also carry
+//! `identity secret=… cert=<hex DER> key=<hex PKCS#8>`: the device's new
+//! credentials, until it uses them ([`super::identity`]).
 
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
 
+use super::digest::{hex, unhex};
+use super::identity::Credentials;
 use super::limits::{MAX_CONTROL_LEN, MAX_POLL_PACKAGES, MAX_REPORTS_PER_REQUEST, MAX_STATUS_LEN};
 use super::status::StatusCode;
 
@@ -58,6 +64,9 @@ pub struct PollReply {
     pub max_bandwidth: u64,
     /// Server-wide full-speed windows (`HH:MM-HH:MM`, the agent's local time).
     pub full_speed_windows: Vec<String>,
+    /// New credentials for this device (`device rotate`), sent with every
+    /// reply until the device uses them: the `identity` record.
+    pub identity: Option<Credentials>,
 }
 
 /// One status report, identified by `id` so the server can drop duplicates.
@@ -156,6 +165,13 @@ impl PollReply {
                 o.id, o.priority, o.force as u8, o.info_loc, o.pack_loc
             ));
         }
+        if let Some(c) = &self.identity {
+            s.push_str(&format!("identity secret={}", c.secret));
+            if c.has_cert() {
+                s.push_str(&format!(" cert={} key={}", hex(&c.cert), hex(&c.key)));
+            }
+            s.push('\n');
+        }
         s
     }
 
@@ -201,6 +217,18 @@ impl PollReply {
                         info_loc: info_loc.to_string(),
                         pack_loc: pack_loc.to_string(),
                     });
+                }
+                "identity" => {
+                    let bytes = |key| field(&f, key).map_or(Some(Vec::new()), unhex).ok_or(ProtoError::BadField(key));
+                    let c = Credentials {
+                        secret: field(&f, "secret")?.to_string(),
+                        cert: bytes("cert")?,
+                        key: bytes("key")?,
+                    };
+                    if !c.is_valid() {
+                        return Err(ProtoError::BadField("identity"));
+                    }
+                    reply.identity = Some(c);
                 }
                 _ => {}
             }
@@ -291,10 +319,37 @@ mod tests {
                 info_loc: "127.0.0.1:8443/download".into(),
                 pack_loc: "cdn.example:80/d".into()
             }],
+            ..Default::default()
         };
         let mut wire = r.encode();
         wire.push_str("future-thing a=b\n");
         assert_eq!(PollReply::decode(wire.as_bytes()).unwrap(), r);
+    }
+
+    #[test]
+    fn an_identity_record_round_trips_and_is_checked() {
+        let c =
+            Credentials { secret: "0123456789abcdef".into(), cert: alloc::vec![0x30, 1, 2], key: alloc::vec![0x30, 9] };
+        let r = PollReply { poll_interval: 60, identity: Some(c.clone()), ..Default::default() };
+        let wire = r.encode();
+        assert!(wire.contains("identity secret=0123456789abcdef cert=300102 key=3009\n"), "{wire}");
+        assert_eq!(PollReply::decode(wire.as_bytes()).unwrap(), r);
+        // Without a certificate (the CA key kept offline): a secret alone.
+        let bare = PollReply { identity: Some(Credentials { cert: alloc::vec![], key: alloc::vec![], ..c }), ..r };
+        assert!(bare.encode().ends_with("identity secret=0123456789abcdef\n"));
+        assert_eq!(PollReply::decode(bare.encode().as_bytes()).unwrap(), bare);
+        // An older agent's decoder skipped it: unknown records are ignored,
+        // so this one only adds to what a reply may say.
+        for bad in [
+            "identity cert=3001 key=3001",
+            "identity secret=short",
+            "identity secret=0123456789abcdef cert=3001",
+            "identity secret=0123456789abcdef cert=30zz key=3001",
+            "identity secret=0123456789abcdef cert=301 key=3001",
+        ] {
+            let msg = alloc::format!("outpost 1\npoll-interval 5\n{bad}\n");
+            assert!(PollReply::decode(msg.as_bytes()).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -29,9 +29,11 @@ use ring::rand::SecureRandom;
 use super::config::Config;
 use super::env::{Env, EnvError, GetError, RealEnv};
 use super::http::Url;
+use super::identity::{self, IdentityError};
 use super::store::{Store, StoreError};
 use crate::engine::backoff::Backoff;
 use crate::engine::deploy::{Deployment, Offered, Retry};
+use crate::engine::identity::{Credentials, Identity};
 use crate::engine::journal::{OutboxRecord, PackageRecord, Phase};
 use crate::engine::limits::{MAX_CONTROL_LEN, MAX_REPORTS_PER_REQUEST};
 use crate::engine::ocs::OcsError;
@@ -79,6 +81,8 @@ pub enum AgentError {
     /// A package's action came before its metadata (a bug; the package
     /// stays for a later run).
     NoMetadata(u64),
+    /// The device's credentials cannot be read, used or stored.
+    Identity(IdentityError),
 }
 
 impl std::fmt::Display for AgentError {
@@ -89,18 +93,28 @@ impl std::fmt::Display for AgentError {
             Self::Config(m) => f.write_str(m),
             Self::Unreachable(e) => write!(f, "{e}"),
             Self::Unauthorized { server, device } => {
-                write!(f, "server {server} refused device {device:?}: unknown device or wrong secret (401)")
+                write!(
+                    f,
+                    "server {server} refused device {device:?}: unknown, revoked, wrong secret or client certificate (401)"
+                )
             }
             Self::Status { path, status } => write!(f, "server answered {status} to {path}"),
             Self::BadReply(what, e) => write!(f, "bad {what} reply: {e}"),
             Self::NotXml => f.write_str("reply is not zlib, gzip or XML"),
             Self::BadOcsReply(e) => write!(f, "bad reply: {e}"),
             Self::NoMetadata(id) => write!(f, "package {id}: an action came before its metadata"),
+            Self::Identity(e) => write!(f, "device credentials: {e}"),
         }
     }
 }
 
 impl std::error::Error for AgentError {}
+
+impl From<IdentityError> for AgentError {
+    fn from(e: IdentityError) -> Self {
+        Self::Identity(e)
+    }
+}
 
 impl From<StoreError> for AgentError {
     fn from(e: StoreError) -> Self {
@@ -182,15 +196,20 @@ pub struct Agent<E: Env = RealEnv> {
     cfg: Config,
     store: Store,
     env: E,
+    /// The credentials requests present ([`crate::engine::identity`]).
+    identity: Identity,
     key: [u8; 32],
 }
 
 impl<E: Env> Agent<E> {
     /// Build an agent from its configuration, working through `env`.
-    pub fn new(cfg: Config, env: E) -> Result<Self, AgentError> {
+    pub fn new(cfg: Config, mut env: E) -> Result<Self, AgentError> {
         let store = Store::open(cfg.agent.state_path())?;
+        let identity = identity::load(store.root(), &cfg)?;
+        env.set_identity(&identity.current.cert, &identity.current.key)
+            .map_err(|e| AgentError::Env(EnvError::Tls(e)))?;
         let key = cfg.signing_key().map_err(|e| AgentError::Config(e.to_string()))?;
-        Ok(Self { cfg, store, env, key })
+        Ok(Self { cfg, store, env, identity, key })
     }
 
     /// The state directory.
@@ -208,26 +227,84 @@ impl<E: Env> Agent<E> {
             .map_err(|e| AgentError::Config(format!("server.url: {e}")))
     }
 
+    /// POST `body` to `path` with the device's credentials. A 200 retires
+    /// credentials kept from before a rotation; a 401 falls back to them
+    /// once, if there are any ([`Identity`]).
     fn post(&mut self, path: &'static str, body: &str) -> Result<Vec<u8>, AgentError> {
         let url = self.api(path)?;
-        let auth = proto::auth_header(&self.cfg.server.device_id, &self.cfg.server.secret);
-        let headers = [("Authorization", auth.as_str()), ("Content-Type", "text/plain")];
-        let (status, body) =
-            self.env.post(&url, &headers, body.as_bytes(), MAX_CONTROL_LEN).map_err(AgentError::Unreachable)?;
-        match status {
-            200 => Ok(body),
-            401 => Err(AgentError::Unauthorized {
-                server: self.cfg.server.url.clone(),
-                device: self.cfg.server.device_id.clone(),
-            }),
-            status => Err(AgentError::Status { path, status }),
+        loop {
+            let auth = proto::auth_header(&self.cfg.server.device_id, &self.identity.current.secret);
+            let headers = [("Authorization", auth.as_str()), ("Content-Type", "text/plain")];
+            let (status, reply) =
+                self.env.post(&url, &headers, body.as_bytes(), MAX_CONTROL_LEN).map_err(AgentError::Unreachable)?;
+            match status {
+                200 => {
+                    if self.identity.accepted() {
+                        identity::save(self.store.root(), &self.identity)?;
+                        log::info!(target: "outpost", "the new device credentials are in use; the old ones are forgotten");
+                    }
+                    return Ok(reply);
+                }
+                401 if self.identity.refused() => {
+                    log::warn!(target: "outpost", "the server refused the new device credentials; back to the previous ones");
+                    identity::save(self.store.root(), &self.identity)?;
+                    let current = &self.identity.current;
+                    self.env
+                        .set_identity(&current.cert, &current.key)
+                        .map_err(|e| AgentError::Env(EnvError::Tls(e)))?;
+                }
+                401 => {
+                    return Err(AgentError::Unauthorized {
+                        server: self.cfg.server.url.clone(),
+                        device: self.cfg.server.device_id.clone(),
+                    });
+                }
+                status => return Err(AgentError::Status { path, status }),
+            }
         }
     }
 
-    /// Ask the server what to deploy.
-    pub fn poll(&mut self) -> Result<PollReply, AgentError> {
+    /// Take new credentials from the server: checked usable, stored durably,
+    /// then used by every request from now on.
+    fn adopt(&mut self, new: Credentials) -> Result<(), AgentError> {
+        if let Err(e) = self.env.check_identity(&new.cert, &new.key) {
+            log::error!(target: "outpost", "the server sent new credentials this agent cannot use ({e}); keeping the current ones");
+            return Ok(());
+        }
+        if !self.identity.received(new) {
+            return Ok(());
+        }
+        identity::save(self.store.root(), &self.identity)?;
+        let current = &self.identity.current;
+        self.env.set_identity(&current.cert, &current.key).map_err(|e| AgentError::Env(EnvError::Tls(e)))?;
+        log::info!(
+            target: "outpost",
+            "the server gave this device new credentials{}; stored in {}",
+            if current.has_cert() { " (secret and client certificate)" } else { " (secret)" },
+            self.store.root().join(identity::FILE).display()
+        );
+        Ok(())
+    }
+
+    fn poll_once(&mut self) -> Result<PollReply, AgentError> {
         let body = self.post(proto::POLL_PATH, &format!("{}\nagent {}\n", proto::HEADER, env!("CARGO_PKG_VERSION")))?;
         PollReply::decode(&body).map_err(|e| AgentError::BadReply("poll", e))
+    }
+
+    /// Ask the server what to deploy. A reply with new credentials
+    /// (`device rotate`) has them stored and used at once: the poll is made
+    /// again with them, which tells the server to retire the old ones.
+    pub fn poll(&mut self) -> Result<PollReply, AgentError> {
+        let reply = self.poll_once()?;
+        let Some(new) = reply.identity.clone() else { return Ok(reply) };
+        self.adopt(new)?;
+        match self.poll_once() {
+            Ok(again) => Ok(again),
+            Err(e) => {
+                log::warn!(target: "outpost", "poll with the new credentials failed: {e}; they are tried again next time");
+                Ok(reply)
+            }
+        }
     }
 
     /// Deliver queued reports. Returns how many are still unacknowledged.

@@ -18,6 +18,7 @@ use outpost_hal::linux::{GROUP_OTHER_WRITE, Untrusted, euid, resolve_trusted};
 
 pub use crate::engine::config::{Agent, Config, DEFAULT_FRAGMENT_TRIES, Download, Protocol, RebootSetting, Server};
 use crate::engine::digest::unhex;
+use crate::engine::identity::Credentials;
 
 /// A configuration that cannot be used.
 #[derive(Debug)]
@@ -97,13 +98,14 @@ impl Config {
             return Err(ConfigError::Invalid("the config is larger than 1 MiB"));
         }
         let c = Self::parse(&text)?;
-        if !c.server.secret.is_empty() && m.mode() & GROUP_OTHER_READ != 0 {
+        let holds_secrets = !c.server.secret.is_empty() || !c.server.client_key.is_empty();
+        if holds_secrets && m.mode() & GROUP_OTHER_READ != 0 {
             let private = std::fs::Permissions::from_mode(0o600);
             file.set_permissions(private).map_err(|e| ConfigError::Exposed(real.clone(), m.mode(), e))?;
             log::warn!(
                 target: "outpost",
                 "config {} holds the device secret but group or others could read it (mode {:04o}); made it 0600: \
-                 if anyone else could have read it, give the device a new secret",
+                 if anyone else could have read it, give the device a new secret (outpost-server device rotate)",
                 real.display(),
                 m.mode() & 0o7777
             );
@@ -127,6 +129,7 @@ impl Config {
                     return Err(ConfigError::Invalid("server.secret is required"));
                 }
                 c.signing_key()?;
+                c.credentials()?;
             }
             Protocol::Ocs => {
                 if !c.server.url.starts_with("https://") && !c.server.url.starts_with("http://") {
@@ -163,6 +166,28 @@ impl Config {
             dynamic: self.download.dynamic_bandwidth,
             windows,
         })
+    }
+
+    /// The device's credentials as the configuration gives them: the secret,
+    /// and the client certificate and key (DER) when both are set.
+    pub fn credentials(&self) -> Result<Credentials, ConfigError> {
+        let s = &self.server;
+        let (cert, key) = match (s.client_cert.trim().is_empty(), s.client_key.trim().is_empty()) {
+            (true, true) => (Vec::new(), Vec::new()),
+            (false, false) => {
+                let cert = rustls_pemfile::certs(&mut s.client_cert.as_bytes()).next().and_then(Result::ok);
+                let key = rustls_pemfile::private_key(&mut s.client_key.as_bytes()).ok().flatten();
+                match (cert, key) {
+                    (Some(c), Some(rustls::pki_types::PrivateKeyDer::Pkcs8(k))) => {
+                        (c.to_vec(), k.secret_pkcs8_der().to_vec())
+                    }
+                    (None, _) => return Err(ConfigError::Invalid("server.client_cert holds no PEM certificate")),
+                    _ => return Err(ConfigError::Invalid("server.client_key holds no PEM (PKCS#8) private key")),
+                }
+            }
+            _ => return Err(ConfigError::Invalid("server.client_cert and server.client_key go together")),
+        };
+        Ok(Credentials { secret: s.secret.clone(), cert, key })
     }
 
     /// The package-signing public key.

@@ -75,6 +75,16 @@ pub trait Env {
     fn ask(&mut self, notice: &Notice<'_>) -> Answer;
     /// The server's bandwidth cap (bytes/s, 0: none) and full-speed windows.
     fn set_server_limits(&mut self, _max_bandwidth: u64, _windows: &[Window]) {}
+    /// From now on present the client certificate `cert` (DER) with its
+    /// private `key` (PKCS#8 DER) to servers that ask; both empty: none.
+    fn set_identity(&mut self, _cert: &[u8], _key: &[u8]) -> Result<(), http::Error> {
+        Ok(())
+    }
+    /// Whether [`Env::set_identity`] would take `cert` and `key` (checked
+    /// before new credentials are stored).
+    fn check_identity(&mut self, _cert: &[u8], _key: &[u8]) -> Result<(), http::Error> {
+        Ok(())
+    }
 }
 
 /// GET a small body whole (an info file, a manifest): its status and bytes.
@@ -193,6 +203,14 @@ impl Env for RealEnv {
 
     fn set_server_limits(&mut self, max_bandwidth: u64, windows: &[Window]) {
         self.pacer.set_server_limits(max_bandwidth, windows);
+    }
+
+    fn set_identity(&mut self, cert: &[u8], key: &[u8]) -> Result<(), http::Error> {
+        self.client.set_identity(cert, key)
+    }
+
+    fn check_identity(&mut self, cert: &[u8], key: &[u8]) -> Result<(), http::Error> {
+        self.client.check_identity(cert, key)
     }
 }
 

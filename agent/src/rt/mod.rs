@@ -11,6 +11,7 @@ pub(crate) mod drive;
 pub mod env;
 pub(crate) mod fragment;
 pub mod http;
+pub mod identity;
 pub mod logger;
 pub mod ocs_mode;
 pub mod pace;

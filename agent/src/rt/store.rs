@@ -3,6 +3,8 @@
 //! ```text
 //! STATE/
 //!   history                  HistoryRecord: installed package ids
+//!   identity                 Identity: the device's credentials after a rotation
+//!                            (`rt/identity.rs`; secret and key, 0600)
 //!   outbox/<report-id>       OutboxRecord: a report not yet acknowledged
 //!   packages/<ID>/record     PackageRecord: phase, verified fragments, status
 //!   packages/<ID>/info       the info file as fetched (verified via the manifest)

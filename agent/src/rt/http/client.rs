@@ -3,10 +3,13 @@
 //! demand through the connection's socket options.
 
 use std::io::{self, BufReader, Read, Write};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use rustls::ClientConfig;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 
 use super::body::Body;
 use super::conn::{self, Conn, PathInfo, Timeouts};
@@ -21,10 +24,13 @@ const READ_BUFFER: usize = 64 * 1024;
 /// the receive buffer set on it (none: the kernel autotunes it).
 type Idle = Arc<Mutex<Option<(String, Instant, BufReader<Conn>, Option<usize>)>>>;
 
-/// Issues requests; cheap to clone.
+/// Issues requests; cheap to clone (clones share the TLS configuration,
+/// client certificate included, and the idle connection).
 #[derive(Clone)]
 pub struct Client {
-    tls: Arc<ClientConfig>,
+    tls: Arc<RwLock<Arc<ClientConfig>>>,
+    provider: Arc<CryptoProvider>,
+    verifier: Arc<Verifier>,
     timeouts: Timeouts,
     user_agent: String,
     idle: Idle,
@@ -49,19 +55,40 @@ impl Client {
             return Err(Error::Tls("server.ca_cert holds no certificate".into()));
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = Verifier::new(certs, &provider).map_err(Error::Tls)?;
-        let cfg = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| Error::Tls(e.to_string()))?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth();
+        let verifier = Arc::new(Verifier::new(certs, &provider).map_err(Error::Tls)?);
+        let cfg = tls_config(&provider, &verifier, None)?;
         Ok(Self {
-            tls: Arc::new(cfg),
+            tls: Arc::new(RwLock::new(cfg)),
+            provider,
+            verifier,
             timeouts: Timeouts { connect: connect_timeout, io: io_timeout },
             user_agent: format!("outpost-agent/{}", env!("CARGO_PKG_VERSION")),
             idle: Arc::default(),
         })
+    }
+
+    /// From now on, present the client certificate `cert` (DER), signed with
+    /// its private `key` (PKCS#8 DER, ECDSA), to servers that ask for one;
+    /// both empty: present none. Clones of this client follow, and the idle
+    /// connection, made with the previous one, is dropped.
+    pub fn set_identity(&self, cert: &[u8], key: &[u8]) -> Result<(), Error> {
+        let pair = (!cert.is_empty()).then_some((cert, key));
+        let cfg = tls_config(&self.provider, &self.verifier, pair)?;
+        *self.tls.write().map_err(|_| Error::Tls("TLS configuration lock poisoned".into()))? = cfg;
+        if let Ok(mut idle) = self.idle.lock() {
+            *idle = None;
+        }
+        Ok(())
+    }
+
+    /// Whether [`Client::set_identity`] would take `cert` and `key`: checked
+    /// before new credentials are stored, so that none the agent cannot use
+    /// replaces ones it can.
+    pub fn check_identity(&self, cert: &[u8], key: &[u8]) -> Result<(), Error> {
+        if cert.is_empty() {
+            return Ok(());
+        }
+        tls_config(&self.provider, &self.verifier, Some((cert, key))).map(drop)
     }
 
     /// Send a request and read the response head. `headers` are extra
@@ -99,7 +126,8 @@ impl Client {
                 Err(e) => return Err(e),
             }
         }
-        let s = BufReader::with_capacity(READ_BUFFER, conn::connect(&self.tls, url, window, self.timeouts)?);
+        let tls = self.tls.read().map_err(|_| Error::Tls("TLS configuration lock poisoned".into()))?.clone();
+        let s = BufReader::with_capacity(READ_BUFFER, conn::connect(&tls, url, window, self.timeouts)?);
         self.exchange(s, method, url, headers, body, keep.then_some(key.as_str()))
     }
 
@@ -162,6 +190,28 @@ impl Client {
         r.release();
         Ok((status, body))
     }
+}
+
+/// The agent's TLS client configuration: the server verified by `verifier`,
+/// and `cert` (certificate and PKCS#8 key, DER) presented when the server
+/// asks for a client certificate: an ECDSA key (`device add` makes P-256).
+fn tls_config(
+    provider: &Arc<CryptoProvider>,
+    verifier: &Arc<Verifier>,
+    cert: Option<(&[u8], &[u8])>,
+) -> Result<Arc<ClientConfig>, Error> {
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Tls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier.clone());
+    let Some((cert, key)) = cert else { return Ok(Arc::new(builder.with_no_client_auth())) };
+    let bad = |e: rustls::Error| Error::Tls(format!("the client certificate or its key cannot be used: {e}"));
+    let key = PrivatePkcs8KeyDer::from(key.to_vec());
+    let signer = rustls::crypto::ring::sign::any_ecdsa_type(&key.into()).map_err(bad)?;
+    let certified = CertifiedKey::new(vec![CertificateDer::from(cert.to_vec())], signer);
+    certified.keys_match().map_err(bad)?;
+    Ok(Arc::new(builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(certified)))))
 }
 
 /// A response whose body is read on demand.

@@ -13,7 +13,7 @@ use super::{Client, Response};
 
 /// The client's TLS configuration (for the connection's own tests).
 pub(crate) fn tls_config() -> Arc<ClientConfig> {
-    client().tls
+    client().tls.read().unwrap().clone()
 }
 
 fn client() -> Client {
@@ -195,3 +195,17 @@ fn a_set_buffer_stays_with_the_kept_connection_until_it_is_unlocked() {
 
 /// A CA made by `outpost-server init`; plain HTTP never uses it.
 const TEST_CA: &str = include_str!("../../testdata/ca-cert.pem");
+
+#[test]
+fn a_client_certificate_the_agent_cannot_use_is_refused_before_it_is_set() {
+    let c = client();
+    assert!(c.check_identity(b"", b"").is_ok(), "none: nothing to present");
+    let e = c.check_identity(b"not a certificate", b"not a key").unwrap_err();
+    assert!(e.to_string().contains("client certificate or its key cannot be used"), "{e}");
+    // An ECDSA key that is not the certificate's.
+    let cert = rustls_pemfile::certs(&mut TEST_CA.as_bytes()).next().unwrap().unwrap();
+    let alg = &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING;
+    let key = ring::signature::EcdsaKeyPair::generate_pkcs8(alg, &ring::rand::SystemRandom::new()).unwrap();
+    assert!(c.check_identity(&cert, key.as_ref()).is_err(), "a key that does not match the certificate");
+    assert!(c.set_identity(&cert, key.as_ref()).is_err());
+}
