@@ -8,24 +8,9 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::Once;
+use std::process::Output;
 
-use outpost_tests::{Server, TempDir, run, text};
-
-/// Debian's openssl, installed when missing.
-fn openssl(dir: &Path, args: &[&str]) {
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
-        if Command::new("openssl").arg("version").output().is_err() {
-            let o = run(Command::new("sh")
-                .args(["-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl"]));
-            assert!(o.status.success(), "could not install Debian's openssl: {}", text(&o));
-        }
-    });
-    let o = run(Command::new("openssl").current_dir(dir).args(args));
-    assert!(o.status.success(), "openssl {args:?}: {}", text(&o));
-}
+use outpost_tests::{Server, TempDir, openssl, text};
 
 /// A certificate and its key, files in a directory.
 struct Made {

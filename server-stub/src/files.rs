@@ -5,9 +5,9 @@
 //! keys are created 0600; `keys/` and `tls/` 0700. `serve` checks them at
 //! start and tightens any that others can read, with a warning.
 //!
-//! The CA's private key `tls/ca-key.pem` is used by `init` only (to sign the
-//! server certificate). No other command reads it, so an administrator can
-//! move it offline after `init`; see [`CA_KEY_HELP`].
+//! The CA's private key `tls/ca-key.pem` is read only to sign the server
+//! certificate (`init`, `tls`, and `serve` renewing it when due), so an
+//! administrator can keep it offline; see [`CA_KEY_HELP`].
 
 use std::fs::{self, OpenOptions};
 use std::io;
@@ -30,11 +30,13 @@ pub const PRIVATE_FILES: &[&str] = &[
 pub const PRIVATE_DIRS: &[&str] = &["", "keys", "tls"];
 
 /// What `--help` says about the CA key.
-pub const CA_KEY_HELP: &str = "The CA's private key DIR/tls/ca-key.pem is needed by `init` only. \
-After init you may move it offline (for example `mv DIR/tls/ca-key.pem /media/usb/`): serve, package add, \
-device add, assign, status, validate, unaffect and unblock work without it, and none of them asks for it. \
-Bring it back (to DIR/tls/ca-key.pem, mode 0600) only to sign a new server certificate by hand, then \
-move it offline again.";
+pub const CA_KEY_HELP: &str = "The CA's private key DIR/tls/ca-key.pem signs the server certificate: at init, \
+with `outpost-server tls`, and when serve renews the certificate, which it does by itself once less than a \
+third of its lifetime (at most 30 days) is left. You may keep the key offline (for example \
+`mv DIR/tls/ca-key.pem /media/usb/`): package add, device add, assign, status, validate, unaffect, unblock \
+and serve work without it. Then serve warns (in its log, hourly, and in GET /admin/v1/health) once the \
+certificate is due; bring the key back (DIR/tls/ca-key.pem, mode 0600) and serve renews it within seconds, \
+or run `outpost-server tls renew --dir DIR`; then move the key offline again.";
 
 /// Create `path` empty with mode 0600 if it does not exist (never follows
 /// a dangling link, never truncates).
@@ -95,7 +97,7 @@ pub fn check_at_serve(dir: &Path) -> Result<(), String> {
     if dir.join("tls/ca-key.pem").exists() {
         log::info!(
             target: "outpost",
-            "tls/ca-key.pem is on this server; serve does not need it (see `outpost-server serve --help` to keep it offline)"
+            "tls/ca-key.pem is on this server: serve renews the server certificate with it when due (see `outpost-server serve --help` to keep it offline)"
         );
     }
     Ok(())

@@ -1,14 +1,16 @@
 //! The server's own certificate authority, its TLS certificate, and the
-//! Ed25519 package-signing key.
+//! Ed25519 package-signing key. The server certificate's life after `init`
+//! (renewal, names, an existing CA) is [`crate::servercert`]'s.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::net::IpAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
-use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType};
+use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
+
+use crate::servercert;
 
 /// Write a file readable by its owner only; refuse to replace one.
 pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
@@ -18,14 +20,25 @@ pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
 }
 
 /// Create a directory for secrets, mode 0700 (an existing one keeps its mode).
-fn create_private_dir(path: &Path) -> Result<(), String> {
+pub fn create_private_dir(path: &Path) -> Result<(), String> {
     fs::DirBuilder::new().recursive(true).mode(0o700).create(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Create `DIR/tls/{ca-cert,ca-key,server-cert,server-key}.pem` for `sans`
-/// (`tls/` 0700, keys 0600). Only this, at `init`, uses the CA's private
-/// key: nothing reads `ca-key.pem` later, so it can be kept offline.
+/// (`tls/` 0700, keys 0600): a new CA ([`create_ca`]), and a server
+/// certificate from it valid for [`servercert::DEFAULT_DAYS`], which `serve`
+/// renews with the CA key ([`servercert::live`]).
 pub fn create_tls(dir: &Path, sans: &[String]) -> Result<(), String> {
+    create_ca(dir)?;
+    let now = crate::time::unix_now();
+    let ca = servercert::Ca::load(dir, now).map_err(|e| e.to_string())?;
+    servercert::create(dir, &ca, &servercert::parse_sans(sans)?, servercert::DEFAULT_DAYS, now)
+}
+
+/// Create a new CA, `DIR/tls/{ca-cert,ca-key}.pem` (`tls/` 0700, the key
+/// 0600): ECDSA P-256, "Outpost server CA", valid until 2049, allowed to
+/// sign end-entity certificates only (pathLen 0).
+pub fn create_ca(dir: &Path) -> Result<(), String> {
     let tls = dir.join("tls");
     create_private_dir(&tls)?;
     let err = |e: rcgen::Error| format!("certificate generation failed: {e}");
@@ -41,23 +54,6 @@ pub fn create_tls(dir: &Path, sans: &[String]) -> Result<(), String> {
     ca.not_after = rcgen::date_time_ymd(2049, 12, 31);
     let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
 
-    let key = KeyPair::generate().map_err(err)?;
-    let mut leaf = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, sans.first().cloned().unwrap_or_default());
-    leaf.distinguished_name = dn;
-    leaf.subject_alt_names = sans
-        .iter()
-        .map(|s| match s.parse::<IpAddr>() {
-            Ok(ip) => Ok(SanType::IpAddress(ip)),
-            Err(_) => s.clone().try_into().map(SanType::DnsName).map_err(err),
-        })
-        .collect::<Result<_, _>>()?;
-    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-    leaf.not_before = rcgen::date_time_ymd(2024, 1, 1);
-    leaf.not_after = rcgen::date_time_ymd(2049, 12, 31);
-    let cert = leaf.signed_by(&key, &ca_cert, &ca_key).map_err(err)?;
-
     let w = |name: &str, data: String, private: bool| {
         let p = tls.join(name);
         let r = if private { write_private(&p, data.as_bytes()) } else { fs::write(&p, data) };
@@ -65,8 +61,6 @@ pub fn create_tls(dir: &Path, sans: &[String]) -> Result<(), String> {
     };
     w("ca-key.pem", ca_key.serialize_pem(), true)?;
     w("ca-cert.pem", ca_cert.pem(), false)?;
-    w("server-key.pem", key.serialize_pem(), true)?;
-    w("server-cert.pem", cert.pem(), false)?;
     Ok(())
 }
 

@@ -25,6 +25,11 @@
 //! 12. [`allowed`]: a package the endpoint does not allow (`allowed_actions`,
 //!     `allowed_store_paths`).
 //! 13. [`expiry`]: a replayed offer of a package past its manifest's expiry.
+//!
+//! Server identity (issue 12):
+//! 14. [`server_cert`]: a certificate near its end renewed by the running
+//!     server (or warned about with the CA key offline), `tls --add-san`,
+//!     an existing CA or intermediate given to `init`, and what it refuses.
 
 mod allowed;
 mod bounded_reads;
@@ -36,6 +41,7 @@ mod lockout;
 mod networks;
 mod ocs_flood;
 mod ocs_kind;
+mod server_cert;
 mod server_files;
 mod state_dir;
 mod unpack_bombs;

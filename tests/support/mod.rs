@@ -81,6 +81,23 @@ pub fn wait_for_port(port: u16) {
     }
 }
 
+/// Run Debian's `openssl` in `dir` with `args` (installed when missing, as
+/// `scripts/test` does), returning its output; panics unless it succeeds.
+/// The tests' certificates are made with it, as administrators make theirs.
+pub fn openssl(dir: &Path, args: &[&str]) -> Output {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        if Command::new("openssl").arg("version").output().is_err() {
+            let o = run(Command::new("sh")
+                .args(["-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl"]));
+            assert!(o.status.success(), "could not install Debian's openssl: {}", text(&o));
+        }
+    });
+    let o = run(Command::new("openssl").current_dir(dir).args(args));
+    assert!(o.status.success(), "openssl {args:?}: {}", text(&o));
+    o
+}
+
 /// Run a command, returning its output; panics if it cannot start.
 pub fn run(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null()).output().expect("spawn")

@@ -9,7 +9,7 @@ use outpost_agent::engine::manifest::sha256;
 use outpost_agent::engine::proto::valid_device_id;
 use outpost_server::agent_config;
 use outpost_server::config::ServerConfig;
-use outpost_server::pki;
+use outpost_server::{pki, servercert};
 use ring::rand::SecureRandom;
 
 use super::open_db;
@@ -22,7 +22,7 @@ pub fn add(a: DeviceAddArgs) -> Result<(), String> {
         return Err(format!("device id {id:?}: use 1-128 of A-Za-z0-9._-"));
     }
     let cfg = ServerConfig::load(&dir)?;
-    let ca = fs::read_to_string(dir.join("tls/ca-cert.pem")).map_err(|e| format!("tls/ca-cert.pem: {e}"))?;
+    let ca = servercert::anchors_pem(&dir)?;
     let public = pki::signing_public_hex(&dir)?;
     let mut secret = [0u8; 32];
     ring::rand::SystemRandom::new().fill(&mut secret).map_err(|_| "no randomness available")?;
