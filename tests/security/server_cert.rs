@@ -10,13 +10,13 @@
 
 use std::fs;
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use outpost_server::time::unix_now;
-use outpost_tests::{Server, TempDir, agent, bin, free_port, https_from, openssl, run, text};
+use outpost_tests::{Made, Server, TempDir, agent, bin, free_port, https_from, openssl, openssl_signed, run, text};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 
@@ -70,16 +70,9 @@ fn stamp(secs: u64) -> String {
     format!("{y:04}{m:02}{d:02}{h:02}{mi:02}{s:02}Z")
 }
 
-/// A certificate and its key, files in a directory.
-struct Made {
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-impl Made {
-    fn arg(&self) -> (&str, &str) {
-        (self.cert.to_str().unwrap(), self.key.to_str().unwrap())
-    }
+/// The certificate and key as command-line arguments.
+fn args(m: &Made) -> (&str, &str) {
+    (m.cert.to_str().unwrap(), m.key.to_str().unwrap())
 }
 
 /// `openssl req -x509` of a root CA as admins make one (`key`: `rsa:2048` or `ec`).
@@ -95,60 +88,6 @@ fn root_ca(dir: &Path, name: &str, cn: &str, key: &str) -> Made {
     args.extend(["-keyout", k.to_str().unwrap(), "-out", cert.to_str().unwrap()]);
     openssl(dir, &args);
     Made { cert, key: k }
-}
-
-/// A certificate for `subj` with extensions `ext`, signed by `issuer` (`openssl x509 -req`).
-fn signed(dir: &Path, name: &str, subj: &str, ext: &str, issuer: &Made) -> Made {
-    let (cert, key, csr, extfile) = (
-        dir.join(format!("{name}.crt")),
-        dir.join(format!("{name}.key")),
-        dir.join(format!("{name}.csr")),
-        dir.join(format!("{name}.ext")),
-    );
-    fs::write(&extfile, ext).unwrap();
-    let (k, c, r, e) =
-        (key.to_str().unwrap(), cert.to_str().unwrap(), csr.to_str().unwrap(), extfile.to_str().unwrap());
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-subj",
-            subj,
-            "-keyout",
-            k,
-            "-out",
-            r,
-        ],
-    );
-    let (ic, ik) = issuer.arg();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            r,
-            "-CA",
-            ic,
-            "-CAkey",
-            ik,
-            "-set_serial",
-            "7",
-            "-days",
-            "1825",
-            "-extfile",
-            e,
-            "-out",
-            c,
-        ],
-    );
-    Made { cert, key }
 }
 
 /// What opsi's guide gives an intermediate CA.
@@ -352,7 +291,7 @@ fn tls_add_san_lets_an_agent_reach_the_running_server_by_the_new_name() {
 fn init_with_an_existing_openssl_root_ca_issues_from_it_and_the_agent_deploys() {
     let t = TempDir::new("cert-root");
     let root = root_ca(t.path(), "root", "Example Root CA", "rsa:2048");
-    let (c, k) = root.arg();
+    let (c, k) = args(&root);
     let mut srv = Server::init(t.join("srv"), &["--ca-cert", c, "--ca-key", k, "--san", "127.0.0.1"]);
     assert_eq!(certs(&srv.dir.join("tls/ca-cert.pem")), certs(&root.cert), "the given CA, not a new one");
     let leaf = srv.dir.join("tls/server-cert.pem");
@@ -370,17 +309,17 @@ fn init_with_an_existing_openssl_root_ca_issues_from_it_and_the_agent_deploys() 
 fn an_intermediate_ca_whose_root_stays_offline_serves_its_chain_and_an_agent_holding_only_the_root_deploys() {
     let t = TempDir::new("cert-intermediate");
     let root = root_ca(t.path(), "root", "Example Root CA", "ec");
-    let int = signed(t.path(), "int", "/O=Example/CN=Example Outpost CA", INTERMEDIATE, &root);
+    let int = openssl_signed(t.path(), "int", "/O=Example/CN=Example Outpost CA", INTERMEDIATE, &root);
     fs::remove_file(&root.key).unwrap(); // the root's key goes offline
-    let (c, k) = int.arg();
+    let (c, k) = args(&int);
     let mut srv =
         Server::init(t.join("srv"), &["--ca-cert", c, "--ca-key", k, "--ca-chain", root.cert.to_str().unwrap()]);
 
     // Agents are given the root alone.
     let cfg = srv.device_add("pc1", t.path());
     let conf = fs::read_to_string(&cfg).unwrap();
-    let body = |p: &Path| fs::read_to_string(p).unwrap().lines().nth(2).unwrap().to_string();
-    assert!(conf.contains(&body(&root.cert)) && !conf.contains(&body(&int.cert)), "{conf}");
+    let given: Vec<Vec<u8>> = CertificateDer::pem_slice_iter(conf.as_bytes()).map(|c| c.unwrap().to_vec()).collect();
+    assert_eq!(given, certs(&root.cert), "{conf}");
 
     // The server sends its certificate and the intermediate; openssl agrees.
     let leaf = srv.dir.join("tls/server-cert.pem");
@@ -418,16 +357,21 @@ fn init_refuses_a_key_that_is_not_the_cas_a_certificate_that_is_no_ca_and_a_chai
     let t = TempDir::new("cert-refused");
     let a = root_ca(t.path(), "a", "Root A", "ec");
     let b = root_ca(t.path(), "b", "Root B", "ec");
-    let leaf =
-        signed(t.path(), "leaf", "/CN=127.0.0.1", "basicConstraints = CA:FALSE\nsubjectAltName = IP:127.0.0.1\n", &a);
-    let no_sign = signed(
+    let leaf = openssl_signed(
+        t.path(),
+        "leaf",
+        "/CN=127.0.0.1",
+        "basicConstraints = CA:FALSE\nsubjectAltName = IP:127.0.0.1\n",
+        &a,
+    );
+    let no_sign = openssl_signed(
         t.path(),
         "nosign",
         "/CN=No Sign CA",
         "basicConstraints = critical,CA:true\nkeyUsage = digitalSignature\n",
         &a,
     );
-    let int = signed(t.path(), "int", "/CN=Intermediate", INTERMEDIATE, &a);
+    let int = openssl_signed(t.path(), "int", "/CN=Intermediate", INTERMEDIATE, &a);
     let sec1 = t.join("a-sec1.key");
     openssl(t.path(), &["ec", "-in", a.key.to_str().unwrap(), "-out", sec1.to_str().unwrap()]);
     assert!(fs::read_to_string(&sec1).unwrap().starts_with("-----BEGIN EC PRIVATE KEY-----"));

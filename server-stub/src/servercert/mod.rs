@@ -165,9 +165,15 @@ pub struct Issued {
     pub leaf: Leaf,
 }
 
+/// PEM of `der` labelled `label`, with `\n` line ends.
+fn pem_block(label: &str, der: &[u8]) -> String {
+    let lf = ::pem::EncodeConfig::new().set_line_ending(::pem::LineEnding::LF);
+    ::pem::encode_config(&::pem::Pem::new(label, der.to_vec()), lf)
+}
+
 /// PEM of `certs`, one after the other.
 pub fn pem(certs: &[CertificateDer<'_>]) -> String {
-    certs.iter().map(|c| ::pem::encode(&::pem::Pem::new("CERTIFICATE", c.to_vec()))).collect()
+    certs.iter().map(|c| pem_block("CERTIFICATE", c)).collect()
 }
 
 /// Issue a server certificate for `sans` from `ca`, valid for `span`
@@ -253,7 +259,7 @@ fn write_synced(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
 /// exclusive lock.
 pub fn write(dir: &Path, issued: &Issued) -> Result<(), String> {
     let err = |what: &str, e: std::io::Error| format!("cannot write {what}: {e}");
-    let key_pem = ::pem::encode(&::pem::Pem::new("PRIVATE KEY", issued.key.secret_pkcs8_der().to_vec()));
+    let key_pem = pem_block("PRIVATE KEY", issued.key.secret_pkcs8_der());
     write_synced(&dir.join(KEY_NEW), key_pem.as_bytes(), 0o600).map_err(|e| err(KEY_NEW, e))?;
     write_synced(&dir.join(CERT_NEW), pem(&issued.chain).as_bytes(), 0o644).map_err(|e| err(CERT_NEW, e))?;
     fs::rename(dir.join(KEY_NEW), dir.join(KEY)).map_err(|e| err(KEY, e))?;

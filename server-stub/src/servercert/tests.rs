@@ -104,7 +104,7 @@ fn a_replacement_cut_short_is_undone_before_the_key_moved_and_finished_after() {
     let old = fs::read(t.0.join(CERT)).unwrap();
     let ca = Ca::load(&t.0, NOW).unwrap();
     let issued = issue(&ca, &names(&["127.0.0.1"]), 60 * DAY, NOW).unwrap();
-    let key_pem = ::pem::encode(&::pem::Pem::new("PRIVATE KEY", issued.key.secret_pkcs8_der().to_vec()));
+    let key_pem = pem_block("PRIVATE KEY", issued.key.secret_pkcs8_der());
 
     // Cut after both new files were written: the old pair stays.
     fs::write(t.0.join(KEY_NEW), &key_pem).unwrap();
