@@ -7,37 +7,10 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::Once;
+use std::path::Path;
+use std::process::Output;
 
-use outpost_tests::{Server, TempDir, run, text};
-
-/// Debian's openssl, installed when missing.
-fn openssl(dir: &Path, args: &[&str]) {
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
-        if Command::new("openssl").arg("version").output().is_err() {
-            let o = run(Command::new("sh")
-                .args(["-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl"]));
-            assert!(o.status.success(), "could not install Debian's openssl: {}", text(&o));
-        }
-    });
-    let o = run(Command::new("openssl").current_dir(dir).args(args));
-    assert!(o.status.success(), "openssl {args:?}: {}", text(&o));
-}
-
-/// A certificate and its key, files in a directory.
-struct Made {
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-impl Made {
-    fn pem(&self) -> String {
-        fs::read_to_string(&self.cert).unwrap()
-    }
-}
+use outpost_tests::{Made, Server, TempDir, openssl, openssl_signed, text};
 
 /// `openssl req -x509 -newkey rsa:2048 -nodes -days 730 -subj /CN=cn [-addext subjectAltName=san]`
 /// as the OCS and FusionInventory docs say (openssl marks it CA:TRUE).
@@ -54,56 +27,9 @@ fn self_signed(dir: &Path, name: &str, cn: &str, san: Option<&str>) -> Made {
     Made { cert, key }
 }
 
-/// A certificate for `cn`/`ext` signed by `issuer` (`openssl x509 -req`).
+/// A certificate for `/CN=cn` with `ext`, signed by `issuer`.
 fn signed(dir: &Path, name: &str, cn: &str, ext: &str, issuer: &Made) -> Made {
-    let (cert, key, csr) =
-        (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")), dir.join(format!("{name}.csr")));
-    let extfile = dir.join(format!("{name}.ext"));
-    fs::write(&extfile, ext).unwrap();
-    let subj = format!("/CN={cn}");
-    let (k, c, r) = (key.to_str().unwrap(), cert.to_str().unwrap(), csr.to_str().unwrap());
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-subj",
-            &subj,
-            "-keyout",
-            k,
-            "-out",
-            r,
-        ],
-    );
-    let (ic, ik) = (issuer.cert.to_str().unwrap(), issuer.key.to_str().unwrap());
-    let e = extfile.to_str().unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            r,
-            "-CA",
-            ic,
-            "-CAkey",
-            ik,
-            "-set_serial",
-            "7",
-            "-days",
-            "730",
-            "-extfile",
-            e,
-            "-out",
-            c,
-        ],
-    );
-    Made { cert, key }
+    openssl_signed(dir, name, &format!("/CN={cn}"), ext, issuer)
 }
 
 /// A self-signed CA:TRUE certificate for 127.0.0.1 valid from `start` to

@@ -57,7 +57,9 @@ pub fn route(state: &State, req: &Request, side: Side, origin: Origin, cert: Opt
 /// admin_networks`, and never through a proxy missing from
 /// `trusted_proxies` (behind one on loopback, every client would look
 /// local); checked before the route is looked at (an outsider learns
-/// nothing of which exist). `GET /admin/v1/health` answers `ok`.
+/// nothing of which exist). `GET /admin/v1/health` answers `ok`, or
+/// `warning: …` while the server certificate is due and cannot be renewed
+/// (still 200: the server works).
 fn admin(state: &State, req: &Request, origin: Origin, rest: &[&str]) -> Response {
     let client = origin.client;
     if origin.untrusted_forwarding {
@@ -74,7 +76,10 @@ fn admin(state: &State, req: &Request, origin: Origin, rest: &[&str]) -> Respons
         return Response::text(403, "administrative routes are not open to this address");
     }
     match rest {
-        ["v1", "health"] if req.method == "GET" || req.method == "HEAD" => Response::text(200, "ok\n"),
+        ["v1", "health"] if req.method == "GET" || req.method == "HEAD" => match state.cert.warning() {
+            None => Response::text(200, "ok\n"),
+            Some(w) => Response::text(200, format!("warning: {w}\n")),
+        },
         ["v1", "health"] => Response::text(405, "use GET or HEAD"),
         _ => Response::text(404, "not found"),
     }

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use outpost_agent::engine::info::{Action, Notify, Proto};
-use outpost_server::files;
 use outpost_server::package::{Spec, parse_size};
+use outpost_server::{files, servercert};
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +30,13 @@ pub enum Cmd {
     /// server.toml, state.db and the private keys are created 0600, keys/ and tls/ 0700.
     #[command(after_help = files::CA_KEY_HELP)]
     Init(InitArgs),
+    /// Show the server certificate; issue it again for other names (--add-san, --remove-san)
+    /// or as it is (`tls renew`).
+    ///
+    /// A running serve picks a new certificate up within 5 s, without a restart; it also renews
+    /// the certificate by itself when due. Agents need no change: they trust the CA.
+    #[command(after_help = files::CA_KEY_HELP)]
+    Tls(TlsArgs),
     /// Manage packages.
     Package {
         #[command(subcommand)]
@@ -111,6 +118,52 @@ pub struct InitArgs {
     /// Where agents fetch fragments, HOST[:PORT]/PATH (default: the --http address + /download).
     #[arg(long, value_name = "HOST[:PORT]/PATH")]
     pub fragment_loc: Option<String>,
+    /// Use this existing CA (one PEM certificate) instead of making one: a root, or an
+    /// intermediate (then give --ca-chain). It must be a CA allowed to sign certificates
+    /// (basicConstraints CA:TRUE, keyUsage keyCertSign) and valid now.
+    #[arg(long, value_name = "FILE", requires = "ca_key")]
+    pub ca_cert: Option<PathBuf>,
+    /// The private key of --ca-cert (unencrypted PKCS#8 PEM), copied to DIR/tls/ca-key.pem (0600).
+    #[arg(long, value_name = "FILE", requires = "ca_cert")]
+    pub ca_key: Option<PathBuf>,
+    /// For an intermediate --ca-cert: the certificates above it, up to its root (PEM). Agents
+    /// are given this file as their CA (give the root alone), so the root's key stays offline;
+    /// the server sends its certificate with the intermediate.
+    #[arg(long, value_name = "FILE", requires = "ca_cert")]
+    pub ca_chain: Option<PathBuf>,
+    /// Days the server certificate is valid; serve renews it before it ends.
+    #[arg(long, value_name = "DAYS", default_value_t = servercert::DEFAULT_DAYS,
+          value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub cert_days: u32,
+}
+
+// No doc comment here: it would replace the subcommand's help text.
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct TlsArgs {
+    #[command(subcommand)]
+    pub cmd: Option<TlsCmd>,
+    #[arg(long, required = true)]
+    pub dir: Option<PathBuf>,
+    /// Add a name (DNS name or IP address) to the server certificate (repeatable): it is
+    /// issued again with the CA key, for the old names and these.
+    #[arg(long, value_name = "NAME")]
+    pub add_san: Vec<String>,
+    /// Remove a name from the server certificate (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub remove_san: Vec<String>,
+}
+
+#[derive(Subcommand)]
+pub enum TlsCmd {
+    /// Issue the server certificate again now: same names, a new key, a new validity period.
+    Renew {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Days it is valid (default: as long as the current one).
+        #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..=3650))]
+        days: Option<u32>,
+    },
 }
 
 #[derive(Subcommand)]

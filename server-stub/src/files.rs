@@ -99,7 +99,7 @@ pub fn check_at_serve(dir: &Path) -> Result<(), String> {
     if dir.join("tls/ca-key.pem").exists() {
         log::info!(
             target: "outpost",
-            "tls/ca-key.pem is on this server; serve does not need it (see `outpost-server serve --help` to keep it offline)"
+            "tls/ca-key.pem is on this server: serve renews the server certificate with it when due (see `outpost-server serve --help` to keep it offline)"
         );
     }
     Ok(())

@@ -32,5 +32,6 @@ pub mod pki;
 pub mod ratelimit;
 pub mod sendfile;
 pub mod serve;
+pub mod servercert;
 pub mod stall;
 pub mod time;

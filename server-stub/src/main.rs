@@ -39,6 +39,7 @@ fn init_logger(verbose: u8) {
 fn run(cmd: Cmd) -> Result<(), String> {
     match cmd {
         Cmd::Init(a) => cmd::init::run(a),
+        Cmd::Tls(a) => cmd::tls::run(a),
         Cmd::Package { cmd: PackageCmd::Add(a) } => cmd::package::add(a),
         Cmd::Package { cmd: PackageCmd::Resign(a) } => cmd::package::resign(a),
         Cmd::Device { cmd: DeviceCmd::Add(a) } => cmd::device::add(a),

@@ -11,7 +11,6 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::net::IpAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
@@ -19,7 +18,7 @@ use std::sync::Arc;
 use outpost_agent::engine::manifest::sha256;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose, SanType,
+    KeyUsagePurpose,
 };
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 use rustls::RootCertStore;
@@ -31,6 +30,8 @@ use rustls::server::danger::ClientCertVerifier;
 /// client certificate.
 pub type Fingerprint = [u8; 32];
 
+use crate::servercert;
+
 /// Write a file readable by its owner only; refuse to replace one.
 pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
@@ -39,37 +40,31 @@ pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
 }
 
 /// Create a directory for secrets, mode 0700 (an existing one keeps its mode).
-fn create_private_dir(path: &Path) -> Result<(), String> {
+pub fn create_private_dir(path: &Path) -> Result<(), String> {
     fs::DirBuilder::new().recursive(true).mode(0o700).create(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Create `DIR/tls/{ca-cert,ca-key,server-cert,server-key}.pem` for `sans`
-/// (`tls/` 0700, keys 0600). Only this, at `init`, uses the CA's private
-/// key: nothing reads `ca-key.pem` later, so it can be kept offline.
+/// (`tls/` 0700, keys 0600): a new CA ([`create_ca`]), and a server
+/// certificate from it valid for [`servercert::DEFAULT_DAYS`], which `serve`
+/// renews with the CA key ([`servercert::live`]).
 pub fn create_tls(dir: &Path, sans: &[String]) -> Result<(), String> {
+    create_ca(dir)?;
+    let now = crate::time::unix_now();
+    let ca = servercert::Ca::load(dir, now).map_err(|e| e.to_string())?;
+    servercert::create(dir, &ca, &servercert::parse_sans(sans)?, servercert::DEFAULT_DAYS, now)
+}
+
+/// Create a new CA, `DIR/tls/{ca-cert,ca-key}.pem` (`tls/` 0700, the key
+/// 0600): ECDSA P-256, "Outpost server CA", valid until 2049, allowed to
+/// sign end-entity certificates only (pathLen 0).
+pub fn create_ca(dir: &Path) -> Result<(), String> {
     let tls = dir.join("tls");
     create_private_dir(&tls)?;
     let err = |e: rcgen::Error| format!("certificate generation failed: {e}");
 
     let ca_key = KeyPair::generate().map_err(err)?;
     let ca_cert = ca_params().self_signed(&ca_key).map_err(err)?;
-
-    let key = KeyPair::generate().map_err(err)?;
-    let mut leaf = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, sans.first().cloned().unwrap_or_default());
-    leaf.distinguished_name = dn;
-    leaf.subject_alt_names = sans
-        .iter()
-        .map(|s| match s.parse::<IpAddr>() {
-            Ok(ip) => Ok(SanType::IpAddress(ip)),
-            Err(_) => s.clone().try_into().map(SanType::DnsName).map_err(err),
-        })
-        .collect::<Result<_, _>>()?;
-    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    leaf.not_before = rcgen::date_time_ymd(2024, 1, 1);
-    leaf.not_after = rcgen::date_time_ymd(2049, 12, 31);
-    let cert = leaf.signed_by(&key, &ca_cert, &ca_key).map_err(err)?;
 
     let w = |name: &str, data: String, private: bool| {
         let p = tls.join(name);
@@ -78,15 +73,12 @@ pub fn create_tls(dir: &Path, sans: &[String]) -> Result<(), String> {
     };
     w("ca-key.pem", ca_key.serialize_pem(), true)?;
     w("ca-cert.pem", ca_cert.pem(), false)?;
-    w("server-key.pem", key.serialize_pem(), true)?;
-    w("server-cert.pem", cert.pem(), false)?;
     Ok(())
 }
 
-/// The CA certificate's parameters. `init` self-signs them; `device add`
-/// and `device rotate` rebuild the issuer from them and the CA's key (rcgen
-/// signs with an issuer certificate), and check the result against
-/// `tls/ca-cert.pem` ([`issue_device_cert`]).
+/// The parameters of the CA `init` makes. Client certificates are signed
+/// by whatever CA `tls/` holds (this one or an existing one given to
+/// `init`), through [`servercert::Ca`].
 fn ca_params() -> CertificateParams {
     let mut ca = CertificateParams::default();
     let mut dn = DistinguishedName::new();
@@ -124,14 +116,12 @@ impl DeviceCert {
 /// `DIR/tls/ca-cert.pem` before it is returned.
 pub fn issue_device_cert(dir: &Path, device: &str) -> Result<Option<DeviceCert>, String> {
     let key_path = dir.join("tls/ca-key.pem");
-    let pem = match fs::read_to_string(&key_path) {
-        Ok(p) => p,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read {}: {e}", key_path.display())),
+    let ca = match servercert::Ca::load(dir, crate::time::unix_now()) {
+        Ok(ca) => ca,
+        Err(e) if e.why == servercert::ca::Why::Offline => return Ok(None),
+        Err(e) => return Err(e.to_string()),
     };
     let err = |e: rcgen::Error| format!("client certificate for {device:?}: {e}");
-    let ca_key = KeyPair::from_pem(&pem).map_err(|e| format!("{}: {e}", key_path.display()))?;
-    let issuer = ca_params().self_signed(&ca_key).map_err(err)?;
     let key = KeyPair::generate().map_err(err)?;
     let mut leaf = CertificateParams::default();
     let mut dn = DistinguishedName::new();
@@ -141,7 +131,7 @@ pub fn issue_device_cert(dir: &Path, device: &str) -> Result<Option<DeviceCert>,
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     leaf.not_before = rcgen::date_time_ymd(2024, 1, 1);
     leaf.not_after = rcgen::date_time_ymd(2049, 12, 31);
-    let cert = leaf.signed_by(&key, &issuer, &ca_key).map_err(err)?;
+    let cert = ca.sign(leaf, &key).map_err(err)?;
     let verifier = client_verifier(dir)?;
     verifier.verify_client_cert(cert.der(), &[], UnixTime::now()).map_err(|e| {
         format!(

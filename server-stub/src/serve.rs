@@ -15,6 +15,8 @@
 //!    (a file body: sendfile on plain HTTP, 256 KiB reads on the blocking pool over TLS)
 //!    └─► api::route on the blocking pool: files, SQLite, OCS inflate + parse
 //!        (at most MAX_OCS_IN_FLIGHT OCS requests at once)
+//!
+//!  servercert::live::watch, every TICK: reload tls/server-*.pem if changed, renew when due
 //! ```
 //!
 //! No request is handled on an executor thread, so one that is slow to
@@ -27,7 +29,6 @@ use std::time::Duration;
 
 use futures_rustls::TlsAcceptor;
 use rustls::ServerConfig as TlsConfig;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use smol::Executor;
 use smol::io::{AsyncRead, AsyncWriteExt, BufReader};
 use smol::lock::Semaphore;
@@ -41,6 +42,7 @@ use crate::http::{self, Connection, ReadError, Request, Response};
 use crate::limits::{ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, Gate, Limits, MAX_OCS_IN_FLIGHT};
 use crate::pki::Fingerprint;
 use crate::sendfile::Transport;
+use crate::servercert::live::{self, Live};
 use crate::stall::StallLimit;
 use outpost_agent::engine::manifest::sha256;
 
@@ -58,6 +60,8 @@ pub struct State {
     pub db: Mutex<Db>,
     /// Authentication failures logged per client, at most a line a minute.
     pub failure_log: crate::faillog::FailureLog,
+    /// The server certificate, renewed and reloaded while serving.
+    pub cert: Arc<Live>,
     /// Open connections, against their caps.
     gate: Arc<Gate>,
     /// Places for OCS requests being handled.
@@ -75,21 +79,16 @@ pub enum Side {
     Http,
 }
 
-fn load_tls(dir: &Path) -> Result<Arc<TlsConfig>, String> {
-    let read = |n: &str| std::fs::read(dir.join("tls").join(n)).map_err(|e| format!("cannot read tls/{n}: {e}"));
-    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &read("server-cert.pem")?[..])
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("tls/server-cert.pem: {e}"))?;
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &read("server-key.pem")?[..])
-        .map_err(|e| format!("tls/server-key.pem: {e}"))?
-        .ok_or("tls/server-key.pem holds no key")?;
+/// The TLS configuration: the server certificate comes from `cert`, asked at
+/// every handshake, so a renewed or replaced one is served without a restart;
+/// a client certificate, when presented, must chain to the CA (`pki::client_verifier`).
+fn tls_config(dir: &Path, cert: Arc<Live>) -> Result<Arc<TlsConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cfg = TlsConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_client_cert_verifier(crate::pki::client_verifier(dir)?)
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("server certificate: {e}"))?;
+        .with_cert_resolver(cert);
     Ok(Arc::new(cfg))
 }
 
@@ -106,13 +105,15 @@ pub fn run(dir: &Path) -> Result<(), String> {
         }
     };
     let gate = Gate::new(limits.connection_cap(nofile), limits.max_connections_per_address);
-    let tls = TlsAcceptor::from(load_tls(dir)?);
+    let cert = Live::start(dir, crate::time::unix_now())?;
+    let tls = TlsAcceptor::from(tls_config(dir, cert.clone())?);
     let db = Db::open(&dir.join("state.db")).map_err(|e| format!("state.db: {e}"))?;
     let state = Arc::new(State {
         dir: dir.to_owned(),
         cfg: cfg.clone(),
         db: Mutex::new(db),
         failure_log: crate::faillog::FailureLog::default(),
+        cert,
         gate,
         ocs_slots: Semaphore::new(MAX_OCS_IN_FLIGHT),
         limits,
@@ -158,6 +159,7 @@ pub fn run(dir: &Path) -> Result<(), String> {
             smol::io::AsyncReadExt::read(&mut r, &mut b).await.map_err(|e| e.to_string())?;
             Ok::<(), String>(())
         };
+        ex.spawn(live::watch(state.cert.clone())).detach();
         let accepting = smol::future::zip(
             accept_loop(&ex, &state, https, Side::Https, Some(tls)),
             accept_loop(&ex, &state, plain, Side::Http, None),

@@ -31,6 +31,11 @@
 //!     certificate, another device's certificate, one from another CA; a
 //!     revoked device on an open connection; rotation of a device's
 //!     credentials over its verified channel, with crashes in between.
+//!
+//! Server identity (issue 12):
+//! 15. [`server_cert`]: a certificate near its end renewed by the running
+//!     server (or warned about with the CA key offline), `tls --add-san`,
+//!     an existing CA or intermediate given to `init`, and what it refuses.
 
 mod allowed;
 mod bounded_reads;
@@ -43,6 +48,7 @@ mod lockout;
 mod networks;
 mod ocs_flood;
 mod ocs_kind;
+mod server_cert;
 mod server_files;
 mod state_dir;
 mod unpack_bombs;

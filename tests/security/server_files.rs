@@ -1,8 +1,8 @@
 //! Item 6: the server directory's secrets. `server.toml` (it may hold the
 //! OCS Basic password) and `state.db` with its `-wal`/`-shm` files are
 //! created 0600, `keys/` and `tls/` 0700; looser modes found at `serve`
-//! start are tightened with a warning. The CA's private key is needed by
-//! `init` only: every other command works with it moved offline.
+//! start are tightened with a warning. The CA's private key signs the
+//! server certificate only: every other command works with it moved offline.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -66,7 +66,7 @@ fn serve_works_with_the_ca_key_offline() {
     fs::rename(srv.dir.join("tls/ca-key.pem"), &offline).expect("move the CA key offline");
 
     let help = srv.cmd(&["serve", "--help"]);
-    assert!(String::from_utf8_lossy(&help.stdout).contains("ca-key.pem is needed by `init` only"), "{}", text(&help));
+    assert!(String::from_utf8_lossy(&help.stdout).contains("You may keep the key offline"), "{}", text(&help));
     let id = srv.package_add(&["--action", "execute", "--command", "true"]);
     let cfg = srv.device_add("pc1", t.path());
     srv.assign(id, "pc1", &[]);

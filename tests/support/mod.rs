@@ -81,6 +81,54 @@ pub fn wait_for_port(port: u16) {
     }
 }
 
+/// Run Debian's `openssl` in `dir` with `args` (installed when missing, as
+/// `scripts/test` does), returning its output; panics unless it succeeds.
+/// The tests' certificates are made with it, as administrators make theirs.
+pub fn openssl(dir: &Path, args: &[&str]) -> Output {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        if Command::new("openssl").arg("version").output().is_err() {
+            let o = run(Command::new("sh")
+                .args(["-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl"]));
+            assert!(o.status.success(), "could not install Debian's openssl: {}", text(&o));
+        }
+    });
+    let o = run(Command::new("openssl").current_dir(dir).args(args));
+    assert!(o.status.success(), "openssl {args:?}: {}", text(&o));
+    o
+}
+
+/// A certificate and its private key, PEM files made by [`openssl`].
+pub struct Made {
+    /// The certificate.
+    pub cert: PathBuf,
+    /// Its key (PKCS#8).
+    pub key: PathBuf,
+}
+
+impl Made {
+    /// The certificate's PEM text.
+    pub fn pem(&self) -> String {
+        std::fs::read_to_string(&self.cert).expect("certificate")
+    }
+}
+
+/// `dir/name.crt` for subject `subj` (`/CN=…`) with the extensions `ext`
+/// (an openssl extension file's lines), signed by `issuer` for two years,
+/// and its new P-256 key `dir/name.key` (`openssl req -new`, `openssl x509 -req`).
+pub fn openssl_signed(dir: &Path, name: &str, subj: &str, ext: &str, issuer: &Made) -> Made {
+    let file = |ext: &str| dir.join(format!("{name}.{ext}"));
+    let (cert, key, csr, extfile) = (file("crt"), file("key"), file("csr"), file("ext"));
+    std::fs::write(&extfile, ext).expect("extension file");
+    let (k, c, r, e) =
+        (key.to_str().unwrap(), cert.to_str().unwrap(), csr.to_str().unwrap(), extfile.to_str().unwrap());
+    let curve = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
+    openssl(dir, &[&["req", "-new"][..], &curve, &["-nodes", "-subj", subj, "-keyout", k, "-out", r]].concat());
+    let (ic, ik) = (issuer.cert.to_str().unwrap(), issuer.key.to_str().unwrap());
+    openssl(dir, &["x509", "-req", "-in", r, "-CA", ic, "-CAkey", ik, "-days", "730", "-extfile", e, "-out", c]);
+    Made { cert, key }
+}
+
 /// Run a command, returning its output; panics if it cannot start.
 pub fn run(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null()).output().expect("spawn")

@@ -7,6 +7,8 @@ use std::os::unix::fs::PermissionsExt;
 use outpost_agent::engine::proto::valid_location;
 use outpost_server::config::{Agents, Listen, Public, ServerConfig};
 use outpost_server::pki;
+use outpost_server::servercert::{self, Ca};
+use outpost_server::time::unix_now;
 
 use super::open_db;
 use crate::cli::InitArgs;
@@ -42,9 +44,9 @@ fn port_of(addr: &str) -> Result<u16, NotHostPort> {
     addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).ok_or_else(|| NotHostPort(addr.to_string()))
 }
 
-/// Creates the CA, TLS certificate, signing key, database and server.toml in `a.dir`.
+/// Creates the CA (or takes an existing one), TLS certificate, signing key, database and server.toml in `a.dir`.
 pub fn run(a: InitArgs) -> Result<(), String> {
-    let InitArgs { dir, https, http, san: sans, fragment_loc } = a;
+    let InitArgs { dir, https, http, san: sans, fragment_loc, ca_cert, ca_key, ca_chain, cert_days } = a;
     for a in [&https, &http] {
         port_of(a)?;
     }
@@ -63,9 +65,31 @@ pub fn run(a: InitArgs) -> Result<(), String> {
     if !valid_location(&fragment_loc) {
         return Err(format!("--fragment-loc {fragment_loc:?} must be HOST[:PORT]/PATH without a scheme"));
     }
+    let names = servercert::parse_sans(&sans)?;
+    let now = unix_now();
+    // An existing CA is checked, and a certificate issued from it checked
+    // against what agents will trust, before anything is written.
+    let imported = match (ca_cert, ca_key) {
+        (Some(cert), Some(key)) => {
+            let ca = Ca::from_files(&cert, &key, ca_chain.as_deref(), now).map_err(|e| e.to_string())?;
+            let issued = servercert::issue(&ca, &names, u64::from(cert_days) * 86_400, now)?;
+            Some((ca, issued))
+        }
+        _ => None,
+    };
     fs::create_dir_all(dir.join("download")).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(|e| e.to_string())?;
-    pki::create_tls(&dir, &sans)?;
+    match imported {
+        Some((ca, issued)) => {
+            ca.write(&dir)?;
+            servercert::install(&dir, &issued)?;
+        }
+        None => {
+            pki::create_ca(&dir)?;
+            let ca = Ca::load(&dir, now).map_err(|e| e.to_string())?;
+            servercert::create(&dir, &ca, &names, cert_days, now)?;
+        }
+    }
     pki::create_signing_key(&dir)?;
     open_db(&dir)?;
     let cfg = ServerConfig {
@@ -82,10 +106,11 @@ pub fn run(a: InitArgs) -> Result<(), String> {
     };
     pki::write_private(&dir.join("server.toml"), cfg.to_toml().as_bytes())
         .map_err(|e| format!("cannot write server.toml: {e}"))?;
+    let agents_ca = if dir.join(servercert::CA_CHAIN).exists() { servercert::CA_CHAIN } else { servercert::CA_CERT };
     println!(
-        "initialised {}: CA {}, control API {}",
+        "initialised {}: agents trust {}, control API {}",
         dir.display(),
-        dir.join("tls/ca-cert.pem").display(),
+        dir.join(agents_ca).display(),
         cfg.public.server_url
     );
     Ok(())
