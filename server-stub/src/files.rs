@@ -32,13 +32,15 @@ pub const PRIVATE_FILES: &[&str] = &[
 pub const PRIVATE_DIRS: &[&str] = &["", "keys", "tls"];
 
 /// What `--help` says about the CA key.
-pub const CA_KEY_HELP: &str = "The CA's private key DIR/tls/ca-key.pem is needed by `init` only, and by \
-`device add` and `device rotate` to sign client certificates. You may move it offline (for example \
-`mv DIR/tls/ca-key.pem /media/usb/`): serve, package add, device revoke, assign, status, validate, unaffect and \
-unblock work without it, and none of them asks for it. Without it, device add and device rotate give a secret \
-only, with a note, or fail when [security] require_client_cert is true. Bring it back (to DIR/tls/ca-key.pem, \
-mode 0600) to issue client certificates or to sign a new server certificate by hand, then move it offline \
-again.";
+pub const CA_KEY_HELP: &str = "The CA's private key DIR/tls/ca-key.pem signs certificates: the server's (at \
+init, with `outpost-server tls`, and when serve renews it, which it does by itself once less than a third of \
+its lifetime, at most 30 days, is left) and the devices' client certificates (device add, device rotate). You \
+may keep the key offline (for example `mv DIR/tls/ca-key.pem /media/usb/`): serve, package add, device \
+revoke, assign, status, validate, unaffect and unblock work without it; device add and device rotate then \
+give a secret only, with a note, or fail when [security] require_client_cert is true; and serve warns (in \
+its log, hourly, and in GET /admin/v1/health) once its certificate is due. Bring the key back \
+(DIR/tls/ca-key.pem, mode 0600) to issue client certificates, and serve renews its own within seconds (or \
+run `outpost-server tls renew --dir DIR`); then move it offline again.";
 
 /// Create `path` empty with mode 0600 if it does not exist (never follows
 /// a dangling link, never truncates).

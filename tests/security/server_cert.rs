@@ -318,7 +318,9 @@ fn an_intermediate_ca_whose_root_stays_offline_serves_its_chain_and_an_agent_hol
     // Agents are given the root alone.
     let cfg = srv.device_add("pc1", t.path());
     let conf = fs::read_to_string(&cfg).unwrap();
-    let given: Vec<Vec<u8>> = CertificateDer::pem_slice_iter(conf.as_bytes()).map(|c| c.unwrap().to_vec()).collect();
+    // `server.ca_cert` (the config also holds the device's client certificate).
+    let ca_cert = conf.split("ca_cert = \"\"\"").nth(1).and_then(|r| r.split("\"\"\"").next()).unwrap_or_default();
+    let given: Vec<Vec<u8>> = CertificateDer::pem_slice_iter(ca_cert.as_bytes()).map(|c| c.unwrap().to_vec()).collect();
     assert_eq!(given, certs(&root.cert), "{conf}");
 
     // The server sends its certificate and the intermediate; openssl agrees.
