@@ -25,10 +25,12 @@
 //! 12. [`allowed`]: a package the endpoint does not allow (`allowed_actions`,
 //!     `allowed_store_paths`).
 //! 13. [`expiry`]: a replayed offer of a package past its manifest's expiry.
+//! 14. [`downgrade`]: a replayed offer of an older version of a package.
 
 mod allowed;
 mod bounded_reads;
 mod digest_burst;
+mod downgrade;
 mod exhaustion;
 mod expiry;
 mod http_hygiene;

@@ -339,6 +339,7 @@ pub fn manifest_of(data: &[u8], frag: usize) -> outpost_agent::engine::manifest:
         reboot_exit_codes: Vec::new(),
         unpacked: None,
         expires: None,
+        release: None,
     }
 }
 

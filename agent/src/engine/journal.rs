@@ -33,6 +33,8 @@ pub mod kind {
     pub const CHECKPOINT_V1: u8 = 4;
     /// [`crate::engine::download::Checkpoint`].
     pub const CHECKPOINT: u8 = 5;
+    /// [`crate::engine::version::Versions`].
+    pub const VERSIONS: u8 = 6;
 }
 
 /// Why a record could not be read.
