@@ -10,10 +10,8 @@
 //! starts, so a crash during it does not open the way back.
 
 use std::fs;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use outpost_tests::{Member, Server, TempDir, agent, bin, targz, text};
+use outpost_tests::{Member, Server, TempDir, agent, kill_agent_during_action, targz, text};
 
 #[test]
 fn an_older_version_is_refused_with_err_downgrade_unless_its_manifest_says_a_downgrade_is_intended() {
@@ -82,7 +80,6 @@ fn an_older_version_is_refused_with_err_downgrade_unless_its_manifest_says_a_dow
 }
 
 #[test]
-#[allow(clippy::disallowed_methods)] // real processes: bounded waits
 fn a_crash_during_the_newer_version_s_action_does_not_open_the_way_back() {
     let t = TempDir::new("downgrade-crash");
     let mut srv = Server::init(t.join("srv"), &[]);
@@ -96,21 +93,7 @@ fn a_crash_during_the_newer_version_s_action_does_not_open_the_way_back() {
     let cfg = srv.device_add("pc-1", t.path());
     srv.assign(new, "pc-1", &[]);
     srv.start();
-    let mut child = Command::new(bin("outpost-agent"))
-        .arg("--config")
-        .arg(&cfg)
-        .args(["run", "--once"])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while !fs::read_to_string(&mark).is_ok_and(|s| s.ends_with('\n')) {
-        assert!(start.elapsed() < Duration::from_secs(20), "the action never started");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.kill().unwrap(); // SIGKILL the agent mid-action, before any final status
-    child.wait().unwrap();
+    kill_agent_during_action(&cfg, &mark); // before any final status
 
     let o = agent(&cfg, &["run", "--once"], &[]);
     assert_eq!(srv.status_of(new, "pc-1"), "ERR_DONE_FAILED", "{}", text(&o));
