@@ -3,11 +3,10 @@
 
 use std::fs;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use outpost_agent::engine::journal::OutboxRecord;
 use outpost_agent::rt::store::Store;
-use outpost_tests::{Member, Server, TempDir, agent, bin, random_bytes, targz, text};
+use outpost_tests::{Member, Server, TempDir, agent, kill_agent_during_action, random_bytes, targz, text};
 
 /// A tmpfs of `mib` MiB at `dir`, unmounted when dropped. `None` where
 /// this machine does not let the test mount one.
@@ -82,7 +81,6 @@ fn disk_full_reports_err_out_of_space_once_then_goes_on_when_space_returns() {
 }
 
 #[test]
-#[allow(clippy::disallowed_methods)] // real processes: bounded waits
 fn crash_during_the_action_is_not_run_again_silently() {
     let t = TempDir::new("crash-action");
     let mut srv = Server::init(t.join("srv"), &[]);
@@ -94,24 +92,7 @@ fn crash_during_the_action_is_not_run_again_silently() {
     let cfg = srv.device_add("pc-1", t.path());
     srv.assign(id, "pc-1", &[]);
     srv.start();
-    let mut child = Command::new(bin("outpost-agent"))
-        .arg("--config")
-        .arg(&cfg)
-        .args(["run", "--once"])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    loop {
-        if fs::read_to_string(&mark).is_ok_and(|s| s.ends_with('\n')) {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "the action never started");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.kill().unwrap(); // SIGKILL the agent mid-action
-    child.wait().unwrap();
+    kill_agent_during_action(&cfg, &mark);
 
     let o = agent(&cfg, &["run", "--once"], &[]);
     assert!(o.status.success(), "{}", text(&o));

@@ -6,8 +6,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use outpost_agent::engine::info::{Action, Notify, Proto};
+use outpost_agent::engine::version::Version;
+use outpost_server::files;
 use outpost_server::package::{Spec, parse_size};
-use outpost_server::{files, servercert};
+use outpost_server::servercert;
 
 #[derive(Parser)]
 #[command(
@@ -166,6 +168,8 @@ pub enum TlsCmd {
     },
 }
 
+// Parsed once per process: the size of its variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum PackageCmd {
     /// Build a package from an archive (zip or tar.gz); prints its ID.
@@ -219,9 +223,16 @@ pub struct SpecArgs {
     /// Fragment transport.
     #[arg(long, value_enum, default_value = "http")]
     proto: ProtoArg,
-    /// Display name.
+    /// Display name; with --version, also the package's name in its line of versions (signed, 1 to 64 bytes).
     #[arg(long)]
     name: Option<String>,
+    /// Dotted numbers (1.10.2, compared as numbers): with --name, ties packages into a line of versions; agents
+    /// refuse a version older than one of the same name they ran (ERR_DOWNGRADE).
+    #[arg(long, value_name = "VERSION", requires = "name", value_parser = |s: &str| Version::parse(s))]
+    version: Option<Version>,
+    /// This version is meant to replace a higher one of the same --name (signed: agents then accept it).
+    #[arg(long, alias = "allow-downgrade", requires = "version")]
+    downgrade: bool,
     /// Ask agents to reboot after a successful install (under their reboot policy).
     #[arg(long)]
     reboot: bool,
@@ -386,6 +397,8 @@ impl From<SpecArgs> for Spec {
             frag_size: s.frag_size,
             proto: s.proto.into(),
             name: s.name,
+            version: s.version,
+            downgrade: s.downgrade,
             reboot: s.reboot,
             reboot_exit_codes: s.reboot_exit_code,
             notify: s.notify.into(),

@@ -10,10 +10,12 @@ use std::path::{Path, PathBuf};
 use md5::Digest as _;
 use outpost_agent::engine::digest::hex;
 use outpost_agent::engine::info::{Action, DigestAlgo, DigestEncode, Info, Notify, Proto};
+use outpost_agent::engine::limits::MAX_PACKAGE_NAME_LEN;
 use outpost_agent::engine::manifest::{
-    FLAG_KEEP_MODES, FLAG_REBOOT, FORMAT, FragmentEntry, Manifest, Unpacked, sha256,
+    FLAG_KEEP_MODES, FLAG_REBOOT, FORMAT, FragmentEntry, Manifest, Release, Unpacked, sha256,
 };
 use outpost_agent::engine::plan::launch_program;
+use outpost_agent::engine::version::Version;
 
 use crate::db::{Db, NewPackage};
 use crate::pki;
@@ -35,8 +37,15 @@ pub struct Spec {
     pub frag_size: u64,
     /// Fragment transport.
     pub proto: Proto,
-    /// Display name.
+    /// Display name; with a version, the package's name in its line of
+    /// versions too (signed).
     pub name: Option<String>,
+    /// Version (`--version`): ties the package, with its name, into a line
+    /// of versions; agents refuse one older than a version of the name they
+    /// ran (`ERR_DOWNGRADE`).
+    pub version: Option<Version>,
+    /// The version is meant to replace a higher one (`--downgrade`, signed).
+    pub downgrade: bool,
     /// Ask for a reboot after success.
     pub reboot: bool,
     /// Exit codes meaning "installed, reboot required".
@@ -170,6 +179,21 @@ pub fn count_unpacked(archive: &Path) -> Result<Unpacked, String> {
     Ok(u)
 }
 
+/// The line of versions the spec puts the package in, if any.
+fn release_of(spec: &Spec) -> Result<Option<Release>, String> {
+    let Some(version) = spec.version else {
+        return if spec.downgrade { Err("--downgrade needs --name and --version".into()) } else { Ok(None) };
+    };
+    let name = spec.name.clone().ok_or("--version needs --name (the line of versions it belongs to)")?;
+    if name.is_empty() || name.len() > MAX_PACKAGE_NAME_LEN {
+        return Err(format!("--name with --version must be 1 to {MAX_PACKAGE_NAME_LEN} bytes"));
+    }
+    if name.trim() != name || name.chars().any(char::is_control) {
+        return Err(format!("--name {name:?} must not start or end with a space or hold control characters"));
+    }
+    Ok(Some(Release { name, version, downgrade: spec.downgrade }))
+}
+
 /// Check the spec against the rules of each action.
 fn validate(spec: &Spec) -> Result<String, String> {
     if spec.priority > 10 {
@@ -208,6 +232,7 @@ fn validate(spec: &Spec) -> Result<String, String> {
 /// Build and publish a package; returns its id.
 pub fn add(dir: &Path, db: &Db, spec: &Spec) -> Result<u64, String> {
     let target = validate(spec)?;
+    let release = release_of(spec)?;
     let key = pki::signing_key(dir)?;
     let download = dir.join("download");
     fs::create_dir_all(&download).map_err(|e| e.to_string())?;
@@ -220,7 +245,7 @@ pub fn add(dir: &Path, db: &Db, spec: &Spec) -> Result<u64, String> {
     let tmp = download.join(format!(".{id}.tmp"));
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
-    let result = build(&tmp, id, spec, &target, &key);
+    let result = build(&tmp, id, spec, &target, release, &key);
     let (info, manifest) = match result {
         Ok(v) => v,
         Err(e) => {
@@ -228,7 +253,11 @@ pub fn add(dir: &Path, db: &Db, spec: &Spec) -> Result<u64, String> {
             return Err(e);
         }
     };
-    let name = spec.name.clone().unwrap_or_else(|| {
+    let name = match (&spec.name, spec.version) {
+        (Some(n), Some(v)) => Some(format!("{n} {v}")),
+        (n, _) => n.clone(),
+    };
+    let name = name.unwrap_or_else(|| {
         spec.file
             .as_ref()
             .and_then(|f| f.file_name())
@@ -253,6 +282,7 @@ fn build(
     id: u64,
     spec: &Spec,
     target: &str,
+    release: Option<Release>,
     key: &ring::signature::Ed25519KeyPair,
 ) -> Result<(Info, Manifest), String> {
     let mut fragments = Vec::new();
@@ -328,6 +358,7 @@ fn build(
         reboot_exit_codes: spec.reboot_exit_codes.clone(),
         unpacked,
         expires: None,
+        release,
     };
     let manifest =
         Manifest { expires: Some(manifest.created.saturating_add(u64::from(spec.valid_days) * DAY)), ..manifest };

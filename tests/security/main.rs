@@ -36,11 +36,15 @@
 //! 15. [`server_cert`]: a certificate near its end renewed by the running
 //!     server (or warned about with the CA key offline), `tls --add-san`,
 //!     an existing CA or intermediate given to `init`, and what it refuses.
+//!
+//! Agent (issue 12, no rollback):
+//! 16. [`downgrade`]: a replayed offer of an older version of a package.
 
 mod allowed;
 mod bounded_reads;
 mod client_cert;
 mod digest_burst;
+mod downgrade;
 mod exhaustion;
 mod expiry;
 mod http_hygiene;

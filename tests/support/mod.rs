@@ -289,6 +289,28 @@ pub fn agent(cfg: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     run(&mut c)
 }
 
+/// Start `outpost-agent --config CFG run --once` and SIGKILL it as soon as
+/// the file `mark` holds a whole line (what the action under test writes
+/// first): an agent killed during a package's action. Bounded to 20 s.
+#[allow(clippy::disallowed_methods)] // a real process: a bounded wait
+pub fn kill_agent_during_action(cfg: &Path, mark: &Path) {
+    let mut child = Command::new(bin("outpost-agent"))
+        .arg("--config")
+        .arg(cfg)
+        .args(["run", "--once"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the agent");
+    let start = Instant::now();
+    while !std::fs::read_to_string(mark).is_ok_and(|s| s.ends_with('\n')) {
+        assert!(start.elapsed() < Duration::from_secs(20), "the action never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().expect("SIGKILL the agent");
+    child.wait().expect("reap the agent");
+}
+
 /// Append `key = value` lines to the `[agent]` table of a config (it is the
 /// last table `device add` writes).
 pub fn tune_agent(cfg: &Path, lines: &str) {
@@ -387,6 +409,7 @@ pub fn manifest_of(data: &[u8], frag: usize) -> outpost_agent::engine::manifest:
         reboot_exit_codes: Vec::new(),
         unpacked: None,
         expires: None,
+        release: None,
     }
 }
 

@@ -35,6 +35,8 @@ pub mod kind {
     pub const CHECKPOINT: u8 = 5;
     /// [`crate::engine::identity::Identity`].
     pub const IDENTITY: u8 = 6;
+    /// [`crate::engine::version::Versions`].
+    pub const VERSIONS: u8 = 7;
 }
 
 /// Why a record could not be read.

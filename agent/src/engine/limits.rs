@@ -60,3 +60,12 @@ pub const DIGEST_GIVE_UP_SECS: u64 = 86_400;
 /// fragment server sending one byte per connection made the agent connect
 /// once per byte of the fragment.
 pub const MIN_RESUME_PROGRESS: u64 = 64 * 1024;
+/// Longest package name a signed manifest may carry (`package add --name`
+/// with `--version`), in bytes.
+pub const MAX_PACKAGE_NAME_LEN: usize = 64;
+/// Most dotted parts of a package version (`1.10.2` has 3).
+pub const MAX_VERSION_PARTS: usize = 8;
+/// Package names whose highest version the agent keeps (`STATE/versions`):
+/// past it, the name run least recently is forgotten. At the longest names
+/// and versions the record stays under [`MAX_RECORD_LEN`].
+pub const MAX_VERSION_LINES: usize = 512;

@@ -14,22 +14,27 @@
 //! last field it reads), so agents of every version read every manifest:
 //!
 //! ```text
-//!  body = format-1 fields | [Unpacked (size, members) | [Validity (expires)]]
+//!  body = format-1 fields | [Unpacked (size, members)
+//!                            | [Validity (expires) | [Release (name, version, downgrade)]]]
 //! ```
 //!
 //! A manifest without [`Unpacked`] (built before it existed) gets the fixed
 //! bounds of [`crate::engine::limits`]. One without [`Validity`] never
 //! expires; one past its expiry is refused (`ERR_EXPIRED`), so a frozen or
 //! replayed control channel can withhold packages but not offer old ones
-//! forever.
+//! forever. One with a [`Release`] is refused (`ERR_DOWNGRADE`) where a
+//! higher version of its name has run, unless it says a downgrade is
+//! intended (see [`crate::engine::version`]).
 
+use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
 use ring::signature::{ED25519, UnparsedPublicKey};
 use serde::{Deserialize, Serialize};
 
-use super::limits::{MAX_FRAGMENTS, MAX_MANIFEST_LEN};
+use super::limits::{MAX_FRAGMENTS, MAX_MANIFEST_LEN, MAX_PACKAGE_NAME_LEN};
+use super::version::Version;
 
 /// Magic bytes that open every manifest.
 pub const MAGIC: &[u8; 4] = b"OPM1";
@@ -60,6 +65,19 @@ pub struct Unpacked {
 pub struct Validity {
     /// Seconds since 1970 UTC from which the manifest is refused.
     pub expires: u64,
+}
+
+/// Which line of versions the package belongs to (`package add --name
+/// NAME --version VERSION [--downgrade]`): the third extension.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    /// The package name: 1 to [`MAX_PACKAGE_NAME_LEN`] bytes.
+    pub name: String,
+    /// Its version.
+    pub version: Version,
+    /// Installing it over a higher version of the same name is intended
+    /// (`package add --downgrade`).
+    pub downgrade: bool,
 }
 
 /// One fragment as published: its size and SHA-256.
@@ -103,6 +121,10 @@ pub struct Manifest {
     /// only after an [`Unpacked`] (extensions keep their order).
     #[serde(skip)]
     pub expires: Option<u64>,
+    /// The third extension; `None`: the package is in no line of versions.
+    /// Written only after a [`Validity`].
+    #[serde(skip)]
+    pub release: Option<Release>,
 }
 
 /// Why a manifest was refused.
@@ -143,6 +165,9 @@ impl Manifest {
             body.extend(postcard::to_allocvec(u).unwrap_or_default());
             if let Some(expires) = self.expires {
                 body.extend(postcard::to_allocvec(&Validity { expires }).unwrap_or_default());
+                if let Some(r) = &self.release {
+                    body.extend(postcard::to_allocvec(r).unwrap_or_default());
+                }
             }
         }
         let mut out = Vec::with_capacity(8 + body.len() + SIGNATURE_LEN);
@@ -185,9 +210,17 @@ impl Manifest {
             let (u, later) = postcard::take_from_bytes(ext).map_err(|_| ManifestError::Malformed)?;
             m.unpacked = Some(u);
             if !later.is_empty() {
-                let (v, _later): (Validity, _) =
+                let (v, later): (Validity, _) =
                     postcard::take_from_bytes(later).map_err(|_| ManifestError::Malformed)?;
                 m.expires = Some(v.expires);
+                if !later.is_empty() {
+                    let (r, _later): (Release, _) =
+                        postcard::take_from_bytes(later).map_err(|_| ManifestError::Malformed)?;
+                    if r.name.is_empty() || r.name.len() > MAX_PACKAGE_NAME_LEN {
+                        return Err(ManifestError::Malformed);
+                    }
+                    m.release = Some(r);
+                }
             }
         }
         if m.fragments.len() > MAX_FRAGMENTS {
@@ -270,6 +303,7 @@ mod tests {
             reboot_exit_codes: alloc::vec![],
             unpacked: Some(Unpacked { size: 300, members: 2 }),
             expires: None,
+            release: None,
         }
     }
 
@@ -319,12 +353,16 @@ mod tests {
         // Later extensions are ignored; a broken one is refused.
         let mut later = old.signed_bytes();
         later.extend(postcard::to_allocvec(&Unpacked { size: 300, members: 2 }).unwrap());
-        later.extend([7, 7, 7]); // a Validity (expires 7), then a third extension
+        later.extend([7, 1, b'a', 1, 2, 0, 7, 7]); // a Validity (expires 7), a Release (a 2), then a fourth extension
         let len = (later.len() - 8) as u32;
         later[4..8].copy_from_slice(&len.to_le_bytes());
         let k = key();
         later.extend_from_slice(k.sign(&later).as_ref());
-        assert_eq!(Manifest::decode_verified(&later, &pk()), Ok(Manifest { expires: Some(7), ..sample() }));
+        let a2 = Release { name: "a".into(), version: Version::parse("2").unwrap(), downgrade: false };
+        assert_eq!(
+            Manifest::decode_verified(&later, &pk()),
+            Ok(Manifest { expires: Some(7), release: Some(a2), ..sample() })
+        );
         let mut broken = old.signed_bytes();
         broken.push(0xff);
         let len = (broken.len() - 8) as u32;
@@ -346,6 +384,60 @@ mod tests {
         let (seen, rest) = postcard::take_from_bytes::<Manifest>(body).unwrap();
         assert_eq!(seen, Manifest { unpacked: None, expires: None, ..sample() });
         assert_eq!(postcard::take_from_bytes::<Unpacked>(rest).unwrap().0, Unpacked { size: 300, members: 2 });
+    }
+
+    fn release(downgrade: bool) -> Manifest {
+        let version = Version::parse("1.10.2").unwrap();
+        let release = Some(Release { name: "app".into(), version, downgrade });
+        Manifest { expires: Some(1_800_000_000), release, ..sample() }
+    }
+
+    #[test]
+    fn name_version_and_the_downgrade_flag_are_signed() {
+        for downgrade in [false, true] {
+            let m = release(downgrade);
+            assert_eq!(Manifest::decode_verified(&encode(&m), &pk()), Ok(m));
+        }
+        // The flag is the Release's last byte, just before the signature:
+        // flipping it (to claim a downgrade is intended) breaks the signature.
+        let mut bytes = encode(&release(false));
+        let flag = bytes.len() - SIGNATURE_LEN - 1;
+        assert_eq!(bytes[flag], 0);
+        bytes[flag] = 1;
+        assert_eq!(Manifest::decode_verified(&bytes, &pk()), Err(ManifestError::BadSignature));
+        // What an agent from before the Release reads: the same package, in no line.
+        let new = encode(&release(true));
+        let body = &new[8..new.len() - SIGNATURE_LEN];
+        let (seen, rest) = postcard::take_from_bytes::<Manifest>(body).unwrap();
+        assert_eq!(seen, Manifest { unpacked: None, expires: None, release: None, ..sample() });
+        let (_, rest) = postcard::take_from_bytes::<Unpacked>(rest).unwrap();
+        assert_eq!(postcard::take_from_bytes::<Validity>(rest).unwrap().0, Validity { expires: 1_800_000_000 });
+        // Without a Validity before it, no Release is written.
+        assert_eq!(
+            Manifest::decode_verified(&encode(&Manifest { expires: None, ..release(false) }), &pk()),
+            Ok(sample())
+        );
+    }
+
+    #[test]
+    fn a_release_without_a_name_or_with_a_long_one_or_a_bad_version_is_refused() {
+        let k = key();
+        let sign = |m: &Manifest| m.encode_signed(|b| k.sign(b).as_ref().try_into().unwrap());
+        let mut m = release(false);
+        let ok = "n".repeat(MAX_PACKAGE_NAME_LEN);
+        m.release.as_mut().unwrap().name = ok.clone();
+        assert!(Manifest::decode_verified(&sign(&m), &pk()).is_ok());
+        for name in [String::new(), ok + "n"] {
+            m.release.as_mut().unwrap().name = name;
+            assert_eq!(Manifest::decode_verified(&sign(&m), &pk()), Err(ManifestError::Malformed));
+        }
+        // A Release whose version has no part.
+        let mut bytes = Manifest { release: None, ..release(false) }.signed_bytes();
+        bytes.extend([1, b'a', 0, 0]);
+        let len = (bytes.len() - 8) as u32;
+        bytes[4..8].copy_from_slice(&len.to_le_bytes());
+        bytes.extend_from_slice(k.sign(&bytes).as_ref());
+        assert_eq!(Manifest::decode_verified(&bytes, &pk()), Err(ManifestError::Malformed));
     }
 
     #[test]

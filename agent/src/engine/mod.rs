@@ -29,3 +29,4 @@ pub mod proto;
 pub mod refetch;
 pub mod status;
 pub mod throttle;
+pub mod version;

@@ -234,6 +234,7 @@ mod tests {
             reboot_exit_codes: Vec::new(),
             unpacked: None,
             expires: None,
+            release: None,
         };
         assert_eq!(unpack_bounds(Some(&m)), UnpackBounds::UNSIGNED);
         assert_eq!(unpacked_size(&m), 10);

@@ -50,6 +50,9 @@ pub enum StatusCode {
     ErrNotAllowed,
     /// The package's signed manifest has expired (`package resign` renews it).
     ErrExpired,
+    /// A higher version of the package's name has run here and its signed
+    /// manifest does not say a downgrade is intended; nothing of it ran.
+    ErrDowngrade,
     /// Any other code, verbatim.
     Other(String),
 }
@@ -76,6 +79,7 @@ impl StatusCode {
             "ERR_DONE_FAILED" => Self::ErrDoneFailed,
             "ERR_NOT_ALLOWED" => Self::ErrNotAllowed,
             "ERR_EXPIRED" => Self::ErrExpired,
+            "ERR_DOWNGRADE" => Self::ErrDowngrade,
             _ => match s.strip_prefix("EXIT_CODE_").and_then(|n| n.parse().ok()) {
                 Some(n) if n != 0 => Self::ExitCode(n),
                 _ => Self::Other(s.to_string()),
@@ -116,6 +120,7 @@ impl fmt::Display for StatusCode {
             Self::ErrDoneFailed => "ERR_DONE_FAILED",
             Self::ErrNotAllowed => "ERR_NOT_ALLOWED",
             Self::ErrExpired => "ERR_EXPIRED",
+            Self::ErrDowngrade => "ERR_DOWNGRADE",
             Self::Other(s) => s,
         };
         f.write_str(s)
@@ -134,6 +139,7 @@ mod tests {
             assert_eq!(StatusCode::parse(s).to_string(), s);
         }
         assert_eq!(StatusCode::parse("EXIT_CODE_3"), StatusCode::ExitCode(3));
+        assert_eq!(StatusCode::parse("ERR_DOWNGRADE").to_string(), "ERR_DOWNGRADE");
         assert_eq!(StatusCode::from_exit(0), StatusCode::Success);
         assert!(StatusCode::parse("SUCCESS_3").is_success());
         assert!(!StatusCode::ExitCode(3).is_success());

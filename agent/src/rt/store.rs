@@ -5,6 +5,7 @@
 //!   history                  HistoryRecord: installed package ids
 //!   identity                 Identity: the device's credentials after a rotation
 //!                            (`rt/identity.rs`; secret and key, 0600)
+//!   versions                 Versions: each package name's highest version run
 //!   outbox/<report-id>       OutboxRecord: a report not yet acknowledged
 //!   packages/<ID>/record     PackageRecord: phase, verified fragments, status
 //!   packages/<ID>/info       the info file as fetched (verified via the manifest)
@@ -38,6 +39,8 @@ use outpost_hal::linux::{
 };
 
 use crate::engine::journal::{self, HistoryRecord, OutboxRecord, PackageRecord, kind};
+use crate::engine::manifest::Release;
+use crate::engine::version::Versions;
 
 /// Handle on the state directory.
 #[derive(Debug, Clone)]
@@ -179,6 +182,18 @@ impl Store {
             self.write_record(&self.root.join("history"), kind::HISTORY, &h)?;
         }
         Ok(())
+    }
+
+    /// Each package name's highest version run (empty when none ran yet).
+    pub fn versions(&self) -> Result<Versions, StoreError> {
+        Ok(self.read_record(&self.root.join("versions"), kind::VERSIONS)?.unwrap_or_default())
+    }
+
+    /// Note durably that `release`'s action starts (written before it runs).
+    pub fn note_release(&self, release: &Release) -> Result<(), StoreError> {
+        let mut v = self.versions()?;
+        v.note(release);
+        self.write_record(&self.root.join("versions"), kind::VERSIONS, &v)
     }
 
     /// The record of package `id`, if any.
@@ -360,6 +375,12 @@ mod tests {
         // A garbage history is an error, not a panic or a silent reset.
         fs::write(d.join("history"), b"garbage").unwrap();
         assert!(s.history().is_err());
+        // Each name's highest version run, kept across a reopen.
+        let version = crate::engine::version::Version::parse("1.10").unwrap();
+        s.note_release(&Release { name: "app".into(), version, downgrade: false }).unwrap();
+        assert_eq!(Store::open(&d).unwrap().versions().unwrap().get("app"), Some(version));
+        fs::write(d.join("versions"), b"garbage").unwrap();
+        assert!(s.versions().is_err(), "an error, not a reset that would allow a downgrade");
         fs::remove_dir_all(&d).unwrap();
     }
 }

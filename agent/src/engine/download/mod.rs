@@ -395,6 +395,7 @@ mod tests {
             reboot_exit_codes: vec![],
             unpacked: None,
             expires: None,
+            release: None,
         }
     }
 

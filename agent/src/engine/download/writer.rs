@@ -80,6 +80,7 @@ mod tests {
             reboot_exit_codes: alloc::vec![],
             unpacked: None,
             expires: None,
+            release: None,
         };
         let mut disk = SimBlocks::new(1 << 20);
         let mut dl = Download::open_layout(&mut disk, Layout::signed(&m), 4096).unwrap();

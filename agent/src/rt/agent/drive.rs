@@ -137,6 +137,11 @@ impl<E: Env> Front for Package<'_, E> {
         let (info, manifest) = self.meta.as_ref().ok_or(AgentError::NoMetadata(id))?;
         log::info!(target: "outpost", "package {id}: running {} {:?}", info.action.as_ocs(), info.target);
         let dir = self.agent.store.package_dir(id);
+        // After the record says Installing, before the action: a crash
+        // during it cannot open the way to a downgrade.
+        if let Some(r) = &manifest.release {
+            self.agent.store.note_release(r)?;
+        }
         let outcome = action::run(info, &dir.join("unpack"), &dir.join("action.log"), timeout);
         let code = plan::status_with_reboot_codes(outcome, &manifest.reboot_exit_codes);
         if code.is_success() {

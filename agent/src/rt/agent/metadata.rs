@@ -1,7 +1,8 @@
 //! A package's metadata in the Outpost protocol: the info file and the
 //! signed manifest, fetched over verified TLS (or reloaded from the state
 //! directory when resuming), the manifest's signature and the info file's
-//! SHA-256 checked.
+//! SHA-256 checked; then what the endpoint refuses: an expired manifest, a
+//! downgrade, an action or store path it does not allow.
 
 use super::super::env::{Env, get_small};
 use super::super::http::Url;
@@ -69,6 +70,13 @@ impl<E: Env> Agent<E> {
         if manifest.package_id != id {
             log::error!(target: "outpost", "package {id}: manifest is for package {}", manifest.package_id);
             return Ok(Err(MetadataError::Final(StatusCode::ErrBadId)));
+        }
+        // Fresh or resumed: a higher version may have run in between.
+        if let Some(r) = &manifest.release
+            && let Err(have) = self.store.versions()?.admit(r)
+        {
+            log::error!(target: "outpost", "package {id}: {} {} is older than the {have} run here and its signed manifest does not say a downgrade is intended; refusing it", r.name, r.version);
+            return Ok(Err(MetadataError::Final(StatusCode::ErrDowngrade)));
         }
         if sha256(&info_bytes) != manifest.info_sha256 {
             log::error!(target: "outpost", "package {id}: info file does not match its signed manifest; refusing it");
