@@ -24,17 +24,20 @@ pub const PRIVATE_FILES: &[&str] = &[
     "keys/signing.pk8",
     "tls/server-key.pem",
     "tls/ca-key.pem",
+    "tls/ca-next-key.pem",
+    "tls/ca-old-key.pem",
 ];
 
 /// Directories under DIR that hold secrets (0700); `""` is DIR itself.
-pub const PRIVATE_DIRS: &[&str] = &["", "keys", "tls"];
+pub const PRIVATE_DIRS: &[&str] = &["", "keys", "tls", "trust"];
 
 /// What `--help` says about the CA key.
 pub const CA_KEY_HELP: &str = "The CA's private key DIR/tls/ca-key.pem is needed by `init` only. \
 After init you may move it offline (for example `mv DIR/tls/ca-key.pem /media/usb/`): serve, package add, \
 device add, assign, status, validate, unaffect and unblock work without it, and none of them asks for it. \
 Bring it back (to DIR/tls/ca-key.pem, mode 0600) only to sign a new server certificate by hand, then \
-move it offline again.";
+move it offline again. A CA rollover (docs/rollover.md) makes a new CA key, DIR/tls/ca-next-key.pem, \
+which `ca switch` needs and makes DIR/tls/ca-key.pem: move it offline after the switch.";
 
 /// Create `path` empty with mode 0600 if it does not exist (never follows
 /// a dangling link, never truncates).

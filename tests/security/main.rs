@@ -25,6 +25,8 @@
 //! 12. [`allowed`]: a package the endpoint does not allow (`allowed_actions`,
 //!     `allowed_store_paths`).
 //! 13. [`expiry`]: a replayed offer of a package past its manifest's expiry.
+//! 14. [`rollover`]: a CA or signing key learned from a man in the middle or
+//!     vouched for by no trusted key; the CA and key rollovers themselves.
 
 mod allowed;
 mod bounded_reads;
@@ -36,6 +38,7 @@ mod lockout;
 mod networks;
 mod ocs_flood;
 mod ocs_kind;
+mod rollover;
 mod server_files;
 mod state_dir;
 mod unpack_bombs;

@@ -56,3 +56,10 @@ pub const DIGEST_GIVE_UP_SECS: u64 = 86_400;
 /// fragment server sending one byte per connection made the agent connect
 /// once per byte of the fragment.
 pub const MIN_RESUME_PROGRESS: u64 = 64 * 1024;
+/// Largest trust bundle accepted, in bytes (eight CAs of a few KiB each).
+pub const MAX_TRUST_LEN: usize = 64 * 1024;
+/// Most CA certificates in a trust bundle: a rollover needs two at a time.
+pub const MAX_TRUST_CAS: usize = 8;
+/// Most signing keys (and signatures) in a trust bundle: a rollover needs
+/// two at a time; retired keys stay listed a while so they stay retired.
+pub const MAX_TRUST_KEYS: usize = 8;

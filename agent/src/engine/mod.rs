@@ -28,3 +28,5 @@ pub mod proto;
 pub mod refetch;
 pub mod status;
 pub mod throttle;
+pub mod trust;
+pub mod x509;

@@ -42,6 +42,7 @@ use crate::engine::status::StatusCode;
 mod drive;
 mod install;
 mod metadata;
+mod trust;
 use drive::Done;
 pub(crate) use install::verify_and_unpack;
 
@@ -79,6 +80,8 @@ pub enum AgentError {
     /// A package's action came before its metadata (a bug; the package
     /// stays for a later run).
     NoMetadata(u64),
+    /// The server's trust bundle was refused (`engine::trust`).
+    Trust(crate::engine::trust::TrustError),
 }
 
 impl std::fmt::Display for AgentError {
@@ -96,6 +99,7 @@ impl std::fmt::Display for AgentError {
             Self::NotXml => f.write_str("reply is not zlib, gzip or XML"),
             Self::BadOcsReply(e) => write!(f, "bad reply: {e}"),
             Self::NoMetadata(id) => write!(f, "package {id}: an action came before its metadata"),
+            Self::Trust(e) => write!(f, "{e}"),
         }
     }
 }
@@ -182,15 +186,16 @@ pub struct Agent<E: Env = RealEnv> {
     cfg: Config,
     store: Store,
     env: E,
-    key: [u8; 32],
+    trust: crate::engine::trust::Trust,
 }
 
 impl<E: Env> Agent<E> {
     /// Build an agent from its configuration, working through `env`.
-    pub fn new(cfg: Config, env: E) -> Result<Self, AgentError> {
+    pub fn new(cfg: Config, mut env: E) -> Result<Self, AgentError> {
         let store = Store::open(cfg.agent.state_path())?;
         let key = cfg.signing_key().map_err(|e| AgentError::Config(e.to_string()))?;
-        Ok(Self { cfg, store, env, key })
+        let trust = trust::load(&cfg, &store, &mut env, key)?;
+        Ok(Self { cfg, store, env, trust })
     }
 
     /// The state directory.
@@ -260,7 +265,9 @@ impl<E: Env> Agent<E> {
         self.recover_interrupted()?;
         self.flush_reports()?;
         let mut summary = RunSummary::default();
-        let mut offers = match self.poll() {
+        // The trust bundle before any package: one may be signed by a key it brings.
+        let polled = self.poll().and_then(|r| self.follow_trust(r.trust_version).map(|()| r));
+        let mut offers = match polled {
             Ok(r) => {
                 summary.poll_interval = Some(r.poll_interval);
                 let windows: Vec<_> =

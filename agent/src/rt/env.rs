@@ -75,6 +75,12 @@ pub trait Env {
     fn ask(&mut self, notice: &Notice<'_>) -> Answer;
     /// The server's bandwidth cap (bytes/s, 0: none) and full-speed windows.
     fn set_server_limits(&mut self, _max_bandwidth: u64, _windows: &[Window]) {}
+    /// Trust the certificates in `ca_pem` for the server from now on (as
+    /// `server.ca_cert` does): the configured CA and those a trust bundle
+    /// brought (`agent/trust.rs`).
+    fn trust_cas(&mut self, _ca_pem: &str) -> Result<(), EnvError> {
+        Ok(())
+    }
 }
 
 /// GET a small body whole (an info file, a manifest): its status and bytes.
@@ -193,6 +199,11 @@ impl Env for RealEnv {
 
     fn set_server_limits(&mut self, max_bandwidth: u64, windows: &[Window]) {
         self.pacer.set_server_limits(max_bandwidth, windows);
+    }
+
+    fn trust_cas(&mut self, ca_pem: &str) -> Result<(), EnvError> {
+        self.client = self.client.trusting(ca_pem).map_err(EnvError::Tls)?;
+        Ok(())
     }
 }
 

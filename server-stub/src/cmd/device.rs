@@ -22,7 +22,8 @@ pub fn add(a: DeviceAddArgs) -> Result<(), String> {
         return Err(format!("device id {id:?}: use 1-128 of A-Za-z0-9._-"));
     }
     let cfg = ServerConfig::load(&dir)?;
-    let ca = fs::read_to_string(dir.join("tls/ca-cert.pem")).map_err(|e| format!("tls/ca-cert.pem: {e}"))?;
+    // During a CA rollover, both CAs: the device works before and after the switch.
+    let ca = outpost_server::rollover::agent_ca_pem(&dir)?;
     let public = pki::signing_public_hex(&dir)?;
     let mut secret = [0u8; 32];
     ring::rand::SystemRandom::new().fill(&mut secret).map_err(|_| "no randomness available")?;

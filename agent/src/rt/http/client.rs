@@ -64,6 +64,12 @@ impl Client {
         })
     }
 
+    /// A client like this one (its timeouts) trusting the certificates in
+    /// `ca_pem` instead: the configured CA and those a trust bundle brought.
+    pub fn trusting(&self, ca_pem: &str) -> Result<Self, Error> {
+        Self::new(ca_pem, self.timeouts.connect, self.timeouts.io)
+    }
+
     /// Send a request and read the response head. `headers` are extra
     /// `(name, value)` pairs; `body` is sent with a Content-Length.
     pub fn request(&self, method: &str, url: &Url, headers: &[(&str, &str)], body: &[u8]) -> Result<Response, Error> {
