@@ -20,6 +20,7 @@
 use std::fs;
 use std::io;
 use std::net::IpAddr;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use outpost_agent::engine::civil;
@@ -169,7 +170,7 @@ fn publish(dir: &Path, prev: &Bundle, mut next: Bundle, extra: Option<&Ed25519Ke
         return Err("no key the agents trust now would sign the new trust bundle; refusing to publish it".into());
     }
     let trust = dir.join("trust");
-    fs::DirBuilder::new().recursive(true).create(&trust).map_err(at(&trust))?;
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(&trust).map_err(at(&trust))?;
     let path = dir.join(BUNDLE);
     write_atomic(&path, &next.encode(&sigs)).map_err(at(&path))?;
     Ok(next.version)
