@@ -13,6 +13,7 @@ use std::time::Duration;
 use outpost_agent::engine::digest::hex;
 use outpost_agent::engine::manifest::sha256;
 use outpost_agent::engine::proto::{self, Offer, PollReply};
+use outpost_agent::engine::trust::{Bundle, TrustedKey};
 use outpost_agent::rt::agent::Agent;
 use outpost_agent::rt::config::Config;
 use outpost_agent::rt::env::{BodySink, Env, GetError};
@@ -59,6 +60,10 @@ struct Sim {
     /// Panic at the n-th sleep (the agent dies there).
     die_at_sleep: Option<usize>,
     rng: u64,
+    /// The trust bundle announced in poll replies, and how many of its
+    /// fetches fail before one gets it.
+    trust: Option<Vec<u8>>,
+    trust_fails: usize,
 }
 
 impl Sim {
@@ -89,6 +94,8 @@ impl Sim {
             sleeps: Vec::new(),
             die_at_sleep: None,
             rng: 0x9e37_79b9_7f4a_7c15,
+            trust: None,
+            trust_fails: 0,
         }
     }
 
@@ -167,8 +174,16 @@ impl Env for Sim {
                 let loc = "outpost.test/pkg".to_string();
                 vec![Offer { id: ID, priority: 5, force: false, info_loc: loc.clone(), pack_loc: loc }]
             };
-            let reply = PollReply { poll_interval: 3600, offers, ..PollReply::default() };
+            let trust_version = self.trust.as_deref().and_then(Bundle::peek_version).unwrap_or(0);
+            let reply = PollReply { poll_interval: 3600, offers, trust_version, ..PollReply::default() };
             return Ok((200, reply.encode().into_bytes()));
+        }
+        if url.path.ends_with(proto::TRUST_PATH) {
+            if self.trust_fails > 0 {
+                self.trust_fails -= 1;
+                return Err(GetError::Unreachable("connection refused".into()));
+            }
+            return Ok((200, self.trust.clone().unwrap_or_default()));
         }
         let reports = proto::decode_reports(body).expect("the agent's reports parse");
         self.reports.extend(reports.iter().map(|r| (r.package, r.status.to_string())));
@@ -304,4 +319,35 @@ fn outpost_mode_killed_mid_download_resumes_from_its_journal() {
         sim.served - before,
         total - before
     );
+}
+
+#[test]
+fn outpost_mode_deploys_nothing_until_it_has_the_trust_bundle_a_poll_announces() {
+    // keys rotate: the package is signed by the new key, which only the
+    // bundle (vouched for by the old key, the one configured) brings; the
+    // first fetch of the bundle fails.
+    let s = setup("outpost-mode-trust");
+    let new_key = Ed25519KeyPair::from_seed_unchecked(&[8u8; 32]).expect("a key from a seed");
+    let mut sim = Sim::new(&s.archive, 128 * 1024, &new_key);
+    let public = |k: &Ed25519KeyPair| -> [u8; 32] { k.public_key().as_ref().try_into().expect("32 bytes") };
+    let bundle = Bundle {
+        version: 1,
+        issued: 0,
+        cas: Vec::new(),
+        keys: vec![
+            TrustedKey { public: public(&s.key), until: Some(sim.now + 86_400) },
+            TrustedKey { public: public(&new_key), until: None },
+        ],
+    };
+    let sig = s.key.sign(&bundle.signed_bytes()).as_ref().try_into().expect("64-byte signature");
+    sim.trust = Some(bundle.encode(&[(public(&s.key), sig)]));
+    sim.trust_fails = 1;
+    let mut agent = Agent::new(config(&s.state, &s.key), sim).expect("an agent");
+    let first = agent.run_once().expect("a run");
+    assert!(first.poll_error.is_some() && first.finished == 0, "the bundle not reached: a failed poll, {first:?}");
+    assert!(!s.state.join("packages").join(ID.to_string()).exists(), "nothing of the package fetched");
+    run_to_end(&mut agent, 5);
+    let sim = agent.into_env();
+    assert_eq!(sim.reports, vec![(ID, "SUCCESS".to_string())], "never ERR_BAD_DIGEST for a key not learnt yet");
+    assert!(s.state.join("trust").exists(), "the bundle is kept");
 }

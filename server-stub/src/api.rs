@@ -31,6 +31,7 @@ pub fn route(state: &State, req: &Request, side: Side, origin: Origin, cert: Opt
         }
         (Side::Https, ["", "api", "v1", "poll"]) => post_only(req, || poll(state, req, client, cert)),
         (Side::Https, ["", "api", "v1", "report"]) => post_only(req, || report(state, req, client, cert)),
+        (Side::Https, ["", "api", "v1", "trust"]) => post_only(req, || trust(state, req, client, cert)),
         (Side::Https, ["", "admin", rest @ ..]) => admin(state, req, origin, rest),
         (_, ["", "download", id, name]) => {
             let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
@@ -180,6 +181,7 @@ fn poll(state: &State, req: &Request, peer: IpAddr, cert: Option<Fingerprint>) -
         poll_interval: state.cfg.agents.poll_interval,
         max_bandwidth: state.cfg.agents.max_bandwidth,
         full_speed_windows: state.cfg.agents.full_speed_windows.clone(),
+        trust_version: crate::rollover::published_version(&state.dir),
         offers: pending
             .into_iter()
             .map(|p| Offer {
@@ -200,6 +202,27 @@ fn poll(state: &State, req: &Request, peer: IpAddr, cert: Option<Fingerprint>) -
         log::info!(target: "outpost", "device {device}: notified of {} package(s)", reply.offers.len());
     }
     Response::text(200, reply.encode())
+}
+
+/// The trust bundle (`crate::rollover`), to a registered device only, over
+/// TLS only: agents take it from no other channel.
+fn trust(state: &State, req: &Request, peer: IpAddr, cert: Option<Fingerprint>) -> Response {
+    let device = match authenticate(state, req, peer, cert) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    match crate::rollover::published(&state.dir) {
+        Some(bytes) => {
+            let version = outpost_agent::engine::trust::Bundle::peek_version(&bytes).unwrap_or(0);
+            log::info!(target: "outpost", "device {device}: sent trust bundle version {version}");
+            Response {
+                status: 200,
+                headers: vec![("Content-Type", "application/octet-stream".into())],
+                body: Body::Bytes(bytes),
+            }
+        }
+        None => Response::text(404, "no trust bundle published"),
+    }
 }
 
 fn report(state: &State, req: &Request, peer: IpAddr, cert: Option<Fingerprint>) -> Response {

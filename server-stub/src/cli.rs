@@ -51,6 +51,16 @@ pub enum Cmd {
     },
     /// Assign a package to one device or to every device, present and future.
     Assign(AssignArgs),
+    /// Roll the package-signing key over (see docs/rollover.md).
+    Keys {
+        #[command(subcommand)]
+        cmd: KeysCmd,
+    },
+    /// Roll the server's CA over (see docs/rollover.md).
+    Ca {
+        #[command(subcommand)]
+        cmd: CaCmd,
+    },
     /// Serve the control API and the packages until SIGINT/SIGTERM.
     ///
     /// At start, server.toml, state.db (and its -wal/-shm files), keys/ and tls/ and the
@@ -314,6 +324,44 @@ pub struct DeviceAddArgs {
     /// The agent's state directory on the device.
     #[arg(long, default_value = "/var/lib/outpost-agent")]
     pub state_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+pub enum KeysCmd {
+    /// Make a new package-signing key and publish it, vouched for by the old one.
+    ///
+    /// Agents learn it at their next poll. New packages (and `package resign`) are signed with
+    /// the new key; packages signed with the old one keep verifying until the overlap ends.
+    Rotate {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Days the old key stays trusted (at least 1; at least the longest --valid-days
+        /// of the packages it signed, or resign them).
+        #[arg(long, default_value_t = 90)]
+        overlap_days: u32,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum CaCmd {
+    /// Step 1: make a new CA and publish it beside the one in use (nothing presents it yet).
+    ///
+    /// Agents learn it at their next poll, over a connection verified with the CA they trust.
+    /// Wait until every agent has polled, then run `ca switch`.
+    Rotate {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Years the new CA is valid.
+        #[arg(long, default_value_t = 20)]
+        valid_years: u32,
+    },
+    /// Step 2: issue the server a certificate from the new CA, for the same names; restart serve.
+    ///
+    /// Agents that have not polled since `ca rotate` cannot connect afterwards.
+    Switch {
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args)]

@@ -26,10 +26,12 @@ pub const PRIVATE_FILES: &[&str] = &[
     "keys/signing.pk8",
     "tls/server-key.pem",
     "tls/ca-key.pem",
+    "tls/ca-next-key.pem",
+    "tls/ca-old-key.pem",
 ];
 
 /// Directories under DIR that hold secrets (0700); `""` is DIR itself.
-pub const PRIVATE_DIRS: &[&str] = &["", "keys", "tls"];
+pub const PRIVATE_DIRS: &[&str] = &["", "keys", "tls", "trust"];
 
 /// What `--help` says about the CA key.
 pub const CA_KEY_HELP: &str = "The CA's private key DIR/tls/ca-key.pem signs certificates: the server's (at \
@@ -40,7 +42,9 @@ revoke, assign, status, validate, unaffect and unblock work without it; device a
 give a secret only, with a note, or fail when [security] require_client_cert is true; and serve warns (in \
 its log, hourly, and in GET /admin/v1/health) once its certificate is due. Bring the key back \
 (DIR/tls/ca-key.pem, mode 0600) to issue client certificates, and serve renews its own within seconds (or \
-run `outpost-server tls renew --dir DIR`); then move it offline again.";
+run `outpost-server tls renew --dir DIR`); then move it offline again. A CA rollover (docs/rollover.md) \
+makes a new CA key, DIR/tls/ca-next-key.pem, which `ca switch` needs and makes DIR/tls/ca-key.pem: move it \
+offline after the switch.";
 
 /// Create `path` empty with mode 0600 if it does not exist (never follows
 /// a dangling link, never truncates).

@@ -30,6 +30,7 @@ pub mod ocs;
 pub mod package;
 pub mod pki;
 pub mod ratelimit;
+pub mod rollover;
 pub mod sendfile;
 pub mod serve;
 pub mod servercert;

@@ -10,7 +10,7 @@ mod cmd;
 use std::process::ExitCode;
 
 use clap::Parser;
-use cli::{Cli, Cmd, DeviceCmd, PackageCmd};
+use cli::{CaCmd, Cli, Cmd, DeviceCmd, KeysCmd, PackageCmd};
 use outpost_server::{admin, files, serve};
 
 fn init_logger(verbose: u8) {
@@ -46,6 +46,9 @@ fn run(cmd: Cmd) -> Result<(), String> {
         Cmd::Device { cmd: DeviceCmd::Revoke(a) } => cmd::device::revoke(a),
         Cmd::Device { cmd: DeviceCmd::Rotate(a) } => cmd::device::rotate(a),
         Cmd::Assign(a) => cmd::assign::assign(a),
+        Cmd::Keys { cmd: KeysCmd::Rotate { dir, overlap_days } } => cmd::rollover::rotate_key(&dir, overlap_days),
+        Cmd::Ca { cmd: CaCmd::Rotate { dir, valid_years } } => cmd::rollover::rotate_ca(&dir, valid_years),
+        Cmd::Ca { cmd: CaCmd::Switch { dir } } => cmd::rollover::switch_ca(&dir),
         Cmd::Serve { dir } => files::check_at_serve(&dir).and_then(|()| serve::run(&dir)),
         Cmd::Validate { dir, package } => cmd::assign::validate(&dir, package),
         Cmd::Unaffect { dir, package, not_notified } => cmd::assign::unaffect(&dir, package, not_notified),

@@ -39,6 +39,10 @@
 //!
 //! Agent (issue 12, no rollback):
 //! 16. [`downgrade`]: a replayed offer of an older version of a package.
+//!
+//! Chain of trust (issue 12):
+//! 17. [`rollover`]: a CA or signing key learned from a man in the middle or
+//!     vouched for by no trusted key; the CA and key rollovers themselves.
 
 mod allowed;
 mod bounded_reads;
@@ -52,6 +56,7 @@ mod lockout;
 mod networks;
 mod ocs_flood;
 mod ocs_kind;
+mod rollover;
 mod server_cert;
 mod server_files;
 mod state_dir;

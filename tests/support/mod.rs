@@ -173,6 +173,12 @@ impl Server {
         Self { dir, https_port, http_port, child: None }
     }
 
+    /// Another server directory on `like`'s ports (a copy of it, say), not
+    /// started: what stands in its place while `like` is stopped.
+    pub fn at(dir: PathBuf, like: &Server) -> Self {
+        Self { dir, https_port: like.https_port, http_port: like.http_port, child: None }
+    }
+
     /// Run `outpost-server <args…> --dir DIR`.
     pub fn cmd(&self, args: &[&str]) -> Output {
         run(Command::new(bin("outpost-server")).args(args).arg("--dir").arg(&self.dir))

@@ -69,3 +69,10 @@ pub const MAX_VERSION_PARTS: usize = 8;
 /// past it, the name run least recently is forgotten. At the longest names
 /// and versions the record stays under [`MAX_RECORD_LEN`].
 pub const MAX_VERSION_LINES: usize = 512;
+/// Largest trust bundle accepted, in bytes (eight CAs of a few KiB each).
+pub const MAX_TRUST_LEN: usize = 64 * 1024;
+/// Most CA certificates in a trust bundle: a rollover needs two at a time.
+pub const MAX_TRUST_CAS: usize = 8;
+/// Most signing keys (and signatures) in a trust bundle: a rollover needs
+/// two at a time; retired keys stay listed a while so they stay retired.
+pub const MAX_TRUST_KEYS: usize = 8;

@@ -233,6 +233,20 @@ impl Manifest {
         Ok(m)
     }
 
+    /// [`Manifest::decode_verified`] with the first of `keys` that the
+    /// signature verifies with (the keys an agent trusts during a key
+    /// rollover, `engine::trust`); [`ManifestError::BadSignature`] if none.
+    pub fn decode_verified_any(bytes: &[u8], keys: &[[u8; 32]]) -> Result<Self, ManifestError> {
+        let mut got = Err(ManifestError::BadSignature);
+        for k in keys {
+            got = Self::decode_verified(bytes, k);
+            if got != Err(ManifestError::BadSignature) {
+                break;
+            }
+        }
+        got
+    }
+
     /// The archive size of a stored manifest, *without* checking its
     /// signature: for display only, never for decisions.
     pub fn decode_unverified_size(bytes: &[u8]) -> Option<u64> {
@@ -333,6 +347,9 @@ mod tests {
             assert!(Manifest::decode_verified(&b, &pk()).is_err(), "byte {i}");
         }
         assert_eq!(Manifest::decode_verified(&bytes, &[9; 32]), Err(ManifestError::BadSignature));
+        assert_eq!(Manifest::decode_verified_any(&bytes, &[[9; 32], pk()]), Ok(sample()), "any trusted key");
+        assert_eq!(Manifest::decode_verified_any(&bytes, &[[9; 32]]), Err(ManifestError::BadSignature));
+        assert_eq!(Manifest::decode_verified_any(&bytes, &[]), Err(ManifestError::BadSignature));
         for i in 0..bytes.len() {
             assert!(Manifest::decode_verified(&bytes[..i], &pk()).is_err());
         }

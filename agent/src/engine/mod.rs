@@ -29,4 +29,6 @@ pub mod proto;
 pub mod refetch;
 pub mod status;
 pub mod throttle;
+pub mod trust;
 pub mod version;
+pub mod x509;

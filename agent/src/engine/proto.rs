@@ -11,6 +11,8 @@
 //!                                      package id=… priority=… force=… info=… pack=…
 //!   POST /api/v1/report  outpost 1 / report id=<hex> package=<id> status=<code>
 //!                                  ◄── outpost 1 / ack id=<hex>
+//!   POST /api/v1/trust   (when the poll said `trust version=N`, N newer than held)
+//!                                  ◄── the signed trust bundle (`engine::trust`)
 //! ```
 //!
 //! After `outpost-server device rotate`, poll replies also carry
@@ -35,6 +37,8 @@ pub const HEADER: &str = "outpost 1";
 pub const POLL_PATH: &str = "/api/v1/poll";
 /// Path of the report request.
 pub const REPORT_PATH: &str = "/api/v1/report";
+/// Path of the trust bundle request (`engine::trust`).
+pub const TRUST_PATH: &str = "/api/v1/trust";
 /// Scheme of the `Authorization` header.
 pub const AUTH_SCHEME: &str = "Outpost";
 
@@ -67,6 +71,9 @@ pub struct PollReply {
     /// New credentials for this device (`device rotate`), sent with every
     /// reply until the device uses them: the `identity` record.
     pub identity: Option<Credentials>,
+    /// Version of the trust bundle the server publishes (`trust version=N`;
+    /// 0: none). An agent holding an older one fetches it from [`TRUST_PATH`].
+    pub trust_version: u64,
 }
 
 /// One status report, identified by `id` so the server can drop duplicates.
@@ -159,6 +166,9 @@ impl PollReply {
                 self.full_speed_windows.join(",")
             ));
         }
+        if self.trust_version > 0 {
+            s.push_str(&format!("trust version={}\n", self.trust_version));
+        }
         for o in &self.offers {
             s.push_str(&format!(
                 "package id={} priority={} force={} info={} pack={}\n",
@@ -194,6 +204,7 @@ impl PollReply {
                         return Err(ProtoError::BadField("windows"));
                     }
                 }
+                "trust" => reply.trust_version = num(&f, "version")?,
                 "package" => {
                     if reply.offers.len() >= MAX_POLL_PACKAGES {
                         return Err(ProtoError::TooLarge);
@@ -319,6 +330,7 @@ mod tests {
                 info_loc: "127.0.0.1:8443/download".into(),
                 pack_loc: "cdn.example:80/d".into()
             }],
+            trust_version: 3,
             ..Default::default()
         };
         let mut wire = r.encode();
@@ -368,6 +380,7 @@ mod tests {
         assert!(PollReply::decode(b"outpost 1\npackage id=x priority=1 force=0 info=a/b pack=a/b\n").is_err());
         assert!(PollReply::decode(b"outpost 1\npackage id=1 priority=1 force=0 info=http://a/b pack=a/b\n").is_err());
         assert!(PollReply::decode(b"outpost 1\nthrottle max_bandwidth=1 windows=25:00-01:00\n").is_err());
+        assert!(PollReply::decode(b"outpost 1\ntrust version=-1\n").is_err());
         assert!(decode_reports(b"outpost 1\nreport id=1 package=2 status=bad<code>\n").is_err());
         assert!(decode_reports(&[b'x'; MAX_CONTROL_LEN + 1]).is_err());
     }

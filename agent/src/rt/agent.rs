@@ -44,6 +44,7 @@ use crate::engine::status::StatusCode;
 mod drive;
 mod install;
 mod metadata;
+mod trust;
 use drive::Done;
 pub(crate) use install::verify_and_unpack;
 
@@ -83,6 +84,8 @@ pub enum AgentError {
     NoMetadata(u64),
     /// The device's credentials cannot be read, used or stored.
     Identity(IdentityError),
+    /// The server's trust bundle was refused (`engine::trust`).
+    Trust(crate::engine::trust::TrustError),
 }
 
 impl std::fmt::Display for AgentError {
@@ -104,6 +107,7 @@ impl std::fmt::Display for AgentError {
             Self::BadOcsReply(e) => write!(f, "bad reply: {e}"),
             Self::NoMetadata(id) => write!(f, "package {id}: an action came before its metadata"),
             Self::Identity(e) => write!(f, "device credentials: {e}"),
+            Self::Trust(e) => write!(f, "{e}"),
         }
     }
 }
@@ -198,7 +202,8 @@ pub struct Agent<E: Env = RealEnv> {
     env: E,
     /// The credentials requests present ([`crate::engine::identity`]).
     identity: Identity,
-    key: [u8; 32],
+    /// The CAs and signing keys trusted ([`crate::engine::trust`]).
+    trust: crate::engine::trust::Trust,
 }
 
 impl<E: Env> Agent<E> {
@@ -209,7 +214,8 @@ impl<E: Env> Agent<E> {
         env.set_identity(&identity.current.cert, &identity.current.key)
             .map_err(|e| AgentError::Env(EnvError::Tls(e)))?;
         let key = cfg.signing_key().map_err(|e| AgentError::Config(e.to_string()))?;
-        Ok(Self { cfg, store, env, identity, key })
+        let trust = trust::load(&cfg, &store, &mut env, key)?;
+        Ok(Self { cfg, store, env, identity, trust })
     }
 
     /// The state directory.
@@ -337,7 +343,9 @@ impl<E: Env> Agent<E> {
         self.recover_interrupted()?;
         self.flush_reports()?;
         let mut summary = RunSummary::default();
-        let mut offers = match self.poll() {
+        // The trust bundle before any package: one may be signed by a key it brings.
+        let polled = self.poll().and_then(|r| self.follow_trust(r.trust_version).map(|()| r));
+        let mut offers = match polled {
             Ok(r) => {
                 summary.poll_interval = Some(r.poll_interval);
                 let windows: Vec<_> =

@@ -85,6 +85,12 @@ pub trait Env {
     fn check_identity(&mut self, _cert: &[u8], _key: &[u8]) -> Result<(), http::Error> {
         Ok(())
     }
+    /// Trust the certificates in `ca_pem` for the server from now on (as
+    /// `server.ca_cert` does): the configured CA and those a trust bundle
+    /// brought (`agent/trust.rs`).
+    fn trust_cas(&mut self, _ca_pem: &str) -> Result<(), EnvError> {
+        Ok(())
+    }
 }
 
 /// GET a small body whole (an info file, a manifest): its status and bytes.
@@ -211,6 +217,11 @@ impl Env for RealEnv {
 
     fn check_identity(&mut self, cert: &[u8], key: &[u8]) -> Result<(), http::Error> {
         self.client.check_identity(cert, key)
+    }
+
+    fn trust_cas(&mut self, ca_pem: &str) -> Result<(), EnvError> {
+        self.client = self.client.trusting(ca_pem).map_err(EnvError::Tls)?;
+        Ok(())
     }
 }
 

@@ -42,7 +42,7 @@ pub use body::Body;
 pub use client::{Client, Response};
 pub use conn::PathInfo;
 pub use head::{Head, read_head};
-pub use pin::read_certificate;
+
 pub use url::Url;
 
 /// Largest response head accepted, status line and empty line included.

@@ -7,6 +7,7 @@
 //!                            (`rt/identity.rs`; secret and key, 0600)
 //!   versions                 Versions: each package name's highest version run
 //!   outbox/<report-id>       OutboxRecord: a report not yet acknowledged
+//!   trust                    the trust bundle last adopted (`engine::trust`), as the server signed it
 //!   packages/<ID>/record     PackageRecord: phase, verified fragments, status
 //!   packages/<ID>/info       the info file as fetched (verified via the manifest)
 //!   packages/<ID>/manifest   the signed manifest as fetched
@@ -85,6 +86,15 @@ impl StoreError {
 
 fn io_at(p: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     move |e| StoreError::Io(p.to_owned(), e)
+}
+
+/// The bytes of the file `p`, `None` if absent (never through a link).
+fn read_optional(p: PathBuf) -> Result<Option<Vec<u8>>, StoreError> {
+    match read_nofollow(&p) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::Io(p, e)),
+    }
 }
 
 /// Create the directory `d` (mode 0700) unless it exists.
@@ -222,6 +232,17 @@ impl Store {
         Ok(ids)
     }
 
+    /// The trust bundle last adopted, as stored (`None`: none yet).
+    pub fn trust_bundle(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        read_optional(self.root.join("trust"))
+    }
+
+    /// Store a verified trust bundle durably, before it is used.
+    pub fn put_trust_bundle(&self, bytes: &[u8]) -> Result<(), StoreError> {
+        let p = self.root.join("trust");
+        write_atomic(&p, bytes).map_err(io_at(&p))
+    }
+
     /// Write a file of a package durably (info, manifest).
     pub fn put_package_file(&self, id: u64, name: &str, data: &[u8]) -> Result<(), StoreError> {
         let dir = self.package_dir(id);
@@ -232,12 +253,7 @@ impl Store {
 
     /// Read a file of a package, `None` if absent.
     pub fn package_file(&self, id: u64, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let p = self.package_dir(id).join(name);
-        match read_nofollow(&p) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StoreError::Io(p, e)),
-        }
+        read_optional(self.package_dir(id).join(name))
     }
 
     /// Remove the cached payload of a package (fragments, unpack tree),

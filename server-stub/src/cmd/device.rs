@@ -16,7 +16,6 @@ use outpost_server::agent_config;
 use outpost_server::config::ServerConfig;
 use outpost_server::db::Change;
 use outpost_server::pki::{self, DeviceCert};
-use outpost_server::servercert;
 use ring::rand::SecureRandom;
 
 use super::open_db;
@@ -58,7 +57,8 @@ pub fn add(a: DeviceAddArgs) -> Result<(), String> {
         return Err(format!("device id {id:?}: use 1-128 of A-Za-z0-9._-"));
     }
     let cfg = ServerConfig::load(&dir)?;
-    let ca = servercert::anchors_pem(&dir)?;
+    // During a CA rollover, both CAs: the device works before and after the switch.
+    let ca = outpost_server::rollover::agent_ca_pem(&dir)?;
     let public = pki::signing_public_hex(&dir)?;
     let secret = new_secret()?;
     let mut db = open_db(&dir)?;

@@ -7,6 +7,7 @@ pub mod assign;
 pub mod device;
 pub mod init;
 pub mod package;
+pub mod rollover;
 pub mod tls;
 
 use std::path::Path;

@@ -53,7 +53,8 @@ impl<E: Env> Agent<E> {
                 (got.pop().unwrap_or_default(), manifest)
             }
         };
-        let manifest = match Manifest::decode_verified(&manifest_bytes, &self.key) {
+        let now = self.env.unix_time();
+        let manifest = match Manifest::decode_verified_any(&manifest_bytes, &self.trust.keys(now)) {
             Ok(m) => m,
             Err(e) => {
                 log::error!(target: "outpost", "package {id}: {e}; refusing it");
@@ -62,7 +63,6 @@ impl<E: Env> Agent<E> {
         };
         // Only a fresh manifest is judged: a download accepted while its
         // manifest was valid is not cut off halfway.
-        let now = self.env.unix_time();
         if fresh && manifest.is_expired(now) {
             log::error!(target: "outpost", "package {id}: its signed manifest expired at {}; refusing it (the server may renew it with package resign)", manifest.expires.unwrap_or(0));
             return Ok(Err(MetadataError::Final(StatusCode::ErrExpired)));

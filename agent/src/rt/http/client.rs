@@ -29,6 +29,9 @@ type Idle = Arc<Mutex<Option<(String, Instant, BufReader<Conn>, Option<usize>)>>
 #[derive(Clone)]
 pub struct Client {
     tls: Arc<RwLock<Arc<ClientConfig>>>,
+    /// The client certificate and key presented (`set_identity`), kept for
+    /// [`Client::trusting`].
+    identity: Arc<RwLock<Option<(Vec<u8>, Vec<u8>)>>>,
     provider: Arc<CryptoProvider>,
     verifier: Arc<Verifier>,
     timeouts: Timeouts,
@@ -59,6 +62,7 @@ impl Client {
         let cfg = tls_config(&provider, &verifier, None)?;
         Ok(Self {
             tls: Arc::new(RwLock::new(cfg)),
+            identity: Arc::default(),
             provider,
             verifier,
             timeouts: Timeouts { connect: connect_timeout, io: io_timeout },
@@ -75,6 +79,8 @@ impl Client {
         let pair = (!cert.is_empty()).then_some((cert, key));
         let cfg = tls_config(&self.provider, &self.verifier, pair)?;
         *self.tls.write().map_err(|_| Error::Tls("TLS configuration lock poisoned".into()))? = cfg;
+        *self.identity.write().map_err(|_| Error::Tls("TLS configuration lock poisoned".into()))? =
+            pair.map(|(c, k)| (c.to_vec(), k.to_vec()));
         if let Ok(mut idle) = self.idle.lock() {
             *idle = None;
         }
@@ -89,6 +95,18 @@ impl Client {
             return Ok(());
         }
         tls_config(&self.provider, &self.verifier, Some((cert, key))).map(drop)
+    }
+
+    /// A client like this one (its timeouts, its client certificate)
+    /// trusting the certificates in `ca_pem` instead: the configured CA and
+    /// those a trust bundle brought.
+    pub fn trusting(&self, ca_pem: &str) -> Result<Self, Error> {
+        let c = Self::new(ca_pem, self.timeouts.connect, self.timeouts.io)?;
+        let identity = self.identity.read().map_err(|_| Error::Tls("TLS configuration lock poisoned".into()))?.clone();
+        if let Some((cert, key)) = identity {
+            c.set_identity(&cert, &key)?;
+        }
+        Ok(c)
     }
 
     /// Send a request and read the response head. `headers` are extra

@@ -41,7 +41,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use crate::engine::civil;
+use crate::engine::x509::Tbs;
 
 /// The agent's server certificate verifier: webpki's, then the pins. (What
 /// rustls's `WebPkiServerVerifier` does, without its revocation lists: its
@@ -148,143 +148,6 @@ fn check_pinned(
     }
 }
 
-/// What the pin checks read from a certificate's TBSCertificate (RFC 5280
-/// 4.1): the validity period in Unix seconds, the subject's last common
-/// name, whether a subjectAltName extension is present.
-#[derive(Debug, PartialEq)]
-struct Tbs<'a> {
-    not_before: u64,
-    not_after: u64,
-    common_name: Option<&'a [u8]>,
-    has_san: bool,
-}
-
-/// What the pin checks read of a certificate in DER: its validity period
-/// (Unix seconds), whether it has a subjectAltName, and its (last) common
-/// name; `None` when it cannot be read. Public for the `pin_cert` fuzz
-/// target (`agent/fuzz`): a server's certificate is read by this code
-/// before anything about it is trusted.
-#[doc(hidden)]
-pub fn read_certificate(der: &[u8]) -> Option<(u64, u64, bool, Option<&[u8]>)> {
-    Tbs::parse(der).map(|t| (t.not_before, t.not_after, t.has_san, t.common_name))
-}
-
-/// DER tags met on the way.
-const SEQUENCE: u8 = 0x30;
-const SET: u8 = 0x31;
-const OID: u8 = 0x06;
-const UTC_TIME: u8 = 0x17;
-const GENERALIZED_TIME: u8 = 0x18;
-const VERSION: u8 = 0xa0;
-const EXTENSIONS: u8 = 0xa3;
-/// id-at-commonName, id-ce-subjectAltName (contents of the OIDs).
-const CN: &[u8] = &[0x55, 0x04, 0x03];
-const SAN: &[u8] = &[0x55, 0x1d, 0x11];
-
-/// Split one DER TLV off `b`: `(tag, contents, rest)`. Low tag numbers and
-/// definite lengths of at most four bytes only (all a certificate uses).
-fn tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, b) = b.split_first()?;
-    if tag & 0x1f == 0x1f {
-        return None;
-    }
-    let (&first, mut b) = b.split_first()?;
-    let len = match first {
-        0..=0x7f => usize::from(first),
-        0x81..=0x84 => {
-            let n = usize::from(first & 0x7f);
-            let (bytes, rest) = b.split_at_checked(n)?;
-            b = rest;
-            bytes.iter().fold(0usize, |a, &x| (a << 8) | usize::from(x))
-        }
-        _ => return None,
-    };
-    let (contents, rest) = b.split_at_checked(len)?;
-    Some((tag, contents, rest))
-}
-
-/// Split a TLV with tag `want` off `b`: `(contents, rest)`.
-fn expect(b: &[u8], want: u8) -> Option<(&[u8], &[u8])> {
-    let (tag, contents, rest) = tlv(b)?;
-    (tag == want).then_some((contents, rest))
-}
-
-/// A UTCTime (`YYMMDDHHMMSSZ`, years 1950 to 2049) or GeneralizedTime
-/// (`YYYYMMDDHHMMSSZ`) as Unix seconds (0 for a time before 1970).
-fn time(b: &[u8]) -> Option<(u64, &[u8])> {
-    let (tag, t, rest) = tlv(b)?;
-    let (digits, century) = match (tag, t.len()) {
-        (UTC_TIME, 13) => (&t[..12], None),
-        (GENERALIZED_TIME, 15) => (&t[..14], Some(())),
-        _ => return None,
-    };
-    if t.last() != Some(&b'Z') || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let n = |i: usize| u32::from(digits[i] - b'0') * 10 + u32::from(digits[i + 1] - b'0');
-    let (year, at) = match century {
-        None if n(0) >= 50 => (1900 + n(0), 2),
-        None => (2000 + n(0), 2),
-        Some(()) => (n(0) * 100 + n(2), 4),
-    };
-    if year < 1970 {
-        return Some((0, rest));
-    }
-    let secs = civil::unix([year, n(at), n(at + 2), n(at + 4), n(at + 6), n(at + 8)])?;
-    Some((secs, rest))
-}
-
-impl<'a> Tbs<'a> {
-    fn parse(der: &'a [u8]) -> Option<Self> {
-        let (cert, _) = expect(der, SEQUENCE)?;
-        let (tbs, _) = expect(cert, SEQUENCE)?;
-        let mut b = tbs;
-        if let Some((_, rest)) = expect(b, VERSION) {
-            b = rest;
-        }
-        let (_serial, b) = expect(b, 0x02)?;
-        let (_signature, b) = expect(b, SEQUENCE)?;
-        let (_issuer, b) = expect(b, SEQUENCE)?;
-        let (validity, b) = expect(b, SEQUENCE)?;
-        let (not_before, v) = time(validity)?;
-        let (not_after, _) = time(v)?;
-        let (subject, b) = expect(b, SEQUENCE)?;
-        let (_spki, mut b) = expect(b, SEQUENCE)?;
-
-        let mut common_name = None;
-        let mut rdns = subject;
-        while !rdns.is_empty() {
-            let (set, rest) = expect(rdns, SET)?;
-            rdns = rest;
-            let mut atvs = set;
-            while !atvs.is_empty() {
-                let (atv, rest) = expect(atvs, SEQUENCE)?;
-                atvs = rest;
-                let (oid, value) = expect(atv, OID)?;
-                if oid == CN {
-                    common_name = Some(tlv(value)?.1);
-                }
-            }
-        }
-
-        // Unique identifiers ([1], [2]) may come before the extensions ([3]).
-        let mut has_san = false;
-        while let Some((tag, contents, rest)) = tlv(b) {
-            b = rest;
-            if tag != EXTENSIONS {
-                continue;
-            }
-            let (mut exts, _) = expect(contents, SEQUENCE)?;
-            while !exts.is_empty() {
-                let (ext, rest) = expect(exts, SEQUENCE)?;
-                exts = rest;
-                has_san |= expect(ext, OID)?.0 == SAN;
-            }
-        }
-        Some(Self { not_before, not_after, common_name, has_san })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,10 +193,15 @@ mod tests {
         // notBefore=Dec 2 13:57:05 2026 GMT (UTCTime), notAfter=Nov 8 13:57:05 2126 GMT (GeneralizedTime).
         assert_eq!((t.not_before, t.not_after), (1_796_219_825, 4_949_819_825));
         assert_eq!((t.common_name, t.has_san), (Some(&b"127.0.0.1"[..]), true));
+        assert_eq!(t.alt_names().collect::<Vec<_>>(), [crate::engine::x509::AltName::Ip(&[127, 0, 0, 1])]);
         let cn = der(CN_ONLY);
         let t = Tbs::parse(&cn).unwrap();
         assert_eq!((t.not_before, t.not_after), (1_796_219_826, 1_859_291_826));
         assert_eq!((t.common_name, t.has_san), (Some(&b"ocs.example.org"[..]), false));
+        assert_eq!(t.alt_names().count(), 0);
+        let san = der(SAN_AND_CN);
+        let t = Tbs::parse(&san).map(|t| t.alt_names().collect::<Vec<_>>());
+        assert_eq!(t, Some(vec![crate::engine::x509::AltName::Dns("other.example.org")]));
         for cut in [0, 1, 10, ip.len() / 2, ip.len() - 1] {
             assert_eq!(Tbs::parse(&ip[..cut]), None, "cut at {cut}");
         }
