@@ -31,13 +31,16 @@ pub struct Client {
     tls: Arc<RwLock<Arc<ClientConfig>>>,
     /// The client certificate and key presented (`set_identity`), kept for
     /// [`Client::trusting`].
-    identity: Arc<RwLock<Option<(Vec<u8>, Vec<u8>)>>>,
+    identity: Arc<RwLock<Option<CertAndKey>>>,
     provider: Arc<CryptoProvider>,
     verifier: Arc<Verifier>,
     timeouts: Timeouts,
     user_agent: String,
     idle: Idle,
 }
+
+/// A client certificate and its private key (PKCS#8), both DER.
+type CertAndKey = (Vec<u8>, Vec<u8>);
 
 /// The last byte a `Range: bytes=A-B` request asks for (`B`).
 fn asked_last(headers: &[(&str, &str)]) -> Option<u64> {
