@@ -149,6 +149,7 @@ fn kill_nine(protocol: Protocol) {
     let mut rng: u64 = 0x1234_5678_9abc_def1;
     let mut kills = 0;
     let mut cached = 0u64;
+    let mut grew = 0;
     while kills < 12 {
         let mut child = Command::new(bin("outpost-agent"))
             .arg("--config")
@@ -179,13 +180,20 @@ fn kill_nine(protocol: Protocol) {
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         kills += 1;
-        // `status` shows what is held durably: growing, never more than was sent.
+        // `status` shows what is held durably: never less than before, never
+        // more than was sent. (It may stand still across one kill: what was
+        // sent since the last one can sit in the socket buffers, or refill
+        // the part past the last checkpoint, when the kill comes soon.)
         let held = cached_bytes(&cfg, id);
         let sent = link.body_bytes.load(Ordering::SeqCst);
-        assert!(held > cached && held <= sent, "status shows {held} bytes cached after {cached}; {sent} were sent");
+        assert!(held >= cached && held <= sent, "status shows {held} bytes cached after {cached}; {sent} were sent");
+        if held > cached {
+            grew += 1;
+        }
         cached = held;
     }
     assert!(kills >= 10, "only {kills} kills before the download completed");
+    assert!(grew * 2 >= kills, "the cache grew across only {grew} of {kills} kills");
 
     let o = outpost_tests::agent(&cfg, &["run", "--once"], &[]);
     assert!(o.status.success(), "{}", text(&o));
