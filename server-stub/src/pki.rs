@@ -148,22 +148,30 @@ pub fn issue_device_cert(dir: &Path, device: &str) -> Result<Option<DeviceCert>,
 }
 
 /// The verifier of client certificates: a certificate presented must chain
-/// to one in `DIR/tls/ca-cert.pem` and its holder must prove its key; a
-/// client may also present none (OCS agents, older agents; whether the
-/// control API then refuses it is `[security] require_client_cert`).
+/// to the CA (`DIR/tls/ca-cert.pem`, or during and after a CA rollover the
+/// previous and the next one, `tls/ca-old-cert.pem` and `tls/ca-next-cert.pem`,
+/// so that devices keep their certificates across it) and its holder must
+/// prove its key; a client may also present none (OCS agents, older agents;
+/// whether the control API then refuses it is `[security] require_client_cert`).
 pub fn client_verifier(dir: &Path) -> Result<Arc<dyn ClientCertVerifier>, String> {
-    let p = dir.join("tls/ca-cert.pem");
-    let pem = fs::read(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
     let mut roots = RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut &pem[..]) {
-        let c: CertificateDer<'static> = c.map_err(|e| format!("{}: {e}", p.display()))?;
-        roots.add(c).map_err(|e| format!("{}: {e}", p.display()))?;
+    for name in ["tls/ca-cert.pem", "tls/ca-old-cert.pem", "tls/ca-next-cert.pem"] {
+        let p = dir.join(name);
+        let pem = match fs::read(&p) {
+            Ok(pem) => pem,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && name != "tls/ca-cert.pem" => continue,
+            Err(e) => return Err(format!("cannot read {}: {e}", p.display())),
+        };
+        for c in rustls_pemfile::certs(&mut &pem[..]) {
+            let c: CertificateDer<'static> = c.map_err(|e| format!("{}: {e}", p.display()))?;
+            roots.add(c).map_err(|e| format!("{}: {e}", p.display()))?;
+        }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
         .allow_unauthenticated()
         .build()
-        .map_err(|e| format!("{}: {e}", p.display()))
+        .map_err(|e| format!("client certificate verifier: {e}"))
 }
 
 /// Create the package-signing key `DIR/keys/signing.pk8` (PKCS#8, 0600, in `keys/` 0700).
