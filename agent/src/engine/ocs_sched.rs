@@ -135,15 +135,14 @@ impl Scheduler {
 
     fn fill_cycle(&mut self) {
         let len = self.period_length();
-        let mut zero: Vec<&Entry> = self.entries.iter().filter(|e| e.priority == 0).collect();
-        zero.sort_by_key(|e| e.id);
-        let mut rest: Vec<&Entry> = self
+        let mut due: Vec<&Entry> = self
             .entries
             .iter()
-            .filter(|e| e.priority > 0 && self.cycle.is_multiple_of(u32::from(e.priority).min(len)))
+            .filter(|e| e.priority == 0 || self.cycle.is_multiple_of(u32::from(e.priority).min(len)))
             .collect();
-        rest.sort_by_key(|e| (e.priority, e.id));
-        self.queue = zero.into_iter().chain(rest).map(|e| e.id).collect();
+        // Priority 0 first, then by priority and id; ids are unique, so the unstable sort is exact.
+        due.sort_unstable_by_key(|e| (e.priority, e.id));
+        self.queue = due.into_iter().map(|e| e.id).collect();
     }
 
     /// The next step at wall time `now` (seconds since 1970).
