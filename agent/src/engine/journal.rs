@@ -194,8 +194,25 @@ impl<'de> Deserialize<'de> for PackageRecord {
 /// Packages installed on this device (never run again unless forced).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryRecord {
-    /// Package ids.
+    /// Package ids, oldest first.
     pub ids: Vec<u64>,
+}
+
+impl HistoryRecord {
+    /// Add `id` (once); past [`MAX_HISTORY_IDS`] the oldest ids go, so the
+    /// record always fits [`super::limits::MAX_RECORD_LEN`]. `false` when
+    /// `id` was there already (nothing to write).
+    ///
+    /// [`MAX_HISTORY_IDS`]: super::limits::MAX_HISTORY_IDS
+    pub fn add(&mut self, id: u64) -> bool {
+        if self.ids.contains(&id) {
+            return false;
+        }
+        self.ids.push(id);
+        let over = self.ids.len().saturating_sub(super::limits::MAX_HISTORY_IDS);
+        self.ids.drain(..over);
+        true
+    }
 }
 
 /// A status report not yet acknowledged by the server.
@@ -211,6 +228,20 @@ pub struct OutboxRecord {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_history_keeps_the_newest_ids_and_always_fits_a_record() {
+        use crate::engine::limits::{MAX_HISTORY_IDS, MAX_RECORD_LEN};
+        let mut h = HistoryRecord::default();
+        for id in 0..(MAX_HISTORY_IDS as u64 + 10) {
+            assert!(h.add(u64::MAX - id), "a new id is added");
+        }
+        assert!(!h.add(u64::MAX - 20), "an id it holds is not added twice");
+        assert_eq!(h.ids.len(), MAX_HISTORY_IDS);
+        assert_eq!(h.ids[0], u64::MAX - 10, "the oldest ten are forgotten");
+        // The longest ids (ten bytes each in postcard) still make a record.
+        assert!(encode(kind::HISTORY, &h).unwrap().len() <= MAX_RECORD_LEN);
+    }
+
     use super::*;
 
     fn rec() -> PackageRecord {

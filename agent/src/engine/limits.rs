@@ -69,6 +69,11 @@ pub const MAX_VERSION_PARTS: usize = 8;
 /// past it, the name run least recently is forgotten. At the longest names
 /// and versions the record stays under [`MAX_RECORD_LEN`].
 pub const MAX_VERSION_LINES: usize = 512;
+/// Package ids the history of installed packages keeps (`STATE/history`):
+/// past it, the oldest is forgotten (a forgotten package offered again,
+/// unforced, would run again; servers do not offer a package that reported
+/// success). At ten bytes an id the record stays under [`MAX_RECORD_LEN`].
+pub const MAX_HISTORY_IDS: usize = 4096;
 /// Largest trust bundle accepted, in bytes (eight CAs of a few KiB each).
 pub const MAX_TRUST_LEN: usize = 64 * 1024;
 /// Most CA certificates in a trust bundle: a rollover needs two at a time.

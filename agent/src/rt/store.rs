@@ -187,8 +187,7 @@ impl Store {
     /// Add `id` to the history.
     pub fn add_history(&self, id: u64) -> Result<(), StoreError> {
         let mut h = self.history()?;
-        if !h.ids.contains(&id) {
-            h.ids.push(id);
+        if h.add(id) {
             self.write_record(&self.root.join("history"), kind::HISTORY, &h)?;
         }
         Ok(())
