@@ -19,7 +19,6 @@
 
 use std::fs;
 use std::io;
-use std::net::IpAddr;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
@@ -27,12 +26,13 @@ use outpost_agent::engine::civil;
 use outpost_agent::engine::digest::hex;
 use outpost_agent::engine::limits::{MAX_TRUST_CAS, MAX_TRUST_KEYS};
 use outpost_agent::engine::trust::{Bundle, Signature, TrustedCa, TrustedKey};
-use outpost_agent::engine::x509::{AltName, Tbs};
+use outpost_agent::engine::x509::Tbs;
 use outpost_hal::linux::{sync_dir, write_atomic};
-use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType};
+use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 
 use crate::pki::write_private;
+use crate::servercert;
 use crate::time::unix_now;
 
 /// The published bundle, under DIR.
@@ -46,6 +46,8 @@ const NEXT_CA: (&str, &str) = ("tls/ca-next-cert.pem", "tls/ca-next-key.pem");
 const CA: (&str, &str) = ("tls/ca-cert.pem", "tls/ca-key.pem");
 /// The CA before the last switch, under DIR.
 const OLD_CA: (&str, &str) = ("tls/ca-old-cert.pem", "tls/ca-old-key.pem");
+/// The chain above the previous CA, if it was an intermediate.
+const OLD_CHAIN: &str = "tls/ca-old-chain.pem";
 
 fn at(p: &Path) -> impl Fn(io::Error) -> String + '_ {
     move |e| format!("{}: {e}", p.display())
@@ -74,7 +76,7 @@ pub fn agent_ca_pem(dir: &Path) -> Result<String, String> {
     let pems: Vec<String> = cas.into_iter().filter(|c| now < c.until).map(|c| c.pem).collect();
     if pems.is_empty() {
         // The root alone for an intermediate CA (`init --ca-chain`).
-        return crate::servercert::anchors_pem(dir);
+        return servercert::anchors_pem(dir);
     }
     Ok(pems.join("\n"))
 }
@@ -287,9 +289,13 @@ fn staged_is_published(dir: &Path, cert_path: &Path) -> Result<bool, String> {
 }
 
 /// `ca switch`: issue the server a certificate from the staged CA, for the
-/// names of the one it has, and make that CA the one in use. Refused unless
-/// the published bundle lists the staged CA (agents could learn it). The
-/// running `serve` presents the new certificate once restarted.
+/// names of the one it has and as long a lifetime, and make that CA the one
+/// in use (the previous one becomes `tls/ca-old-*`, and a chain above it,
+/// `--ca-chain`, `tls/ca-old-chain.pem`: the new CA is a root). Refused
+/// unless the published bundle lists the staged CA (agents could learn it).
+/// The certificate is issued, checked and put in place by
+/// [`crate::servercert`] under its lock, as a renewal is; a running `serve`
+/// picks it up by itself.
 pub fn switch_ca(dir: &Path) -> Result<Vec<String>, String> {
     let (cert_path, key_path) = (dir.join(NEXT_CA.0), dir.join(NEXT_CA.1));
     if !cert_path.exists() {
@@ -298,56 +304,20 @@ pub fn switch_ca(dir: &Path) -> Result<Vec<String>, String> {
     if !staged_is_published(dir, &cert_path)? {
         return Err(format!("{} is not in the published trust bundle; run `ca rotate` again", cert_path.display()));
     }
-    let (_, next_der) = certs_of(&cert_path)?.into_iter().next().ok_or("no staged CA")?;
-    let ca_key_pem = fs::read_to_string(&key_path).map_err(at(&key_path))?;
-    let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(rcgen_err)?;
-    let ca_tbs = Tbs::parse(&next_der).ok_or("the staged CA cannot be read")?;
-    let cn = ca_tbs.common_name.and_then(|c| std::str::from_utf8(c).ok()).unwrap_or_default();
-    // The same subject, key and key identifier as the staged CA: what a leaf names as its issuer.
-    let issuer = ca_params(cn, ca_tbs.not_before, ca_tbs.not_after).self_signed(&ca_key).map_err(rcgen_err)?;
-
-    let leaf_path = dir.join("tls/server-cert.pem");
-    let (_, leaf_der) = certs_of(&leaf_path)?.into_iter().next().ok_or("no server certificate")?;
-    let leaf = Tbs::parse(&leaf_der).ok_or("tls/server-cert.pem cannot be read")?;
-    let names: Vec<String> = leaf
-        .alt_names()
-        .map(|n| match n {
-            AltName::Dns(d) => d.to_string(),
-            AltName::Ip(ip) => match <[u8; 4]>::try_from(ip) {
-                Ok(v4) => IpAddr::from(v4).to_string(),
-                Err(_) => <[u8; 16]>::try_from(ip).map(|v6| IpAddr::from(v6).to_string()).unwrap_or_default(),
-            },
-        })
-        .collect();
-    if names.is_empty() {
-        return Err("tls/server-cert.pem names no host (no subjectAltName)".into());
-    }
-    let mut params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, names[0].clone());
-    params.distinguished_name = dn;
-    params.subject_alt_names = names
-        .iter()
-        .map(|s| match s.parse::<IpAddr>() {
-            Ok(ip) => Ok(SanType::IpAddress(ip)),
-            Err(_) => s.clone().try_into().map(SanType::DnsName).map_err(rcgen_err),
-        })
-        .collect::<Result<_, _>>()?;
-    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
     let now = unix_now();
-    set_validity(&mut params, now.saturating_sub(86_400), ca_tbs.not_after.min(leaf.not_after.max(now + 365 * 86_400)));
-    let key = KeyPair::generate().map_err(rcgen_err)?;
-    let cert = params.signed_by(&key, &issuer, &ca_key).map_err(rcgen_err)?;
-
-    let tls = dir.join("tls");
-    let w = |name: &str, data: String| {
-        let p = tls.join(name);
-        write_atomic(&p, data.as_bytes()).map_err(at(&p))
-    };
-    w("server-key.pem", key.serialize_pem())?;
-    w("server-cert.pem", cert.pem())?;
+    let next = servercert::Ca::from_files(&cert_path, &key_path, None, now).map_err(|e| e.to_string())?;
+    let _lock = servercert::lock(dir, true)?;
+    servercert::recover(dir)?;
+    let (certs, _) = servercert::read_pair(dir)?;
+    let current = servercert::Leaf::read(&certs[0]).map_err(|e| format!("{}: {e}", servercert::CERT))?;
+    if current.sans.is_empty() {
+        return Err(format!("{} names no host (no subjectAltName)", servercert::CERT));
+    }
+    let span = current.not_after.saturating_sub(current.not_before);
+    let issued = servercert::issue(&next, &current.sans, span, now)?;
+    servercert::write(dir, &issued)?;
     // The CA key may be offline: only what is here moves.
-    for (from, to) in [(CA.0, OLD_CA.0), (CA.1, OLD_CA.1)] {
+    for (from, to) in [(CA.0, OLD_CA.0), (CA.1, OLD_CA.1), (servercert::CA_CHAIN, OLD_CHAIN)] {
         let from = dir.join(from);
         if from.exists() {
             fs::rename(&from, dir.join(to)).map_err(at(&from))?;
@@ -355,12 +325,16 @@ pub fn switch_ca(dir: &Path) -> Result<Vec<String>, String> {
     }
     fs::rename(&cert_path, dir.join(CA.0)).map_err(at(&cert_path))?;
     fs::rename(&key_path, dir.join(CA.1)).map_err(at(&key_path))?;
+    let tls = dir.join("tls");
     sync_dir(&tls).map_err(at(&tls))?;
-    Ok(names)
+    Ok(current.sans.iter().map(ToString::to_string).collect())
 }
 
 #[cfg(test)]
 mod tests {
+    use outpost_agent::engine::x509::AltName;
+    use rcgen::SanType;
+
     use super::*;
     use outpost_agent::engine::trust::Trust;
 
