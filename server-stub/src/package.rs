@@ -73,7 +73,15 @@ pub fn resign(dir: &Path, id: u64, valid_days: u32) -> Result<u64, String> {
     public.copy_from_slice(ring::signature::KeyPair::public_key(&key).as_ref());
     let path = dir.join("download").join(id.to_string()).join("manifest");
     let bytes = fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut m = Manifest::decode_verified(&bytes, &public).map_err(|e| format!("{}: {e}", path.display()))?;
+    // Signed by the current key, or (after `keys rotate`) by one the
+    // published trust bundle lists: it is re-signed with the current key.
+    let mut keys = vec![public];
+    if let Some(b) = crate::rollover::published(dir)
+        && let Ok((bundle, _, _)) = outpost_agent::engine::trust::Bundle::decode(&b)
+    {
+        keys.extend(bundle.keys.iter().map(|k| k.public));
+    }
+    let mut m = Manifest::decode_verified_any(&bytes, &keys).map_err(|e| format!("{}: {e}", path.display()))?;
     if m.unpacked.is_none() {
         return Err(format!("package {id} was built before manifests could expire; add it again"));
     }

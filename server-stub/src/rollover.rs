@@ -294,8 +294,8 @@ fn staged_is_published(dir: &Path, cert_path: &Path) -> Result<bool, String> {
 /// `--ca-chain`, `tls/ca-old-chain.pem`: the new CA is a root). Refused
 /// unless the published bundle lists the staged CA (agents could learn it).
 /// The certificate is issued, checked and put in place by
-/// [`crate::servercert`] under its lock, as a renewal is; a running `serve`
-/// picks it up by itself.
+/// [`crate::servercert`] under its lock, as a renewal is. Restart `serve`
+/// afterwards: its client-certificate verifier reads the CAs at start.
 pub fn switch_ca(dir: &Path) -> Result<Vec<String>, String> {
     let (cert_path, key_path) = (dir.join(NEXT_CA.0), dir.join(NEXT_CA.1));
     if !cert_path.exists() {

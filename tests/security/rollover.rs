@@ -168,6 +168,8 @@ fn packages_signed_by_the_old_or_the_new_key_verify_during_the_overlap() {
         assert_eq!(srv.status_of(by_new, d), "SUCCESS", "{d}: {}", text(&o));
         assert!(stderr(&o).contains("trust bundle version 1 adopted"), "{d}: {}", text(&o));
     }
+    // A package signed by the old key can still be re-signed (renewed), now by the new one.
+    ok(&srv.cmd(&["package", "resign", "--id", &by_old.to_string(), "--valid-days", "30"]));
 }
 
 #[test]

@@ -17,9 +17,10 @@
 //! - its version is above the one held: an older bundle (a replay) is
 //!   refused, so a retired key or CA cannot come back.
 //!
-//! What the agent trusts then ([`Trust::keys`], [`Trust::cas`]): the
-//! configured key, unless the bundle retires it (lists it with an end that
-//! has passed), and every key of the bundle until its end; the configured
+//! What the agent trusts then ([`Trust::keys`], [`Trust::cas`]): exactly
+//! the keys of the bundle held, each until its end (the configured key only
+//! while no bundle is held, so a key retired and later dropped from the
+//! list never comes back); the configured
 //! CA, and every CA of the bundle until its end (the certificate's own).
 
 use alloc::string::String;
@@ -192,14 +193,15 @@ impl Trust {
     }
 
     /// The signing keys trusted at `now` (seconds since 1970 UTC).
+    ///
+    /// The configured key only while no bundle is held; once one is, the
+    /// bundle says it all (every server bundle lists the key it signs
+    /// packages with): a key it retired, or dropped from its list after
+    /// retiring it, is never trusted again.
     pub fn keys(&self, now: u64) -> Vec<[u8; 32]> {
-        let listed = self.held.as_ref().map_or(&[][..], |b| &b.keys[..]);
+        let Some(held) = &self.held else { return alloc::vec![self.config_key] };
         let live = |k: &&TrustedKey| k.until.is_none_or(|u| now < u);
-        let mut out: Vec<[u8; 32]> = listed.iter().filter(live).map(|k| k.public).collect();
-        if !listed.iter().any(|k| k.public == self.config_key) {
-            out.push(self.config_key);
-        }
-        out
+        held.keys.iter().filter(live).map(|k| k.public).collect()
     }
 
     /// The PEM of the learned CAs still trusted at `now` (the configured CA
@@ -314,12 +316,18 @@ mod tests {
     }
 
     #[test]
-    fn the_configured_key_stays_trusted_unless_the_bundle_retires_it() {
+    fn the_configured_key_is_trusted_until_a_bundle_says_otherwise_and_never_again_once_dropped() {
         let mut t = Trust::new(public(1), None);
-        t.adopt(bundle(1, &[(2, None)]));
-        assert_eq!(t.keys(0), alloc::vec![public(2), public(1)]);
+        t.adopt(bundle(1, &[(1, None), (2, None)]));
+        assert_eq!(t.keys(0), alloc::vec![public(1), public(2)]);
         t.adopt(bundle(2, &[(1, Some(10)), (2, None)]));
-        assert_eq!(t.keys(10), alloc::vec![public(2)]);
+        assert_eq!(t.keys(10), alloc::vec![public(2)], "retired at its end");
+        // A later bundle no longer lists the retired key (the server's
+        // list is bounded): it does not come back as the configured key.
+        t.adopt(bundle(3, &[(2, None), (3, None)]));
+        assert_eq!(t.keys(10), alloc::vec![public(2), public(3)]);
+        let rogue = signed_by(&bundle(4, &[(1, None)]), &[1]);
+        assert!(t.verify(&rogue, 10).is_err(), "the dropped key vouches for nothing");
     }
 
     #[test]

@@ -74,13 +74,15 @@ pub fn add(a: DeviceAddArgs) -> Result<(), String> {
     }
     let text = agent_config::render(&agent)?;
     // Write the file before registering, so a failure leaves no orphan device.
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&out)
-        .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    // A new file only (O_EXCL: never an existing file or a link someone
+    // planted there, which would keep its owner and could be read).
+    let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&out).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            format!("{} already exists; give a new path (it holds a device's secret)", out.display())
+        } else {
+            format!("cannot write {}: {e}", out.display())
+        }
+    })?;
     f.set_permissions(fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
     f.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
     f.sync_all().map_err(|e| e.to_string())?;

@@ -247,7 +247,9 @@ pub fn lock(dir: &Path, exclusive: bool) -> Result<File, String> {
 }
 
 fn write_synced(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
-    let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(path)?;
+    // A new file (O_EXCL: no leftover keeps its mode, no link is followed);
+    // [`recover`] has removed what a replacement cut short left.
+    let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(path)?;
     f.write_all(data)?;
     f.sync_all()
 }

@@ -27,13 +27,14 @@ fn ca_pem(cfg: &Config, trust: &Trust, now: u64) -> String {
 /// by an earlier run (the state directory is the agent's own, checked at
 /// open: what it holds was verified when it came), its CAs given to `env`.
 /// A stored bundle that no longer decodes, or whose CAs make no client, is
-/// set aside with a warning.
+/// an error (fail closed, as a damaged versions record is): falling back to
+/// the configuration alone would trust again a key the bundle retired.
 pub(super) fn load<E: Env>(cfg: &Config, store: &Store, env: &mut E, key: [u8; 32]) -> Result<Trust, AgentError> {
     let held = match store.trust_bundle()?.map(|b| Bundle::decode(&b).map(|(b, _, _)| b)) {
         Some(Ok(b)) => b,
         Some(Err(e)) => {
-            log::warn!(target: "outpost", "{}/trust: {e}; trusting the configuration only", store.root().display());
-            return Ok(Trust::new(key, None));
+            log::error!(target: "outpost", "{}/trust: {e}; refusing to fall back to the configuration alone, which would trust again what the bundle retired (remove the file to do so knowingly)", store.root().display());
+            return Err(AgentError::Trust(e));
         }
         None => return Ok(Trust::new(key, None)),
     };
@@ -42,13 +43,8 @@ pub(super) fn load<E: Env>(cfg: &Config, store: &Store, env: &mut E, key: [u8; 3
     if trust.cas(now).next().is_none() {
         return Ok(trust);
     }
-    match env.trust_cas(&ca_pem(cfg, &trust, now)) {
-        Ok(()) => Ok(trust),
-        Err(e) => {
-            log::warn!(target: "outpost", "the CAs of the trust bundle held are unusable ({e}); trusting the configuration only");
-            Ok(Trust::new(key, None))
-        }
-    }
+    env.trust_cas(&ca_pem(cfg, &trust, now)).map_err(AgentError::Env)?;
+    Ok(trust)
 }
 
 impl<E: Env> Agent<E> {
