@@ -19,30 +19,13 @@ use outpost_agent::rt::config::Config;
 use outpost_agent::rt::env::{BodySink, Env, GetError};
 use outpost_agent::rt::http::Url;
 use outpost_hal::notify::{Answer, Notice};
-use outpost_tests::{Member, TempDir, random_bytes, targz};
+use outpost_tests::{Fault, Member, TempDir, random_bytes, targz};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 
 /// Package id in these tests.
 const ID: u64 = 7;
 /// Bytes handed to the agent at a time.
 const CHUNK: usize = 16 * 1024;
-
-/// One scripted misbehaviour of the fragment server, used once, in order.
-#[derive(Debug, Clone, Copy)]
-enum Fault {
-    /// Answer this status with no body.
-    Status(u16),
-    /// Ignore Range: 200 with the whole fragment.
-    IgnoreRange,
-    /// 206 with a Content-Range 10 bytes past what was asked.
-    WrongContentRange,
-    /// Send this many body bytes, then end the response cleanly.
-    Truncate(usize),
-    /// The link breaks after this many body bytes.
-    LinkDown(usize),
-    /// Flip the byte at this offset of the body.
-    Corrupt(usize),
-}
 
 /// The server, the network and the clock, all in one.
 struct Sim {

@@ -13,7 +13,7 @@ use outpost_agent::engine::manifest::Manifest;
 use outpost_hal::ErrorKind;
 use outpost_hal::sim::{LinkFault, SimBlocks, SimClock, SimLink, TransferEnd};
 use outpost_hal::time::{Clock, Instant};
-use outpost_tests::random_bytes;
+use outpost_tests::{Fault, random_bytes};
 
 /// Bytes the network hands the engine at a time.
 const CHUNK: usize = 16 * 1024;
@@ -40,23 +40,6 @@ fn layout(kind: Kind, data: &[u8], frag: usize) -> Layout {
 
 fn open(disk: &mut SimBlocks, l: &Layout, checkpoint_bytes: u64) -> Download {
     Download::open_layout(disk, l.clone(), checkpoint_bytes).unwrap()
-}
-
-/// One scripted misbehaviour of the server (or the link), used once.
-#[derive(Debug, Clone, Copy)]
-enum Fault {
-    /// Answer this status with no body.
-    Status(u16),
-    /// Ignore Range: 200 with the whole fragment.
-    IgnoreRange,
-    /// 206 with a Content-Range that starts 10 bytes after what was asked.
-    WrongContentRange,
-    /// Send only this many body bytes, then end the response cleanly (short body).
-    Truncate(usize),
-    /// The link goes down after this many body bytes (transfer error).
-    LinkDown(usize),
-    /// Flip one byte at this offset of the body.
-    Corrupt(usize),
 }
 
 struct Server {

@@ -513,3 +513,22 @@ pub fn nginx_bin() -> PathBuf {
     });
     find().expect("nginx is installed")
 }
+
+/// One scripted misbehaviour of a simulated fragment server (or its link),
+/// used once, in order: the faults `tests/sim_download.rs` (the download
+/// engine) and `tests/outpost_mode.rs` (the production agent loop) inject.
+#[derive(Debug, Clone, Copy)]
+pub enum Fault {
+    /// Answer this status with no body.
+    Status(u16),
+    /// Ignore Range: 200 with the whole fragment.
+    IgnoreRange,
+    /// 206 with a Content-Range that starts 10 bytes after what was asked.
+    WrongContentRange,
+    /// Send only this many body bytes, then end the response cleanly (short body).
+    Truncate(usize),
+    /// The link goes down after this many body bytes (transfer error).
+    LinkDown(usize),
+    /// Flip one byte at this offset of the body.
+    Corrupt(usize),
+}
