@@ -64,7 +64,8 @@ pub fn create_ca(dir: &Path) -> Result<(), String> {
     let err = |e: rcgen::Error| format!("certificate generation failed: {e}");
 
     let ca_key = KeyPair::generate().map_err(err)?;
-    let ca_cert = ca_params().self_signed(&ca_key).map_err(err)?;
+    // 2024-01-01 to 2049-12-31.
+    let ca_cert = ca_params("Outpost server CA", 1_704_067_200, 2_524_521_600).self_signed(&ca_key).map_err(err)?;
 
     let w = |name: &str, data: String, private: bool| {
         let p = tls.join(name);
@@ -79,15 +80,19 @@ pub fn create_ca(dir: &Path) -> Result<(), String> {
 /// The parameters of the CA `init` makes. Client certificates are signed
 /// by whatever CA `tls/` holds (this one or an existing one given to
 /// `init`), through [`servercert::Ca`].
-fn ca_params() -> CertificateParams {
+pub(crate) fn ca_params(cn: &str, not_before: u64, not_after: u64) -> CertificateParams {
     let mut ca = CertificateParams::default();
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, "Outpost server CA");
+    dn.push(DnType::CommonName, cn);
     ca.distinguished_name = dn;
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    ca.not_before = rcgen::date_time_ymd(2024, 1, 1);
-    ca.not_after = rcgen::date_time_ymd(2049, 12, 31);
+    let date = |secs| {
+        let [y, m, d, ..] = outpost_agent::engine::civil::civil(secs);
+        rcgen::date_time_ymd(y as i32, m as u8, d as u8)
+    };
+    ca.not_before = date(not_before);
+    ca.not_after = date(not_after);
     ca
 }
 

@@ -28,10 +28,10 @@ use outpost_agent::engine::limits::{MAX_TRUST_CAS, MAX_TRUST_KEYS};
 use outpost_agent::engine::trust::{Bundle, Signature, TrustedCa, TrustedKey};
 use outpost_agent::engine::x509::Tbs;
 use outpost_hal::linux::{sync_dir, write_atomic};
-use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose};
+use rcgen::KeyPair;
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 
-use crate::pki::write_private;
+use crate::pki::{self, write_private};
 use crate::servercert;
 use crate::time::unix_now;
 
@@ -222,29 +222,6 @@ pub fn rotate_key(dir: &Path, overlap_days: u32) -> Result<(String, u64), String
     Ok((hex(&new_pub), version))
 }
 
-/// Set the validity of `p`: from the day of `not_before` to the day of
-/// `not_after` (Unix seconds; rcgen takes dates).
-fn set_validity(p: &mut CertificateParams, not_before: u64, not_after: u64) {
-    let date = |secs| {
-        let [y, m, d, ..] = civil::civil(secs);
-        rcgen::date_time_ymd(y as i32, m as u8, d as u8)
-    };
-    p.not_before = date(not_before);
-    p.not_after = date(not_after);
-}
-
-/// The parameters of a CA named `cn` (what `init` makes, dated as asked).
-fn ca_params(cn: &str, not_before: u64, not_after: u64) -> CertificateParams {
-    let mut ca = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, cn);
-    ca.distinguished_name = dn;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    set_validity(&mut ca, not_before, not_after);
-    ca
-}
-
 fn rcgen_err(e: rcgen::Error) -> String {
     format!("certificate generation failed: {e}")
 }
@@ -271,7 +248,7 @@ pub fn rotate_ca(dir: &Path, years: u32) -> Result<(PathBuf, u64), String> {
     let cn = format!("Outpost server CA {y:04}-{m:02}-{d:02}");
     let key = KeyPair::generate().map_err(rcgen_err)?;
     let end = now + u64::from(years) * 365 * 86_400;
-    let cert = ca_params(&cn, now.saturating_sub(86_400), end).self_signed(&key).map_err(rcgen_err)?;
+    let cert = pki::ca_params(&cn, now.saturating_sub(86_400), end).self_signed(&key).map_err(rcgen_err)?;
     let mut next = prev.clone();
     next.cas.push(trusted_ca(cert.pem(), cert.der(), &cert_path)?);
     // The key first: a cert without its key would be a CA nobody can use.
@@ -333,7 +310,7 @@ pub fn switch_ca(dir: &Path) -> Result<Vec<String>, String> {
 #[cfg(test)]
 mod tests {
     use outpost_agent::engine::x509::AltName;
-    use rcgen::SanType;
+    use rcgen::{CertificateParams, SanType};
 
     use super::*;
     use outpost_agent::engine::trust::Trust;
@@ -342,8 +319,8 @@ mod tests {
     fn rotations_publish_newer_bundles_that_the_keys_agents_hold_vouch_for() {
         let dir = std::env::temp_dir().join(format!("outpost-rollover-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
-        crate::pki::create_tls(&dir, &["127.0.0.1".into()]).unwrap();
-        crate::pki::create_signing_key(&dir).unwrap();
+        pki::create_tls(&dir, &["127.0.0.1".into()]).unwrap();
+        pki::create_signing_key(&dir).unwrap();
         let key = |d: &Path| public_of(&load_key(&d.join(SIGNING_KEY)).unwrap());
         let k0 = key(&dir);
         assert_eq!((published_version(&dir), agent_ca_pem(&dir).unwrap().matches("BEGIN").count()), (0, 1));
@@ -384,7 +361,7 @@ mod tests {
     #[test]
     fn the_names_of_a_certificate_made_here_are_read_back() {
         let key = KeyPair::generate().unwrap();
-        let ca = ca_params("test CA", 1_700_000_000, 1_900_000_000).self_signed(&key).unwrap();
+        let ca = pki::ca_params("test CA", 1_700_000_000, 1_900_000_000).self_signed(&key).unwrap();
         let mut leaf = CertificateParams::new(vec!["a.example".into()]).unwrap();
         leaf.subject_alt_names.push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
         leaf.subject_alt_names.push(SanType::IpAddress("::1".parse().unwrap()));
