@@ -46,8 +46,11 @@ use crate::servercert::live::{self, Live};
 use crate::stall::StallLimit;
 use outpost_agent::engine::manifest::sha256;
 
-/// Most threads running the connection tasks (TLS, reading, writing): at
-/// least two, so that no one connection's work holds up all the others.
+/// Most threads running the connection tasks (TLS, reading, writing): one
+/// per core the process may run on (its CPU affinity), up to this. One is
+/// enough on one core: requests are handled on the blocking pool, so no one
+/// connection's work holds up the others, and a second executor thread on
+/// the same core only adds context switches to the sendfile path.
 const MAX_EXECUTOR_THREADS: usize = 4;
 
 /// Shared server state.
@@ -127,7 +130,7 @@ pub fn run(dir: &Path) -> Result<(), String> {
 
     let ex = Arc::new(Executor::new());
     let (stop, stopped) = smol::channel::bounded::<()>(1);
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, MAX_EXECUTOR_THREADS);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, MAX_EXECUTOR_THREADS);
     let mut helpers = Vec::new();
     for i in 1..threads {
         let (ex, stopped) = (ex.clone(), stopped.clone());
