@@ -12,7 +12,7 @@ use outpost_agent::engine::manifest::sha256;
 use outpost_agent::engine::proto::{self, Offer, PollReply};
 
 use crate::access::Origin;
-use crate::db::{Presented, Verdict};
+use crate::db::{Presented, ReportRow, Verdict};
 use crate::http::{self, Body, RangeAnswer, Request, Response};
 use crate::lockout::Scope;
 use crate::pki::Fingerprint;
@@ -234,23 +234,48 @@ fn report(state: &State, req: &Request, peer: IpAddr, cert: Option<Fingerprint>)
         Ok(r) => r,
         Err(e) => return Response::text(400, e.to_string()),
     };
-    let Ok(mut db) = state.db.lock() else {
-        return Response::text(500, "database lock poisoned");
+    let rows: Vec<ReportRow> = reports
+        .iter()
+        .map(|r| ReportRow {
+            device: device.to_string(),
+            report_id: hex(&r.id.to_be_bytes()),
+            package: r.package,
+            status: r.status.to_string(),
+        })
+        .collect();
+    let changed = match state.reports.submit(rows, |batch| commit_reports(state, batch)) {
+        Some(Ok(changed)) => changed,
+        Some(Err(e)) => {
+            log::error!(target: "outpost", "database: {e}");
+            return Response::text(500, "database error");
+        }
+        None => return Response::text(500, "database error"),
     };
     let mut acks = Vec::new();
-    for r in &reports {
-        match db.report(device, &hex(&r.id.to_be_bytes()), r.package, &r.status.to_string()) {
-            Ok(changed) => {
-                if changed {
-                    log::info!(target: "outpost", "device {device}: package {} -> {}", r.package, r.status);
-                }
-                acks.push(r.id);
-            }
-            Err(e) => {
-                log::error!(target: "outpost", "database: {e}");
-                return Response::text(500, "database error");
-            }
+    for (r, changed) in reports.iter().zip(changed) {
+        if changed {
+            log::info!(target: "outpost", "device {device}: package {} -> {}", r.package, r.status);
         }
+        acks.push(r.id);
     }
     Response::text(200, proto::encode_acks(&acks))
+}
+
+/// Record the reports of several requests in one transaction (one fsync;
+/// see [`crate::group_commit`]): each request's answer is whether each of
+/// its reports changed something, or the database error, which fails them
+/// all (nothing was recorded; the agents send them again).
+fn commit_reports(state: &State, batch: Vec<Vec<ReportRow>>) -> Vec<Result<Vec<bool>, String>> {
+    let all: Vec<ReportRow> = batch.iter().flatten().cloned().collect();
+    let result = match state.db.lock() {
+        Ok(mut db) => db.report_all(&all).map_err(|e| e.to_string()),
+        Err(_) => Err("database lock poisoned".to_string()),
+    };
+    match result {
+        Ok(changed) => {
+            let mut changed = changed.into_iter();
+            batch.iter().map(|rows| Ok(changed.by_ref().take(rows.len()).collect())).collect()
+        }
+        Err(e) => batch.iter().map(|_| Err(e.clone())).collect(),
+    }
 }

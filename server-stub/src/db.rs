@@ -16,9 +16,11 @@ use crate::time::now_rfc3339;
 mod credentials;
 mod evict;
 mod guard;
+mod reports;
 
 pub use credentials::{Change, Presented, Refusal, Verdict};
 pub use guard::{BlockRow, Failure, OcsLimits, Registration};
+pub use reports::ReportRow;
 
 /// Devices registered with `device add` (they authenticate with a secret).
 pub const KIND_OUTPOST: &str = "outpost";
@@ -302,24 +304,6 @@ impl Db {
         tx.execute("UPDATE devices SET last_seen = ?1 WHERE id = ?2", params![now, device])?;
         tx.commit()?;
         Ok(out)
-    }
-
-    /// Apply a status report unless its id was seen before. Returns whether
-    /// it changed anything. Reports for unassigned packages are dropped.
-    pub fn report(&mut self, device: &str, report_id: &str, package: u64, status: &str) -> DbResult<bool> {
-        let tx = self.conn.transaction()?;
-        let now = now_rfc3339();
-        let fresh = tx.execute(
-            "INSERT OR IGNORE INTO reports(device, report_id, received) VALUES (?1, ?2, ?3)",
-            params![device, report_id, now],
-        )?;
-        let changed = fresh > 0
-            && tx.execute(
-                "UPDATE assignments SET status = ?1, updated = ?2, force = 0 WHERE device = ?3 AND package = ?4",
-                params![status, now, device, package as i64],
-            )? > 0;
-        tx.commit()?;
-        Ok(changed)
     }
 
     /// Every assignment, optionally of one package.

@@ -23,6 +23,7 @@ pub mod ct;
 pub mod db;
 pub mod faillog;
 pub mod files;
+pub mod group_commit;
 pub mod http;
 pub mod limits;
 pub mod lockout;

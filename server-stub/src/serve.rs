@@ -53,6 +53,10 @@ use outpost_agent::engine::manifest::sha256;
 /// the same core only adds context switches to the sendfile path.
 const MAX_EXECUTOR_THREADS: usize = 4;
 
+/// Reports of several requests, committed together: each request's rows,
+/// answered with whether each changed something (or the database error).
+pub type ReportCommit = crate::group_commit::GroupCommit<Vec<crate::db::ReportRow>, Result<Vec<bool>, String>>;
+
 /// Shared server state.
 pub struct State {
     /// The server directory.
@@ -61,6 +65,8 @@ pub struct State {
     pub cfg: ServerConfig,
     /// The database (short critical sections only).
     pub db: Mutex<Db>,
+    /// Reports waiting for, or in, a group commit ([`crate::group_commit`]).
+    pub reports: ReportCommit,
     /// Authentication failures logged per client, at most a line a minute.
     pub failure_log: crate::faillog::FailureLog,
     /// The server certificate, renewed and reloaded while serving.
@@ -115,6 +121,7 @@ pub fn run(dir: &Path) -> Result<(), String> {
         dir: dir.to_owned(),
         cfg: cfg.clone(),
         db: Mutex::new(db),
+        reports: ReportCommit::default(),
         failure_log: crate::faillog::FailureLog::default(),
         cert,
         gate,
