@@ -135,6 +135,9 @@ impl Db {
         }
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // Every statement of the hot paths (authentication, poll, report,
+        // the fragment route's package lookup) is prepared once and reused.
+        conn.set_prepared_statement_cache_capacity(64);
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -233,7 +236,8 @@ impl Db {
     /// Whether package `id` was published with its fragments over HTTPS
     /// only (`PROTO=HTTPS`); `false` for an unknown one.
     pub fn package_is_https(&self, id: u64) -> DbResult<bool> {
-        let q = self.conn.query_row("SELECT https FROM packages WHERE id = ?1", [id as i64], |r| r.get(0));
+        let q =
+            self.conn.prepare_cached("SELECT https FROM packages WHERE id = ?1")?.query_row([id as i64], |r| r.get(0));
         Ok(q.optional()?.unwrap_or(false))
     }
 
@@ -287,9 +291,9 @@ impl Db {
     fn poll_in(&mut self, device: &str) -> DbResult<Vec<Pending>> {
         let tx = self.conn.transaction()?;
         let now = now_rfc3339();
-        tx.execute(POLL_IN_HISTORY, params![now, device, WAITING, NOTIFIED])?;
+        tx.prepare_cached(POLL_IN_HISTORY)?.execute(params![now, device, WAITING, NOTIFIED])?;
         let out = {
-            let mut st = tx.prepare(POLL_PENDING)?;
+            let mut st = tx.prepare_cached(POLL_PENDING)?;
             st.query_map(params![device, WAITING, NOTIFIED], |r| {
                 Ok(Pending {
                     package: r.get::<_, i64>(0)? as u64,
@@ -300,8 +304,8 @@ impl Db {
             })?
             .collect::<DbResult<Vec<_>>>()?
         };
-        tx.execute(POLL_NOTIFY, params![NOTIFIED, now, device, WAITING])?;
-        tx.execute("UPDATE devices SET last_seen = ?1 WHERE id = ?2", params![now, device])?;
+        tx.prepare_cached(POLL_NOTIFY)?.execute(params![NOTIFIED, now, device, WAITING])?;
+        tx.prepare_cached("UPDATE devices SET last_seen = ?1 WHERE id = ?2")?.execute(params![now, device])?;
         tx.commit()?;
         Ok(out)
     }

@@ -139,18 +139,16 @@ impl Db {
         let tx = self.conn.transaction()?;
         type Row = (Option<Vec<u8>>, Option<Vec<u8>>, bool);
         let row: Option<Row> = tx
-            .query_row(
+            .prepare_cached(
                 "SELECT d.secret_sha256, c.cert_sha256, r.device IS NOT NULL FROM devices d
                  LEFT JOIN device_certs c ON c.device = d.id LEFT JOIN revoked_devices r ON r.device = d.id
                  WHERE d.id = ?1 AND d.kind = ?2",
-                params![device, KIND_OUTPOST],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
+            )?
+            .query_row(params![device, KIND_OUTPOST], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()?;
         let staged: Option<(Vec<u8>, Vec<u8>)> = tx
-            .query_row("SELECT secret_sha256, cert FROM rotations WHERE device = ?1", [device], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .prepare_cached("SELECT secret_sha256, cert FROM rotations WHERE device = ?1")?
+            .query_row([device], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         let (current, current_cert, revoked) = row.unwrap_or((None, None, false));
         // Both comparisons, whatever exists: the same work for every claim.
@@ -209,9 +207,8 @@ impl Db {
     /// The credentials staged for `device`, if any: what its poll replies carry.
     pub fn staged_rotation(&self, device: &str) -> DbResult<Option<Credentials>> {
         self.conn
-            .query_row("SELECT secret, cert, key FROM rotations WHERE device = ?1", [device], |r| {
-                Ok(Credentials { secret: r.get(0)?, cert: r.get(1)?, key: r.get(2)? })
-            })
+            .prepare_cached("SELECT secret, cert, key FROM rotations WHERE device = ?1")?
+            .query_row([device], |r| Ok(Credentials { secret: r.get(0)?, cert: r.get(1)?, key: r.get(2)? }))
             .optional()
     }
 

@@ -131,19 +131,18 @@ fn to_u(v: i64) -> u64 {
 
 fn read_counter(conn: &Connection, client: &str, scope: &str, identity: &str) -> DbResult<(Counter, u64, bool)> {
     let row = conn
-        .query_row(
+        .prepare_cached(
             "SELECT failures, window_start, blocked_until, last_success FROM auth_counters
              WHERE client = ?1 AND scope = ?2 AND identity = ?3",
-            params![client, scope, identity],
-            |r| {
-                let c = Counter {
-                    failures: u32::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
-                    window_start: to_u(r.get(1)?),
-                    blocked_until: to_u(r.get(2)?),
-                };
-                Ok((c, to_u(r.get(3)?)))
-            },
-        )
+        )?
+        .query_row(params![client, scope, identity], |r| {
+            let c = Counter {
+                failures: u32::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                window_start: to_u(r.get(1)?),
+                blocked_until: to_u(r.get(2)?),
+            };
+            Ok((c, to_u(r.get(3)?)))
+        })
         .optional()?;
     Ok(row.map_or_else(|| (Counter::default(), 0, false), |(c, s)| (c, s, true)))
 }
