@@ -226,7 +226,13 @@ impl Db {
         let stale = now >= last_success.saturating_add(lockout::TRUST_REFRESH_SECS);
         if !existed || claim.failures > 0 || stale {
             let cleared = Counter { failures: 0, window_start: 0, blocked_until: claim.blocked_until };
-            write_counter(&self.conn, (&c, scope.as_str(), identity), &cleared, now)?;
+            // Losing this row to a power cut costs nothing (the next success
+            // writes it again), so its commit does not wait for an fsync:
+            // else every device's first poll of the day would.
+            self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+            let written = write_counter(&self.conn, (&c, scope.as_str(), identity), &cleared, now);
+            self.conn.pragma_update(None, "synchronous", "FULL")?;
+            written?;
         }
         Ok(())
     }
