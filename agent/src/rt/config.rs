@@ -115,7 +115,7 @@ impl Config {
 
     /// Parse and check configuration text.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let c: Self = toml::from_str(text).map_err(|e| ConfigError::Parse(e.message().to_string()))?;
+        let c: Self = toml::from_str(text).map_err(|e| ConfigError::Parse(parse_error(text, &e)))?;
         c.pace()?;
         match c.server.protocol {
             Protocol::Outpost => {
@@ -198,6 +198,17 @@ impl Config {
     }
 }
 
+/// A TOML error's message, after the line it points at when it points at one.
+fn parse_error(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(at) => {
+            let before = text.as_bytes().get(..at.start).unwrap_or(text.as_bytes());
+            format!("line {}: {}", before.iter().filter(|&&b| b == b'\n').count() + 1, e.message())
+        }
+        None => e.message().to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,6 +232,8 @@ state_dir = "/tmp/x"
         assert!(Config::parse(&GOOD.replace("state_dir", "state_dri")).is_err());
         assert!(Config::parse(&GOOD.replace("\"0000", "\"zz00")).is_err());
         assert!(Config::parse("not toml [").is_err());
+        let dup = Config::parse(&GOOD.replace("secret = \"s\"", "secret = \"s\"\nsecret = \"t\"")).unwrap_err();
+        assert_eq!(dup.to_string(), "invalid config: line 6: duplicate key", "the line of the second key");
         assert!(Config::parse(&GOOD.replace("secret = \"s\"", "")).is_err(), "outpost needs a secret");
         let paced = format!("{GOOD}[download]\nmax_bandwidth = 1000\nfull_speed_windows = [\"18:00-07:00\"]\n");
         assert_eq!(Config::parse(&paced).unwrap().pace().unwrap().windows.len(), 1);

@@ -67,7 +67,11 @@ pub(crate) trait Front {
 
 /// Perform `d`'s actions through `front` until it finishes or stops for
 /// this turn. `timeout`: the action's execution timeout.
-pub(crate) fn drive<F: Front>(front: &mut F, d: &mut Deployment, timeout: Duration) -> Result<Stop, AgentError> {
+pub(crate) fn drive<E: Env>(
+    front: &mut dyn Front<E = E>,
+    d: &mut Deployment,
+    timeout: Duration,
+) -> Result<Stop, AgentError> {
     let id = front.id();
     loop {
         if let Some(rec) = d.poll_record() {
