@@ -194,6 +194,7 @@ fn poll(state: &State, req: &Request, peer: IpAddr, cert: Option<Fingerprint>) -
             })
             .collect(),
         identity,
+        depots: Vec::new(),
     };
     if reply.identity.is_some() {
         log::info!(target: "outpost", "device {device}: sent its new credentials (device rotate)");
