@@ -14,10 +14,12 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::time::now_rfc3339;
 
 mod credentials;
+mod depots;
 mod evict;
 mod guard;
 
 pub use credentials::{Change, Presented, Refusal, Verdict};
+pub use depots::Depot;
 pub use guard::{BlockRow, Failure, OcsLimits, Registration};
 
 /// Devices registered with `device add` (they authenticate with a secret).
@@ -140,6 +142,7 @@ impl Db {
         conn.execute_batch(guard::SCHEMA)?;
         conn.execute_batch(evict::SCHEMA)?;
         conn.execute_batch(credentials::SCHEMA)?;
+        conn.execute_batch(depots::SCHEMA)?;
         Ok(Self { conn, failures: guard::FailureCounts::default() })
     }
 
