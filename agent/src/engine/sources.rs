@@ -194,6 +194,8 @@ mod tests {
     fn an_unreachable_source_is_skipped_from_the_start() {
         let mut s = Sources::new(["dead/o", "live/o"]);
         s.handle_probe(0, t(0), None);
+        assert!(s.is_demoted(0, t(0)));
+        assert_eq!(s.poll_source(t(0)), Some(1), "not even tried, before one probed faster");
         s.handle_probe(1, t(0), Some(50 * MS));
         assert_eq!(s.poll_source(t(0)), Some(1));
     }

@@ -130,12 +130,12 @@ impl<E: Env> Front for Package<'_, E> {
             let now = env.now();
             src.handle_transfer(i, now, dl.have().saturating_sub(have), now.saturating_duration_since(start), ok);
             f = got;
-            if !matches!(f, Fetched::Failed(_) | Fetched::BadLocation(_))
-                || src.poll_source(now).is_none_or(|j| src.is_demoted(j, now))
-            {
+            let Some(j) = src.poll_source(now).filter(|j| !ok && !src.is_demoted(*j, now)) else { break };
+            let (id, at) = (offer.id, dl.have());
+            log::warn!(target: "outpost", "package {id}: {} failed at byte {at}; going on from {}", src.loc(i), src.loc(j));
+            if !matches!(f, Fetched::Failed(_) | Fetched::BadLocation(_)) {
                 break;
             }
-            log::warn!(target: "outpost", "package {}: {} failed; going on from another source", offer.id, src.loc(i));
         }
         if let Fetched::Progress(Some(n)) = f {
             log::info!(target: "outpost", "package {}: fragment {n}/{} verified", offer.id, info.frags);
