@@ -76,7 +76,7 @@ fn relay(upstream: u16, meter: Arc<Meter>, kill_at: u64, killed: Arc<AtomicBool>
                     }
                     let now = meter.served.fetch_add(n as u64, Ordering::SeqCst) + n as u64;
                     if armed && now >= kill_at && !killed.swap(true, Ordering::SeqCst) {
-                        // SAFETY-free: a signal to the nginx this test started.
+                        // The nginx this test started, and no other process.
                         let _ = std::process::Command::new("kill").args(["-KILL", &meter.pid.to_string()]).status();
                         break;
                     }
