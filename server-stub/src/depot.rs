@@ -62,14 +62,15 @@ impl fmt::Display for SyncError {
 
 impl std::error::Error for SyncError {}
 
-/// Copy `download` (`DIR/download`) into `to`: every package directory and
-/// its files. A file already there with the same size and SHA-256 is
+/// Copy `download` (`DIR/download`) into `to`: every package directory
+/// (but those `private` names: packages published with `--proto https`,
+/// whose fragments are for TLS only) and its files. A file already there with the same size and SHA-256 is
 /// skipped; any other is written beside its place, synced and renamed
 /// over it, so a web server never serves half a file. Links and other
 /// special files are skipped.
-pub fn sync(download: &Path, to: &Path) -> Result<Synced, SyncError> {
+pub fn sync(download: &Path, to: &Path, private: &dyn Fn(&str) -> bool) -> Result<Synced, SyncError> {
     let mut out = Synced::default();
-    copy_dir(download, to, 0, &mut out)?;
+    copy_dir(download, to, private, 0, &mut out)?;
     Ok(out)
 }
 
@@ -77,15 +78,24 @@ fn err(p: &Path) -> impl FnOnce(io::Error) -> SyncError + '_ {
     move |e| SyncError(p.to_path_buf(), e)
 }
 
-fn copy_dir(from: &Path, to: &Path, depth: u8, out: &mut Synced) -> Result<(), SyncError> {
+fn copy_dir(
+    from: &Path,
+    to: &Path,
+    private: &dyn Fn(&str) -> bool,
+    depth: u8,
+    out: &mut Synced,
+) -> Result<(), SyncError> {
     fs::create_dir_all(to).map_err(err(to))?;
     let mut entries: Vec<_> = fs::read_dir(from).map_err(err(from))?.collect::<Result<_, _>>().map_err(err(from))?;
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let (src, dst) = (e.path(), to.join(e.file_name()));
         let kind = e.file_type().map_err(err(&src))?;
+        if kind.is_dir() && depth == 0 && private(&e.file_name().to_string_lossy()) {
+            continue;
+        }
         if kind.is_dir() && depth < 2 {
-            copy_dir(&src, &dst, depth + 1, out)?;
+            copy_dir(&src, &dst, private, depth + 1, out)?;
         } else if kind.is_file() && !e.file_name().to_string_lossy().ends_with(TMP) {
             if same_file(&src, &dst).map_err(err(&src))? {
                 out.same += 1;
@@ -164,14 +174,18 @@ mod tests {
         fs::write(src.join("17/17-1"), b"first fragment").unwrap();
         fs::write(src.join("17/17-2"), b"second").unwrap();
         fs::write(src.join("17/info"), b"<DOWNLOAD/>").unwrap();
-        let s = sync(&src, &dst).unwrap();
+        fs::create_dir_all(src.join("19")).unwrap();
+        fs::write(src.join("19/19-1"), b"for TLS only").unwrap();
+        let https_only = |name: &str| name == "19";
+        let s = sync(&src, &dst, &https_only).unwrap();
         assert_eq!((s.copied, s.same), (3, 0));
+        assert!(!dst.join("19").exists(), "a --proto https package stays off plain HTTP");
         assert_eq!(fs::read(dst.join("17/17-1")).unwrap(), b"first fragment");
         // A changed file (same size) and a new package: only those are copied.
         fs::write(dst.join("17/17-2"), b"SECOND").unwrap();
         fs::create_dir_all(src.join("18")).unwrap();
         fs::write(src.join("18/18-1"), b"x").unwrap();
-        let s = sync(&src, &dst).unwrap();
+        let s = sync(&src, &dst, &https_only).unwrap();
         assert_eq!((s.copied, s.same), (2, 2), "{s:?}");
         assert_eq!(fs::read(dst.join("17/17-2")).unwrap(), b"second");
         assert!(!dst.join(format!("17/17-2{TMP}")).exists());
