@@ -12,10 +12,13 @@
 //! ```
 //!
 //! The choice: sources demoted after a failure or stall sit out a backoff
-//! (1 s doubling to 5 min); among the others, each not yet measured serves
-//! once, in order of connect time; then the highest throughput (EWMA of
-//! transfers of at least [`MIN_SAMPLE`] bytes) serves. When every source is
-//! demoted, the one back soonest is given (the lifecycle paces its tries).
+//! (1 s doubling to 5 min). Among the others, connect time comes first: only
+//! the *near* ones, within twice the lowest connect time (plus
+//! [`NEAR_SLACK`]), serve, so a branch office's depot keeps fragments off
+//! the WAN while it works. Among those, each not yet measured serves once, in
+//! order of connect time; then the highest throughput (EWMA of transfers of
+//! at least [`MIN_SAMPLE`] bytes) serves. When every source is demoted, the
+//! one back soonest is given (the lifecycle paces its tries).
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -29,6 +32,9 @@ use super::limits::MAX_DEPOTS;
 pub const MAX_SOURCES: usize = MAX_DEPOTS + 1;
 /// Fewest bytes a transfer must carry to count as a throughput sample.
 pub const MIN_SAMPLE: u64 = 64 * 1024;
+/// Connect times this close to the lowest count as near, whatever the ratio
+/// (on a LAN they are all noise).
+pub const NEAR_SLACK: Duration = Duration::from_millis(2);
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
@@ -117,17 +123,13 @@ impl Sources {
 
     /// The source to fetch from at `now` (`None` only when there is none).
     pub fn poll_source(&self, now: Instant) -> Option<usize> {
-        let usable = |s: &&Source| s.until <= now;
-        let unmeasured = self
-            .list
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| usable(s) && s.rate.is_none())
-            .min_by_key(|(_, s)| s.connect.unwrap_or(Duration::MAX));
-        let fastest = || {
-            // max_by_key keeps the last of equals: reverse to prefer the first.
-            self.list.iter().enumerate().rev().filter(|(_, s)| usable(s)).max_by_key(|(_, s)| s.rate)
-        };
+        let connect = |s: &Source| s.connect.unwrap_or_default();
+        let usable = || self.list.iter().enumerate().filter(move |(_, s)| s.until <= now);
+        let nearest = usable().map(|(_, s)| connect(s)).min();
+        let near = |s: &Source| nearest.is_some_and(|m| connect(s) <= m.saturating_mul(2).saturating_add(NEAR_SLACK));
+        let unmeasured = usable().filter(|(_, s)| near(s) && s.rate.is_none()).min_by_key(|(_, s)| connect(s));
+        // max_by_key keeps the last of equals: reverse to prefer the first.
+        let fastest = || usable().rev().filter(|(_, s)| near(s)).max_by_key(|(_, s)| s.rate);
         let back_soonest = || self.list.iter().enumerate().min_by_key(|(_, s)| s.until);
         unmeasured.or_else(fastest).or_else(back_soonest).map(|(i, _)| i)
     }
@@ -153,19 +155,23 @@ mod tests {
     fn the_nearest_is_tried_first_then_the_fastest_serves() {
         let mut s = Sources::new(["branch/o", "cdn/o", "central/o", "branch/o"]);
         assert_eq!(s.len(), 3, "duplicates dropped");
-        s.handle_probe(0, t(0), Some(30 * MS));
+        s.handle_probe(0, t(0), Some(12 * MS));
         s.handle_probe(1, t(0), Some(5 * MS));
         s.handle_probe(2, t(0), Some(80 * MS));
         assert_eq!(s.poll_source(t(0)), Some(1), "lowest connect time first");
         s.handle_transfer(1, t(1), 4 * MIB, Duration::from_secs(4), true); // 1 MiB/s
-        assert_eq!(s.poll_source(t(1)), Some(0), "then the next not yet measured");
+        assert_eq!(s.poll_source(t(1)), Some(0), "then the next near one not yet measured");
         s.handle_transfer(0, t(2), 4 * MIB, Duration::from_millis(400), true); // 10 MiB/s
-        assert_eq!(s.poll_source(t(2)), Some(2));
-        s.handle_transfer(2, t(3), 4 * MIB, Duration::from_secs(2), true); // 2 MiB/s
-        for n in 3..10 {
-            assert_eq!(s.poll_source(t(n)), Some(0), "the fastest serves from now on");
+        for n in 2..10 {
+            assert_eq!(s.poll_source(t(n)), Some(0), "the fastest near one serves from now on");
             s.handle_transfer(0, t(n), 4 * MIB, Duration::from_millis(400), true);
         }
+        // The far one (over the WAN) only when no near one can.
+        s.handle_transfer(0, t(10), 0, Duration::ZERO, false);
+        assert_eq!(s.poll_source(t(10)), Some(1));
+        s.handle_transfer(1, t(10), 0, Duration::ZERO, false);
+        assert_eq!(s.poll_source(t(10)), Some(2));
+        assert_eq!(s.poll_source(t(11)), Some(0), "back to the branch after its backoff");
     }
 
     #[test]
