@@ -190,8 +190,8 @@ impl<E: Env> Front for Package<'_, E> {
 /// probed for its connect time when there is a choice.
 fn probe<E: Env>(env: &mut E, depots: &[String], pack_loc: &str) -> Sources {
     let mut s = Sources::new(depots.iter().map(String::as_str).chain([pack_loc]));
-    for i in 0..s.len() {
-        if s.len() > 1 {
+    if s.len() > 1 {
+        for i in 0..s.len() {
             let t = Url::from_location(false, s.loc(i), "").ok().and_then(|u| env.probe(&u));
             s.handle_probe(i, env.now(), t);
         }
