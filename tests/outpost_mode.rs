@@ -47,6 +47,11 @@ struct Sim {
     /// fetches fail before one gets it.
     trust: Option<Vec<u8>>,
     trust_fails: usize,
+    /// Depots the poll replies list, and the faults of their answers.
+    depots: Vec<String>,
+    depot_faults: VecDeque<Fault>,
+    /// Fragment body bytes the depots handed to the agent.
+    depot_served: u64,
 }
 
 impl Sim {
@@ -79,14 +84,23 @@ impl Sim {
             rng: 0x9e37_79b9_7f4a_7c15,
             trust: None,
             trust_fails: 0,
+            depots: Vec::new(),
+            depot_faults: VecDeque::new(),
+            depot_served: 0,
         }
     }
 
-    fn fragment(&mut self, n: usize, range: Option<&str>, sink: &mut dyn BodySink) -> Result<(), GetError> {
+    fn fragment(
+        &mut self,
+        n: usize,
+        range: Option<&str>,
+        sink: &mut dyn BodySink,
+        depot: bool,
+    ) -> Result<(), GetError> {
         let body = self.frags[n - 1].clone();
         let len = body.len();
         let start: usize = range.and_then(|r| r.strip_prefix("bytes=")?.split('-').next()?.parse().ok()).unwrap_or(0);
-        let fault = self.faults.pop_front();
+        let fault = if depot { self.depot_faults.pop_front() } else { self.faults.pop_front() };
         let head = |sink: &mut dyn BodySink, start: usize| {
             if start > 0 {
                 sink.head(206, Some(&format!("bytes {start}-{}/{len}", len - 1)))
@@ -122,6 +136,7 @@ impl Sim {
         }
         for c in part.chunks(CHUNK) {
             self.served += c.len() as u64;
+            self.depot_served += if depot { c.len() as u64 } else { 0 };
             sink.data(c).map_err(|e| GetError::Broken(e.to_string()))?;
         }
         if broken { Err(GetError::Broken("link down".into())) } else { Ok(()) }
@@ -158,7 +173,8 @@ impl Env for Sim {
                 vec![Offer { id: ID, priority: 5, force: false, info_loc: loc.clone(), pack_loc: loc }]
             };
             let trust_version = self.trust.as_deref().and_then(Bundle::peek_version).unwrap_or(0);
-            let reply = PollReply { poll_interval: 3600, offers, trust_version, ..PollReply::default() };
+            let depots = self.depots.clone();
+            let reply = PollReply { poll_interval: 3600, offers, trust_version, depots, ..PollReply::default() };
             return Ok((200, reply.encode().into_bytes()));
         }
         if url.path.ends_with(proto::TRUST_PATH) {
@@ -181,7 +197,9 @@ impl Env for Sim {
             "manifest" => self.manifest.clone(),
             frag => {
                 let n: usize = frag.rsplit('-').next().and_then(|n| n.parse().ok()).expect("a fragment name");
-                return self.fragment(n, range, sink);
+                // With depots, a transfer takes a second (they sit out a backoff in time).
+                self.now += u64::from(!self.depots.is_empty());
+                return self.fragment(n, range, sink, url.host != "outpost.test");
             }
         };
         assert!(url.tls, "metadata only over HTTPS");
@@ -333,4 +351,22 @@ fn outpost_mode_deploys_nothing_until_it_has_the_trust_bundle_a_poll_announces()
     let sim = agent.into_env();
     assert_eq!(sim.reports, vec![(ID, "SUCCESS".to_string())], "never ERR_BAD_DIGEST for a key not learnt yet");
     assert!(s.state.join("trust").exists(), "the bundle is kept");
+}
+
+#[test]
+fn outpost_mode_leaves_a_failing_depot_for_the_next_source_at_the_same_byte_without_waiting() {
+    let s = setup("outpost-mode-depots");
+    let mut sim = Sim::new(&s.archive, 128 * 1024, &s.key);
+    // The depot comes first (all connect alike here); it breaks off early
+    // (a failed try), then, once back, stalls 100 KiB into a fragment.
+    sim.depots = vec!["depot.test/pkg".into()];
+    sim.depot_faults = VecDeque::from([Fault::LinkDown(30_000), Fault::LinkDown(100 * 1024)]);
+    let mut agent = Agent::new(config(&s.state, &s.key), sim).expect("an agent");
+    run_to_end(&mut agent, 5);
+    let sim = agent.into_env();
+    assert_eq!(sim.reports, vec![(ID, "SUCCESS".to_string())], "one SUCCESS, reported once");
+    assert!(sim.depot_faults.is_empty(), "both depot faults were met: {:?}", sim.depot_faults);
+    assert!(sim.sleeps.is_empty(), "another source took over at once, no backoff: {:?}", sim.sleeps);
+    assert!(sim.depot_served > 0 && sim.depot_served < sim.served, "both sources served");
+    assert_eq!(sim.served, s.archive.len() as u64, "no byte fetched twice");
 }

@@ -167,10 +167,10 @@ fn poll(state: &State, req: &Request, peer: IpAddr, cert: Option<Fingerprint>) -
         Err(r) => return r,
     };
     let pending = match state.db.lock() {
-        Ok(mut db) => db.poll(device).and_then(|p| Ok((p, db.staged_rotation(device)?))),
+        Ok(mut db) => db.poll(device).and_then(|p| Ok((p, db.staged_rotation(device)?, db.depots()?))),
         Err(_) => return Response::text(500, "database lock poisoned"),
     };
-    let (pending, identity) = match pending {
+    let (pending, identity, depots) = match pending {
         Ok(p) => p,
         Err(e) => {
             log::error!(target: "outpost", "database: {e}");
@@ -194,6 +194,8 @@ fn poll(state: &State, req: &Request, peer: IpAddr, cert: Option<Fingerprint>) -
             })
             .collect(),
         identity,
+        // Fragment locations for this device's address (`depot add`).
+        depots: crate::depot::for_client(&depots, peer),
     };
     if reply.identity.is_some() {
         log::info!(target: "outpost", "device {device}: sent its new credentials (device rotate)");

@@ -43,6 +43,11 @@ impl Cidr {
         ]
     }
 
+    /// The prefix length: how specific the network is.
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
     /// Whether any of `nets` holds `ip`.
     pub fn any_contains(nets: &[Self], ip: IpAddr) -> bool {
         nets.iter().any(|n| n.contains(ip))

@@ -51,6 +51,11 @@ pub enum Cmd {
     },
     /// Assign a package to one device or to every device, present and future.
     Assign(AssignArgs),
+    /// Manage depots: more locations of DIR/download (a branch office's nginx, a CDN).
+    Depot {
+        #[command(subcommand)]
+        cmd: DepotCmd,
+    },
     /// Roll the package-signing key over (see docs/rollover.md).
     Keys {
         #[command(subcommand)]
@@ -454,4 +459,41 @@ impl From<SpecArgs> for Spec {
             valid_days: s.valid_days,
         }
     }
+}
+
+#[derive(Subcommand)]
+pub enum DepotCmd {
+    /// Add a depot (or change its networks): polls from devices in its networks list it, and
+    /// agents fetch fragments from the best of the depots and --fragment-loc, over plain HTTP.
+    Add {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Where the depot serves its copy of DIR/download, HOST[:PORT]/PATH (plain HTTP).
+        #[arg(long, value_name = "HOST[:PORT]/PATH")]
+        loc: String,
+        /// The devices it serves, by address (default: every device).
+        #[arg(long, value_name = "CIDR,...", value_delimiter = ',')]
+        networks: Vec<outpost_server::cidr::Cidr>,
+    },
+    /// List the depots.
+    List {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Remove a depot: polls stop listing it.
+    Remove {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, value_name = "HOST[:PORT]/PATH")]
+        loc: String,
+    },
+    /// Copy DIR/download into a depot's directory (local or mounted): each file whole and
+    /// atomically (written beside, synced, renamed), files already there unchanged skipped.
+    Sync {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The directory the depot's web server serves at its --loc.
+        #[arg(long, value_name = "PATH")]
+        to: PathBuf,
+    },
 }

@@ -14,11 +14,13 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::time::now_rfc3339;
 
 mod credentials;
+mod depots;
 mod evict;
 mod guard;
 mod reports;
 
 pub use credentials::{Change, Presented, Refusal, Verdict};
+pub use depots::Depot;
 pub use guard::{BlockRow, Failure, OcsLimits, Registration};
 pub use reports::ReportRow;
 
@@ -145,6 +147,7 @@ impl Db {
         conn.execute_batch(guard::SCHEMA)?;
         conn.execute_batch(evict::SCHEMA)?;
         conn.execute_batch(credentials::SCHEMA)?;
+        conn.execute_batch(depots::SCHEMA)?;
         Ok(Self { conn, failures: guard::FailureCounts::default() })
     }
 

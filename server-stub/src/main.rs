@@ -10,7 +10,7 @@ mod cmd;
 use std::process::ExitCode;
 
 use clap::Parser;
-use cli::{CaCmd, Cli, Cmd, DeviceCmd, KeysCmd, PackageCmd};
+use cli::{CaCmd, Cli, Cmd, DepotCmd, DeviceCmd, KeysCmd, PackageCmd};
 use outpost_server::{admin, files, serve};
 
 fn init_logger(verbose: u8) {
@@ -46,6 +46,10 @@ fn run(cmd: Cmd) -> Result<(), String> {
         Cmd::Device { cmd: DeviceCmd::Revoke(a) } => cmd::device::revoke(a),
         Cmd::Device { cmd: DeviceCmd::Rotate(a) } => cmd::device::rotate(a),
         Cmd::Assign(a) => cmd::assign::assign(a),
+        Cmd::Depot { cmd: DepotCmd::Add { dir, loc, networks } } => cmd::depot::add(&dir, &loc, networks),
+        Cmd::Depot { cmd: DepotCmd::List { dir } } => cmd::depot::list(&dir),
+        Cmd::Depot { cmd: DepotCmd::Remove { dir, loc } } => cmd::depot::remove(&dir, &loc),
+        Cmd::Depot { cmd: DepotCmd::Sync { dir, to } } => cmd::depot::sync(&dir, &to),
         Cmd::Keys { cmd: KeysCmd::Rotate { dir, overlap_days } } => cmd::rollover::rotate_key(&dir, overlap_days),
         Cmd::Ca { cmd: CaCmd::Rotate { dir, valid_years } } => cmd::rollover::rotate_ca(&dir, valid_years),
         Cmd::Ca { cmd: CaCmd::Switch { dir } } => cmd::rollover::switch_ca(&dir),

@@ -81,3 +81,6 @@ pub const MAX_TRUST_CAS: usize = 8;
 /// Most signing keys (and signatures) in a trust bundle: a rollover needs
 /// two at a time; retired keys stay listed a while so they stay retired.
 pub const MAX_TRUST_KEYS: usize = 8;
+/// Most depots (other fragment locations) one poll reply may list
+/// (`engine::sources`); the server sends the most specific ones.
+pub const MAX_DEPOTS: usize = 4;

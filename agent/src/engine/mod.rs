@@ -27,6 +27,7 @@ pub mod ocs_sched;
 pub mod plan;
 pub mod proto;
 pub mod refetch;
+pub mod sources;
 pub mod status;
 pub mod throttle;
 pub mod trust;

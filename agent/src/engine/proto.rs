@@ -18,6 +18,10 @@
 //! After `outpost-server device rotate`, poll replies also carry
 //! `identity secret=… cert=<hex DER> key=<hex PKCS#8>`: the device's new
 //! credentials, until it uses them ([`super::identity`]).
+//!
+//! A reply may also list `depot loc=host[:port]/path` records (at most
+//! [`MAX_DEPOTS`]): more plain-HTTP locations of the fragments for this
+//! device ([`super::sources`]).
 
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -26,7 +30,7 @@ use core::fmt;
 
 use super::digest::{hex, unhex};
 use super::identity::Credentials;
-use super::limits::{MAX_CONTROL_LEN, MAX_POLL_PACKAGES, MAX_REPORTS_PER_REQUEST, MAX_STATUS_LEN};
+use super::limits::{MAX_CONTROL_LEN, MAX_DEPOTS, MAX_POLL_PACKAGES, MAX_REPORTS_PER_REQUEST, MAX_STATUS_LEN};
 use super::status::StatusCode;
 
 /// Protocol version spoken here.
@@ -74,6 +78,9 @@ pub struct PollReply {
     /// Version of the trust bundle the server publishes (`trust version=N`;
     /// 0: none). An agent holding an older one fetches it from [`TRUST_PATH`].
     pub trust_version: u64,
+    /// More locations of the fragments (`depot loc=…`), `host[:port]/path`
+    /// over plain HTTP, at most [`MAX_DEPOTS`].
+    pub depots: Vec<String>,
 }
 
 /// One status report, identified by `id` so the server can drop duplicates.
@@ -175,6 +182,9 @@ impl PollReply {
                 o.id, o.priority, o.force as u8, o.info_loc, o.pack_loc
             ));
         }
+        for d in &self.depots {
+            s.push_str(&format!("depot loc={d}\n"));
+        }
         if let Some(c) = &self.identity {
             s.push_str(&format!("identity secret={}", c.secret));
             if c.has_cert() {
@@ -228,6 +238,16 @@ impl PollReply {
                         info_loc: info_loc.to_string(),
                         pack_loc: pack_loc.to_string(),
                     });
+                }
+                "depot" => {
+                    let loc = field(&f, "loc")?;
+                    if !valid_location(loc) {
+                        return Err(ProtoError::BadField("loc"));
+                    }
+                    if reply.depots.len() >= MAX_DEPOTS {
+                        return Err(ProtoError::TooLarge);
+                    }
+                    reply.depots.push(loc.to_string());
                 }
                 "identity" => {
                     let bytes = |key| field(&f, key).map_or(Some(Vec::new()), unhex).ok_or(ProtoError::BadField(key));
@@ -331,6 +351,7 @@ mod tests {
                 pack_loc: "cdn.example:80/d".into()
             }],
             trust_version: 3,
+            depots: alloc::vec!["branch.example/outpost".into(), "10.1.2.3:8080/d".into()],
             ..Default::default()
         };
         let mut wire = r.encode();
@@ -381,6 +402,9 @@ mod tests {
         assert!(PollReply::decode(b"outpost 1\npackage id=1 priority=1 force=0 info=http://a/b pack=a/b\n").is_err());
         assert!(PollReply::decode(b"outpost 1\nthrottle max_bandwidth=1 windows=25:00-01:00\n").is_err());
         assert!(PollReply::decode(b"outpost 1\ntrust version=-1\n").is_err());
+        assert!(PollReply::decode(b"outpost 1\ndepot loc=http://a/b\n").is_err());
+        let many = "outpost 1\n".to_string() + &"depot loc=a/b\n".repeat(MAX_DEPOTS + 1);
+        assert_eq!(PollReply::decode(many.as_bytes()), Err(ProtoError::TooLarge));
         assert!(decode_reports(b"outpost 1\nreport id=1 package=2 status=bad<code>\n").is_err());
         assert!(decode_reports(&[b'x'; MAX_CONTROL_LEN + 1]).is_err());
     }

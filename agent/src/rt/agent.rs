@@ -204,6 +204,8 @@ pub struct Agent<E: Env = RealEnv> {
     identity: Identity,
     /// The CAs and signing keys trusted ([`crate::engine::trust`]).
     trust: crate::engine::trust::Trust,
+    /// More fragment locations from the last poll (`depot loc=…`).
+    depots: Vec<String>,
 }
 
 impl<E: Env> Agent<E> {
@@ -215,7 +217,7 @@ impl<E: Env> Agent<E> {
             .map_err(|e| AgentError::Env(EnvError::Tls(e)))?;
         let key = cfg.signing_key().map_err(|e| AgentError::Config(e.to_string()))?;
         let trust = trust::load(&cfg, &store, &mut env, key)?;
-        Ok(Self { cfg, store, env, identity, trust })
+        Ok(Self { cfg, store, env, identity, trust, depots: Vec::new() })
     }
 
     /// The state directory.
@@ -351,6 +353,7 @@ impl<E: Env> Agent<E> {
                 let windows: Vec<_> =
                     r.full_speed_windows.iter().filter_map(|w| crate::engine::throttle::Window::parse(w)).collect();
                 self.env.set_server_limits(r.max_bandwidth, &windows);
+                self.depots = r.depots;
                 r.offers
             }
             Err(e) => {

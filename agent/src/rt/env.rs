@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use outpost_hal::linux::{CommandNotifier, StdClock};
 use outpost_hal::notify::{Answer, Notice};
-use outpost_hal::time::Clock;
+use outpost_hal::time::{Clock, Instant};
 use ring::rand::SecureRandom;
 
 use super::config::Config;
@@ -59,6 +59,15 @@ pub trait Env {
     fn unix_time(&self) -> u64;
     /// Wait (a latency or a backoff).
     fn sleep(&mut self, d: Duration);
+    /// Monotonic time (what a transfer took); by default the wall time.
+    fn now(&self) -> Instant {
+        Instant::from_secs(self.unix_time())
+    }
+    /// The time a TCP connect to `url`'s host takes (`None`: it failed), to
+    /// rank fragment sources (`engine::sources`); by default all alike.
+    fn probe(&mut self, _url: &Url) -> Option<Duration> {
+        Some(Duration::ZERO)
+    }
     /// A random number (report ids, backoff jitter).
     fn random_u64(&mut self) -> u64;
     /// POST `body` with `headers`; the status and the body, at most `max` bytes.
@@ -108,6 +117,7 @@ pub struct RealEnv {
     notifier: CommandNotifier,
     pacer: Pacer,
     rng: ring::rand::SystemRandom,
+    probe_timeout: Duration,
 }
 
 /// Why the real environment could not be made.
@@ -146,6 +156,7 @@ impl RealEnv {
             notifier: CommandNotifier::new(cfg.agent.notify_command.clone()),
             pacer: Pacer::new(pace, cfg.agent.state_path()),
             rng: ring::rand::SystemRandom::new(),
+            probe_timeout: Duration::from_secs(cfg.agent.connect_timeout.clamp(1, 3)),
         })
     }
 }
@@ -157,6 +168,18 @@ impl Env for RealEnv {
 
     fn sleep(&mut self, d: Duration) {
         super::sleep(d);
+    }
+
+    fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    fn probe(&mut self, url: &Url) -> Option<Duration> {
+        use std::net::ToSocketAddrs;
+        let addr = (url.host.as_str(), url.port).to_socket_addrs().ok()?.next()?;
+        let start = self.clock.now();
+        std::net::TcpStream::connect_timeout(&addr, self.probe_timeout).ok()?;
+        Some(self.clock.now().saturating_duration_since(start))
     }
 
     fn random_u64(&mut self) -> u64 {

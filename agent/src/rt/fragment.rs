@@ -37,19 +37,33 @@ pub(crate) fn fetch_next<E: Env + ?Sized>(
     blocks: &mut DirBlocks,
     room: Option<u64>,
 ) -> Result<Fetched, StoreError> {
+    fetch_from(env, info, pack_loc, dl, blocks, room).map(|(f, _)| f)
+}
+
+/// [`fetch_next`], also telling whether the source answered in full
+/// (`false`: it failed, broke off or sent wrong bytes), for
+/// [`crate::engine::sources`].
+pub(crate) fn fetch_from<E: Env + ?Sized>(
+    env: &mut E,
+    info: &Info,
+    pack_loc: &str,
+    dl: &mut Download,
+    blocks: &mut DirBlocks,
+    room: Option<u64>,
+) -> Result<(Fetched, bool), StoreError> {
     let id = info.id;
     let path = blocks.path(ARCHIVE);
     let store_err = |e: IoError| StoreError::Io(path.clone(), e.0);
-    let Some((n, range)) = dl.request() else { return Ok(Fetched::Complete) };
+    let Some((n, range)) = dl.request() else { return Ok((Fetched::Complete, true)) };
     let url = match Url::from_location(info.proto == Proto::Https, pack_loc, &format!("{id}/{id}-{n}")) {
         Ok(u) => u,
         Err(e) => {
             log::error!(target: "outpost", "package {id}: unusable fragment location: {e}");
-            return Ok(Fetched::BadLocation(e.to_string()));
+            return Ok((Fetched::BadLocation(e.to_string()), false));
         }
     };
     if room.is_some_and(|r| r < MIN_RESUME_PROGRESS) {
-        return Ok(Fetched::OutOfSpace(format!("fragment {n}: no room left above the headroom")));
+        return Ok((Fetched::OutOfSpace(format!("fragment {n}: no room left above the headroom")), true));
     }
     dl.set_room(room);
     let before = dl.have();
@@ -59,15 +73,15 @@ pub(crate) fn fetch_next<E: Env + ?Sized>(
     if let Some(e) = store {
         // The engine fell back to its last checkpoint.
         return if e.0.kind() == io::ErrorKind::StorageFull {
-            Ok(Fetched::OutOfSpace(format!("{}: {}", path.display(), e.0)))
+            Ok((Fetched::OutOfSpace(format!("{}: {}", path.display(), e.0)), true))
         } else {
             Err(store_err(e))
         };
     }
     let error = match got {
         Ok(()) => match dl.handle_end(blocks).map_err(store_err)? {
-            None if dl.verified() as usize >= n => return Ok(Fetched::Progress(Some(dl.verified()))),
-            None => return Ok(Fetched::Progress(None)),
+            None if dl.verified() as usize >= n => return Ok((Fetched::Progress(Some(dl.verified())), true)),
+            None => return Ok((Fetched::Progress(None), true)),
             Some(e) => (e, format!("{url}: {e}")),
         },
         Err(e) => {
@@ -78,37 +92,40 @@ pub(crate) fn fetch_next<E: Env + ?Sized>(
             }
         }
     };
-    Ok(match error {
-        (FetchError::Corrupt, _) => {
-            log::warn!(target: "outpost", "package {id}: fragment {n} failed its digest, fetching it again");
-            Fetched::Corrupt
-        }
-        // The answer filled the room: the disk is full, not the try failed.
-        (FetchError::TooLong, _) if dl.cut_by_room() => {
-            Fetched::OutOfSpace(format!("fragment {n}: the free space less its headroom is used up"))
-        }
-        (_, why) if dl.have() >= before.saturating_add(MIN_RESUME_PROGRESS) => {
-            // Real progress (e.g. a truncated response): go on at once.
-            log::debug!(target: "outpost", "package {id}: {why}; resuming at byte {}", dl.have());
-            Fetched::Progress(None)
-        }
-        (error, why) => {
-            // Little or nothing arrived: a failed try, with backoff. A
-            // fragment whose answer was out of place starts over; one past
-            // the bound of an unsigned package keeps what it has (each later
-            // try fails at once, until the lifecycle gives up).
-            let signed = matches!(dl.layout().fragments, Fragments::Signed(_));
-            if error == FetchError::BadContentRange || (error == FetchError::TooLong && signed) {
-                dl.restart_fragment(blocks).map_err(store_err)?;
+    Ok((
+        match error {
+            (FetchError::Corrupt, _) => {
+                log::warn!(target: "outpost", "package {id}: fragment {n} failed its digest, fetching it again");
+                Fetched::Corrupt
             }
-            let why = if error == FetchError::TooLong && !signed {
-                format!("{why}: past the bound of a package without signed sizes")
-            } else {
-                why
-            };
-            Fetched::Failed(format!("fragment {n}: {why}"))
-        }
-    })
+            // The answer filled the room: the disk is full, not the try failed.
+            (FetchError::TooLong, _) if dl.cut_by_room() => {
+                Fetched::OutOfSpace(format!("fragment {n}: the free space less its headroom is used up"))
+            }
+            (_, why) if dl.have() >= before.saturating_add(MIN_RESUME_PROGRESS) => {
+                // Real progress (e.g. a truncated response): go on at once.
+                log::debug!(target: "outpost", "package {id}: {why}; resuming at byte {}", dl.have());
+                Fetched::Progress(None)
+            }
+            (error, why) => {
+                // Little or nothing arrived: a failed try, with backoff. A
+                // fragment whose answer was out of place starts over; one past
+                // the bound of an unsigned package keeps what it has (each later
+                // try fails at once, until the lifecycle gives up).
+                let signed = matches!(dl.layout().fragments, Fragments::Signed(_));
+                if error == FetchError::BadContentRange || (error == FetchError::TooLong && signed) {
+                    dl.restart_fragment(blocks).map_err(store_err)?;
+                }
+                let why = if error == FetchError::TooLong && !signed {
+                    format!("{why}: past the bound of a package without signed sizes")
+                } else {
+                    why
+                };
+                Fetched::Failed(format!("fragment {n}: {why}"))
+            }
+        },
+        false,
+    ))
 }
 
 /// Feeds an answer into the download engine, keeping the first error of

@@ -15,15 +15,17 @@ use super::super::action;
 use super::super::drive::{self, Front, Stop};
 use super::super::env::Env;
 use super::super::fragment;
+use super::super::http::Url;
 use super::super::store::{Store, StoreError};
 use super::install::{lacks_space, verify_and_unpack};
 use super::{Agent, AgentError, record_final};
 use crate::engine::deploy::{Deployment, Fetched, MetadataError};
 use crate::engine::download::{ARCHIVE, Download};
-use crate::engine::info::Info;
+use crate::engine::info::{Info, Proto};
 use crate::engine::manifest::Manifest;
 use crate::engine::plan;
 use crate::engine::proto::Offer;
+use crate::engine::sources::Sources;
 use crate::engine::status::StatusCode;
 
 /// How a deployment ended in this run.
@@ -39,7 +41,7 @@ impl<E: Env> Agent<E> {
     /// Perform `d`'s actions for `offer` until it finishes or stops for this run.
     pub(super) fn drive(&mut self, mut d: Deployment, offer: &Offer) -> Result<Done, AgentError> {
         let timeout = Duration::from_secs(self.cfg.agent.execution_timeout);
-        let mut package = Package { agent: self, offer, meta: None, download: None };
+        let mut package = Package { agent: self, offer, meta: None, download: None, sources: None };
         Ok(match drive::drive(&mut package, &mut d, timeout)? {
             Stop::Finished => Done::Finished,
             Stop::Failed(why) | Stop::Later(Some(why)) => {
@@ -58,6 +60,8 @@ struct Package<'a, E: Env> {
     offer: &'a Offer,
     meta: Option<(Info, Manifest)>,
     download: Option<(Download, DirBlocks)>,
+    /// Where its fragments come from, probed on the first fetch.
+    sources: Option<Sources>,
 }
 
 impl<E: Env> Package<'_, E> {
@@ -98,7 +102,7 @@ impl<E: Env> Front for Package<'_, E> {
     }
 
     fn lacks_space(&mut self) -> Result<Option<String>, AgentError> {
-        let Self { agent, offer, meta, download } = self;
+        let Self { agent, offer, meta, download, .. } = self;
         let (_, m) = meta.as_ref().ok_or(AgentError::NoMetadata(offer.id))?;
         // What is left to fetch, plus room to unpack, plus a margin.
         let have = open_download(&agent.store, agent.cfg.agent.checkpoint_bytes, download, m, offer.id)?.0.have();
@@ -108,10 +112,31 @@ impl<E: Env> Front for Package<'_, E> {
     }
 
     fn fetch(&mut self) -> Result<Fetched, AgentError> {
-        let Self { agent, offer, meta, download } = self;
+        let Self { agent, offer, meta, download, sources } = self;
         let (info, m) = meta.as_ref().ok_or(AgentError::NoMetadata(offer.id))?;
         let (dl, blocks) = open_download(&agent.store, agent.cfg.agent.checkpoint_bytes, download, m, offer.id)?;
-        let f = fragment::fetch_next(&mut agent.env, info, &offer.pack_loc, dl, blocks, None)?;
+        let env = &mut agent.env;
+        // Depots serve plain HTTP only: a PROTO=HTTPS package keeps its own location.
+        let depots = if info.proto == Proto::Https { &[][..] } else { &agent.depots[..] };
+        let src = sources.get_or_insert_with(|| probe(env, depots, &offer.pack_loc));
+        // Each source at most once per call: a failure moves on at once,
+        // from the byte where the last one stopped.
+        let mut f = Fetched::Complete;
+        for _ in 0..src.len() {
+            let start = env.now();
+            let Some(i) = src.poll_source(start) else { break };
+            let have = dl.have();
+            let (got, ok) = fragment::fetch_from(env, info, src.loc(i), dl, blocks, None)?;
+            let now = env.now();
+            src.handle_transfer(i, now, dl.have().saturating_sub(have), now.saturating_duration_since(start), ok);
+            f = got;
+            let Some(j) = src.poll_source(now).filter(|j| !ok && !src.is_demoted(*j, now)) else { break };
+            let (id, at) = (offer.id, dl.have());
+            log::warn!(target: "outpost", "package {id}: {} failed at byte {at}; going on from {}", src.loc(i), src.loc(j));
+            if !matches!(f, Fetched::Failed(_) | Fetched::BadLocation(_)) {
+                break;
+            }
+        }
         if let Fetched::Progress(Some(n)) = f {
             log::info!(target: "outpost", "package {}: fragment {n}/{} verified", offer.id, info.frags);
         }
@@ -159,6 +184,19 @@ impl<E: Env> Front for Package<'_, E> {
         let report_id = self.agent.env.random_u64();
         Ok(record_final(&self.agent.store, report_id, self.offer, code)?)
     }
+}
+
+/// The sources of a package's fragments, `depots` then `pack_loc`, each
+/// probed for its connect time when there is a choice.
+fn probe<E: Env>(env: &mut E, depots: &[String], pack_loc: &str) -> Sources {
+    let mut s = Sources::new(depots.iter().map(String::as_str).chain([pack_loc]));
+    if s.len() > 1 {
+        for i in 0..s.len() {
+            let t = Url::from_location(false, s.loc(i), "").ok().and_then(|u| env.probe(&u));
+            s.handle_probe(i, env.now(), t);
+        }
+    }
+    s
 }
 
 /// The package's download (`manifest`'s), opened on first use from its journal.
