@@ -13,10 +13,12 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::time::now_rfc3339;
 
+mod console;
 mod credentials;
 mod evict;
 mod guard;
 
+pub use console::{AdminHash, DeviceRow, HistoryRow, PackageSummary, ProgressRow};
 pub use credentials::{Change, Presented, Refusal, Verdict};
 pub use guard::{BlockRow, Failure, OcsLimits, Registration};
 
@@ -140,6 +142,7 @@ impl Db {
         conn.execute_batch(guard::SCHEMA)?;
         conn.execute_batch(evict::SCHEMA)?;
         conn.execute_batch(credentials::SCHEMA)?;
+        conn.execute_batch(console::SCHEMA)?;
         Ok(Self { conn, failures: guard::FailureCounts::default() })
     }
 
