@@ -187,18 +187,36 @@ fn unblock(state: &State, req: &Request, admin: &str) -> Result<Response, Respon
     Ok(html::redirect("/admin/blocked"))
 }
 
-/// The version in package `id`'s manifest, if it has one (read unverified:
-/// the server wrote it; bounded by the manifest size limit).
-fn version_of(state: &State, id: u64) -> Option<String> {
+/// The keys the server's manifests are signed with: the current signing
+/// key and those of the published trust bundle (after `keys rotate`).
+fn manifest_keys(state: &State) -> Vec<[u8; 32]> {
+    let mut keys = Vec::new();
+    if let Ok(key) = crate::pki::signing_key(&state.dir) {
+        let mut public = [0u8; 32];
+        public.copy_from_slice(ring::signature::KeyPair::public_key(&key).as_ref());
+        keys.push(public);
+    }
+    if let Some(b) = crate::rollover::published(&state.dir)
+        && let Ok((bundle, _, _)) = outpost_agent::engine::trust::Bundle::decode(&b)
+    {
+        keys.extend(bundle.keys.iter().map(|k| k.public));
+    }
+    keys
+}
+
+/// The version in package `id`'s manifest, if it has one (read bounded by
+/// the manifest size limit, its signature checked against `keys`).
+fn version_of(state: &State, keys: &[[u8; 32]], id: u64) -> Option<String> {
     let f = std::fs::File::open(state.dir.join("download").join(id.to_string()).join("manifest")).ok()?;
     let mut b = Vec::new();
     f.take(MAX_MANIFEST_LEN as u64 + 1).read_to_end(&mut b).ok()?;
-    Manifest::decode_unverified(&b)?.release.map(|r| r.version.to_string())
+    Manifest::decode_verified_any(&b, keys).ok()?.release.map(|r| r.version.to_string())
 }
 
 fn list(state: &State) -> Result<Vec<pages::Listed>, Response> {
     let rows = with_db(state, |db| db.package_summaries())?;
-    Ok(rows.into_iter().map(|p| (version_of(state, p.id), p)).map(|(v, p)| (p, v)).collect())
+    let keys = manifest_keys(state);
+    Ok(rows.into_iter().map(|p| (version_of(state, &keys, p.id), p)).map(|(v, p)| (p, v)).collect())
 }
 
 type PackagePage = (pages::Listed, Vec<crate::db::DeviceRow>);
@@ -211,7 +229,7 @@ fn package(state: &State, id: &str) -> Result<PackagePage, Response> {
         Ok((s, db.device_rows(Some(id), None)?))
     })?;
     let summary = summary.ok_or_else(not_found)?;
-    Ok(((summary, version_of(state, id)), rows))
+    Ok(((summary, version_of(state, &manifest_keys(state), id)), rows))
 }
 
 type DevicePage = (String, Vec<crate::db::DeviceRow>, Vec<crate::db::HistoryRow>);
