@@ -87,7 +87,10 @@ th,td{text-align:left;padding:.35em .5em;border-bottom:1px solid #e4e4e4;white-s
 td.n,th.n{text-align:right}.ok{color:#17692b}.err{color:#a4161a}.wait{color:#7a5c00}\
 progress{width:7em;vertical-align:middle}form.inline{display:inline;margin:0}\
 label{display:block;margin:.6em 0}input{font-size:1em;padding:.3em;max-width:100%}\
-button{font-size:1em;padding:.3em .8em}.msg{background:#fde2e1;padding:.5em;border-radius:.2em}";
+button{font-size:1em;padding:.3em .8em}.msg{background:#fde2e1;padding:.5em;border-radius:.2em}\
+@media (max-width:40em){thead{display:none}table,tbody,tr,td{display:block}tr{border-bottom:1px solid #ccc;\
+padding:.4em 0}td,td.n{border:0;padding:.1em .3em;white-space:normal;text-align:left}\
+td[data-l]::before{content:attr(data-l) \": \";color:#666}td.n{display:inline-block;margin-right:.5em}}";
 
 /// A whole page: `title`, the navigation (with a logout button) when
 /// `nav`, and `body` (already escaped HTML).

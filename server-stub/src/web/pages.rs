@@ -16,8 +16,9 @@ use super::html::{bytes, esc, page, seg};
 pub type Listed = (PackageSummary, Option<String>);
 
 fn counts(o: &mut String, p: &PackageSummary) {
-    for (k, n) in [("waiting", p.waiting), ("notified", p.notified), ("success", p.success), ("errors", p.errors)] {
-        let _ = write!(o, "<td class=\"n\" data-k=\"{k}\">{n}</td>");
+    let all = [("waiting", "Waiting", p.waiting), ("notified", "Notified", p.notified), ("success", "Success", p.success)];
+    for (k, l, n) in all.into_iter().chain([("errors", "Errors", p.errors)]) {
+        let _ = write!(o, "<td class=\"n\" data-k=\"{k}\" data-l=\"{l}\">{n}</td>");
     }
 }
 
@@ -33,7 +34,7 @@ pub fn packages(list: &[Listed]) -> Response {
         let _ = write!(
             o,
             "<tr id=\"pkg-{id}\"><td><a href=\"/admin/packages/{id}\">{id}</a></td><td data-k=\"name\">{}</td>\
-             <td>{}</td><td class=\"n\">{}</td>",
+             <td data-l=\"Version\">{}</td><td class=\"n\" data-l=\"Priority\">{}</td>",
             esc(&p.name),
             esc(version.as_deref().unwrap_or("–")),
             p.priority,
@@ -59,22 +60,26 @@ fn status_class(s: &str) -> &'static str {
 
 fn progress_cell(o: &mut String, p: Option<&ProgressRow>) {
     let Some(p) = p else {
-        o.push_str("<td data-k=\"progress\">–</td>");
+        o.push_str("<td data-k=\"progress\" data-l=\"Progress\">–</td>");
         return;
     };
     let pct = if p.total == 0 { 0 } else { (u128::from(p.held.min(p.total)) * 100 / u128::from(p.total)) as u64 };
     let _ = write!(
         o,
-        "<td data-k=\"progress\" data-held=\"{}\" data-total=\"{}\"><progress value=\"{}\" max=\"{}\">{pct} %</progress> \
-         {pct} % · {} of {} · {}/s</td>",
+        "<td data-k=\"progress\" data-l=\"Progress\" data-held=\"{}\" data-total=\"{}\"><progress value=\"{}\" max=\"{}\">{pct} %</progress> \
+         {pct} % · {} of {}",
         p.held,
         p.total,
         p.held.min(p.total),
         p.total,
         bytes(p.held),
         bytes(p.total),
-        bytes(p.rate)
     );
+    // 0: the agent's first poll since it started, or nothing fetched since the last.
+    if p.rate > 0 {
+        let _ = write!(o, " · {}/s", bytes(p.rate));
+    }
+    let _ = write!(o, " <small>(as of {})</small></td>", rfc3339(p.at));
 }
 
 fn device_table(o: &mut String, rows: &[DeviceRow], by_device: bool) {
@@ -100,11 +105,11 @@ fn device_table(o: &mut String, rows: &[DeviceRow], by_device: bool) {
                 esc(&r.device)
             );
         }
-        let _ = write!(o, "<td class=\"{}\" data-k=\"status\">{}</td>", status_class(&r.status), esc(&r.status));
+        let _ = write!(o, "<td class=\"{}\" data-k=\"status\" data-l=\"Status\">{}</td>", status_class(&r.status), esc(&r.status));
         progress_cell(o, r.progress.as_ref());
         let _ = write!(
             o,
-            "<td>{}</td><td data-k=\"seen\">{}</td></tr>",
+            "<td data-l=\"Since\">{}</td><td data-k=\"seen\" data-l=\"Last contact\">{}</td></tr>",
             esc(&r.updated),
             esc(r.last_seen.as_deref().unwrap_or("never"))
         );
@@ -146,7 +151,7 @@ pub fn device(id: &str, rows: &[DeviceRow], history: &[HistoryRow]) -> Response 
     for h in history {
         let _ = write!(
             o,
-            "<tr><td>{}</td><td><a href=\"/admin/packages/{}\">{}</a></td><td class=\"{}\">{}</td></tr>",
+            "<tr><td>{}</td><td data-l=\"Package\"><a href=\"/admin/packages/{}\">{}</a></td><td class=\"{}\">{}</td></tr>",
             esc(&h.at),
             h.package,
             h.package,
@@ -166,7 +171,8 @@ pub fn blocked(rows: &[BlockRow], now: u64) -> Response {
     for r in rows {
         let _ = write!(
             o,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td>\
+            "<tr><td>{}</td><td data-l=\"Scope\">{}</td><td data-l=\"Identity\">{}</td><td data-l=\"Until\">{}</td>\
+             <td class=\"n\" data-l=\"Seconds left\">{}</td><td>\
              <form class=\"inline\" method=\"post\" action=\"/admin/unblock\">\
              <input type=\"hidden\" name=\"address\" value=\"{}\"><button>Unblock</button></form></td></tr>",
             esc(&r.client),
