@@ -309,7 +309,8 @@ mod tests {
             d.report("a", &format!("r{n}"), 7, &format!("EXIT_CODE_{n}")).unwrap();
         }
         let h = d.device_history("a").unwrap();
-        assert!(h.len() <= HISTORY_PER_DEVICE + 1, "{}", h.len());
+        let kept: i64 = d.conn.query_row("SELECT COUNT(*) FROM status_history", [], |r| r.get(0)).unwrap();
+        assert_eq!(kept, HISTORY_PER_DEVICE as i64, "older changes dropped");
         assert_eq!(h[0].status, format!("EXIT_CODE_{}", HISTORY_PER_DEVICE + 19));
     }
 
