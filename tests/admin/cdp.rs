@@ -85,6 +85,7 @@ impl Browser {
         b
     }
 
+    #[allow(clippy::disallowed_methods)] // a real process: a bounded wait
     fn send(&mut self, method: &str, params: Value, session: bool) -> Value {
         self.next += 1;
         let id = self.next;
@@ -128,6 +129,7 @@ impl Browser {
 
     /// Wait for the page's event `name` (events seen earlier are dropped
     /// by [`Browser::forget_events`]).
+    #[allow(clippy::disallowed_methods)] // a real process: a bounded wait
     pub fn wait_event(&mut self, name: &str) -> Value {
         let start = Instant::now();
         loop {

@@ -16,8 +16,13 @@ use super::html::{bytes, esc, page, seg};
 pub type Listed = (PackageSummary, Option<String>);
 
 fn counts(o: &mut String, p: &PackageSummary) {
-    let all = [("waiting", "Waiting", p.waiting), ("notified", "Notified", p.notified), ("success", "Success", p.success)];
-    for (k, l, n) in all.into_iter().chain([("errors", "Errors", p.errors)]) {
+    let all = [
+        ("waiting", "Waiting", p.waiting),
+        ("notified", "Notified", p.notified),
+        ("success", "Success", p.success),
+        ("errors", "Errors", p.errors),
+    ];
+    for (k, l, n) in all {
         let _ = write!(o, "<td class=\"n\" data-k=\"{k}\" data-l=\"{l}\">{n}</td>");
     }
 }
@@ -105,7 +110,12 @@ fn device_table(o: &mut String, rows: &[DeviceRow], by_device: bool) {
                 esc(&r.device)
             );
         }
-        let _ = write!(o, "<td class=\"{}\" data-k=\"status\" data-l=\"Status\">{}</td>", status_class(&r.status), esc(&r.status));
+        let _ = write!(
+            o,
+            "<td class=\"{}\" data-k=\"status\" data-l=\"Status\">{}</td>",
+            status_class(&r.status),
+            esc(&r.status)
+        );
         progress_cell(o, r.progress.as_ref());
         let _ = write!(
             o,
