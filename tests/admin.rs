@@ -327,20 +327,28 @@ fn admin_logins_are_locked_out_like_devices() {
     let toml = srv.dir.join("server.toml");
     let cfg = fs::read_to_string(&toml).unwrap();
     fs::write(&toml, cfg.replace("max_auth_failures = 10", "max_auth_failures = 3")).unwrap();
-    let o = srv.cmd(&["admin", "add", "--user", "root"]);
-    let password = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let add =
+        |user: &str| String::from_utf8_lossy(&srv.cmd(&["admin", "add", "--user", user]).stdout).trim().to_string();
+    let (root, bob) = (add("root"), add("bob"));
     srv.start();
     let ca = srv.dir.join("tls/ca-cert.pem");
-    let login = |p: &str| {
-        client::request("127.0.0.1", srv.https_port, &ca, "POST", "/admin/login", &[], &form("root", p)).status
+    let req = |method: &str, path: &str, headers: &[&str], body: &[u8]| {
+        client::request("127.0.0.1", srv.https_port, &ca, method, path, headers, body)
     };
-    assert_eq!([login("a"), login("b"), login("c")], [401, 401, 401]);
-    assert_eq!(login(&password), 429, "blocked: the right password is not even checked");
+    let login = |user: &str, p: &str| req("POST", "/admin/login", &[], &form(user, p));
+    let bob_in = login("bob", &bob);
+    assert_eq!(bob_in.status, 303);
+    let bob_cookie = format!("Cookie: {}", bob_in.header("set-cookie").unwrap().split(';').next().unwrap());
+    assert_eq!([login("root", "a").status, login("root", "b").status, login("root", "c").status], [401, 401, 401]);
+    assert_eq!(login("root", &root).status, 429, "blocked: the right password is not even checked");
     let o = srv.cmd(&["status", "--blocked", "--json"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("\"admin\""), "{}", text(&o));
-    let o = srv.cmd(&["unblock", "--address", "127.0.0.1"]);
-    assert!(o.status.success());
-    assert_eq!(login(&password), 303);
+    // Another administrator sees the block on the page and lifts it with its button.
+    let page = req("GET", "/admin/blocked", &[&bob_cookie], b"");
+    assert!(page.body.contains("<td>127.0.0.1</td>") && page.body.contains(">root<"), "{}", page.body);
+    let lifted = req("POST", "/admin/unblock", &[&bob_cookie], b"address=127.0.0.1");
+    assert_eq!((lifted.status, lifted.header("location")), (303, Some("/admin/blocked")));
+    assert_eq!(login("root", &root).status, 303);
 }
 
 #[test]
