@@ -27,6 +27,10 @@ CREATE TRIGGER IF NOT EXISTS status_history_update AFTER UPDATE OF status ON ass
     INSERT INTO status_history(device, package, status, at) VALUES (NEW.device, NEW.package, NEW.status, NEW.updated);
     DELETE FROM status_history WHERE device = NEW.device AND rowid <= (
         SELECT rowid FROM status_history WHERE device = NEW.device ORDER BY rowid DESC LIMIT 1 OFFSET 200);
+    DELETE FROM progress WHERE device = NEW.device AND package = NEW.package;
+END;
+CREATE TRIGGER IF NOT EXISTS progress_forget AFTER DELETE ON assignments BEGIN
+    DELETE FROM progress WHERE device = OLD.device AND package = OLD.package;
 END;
 ";
 
@@ -116,6 +120,18 @@ fn i(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// Store one progress row in `tx` if `package` is assigned to `device` and
+/// still `NOTIFIED` (a report ends the download; its row is dropped).
+fn put_one(tx: &rusqlite::Connection, device: &str, package: u64, p: &ProgressRow) -> DbResult<usize> {
+    tx.execute(
+        "INSERT INTO progress(device, package, held, total, rate, at)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS
+             (SELECT 1 FROM assignments WHERE device = ?1 AND package = ?2 AND status = ?7)
+         ON CONFLICT(device, package) DO UPDATE SET held = ?3, total = ?4, rate = ?5, at = ?6",
+        params![device, i(package), i(p.held), i(p.total), i(p.rate), i(p.at), NOTIFIED],
+    )
+}
+
 impl Db {
     /// Add or replace an administrator.
     pub fn put_admin(&mut self, name: &str, h: &AdminHash) -> DbResult<()> {
@@ -176,16 +192,23 @@ impl Db {
         Ok(())
     }
 
-    /// Store the progress `device` reported for `package` at `now`, if the
-    /// package is assigned to it (else nothing is written).
-    pub fn put_progress(&mut self, device: &str, package: u64, p: ProgressRow) -> DbResult<bool> {
-        Ok(self.conn.execute(
-            "INSERT INTO progress(device, package, held, total, rate, at)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS
-                 (SELECT 1 FROM assignments WHERE device = ?1 AND package = ?2)
-             ON CONFLICT(device, package) DO UPDATE SET held = ?3, total = ?4, rate = ?5, at = ?6",
-            params![device, i(package), i(p.held), i(p.total), i(p.rate), i(p.at)],
-        )? > 0)
+    /// Store the progress `device` reported with a poll, for the packages
+    /// assigned to it (others are skipped); how many rows were stored. Like
+    /// a poll's own writes it may be lost to a power cut without harm (the
+    /// next poll says it again), so it does not wait for an fsync.
+    pub fn put_progress(&mut self, device: &str, list: &[(u64, ProgressRow)]) -> DbResult<usize> {
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let out = (|| {
+            let tx = self.conn.transaction()?;
+            let mut n = 0;
+            for (package, p) in list {
+                n += put_one(&tx, device, *package, p)?;
+            }
+            tx.commit()?;
+            Ok(n)
+        })();
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        out
     }
 
     /// Every package with the OCS console's counts, by id.
@@ -289,11 +312,13 @@ mod tests {
         let s = &d.package_summaries().unwrap()[0];
         assert_eq!((s.waiting, s.notified, s.success, s.errors), (0, 1, 1, 0));
         let pr = ProgressRow { held: 5, total: 10, rate: 2, at: 99 };
-        assert!(d.put_progress("b", 7, pr).unwrap());
-        assert!(!d.put_progress("b", 8, pr).unwrap(), "not assigned: not stored");
+        assert_eq!(d.put_progress("b", &[(7, pr), (8, pr)]).unwrap(), 1, "8 is not assigned: not stored");
+        assert_eq!(d.put_progress("a", &[(7, pr)]).unwrap(), 0, "a reported 7 already");
         let rows = d.device_rows(Some(7), None).unwrap();
         assert_eq!(rows[1].progress, Some(pr));
         assert!(rows[1].last_seen.is_some());
+        d.report("b", "r2", 7, "SUCCESS").unwrap();
+        assert_eq!(d.device_rows(Some(7), None).unwrap()[1].progress, None, "the report ends the download");
         let h: Vec<String> = d.device_history("a").unwrap().into_iter().map(|h| h.status).collect();
         assert_eq!(h, ["SUCCESS", NOTIFIED, WAITING]);
     }

@@ -10,7 +10,7 @@ use crate::serve::State;
 use crate::time::unix_now;
 
 /// Store the progress lines of `device`'s poll `body`, for packages
-/// assigned to it.
+/// assigned to it and not yet reported.
 pub fn store(state: &State, device: &str, body: &[u8]) {
     let list = match proto::decode_progress(body) {
         Ok(l) if l.is_empty() => return,
@@ -20,13 +20,11 @@ pub fn store(state: &State, device: &str, body: &[u8]) {
             return;
         }
     };
-    let Ok(mut db) = state.db.lock() else { return };
     let at = unix_now();
-    for p in list {
-        let row = ProgressRow { held: p.held, total: p.total, rate: p.rate, at };
-        if let Err(e) = db.put_progress(device, p.id, row) {
-            log::error!(target: "outpost", "database: {e}");
-            return;
-        }
+    let rows: Vec<(u64, ProgressRow)> =
+        list.iter().map(|p| (p.id, ProgressRow { held: p.held, total: p.total, rate: p.rate, at })).collect();
+    let Ok(mut db) = state.db.lock() else { return };
+    if let Err(e) = db.put_progress(device, &rows) {
+        log::error!(target: "outpost", "database: {e}");
     }
 }
