@@ -310,6 +310,10 @@ fn the_json_api_wants_a_session_from_a_form_login() {
     let dev: serde_json::Value =
         serde_json::from_str(&req("GET", "/admin/api/devices/pc-1", &[&with], b"").body).unwrap();
     assert!(dev["history"].as_array().unwrap().len() >= 4, "{dev}");
+    assert!(dev["last_seen"].as_str().is_some_and(|t| t.ends_with('Z')), "{dev}");
+    let never: serde_json::Value =
+        serde_json::from_str(&req("GET", "/admin/api/devices/pc-3", &[&with], b"").body).unwrap();
+    assert!(never["last_seen"].is_null() && never["packages"][0]["status"] == "WAITING NOTIFICATION", "{never}");
     assert_eq!(req("GET", "/admin/api/devices/nope", &[&with], b"").status, 404);
     let evil_page = req("GET", &format!("/admin/packages/{}", s.evil), &[&with], b"");
     assert!(!evil_page.body.contains("<script>") && evil_page.body.contains("&lt;script&gt;"));

@@ -266,6 +266,12 @@ impl Db {
         .collect()
     }
 
+    /// A device's last poll (RFC 3339): `None` for an unknown device,
+    /// `Some(None)` for one that never polled.
+    pub fn device_last_seen(&self, id: &str) -> DbResult<Option<Option<String>>> {
+        self.conn.query_row("SELECT last_seen FROM devices WHERE id = ?1", [id], |r| r.get(0)).optional()
+    }
+
     /// A device's status changes, newest first.
     pub fn device_history(&self, device: &str) -> DbResult<Vec<HistoryRow>> {
         let mut st = self
@@ -317,6 +323,8 @@ mod tests {
         let rows = d.device_rows(Some(7), None).unwrap();
         assert_eq!(rows[1].progress, Some(pr));
         assert!(rows[1].last_seen.is_some());
+        assert!(matches!(d.device_last_seen("b").unwrap(), Some(Some(_))));
+        assert_eq!(d.device_last_seen("nope").unwrap(), None);
         d.report("b", "r2", 7, "SUCCESS").unwrap();
         assert_eq!(d.device_rows(Some(7), None).unwrap()[1].progress, None, "the report ends the download");
         let h: Vec<String> = d.device_history("a").unwrap().into_iter().map(|h| h.status).collect();

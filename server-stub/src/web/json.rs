@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::db::{BlockRow, DeviceRow, HistoryRow, PackageSummary};
+use crate::db::{BlockRow, DeviceRow, PackageSummary};
 use crate::http::Response;
 use crate::time::rfc3339;
 
@@ -55,9 +55,9 @@ pub fn package(p: &Listed, devices: &[DeviceRow]) -> Response {
 }
 
 /// `/admin/api/devices/ID`.
-pub fn device(id: &str, packages: &[DeviceRow], history: &[HistoryRow]) -> Response {
-    let h: Value = history.iter().map(|h| json!({"package": h.package, "status": h.status, "at": h.at})).collect();
-    respond(200, &json!({"device": id, "packages": rows(packages), "history": h}))
+pub fn device(d: &super::DevicePage) -> Response {
+    let h: Value = d.history.iter().map(|h| json!({"package": h.package, "status": h.status, "at": h.at})).collect();
+    respond(200, &json!({"device": d.id, "last_seen": d.last_seen, "packages": rows(&d.rows), "history": h}))
 }
 
 /// `/admin/api/blocked`.

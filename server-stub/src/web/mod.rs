@@ -94,11 +94,11 @@ pub fn route(state: &State, req: &Request, origin: Origin, rest: &[&str]) -> Res
         (["unblock"], _, true) => unblock(state, req, &admin),
         ([] | [""], true, _) => list(state).map(|l| pages::packages(&l)),
         (["packages", id], true, _) => package(state, id).map(|(p, rows)| pages::package(&p, &rows)),
-        (["devices", id], true, _) => device(state, id).map(|(id, rows, h)| pages::device(&id, &rows, &h)),
+        (["devices", id], true, _) => device(state, id).map(|d| pages::device(&d)),
         (["blocked"], true, _) => with_db(state, |db| db.blocked(unix_now())).map(|b| pages::blocked(&b, unix_now())),
         (["api", "packages"], true, _) => list(state).map(|l| json::packages(&l)),
         (["api", "packages", id], true, _) => package(state, id).map(|(p, rows)| json::package(&p, &rows)),
-        (["api", "devices", id], true, _) => device(state, id).map(|(id, rows, h)| json::device(&id, &rows, &h)),
+        (["api", "devices", id], true, _) => device(state, id).map(|d| json::device(&d)),
         (["api", "blocked"], true, _) => with_db(state, |db| db.blocked(unix_now())).map(|b| json::blocked(&b)),
         (_, false, false) => Ok(Response::text(405, "use GET or POST")),
         _ => Ok(Response::text(404, "not found")),
@@ -232,17 +232,26 @@ fn package(state: &State, id: &str) -> Result<PackagePage, Response> {
     Ok(((summary, version_of(state, &manifest_keys(state), id)), rows))
 }
 
-type DevicePage = (String, Vec<crate::db::DeviceRow>, Vec<crate::db::HistoryRow>);
+/// A device's page: its id, last poll, assignments and history.
+pub struct DevicePage {
+    /// Device id.
+    pub id: String,
+    /// Last poll (RFC 3339), if any.
+    pub last_seen: Option<String>,
+    /// Its assignments.
+    pub rows: Vec<crate::db::DeviceRow>,
+    /// Its status changes, newest first.
+    pub history: Vec<crate::db::HistoryRow>,
+}
 
 fn device(state: &State, id: &str) -> Result<DevicePage, Response> {
     let not_found = || Response::text(404, "no such device");
     let id = html::unpercent(id, false).ok_or_else(not_found)?;
-    let (known, rows, history) =
-        with_db(state, |db| Ok((db.has_device(&id)?, db.device_rows(None, Some(&id))?, db.device_history(&id)?)))?;
-    if !known {
-        return Err(not_found());
-    }
-    Ok((id, rows, history))
+    let (seen, rows, history) = with_db(state, |db| {
+        Ok((db.device_last_seen(&id)?, db.device_rows(None, Some(&id))?, db.device_history(&id)?))
+    })?;
+    let last_seen = seen.ok_or_else(not_found)?;
+    Ok(DevicePage { id, last_seen, rows, history })
 }
 
 /// `GET /metrics`: the counters and the gauges read now.

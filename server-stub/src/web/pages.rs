@@ -6,10 +6,11 @@
 
 use std::fmt::Write as _;
 
-use crate::db::{BlockRow, DeviceRow, HistoryRow, PackageSummary, ProgressRow};
+use crate::db::{BlockRow, DeviceRow, PackageSummary, ProgressRow};
 use crate::http::Response;
 use crate::time::rfc3339;
 
+use super::DevicePage;
 use super::html::{bytes, esc, page, seg};
 
 /// A package summary with its version (from its manifest), if it has one.
@@ -148,10 +149,11 @@ pub fn package(p: &Listed, rows: &[DeviceRow]) -> Response {
 }
 
 /// `/admin/devices/ID`: one device's packages and history.
-pub fn device(id: &str, rows: &[DeviceRow], history: &[HistoryRow]) -> Response {
+pub fn device(d: &DevicePage) -> Response {
+    let (id, rows, history) = (&d.id, &d.rows, &d.history);
     let mut o = String::new();
     let _ = write!(o, "<h1>Device {}</h1>", esc(id));
-    let seen = rows.first().and_then(|r| r.last_seen.as_deref()).unwrap_or("never");
+    let seen = d.last_seen.as_deref().unwrap_or("never");
     let _ = write!(o, "<p>Last contact: <span id=\"seen\">{}</span></p><h2>Packages</h2>", esc(seen));
     device_table(&mut o, rows, true);
     o.push_str(
@@ -219,6 +221,7 @@ pub fn login(status: u16, msg: Option<&str>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::HistoryRow;
     use crate::http::Body;
 
     fn text(r: &Response) -> String {
@@ -254,7 +257,7 @@ mod tests {
         let pages = [
             packages(&[(s.clone(), Some(evil.into()))]),
             package(&(s, None), std::slice::from_ref(&row)),
-            device(evil, std::slice::from_ref(&row), &hist),
+            device(&DevicePage { id: evil.into(), last_seen: None, rows: vec![row.clone()], history: hist.to_vec() }),
             login(401, Some(evil)),
         ];
         for p in &pages {
