@@ -245,7 +245,8 @@ fn metrics_are_scraped_and_parsed() {
     let m = parse_metrics(&a.body);
     let get =
         |k: &str| m.iter().find(|(s, _)| s == k).map(|(_, v)| *v).unwrap_or_else(|| panic!("{k} missing:\n{}", a.body));
-    assert!(get("outpost_polls_total") >= 3.0, "pc-1 once, pc-2 twice");
+    assert!(get("outpost_polls_total{protocol=\"outpost\"}") >= 3.0, "pc-1 once, pc-2 twice");
+    assert_eq!(get("outpost_polls_total{protocol=\"ocs\"}"), 0.0);
     assert_eq!(get("outpost_reports_total{status=\"SUCCESS\"}"), 2.0);
     assert_eq!(get("outpost_reports_total{status=\"EXIT_CODE_3\"}"), 1.0);
     assert!(get("outpost_bytes_served_total{listener=\"http\"}") >= 8.0 * 1024.0, "maps fragments");

@@ -180,7 +180,7 @@ fn poll(state: &State, req: &Request, peer: IpAddr, cert: Option<Fingerprint>) -
         Ok(d) => d,
         Err(r) => return r,
     };
-    state.metrics.poll();
+    state.metrics.poll(crate::metrics::Front::Outpost);
     crate::web::progress::store(state, device, &req.body);
     let pending = match state.db.lock() {
         Ok(mut db) => db.poll(device).and_then(|p| Ok((p, db.staged_rotation(device)?))),

@@ -17,10 +17,20 @@ use crate::serve::Side;
 /// so a device inventing statuses cannot grow the map without bound.
 pub const MAX_STATUS_LABELS: usize = 64;
 
+/// Which protocol a poll came by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Front {
+    /// The control API (`POST /api/v1/poll`).
+    Outpost,
+    /// An OCS agent's PROLOG.
+    Ocs,
+}
+
 /// The server's counters since it started.
 #[derive(Debug, Default)]
 pub struct Metrics {
     polls: AtomicU64,
+    ocs_polls: AtomicU64,
     reports: Mutex<BTreeMap<String, u64>>,
     bytes_https: AtomicU64,
     bytes_http: AtomicU64,
@@ -44,9 +54,13 @@ pub struct Gauges {
 }
 
 impl Metrics {
-    /// An authenticated poll.
-    pub fn poll(&self) {
-        self.polls.fetch_add(1, Relaxed);
+    /// An authenticated poll (an OCS PROLOG that was answered).
+    pub fn poll(&self, front: Front) {
+        match front {
+            Front::Outpost => &self.polls,
+            Front::Ocs => &self.ocs_polls,
+        }
+        .fetch_add(1, Relaxed);
     }
 
     /// A status report applied or acknowledged, with its status.
@@ -86,9 +100,15 @@ impl Metrics {
         let head = |o: &mut String, name: &str, kind: &str, help: &str| {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
         };
-        head(&mut o, "outpost_polls_total", "counter", "Authenticated polls of the control API.");
-        let _ = writeln!(o, "outpost_polls_total {}", self.polls.load(Relaxed));
-        head(&mut o, "outpost_reports_total", "counter", "Status reports received, by status.");
+        head(
+            &mut o,
+            "outpost_polls_total",
+            "counter",
+            "Polls answered, by protocol (outpost: the control API; ocs: PROLOG).",
+        );
+        let _ = writeln!(o, "outpost_polls_total{{protocol=\"outpost\"}} {}", self.polls.load(Relaxed));
+        let _ = writeln!(o, "outpost_polls_total{{protocol=\"ocs\"}} {}", self.ocs_polls.load(Relaxed));
+        head(&mut o, "outpost_reports_total", "counter", "Status reports received (both protocols), by status.");
         if let Ok(m) = self.reports.lock() {
             for (status, n) in m.iter() {
                 let _ = writeln!(o, "outpost_reports_total{{status=\"{}\"}} {n}", label(status));
@@ -135,8 +155,9 @@ mod tests {
     #[test]
     fn counters_render_in_the_text_format() {
         let m = Metrics::default();
-        m.poll();
-        m.poll();
+        m.poll(Front::Outpost);
+        m.poll(Front::Outpost);
+        m.poll(Front::Ocs);
         m.report("SUCCESS");
         m.report("ERR_\"x\"");
         m.served(Side::Http, 10);
@@ -145,7 +166,8 @@ mod tests {
         let g = Gauges { devices: 3, assignments: [1, 2, 3, 4], blocked: 1, open_connections: 2 };
         let t = m.render(&g);
         for line in [
-            "outpost_polls_total 2",
+            "outpost_polls_total{protocol=\"outpost\"} 2",
+            "outpost_polls_total{protocol=\"ocs\"} 1",
             "outpost_reports_total{status=\"SUCCESS\"} 1",
             "outpost_reports_total{status=\"ERR_\\\"x\\\"\"} 1",
             "outpost_bytes_served_total{listener=\"http\"} 10",
