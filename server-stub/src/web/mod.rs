@@ -77,7 +77,7 @@ pub fn route(state: &State, req: &Request, origin: Origin, rest: &[&str]) -> Res
         ["login"] => return Response::text(405, "use GET or POST"),
         _ => {}
     }
-    let session = req.header("cookie").and_then(|c| html::cookie(Some(c), COOKIE)).filter(|s| valid_session_id(s));
+    let session = html::cookie(req.header("cookie"), COOKIE).filter(|s| valid_session_id(s));
     let admin = match session {
         Some(id) => match with_db(state, |db| db.session_admin(&password::session_hash(id), unix_now())) {
             Ok(a) => a,
