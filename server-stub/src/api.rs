@@ -33,6 +33,11 @@ pub fn route(state: &State, req: &Request, side: Side, origin: Origin, cert: Opt
         (Side::Https, ["", "api", "v1", "report"]) => post_only(req, || report(state, req, client, cert)),
         (Side::Https, ["", "api", "v1", "trust"]) => post_only(req, || trust(state, req, client, cert)),
         (Side::Https, ["", "admin", rest @ ..]) => admin(state, req, origin, rest),
+        (Side::Https, ["", "metrics"]) => match admin_refusal(state, req, origin) {
+            Some(refused) => refused,
+            None if req.method == "GET" || req.method == "HEAD" => crate::web::metrics(state),
+            None => Response::text(405, "use GET or HEAD"),
+        },
         (_, ["", "download", id, name]) => {
             let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
             let is_fragment = name.strip_prefix(&format!("{id}-")).is_some_and(digits);
@@ -60,8 +65,24 @@ pub fn route(state: &State, req: &Request, side: Side, origin: Origin, cert: Opt
 /// local); checked before the route is looked at (an outsider learns
 /// nothing of which exist). `GET /admin/v1/health` answers `ok`, or
 /// `warning: …` while the server certificate is due and cannot be renewed
-/// (still 200: the server works).
+/// (still 200: the server works). Everything else is the status page
+/// ([`crate::web`]).
 fn admin(state: &State, req: &Request, origin: Origin, rest: &[&str]) -> Response {
+    if let Some(refused) = admin_refusal(state, req, origin) {
+        return refused;
+    }
+    match rest {
+        ["v1", "health"] if req.method == "GET" || req.method == "HEAD" => match state.cert.warning() {
+            None => Response::text(200, "ok\n"),
+            Some(w) => Response::text(200, format!("warning: {w}\n")),
+        },
+        ["v1", "health"] => Response::text(405, "use GET or HEAD"),
+        _ => crate::web::route(state, req, origin, rest),
+    }
+}
+
+/// Why an administrative request (`/admin/…`, `/metrics`) is refused, if it is.
+fn admin_refusal(state: &State, req: &Request, origin: Origin) -> Option<Response> {
     let client = origin.client;
     if origin.untrusted_forwarding {
         log::warn!(
@@ -70,20 +91,13 @@ fn admin(state: &State, req: &Request, origin: Origin, rest: &[&str]) -> Respons
             req.method,
             req.path
         );
-        return Response::text(403, "administrative routes are not open through an untrusted proxy");
+        return Some(Response::text(403, "administrative routes are not open through an untrusted proxy"));
     }
     if !crate::cidr::Cidr::any_contains(&state.cfg.security.admin_networks, client) {
         log::info!(target: "outpost", "{client}: {} {} refused: not in [security] admin_networks", req.method, req.path);
-        return Response::text(403, "administrative routes are not open to this address");
+        return Some(Response::text(403, "administrative routes are not open to this address"));
     }
-    match rest {
-        ["v1", "health"] if req.method == "GET" || req.method == "HEAD" => match state.cert.warning() {
-            None => Response::text(200, "ok\n"),
-            Some(w) => Response::text(200, format!("warning: {w}\n")),
-        },
-        ["v1", "health"] => Response::text(405, "use GET or HEAD"),
-        _ => Response::text(404, "not found"),
-    }
+    None
 }
 
 /// Whether package `id` (digits) was published with `PROTO=HTTPS`. If the
@@ -166,6 +180,8 @@ fn poll(state: &State, req: &Request, peer: IpAddr, cert: Option<Fingerprint>) -
         Ok(d) => d,
         Err(r) => return r,
     };
+    state.metrics.poll(crate::metrics::Front::Outpost);
+    crate::web::progress::store(state, device, &req.body);
     let pending = match state.db.lock() {
         Ok(mut db) => db.poll(device).and_then(|p| Ok((p, db.staged_rotation(device)?, db.depots()?))),
         Err(_) => return Response::text(500, "database lock poisoned"),
@@ -255,6 +271,7 @@ fn report(state: &State, req: &Request, peer: IpAddr, cert: Option<Fingerprint>)
     };
     let mut acks = Vec::new();
     for (r, changed) in reports.iter().zip(changed) {
+        state.metrics.report(&r.status.to_string());
         if changed {
             log::info!(target: "outpost", "device {device}: package {} -> {}", r.package, r.status);
         }

@@ -63,9 +63,11 @@ pub fn check(
     let policy = &state.cfg.security;
     let f = db.auth_failed(now, policy, client, scope, counted).map_err(|e| db_error(&e))?;
     drop(db);
+    state.metrics.auth_failure(u64::from(f.claim_blocked) + u64::from(f.address_blocked));
     let kind = match scope {
         Scope::Api => "device",
         Scope::Ocs => "OCS Basic",
+        Scope::Admin => "administrator",
     };
     match state.failure_log.note(now, client) {
         Some(0) => log::warn!(

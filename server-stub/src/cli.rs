@@ -108,6 +108,11 @@ pub enum Cmd {
         #[arg(long)]
         blocked: bool,
     },
+    /// Manage the administrators of the status page (/admin/ on the HTTPS listener).
+    Admin {
+        #[command(subcommand)]
+        cmd: AdminCmd,
+    },
     /// Lift the blocks of a client (see `status --blocked`); the running server obeys at once.
     Unblock {
         #[arg(long)]
@@ -289,6 +294,25 @@ struct NotifyArgs {
     /// What to tell them (NEED_DONE_ACTION_TEXT).
     #[arg(long, default_value = "")]
     need_done_action_text: String,
+}
+
+#[derive(Subcommand)]
+pub enum AdminCmd {
+    /// Add an administrator (or give one a new password): prints a generated password, once.
+    Add {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The name to log in with: 1 to 64 of A-Z a-z 0-9 . _ -
+        #[arg(long, value_name = "NAME")]
+        user: String,
+    },
+    /// Remove an administrator; its sessions end at once.
+    Remove {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, value_name = "NAME")]
+        user: String,
+    },
 }
 
 #[derive(Subcommand)]

@@ -13,12 +13,14 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::time::now_rfc3339;
 
+mod console;
 mod credentials;
 mod depots;
 mod evict;
 mod guard;
 mod reports;
 
+pub use console::{AdminHash, DeviceRow, HistoryRow, PackageSummary, ProgressRow};
 pub use credentials::{Change, Presented, Refusal, Verdict};
 pub use depots::Depot;
 pub use guard::{BlockRow, Failure, OcsLimits, Registration};
@@ -148,6 +150,7 @@ impl Db {
         conn.execute_batch(evict::SCHEMA)?;
         conn.execute_batch(credentials::SCHEMA)?;
         conn.execute_batch(depots::SCHEMA)?;
+        conn.execute_batch(console::SCHEMA)?;
         Ok(Self { conn, failures: guard::FailureCounts::default() })
     }
 

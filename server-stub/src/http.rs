@@ -249,7 +249,8 @@ impl Response {
         }
     }
 
-    fn len(&self) -> u64 {
+    /// The body's length in bytes.
+    pub fn body_len(&self) -> u64 {
         match &self.body {
             Body::Bytes(b) => b.len() as u64,
             Body::File { len, .. } => *len,
@@ -261,6 +262,7 @@ fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         206 => "Partial Content",
+        303 => "See Other",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
@@ -270,6 +272,7 @@ fn reason(status: u16) -> &'static str {
         411 => "Length Required",
         413 => "Content Too Large",
         416 => "Range Not Satisfiable",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
@@ -289,7 +292,8 @@ pub async fn write_response<S: Transport>(
     head_only: bool,
     connection: Connection,
 ) -> std::io::Result<()> {
-    let mut head = format!("HTTP/1.1 {} {}\r\nContent-Length: {}\r\n", resp.status, reason(resp.status), resp.len());
+    let mut head =
+        format!("HTTP/1.1 {} {}\r\nContent-Length: {}\r\n", resp.status, reason(resp.status), resp.body_len());
     for (k, v) in &resp.headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }

@@ -162,6 +162,9 @@ pub enum Scope {
     /// public, so counting per claimed DEVICEID would give a guesser
     /// `max_auth_failures` more tries for every DEVICEID it can name.
     Ocs,
+    /// The status page's login (`crate::web`): an administrator's name and
+    /// password, counted per claimed name like the control API.
+    Admin,
 }
 
 impl Scope {
@@ -169,7 +172,7 @@ impl Scope {
     /// itself for the control API, `*` (the whole address) for OCS Basic.
     pub fn counted_identity(self, identity: &str) -> &str {
         match self {
-            Self::Api => identity,
+            Self::Api | Self::Admin => identity,
             Self::Ocs => "*",
         }
     }
@@ -178,7 +181,7 @@ impl Scope {
     /// while the client's address is blocked: never for OCS Basic, whose
     /// identity proves nothing.
     pub fn trusts_identities(self) -> bool {
-        self == Self::Api
+        self != Self::Ocs
     }
 
     /// The name stored in the database.
@@ -186,6 +189,7 @@ impl Scope {
         match self {
             Self::Api => "api",
             Self::Ocs => "ocs",
+            Self::Admin => "admin",
         }
     }
 }

@@ -10,7 +10,7 @@ mod cmd;
 use std::process::ExitCode;
 
 use clap::Parser;
-use cli::{CaCmd, Cli, Cmd, DepotCmd, DeviceCmd, KeysCmd, PackageCmd};
+use cli::{AdminCmd, CaCmd, Cli, Cmd, DepotCmd, DeviceCmd, KeysCmd, PackageCmd};
 use outpost_server::{admin, files, serve};
 
 fn init_logger(verbose: u8) {
@@ -58,6 +58,8 @@ fn run(cmd: Cmd) -> Result<(), String> {
         Cmd::Unaffect { dir, package, not_notified } => cmd::assign::unaffect(&dir, package, not_notified),
         Cmd::Status { dir, package, json, blocked } => admin::status(&dir, package, json, blocked),
         Cmd::Unblock { dir, address } => admin::unblock(&dir, &address),
+        Cmd::Admin { cmd: AdminCmd::Add { dir, user } } => cmd::admin::add(&dir, &user),
+        Cmd::Admin { cmd: AdminCmd::Remove { dir, user } } => cmd::admin::remove(&dir, &user),
     }
 }
 

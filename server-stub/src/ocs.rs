@@ -294,6 +294,7 @@ pub fn handle(state: &State, body: &[u8], authorization: Option<&str>, peer: IpA
             if !reply.packs.is_empty() {
                 log::info!(target: "outpost", "OCS device {device_id}: notified of {} package(s)", reply.packs.len());
             }
+            state.metrics.poll(crate::metrics::Front::Ocs);
             ocs_response(200, encode(&reply.to_xml(), enc))
         }
         Request::Download { device_id, id, err } => {
@@ -323,6 +324,7 @@ pub fn handle(state: &State, body: &[u8], authorization: Option<&str>, peer: IpA
                 }
                 Err(e) => return db_err(e),
             }
+            state.metrics.report(code.as_str());
             match db.report_ocs(&device_id, id, code.as_str()) {
                 Ok(true) => log::info!(target: "outpost", "OCS device {device_id}: package {id} -> {code}"),
                 Ok(false) => {

@@ -71,12 +71,21 @@ pub struct State {
     pub failure_log: crate::faillog::FailureLog,
     /// The server certificate, renewed and reloaded while serving.
     pub cert: Arc<Live>,
+    /// Counters for `/metrics`.
+    pub metrics: crate::metrics::Metrics,
     /// Open connections, against their caps.
     gate: Arc<Gate>,
     /// Places for OCS requests being handled.
     ocs_slots: Semaphore,
     /// Caps and timeouts.
     limits: Limits,
+}
+
+impl State {
+    /// Connections open now (for `/metrics`).
+    pub fn open_connections(&self) -> u64 {
+        self.gate.open() as u64
+    }
 }
 
 /// Which listener a connection came from.
@@ -124,6 +133,7 @@ pub fn run(dir: &Path) -> Result<(), String> {
         reports: ReportCommit::default(),
         failure_log: crate::faillog::FailureLog::default(),
         cert,
+        metrics: crate::metrics::Metrics::default(),
         gate,
         ocs_slots: Semaphore::new(MAX_OCS_IN_FLIGHT),
         limits,
@@ -250,6 +260,7 @@ async fn accept_loop(
                 continue;
             }
         };
+        state.metrics.connection(side);
         if let Err(e) = tcp.set_nodelay(true) {
             log::debug!(target: "outpost", "{peer}: cannot set TCP_NODELAY: {e}");
         }
@@ -327,10 +338,12 @@ async fn serve_conn<S: AsyncRead + Transport>(
         } else {
             log::debug!(target: "outpost", "{client} (via {peer}) {side:?} {} {} -> {}", req.method, req.path, resp.status);
         }
+        let len = if head_only { 0 } else { resp.body_len() };
         if let Err(e) = http::write_response(s.get_mut(), resp, head_only, connection).await {
             log::debug!(target: "outpost", "{peer} {side:?}: response not delivered: {e}");
             break false;
         }
+        state.metrics.served(side, len);
         if connection == Connection::Close {
             break true;
         }

@@ -1,5 +1,6 @@
 //! The control protocol (`outpost 1`), both directions: decoders never panic,
-//! and a poll reply that decodes survives being encoded and decoded again.
+//! and a poll reply (reports, a poll's progress lines) that decodes survives
+//! being encoded and decoded again.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -14,6 +15,9 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(proto::decode_reports(proto::encode_reports(&reports).as_bytes()), Ok(reports));
     }
     let _ = proto::decode_acks(data);
+    if let Ok(progress) = proto::decode_progress(data) {
+        assert_eq!(proto::decode_progress(proto::encode_poll("0", &progress).as_bytes()), Ok(progress));
+    }
     if let Ok(s) = core::str::from_utf8(data) {
         let _ = proto::parse_auth_header(s);
     }

@@ -297,6 +297,51 @@ pub fn decode_reports(msg: &[u8]) -> Result<Vec<Report>, ProtoError> {
     Ok(out)
 }
 
+/// A download's progress, sent with a poll (`progress id=… held=… total=…
+/// rate=…`, one line per package being fetched; servers that do not know
+/// the line ignore it) for the server's status page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Package id.
+    pub id: u64,
+    /// Bytes held (verified fragments).
+    pub held: u64,
+    /// Bytes in all.
+    pub total: u64,
+    /// Current download rate, bytes/s.
+    pub rate: u64,
+}
+
+/// The body of a poll: the header, the agent's version, and `progress`.
+pub fn encode_poll(agent_version: &str, progress: &[Progress]) -> String {
+    let mut s = format!("{HEADER}\nagent {agent_version}\n");
+    for p in progress {
+        s.push_str(&format!("progress id={} held={} total={} rate={}\n", p.id, p.held, p.total, p.rate));
+    }
+    s
+}
+
+/// The progress lines of a poll body (at most [`MAX_POLL_PACKAGES`]; bad
+/// lines are errors).
+pub fn decode_progress(msg: &[u8]) -> Result<Vec<Progress>, ProtoError> {
+    let mut out = Vec::new();
+    for (kind, f) in lines(msg)? {
+        if kind != "progress" {
+            continue;
+        }
+        if out.len() >= MAX_POLL_PACKAGES {
+            return Err(ProtoError::TooLarge);
+        }
+        let p =
+            Progress { id: num(&f, "id")?, held: num(&f, "held")?, total: num(&f, "total")?, rate: num(&f, "rate")? };
+        if p.held > p.total {
+            return Err(ProtoError::BadField("held"));
+        }
+        out.push(p);
+    }
+    Ok(out)
+}
+
 /// Encode the acknowledgement of reports `ids`.
 pub fn encode_acks(ids: &[u64]) -> String {
     let mut s = format!("{HEADER}\n");
@@ -407,6 +452,17 @@ mod tests {
         assert_eq!(PollReply::decode(many.as_bytes()), Err(ProtoError::TooLarge));
         assert!(decode_reports(b"outpost 1\nreport id=1 package=2 status=bad<code>\n").is_err());
         assert!(decode_reports(&[b'x'; MAX_CONTROL_LEN + 1]).is_err());
+    }
+
+    #[test]
+    fn progress_rides_on_the_poll() {
+        let p = [Progress { id: 7, held: 5, total: 10, rate: 3 }, Progress { id: 8, held: 0, total: 0, rate: 0 }];
+        let body = encode_poll("1.0", &p);
+        assert!(body.starts_with("outpost 1\nagent 1.0\n"));
+        assert_eq!(decode_progress(body.as_bytes()).unwrap(), p);
+        assert_eq!(decode_progress(b"outpost 1\nagent 1.0\n").unwrap(), alloc::vec![]);
+        assert!(decode_progress(b"outpost 1\nprogress id=1 held=5 total=4 rate=0\n").is_err(), "held > total");
+        assert!(decode_progress(b"outpost 1\nprogress id=1 held=x total=4 rate=0\n").is_err());
     }
 
     #[test]

@@ -44,6 +44,7 @@ use crate::engine::status::StatusCode;
 mod drive;
 mod install;
 mod metadata;
+mod progress;
 mod trust;
 use drive::Done;
 pub(crate) use install::verify_and_unpack;
@@ -206,6 +207,8 @@ pub struct Agent<E: Env = RealEnv> {
     trust: crate::engine::trust::Trust,
     /// More fragment locations from the last poll (`depot loc=…`).
     depots: Vec<String>,
+    /// Bytes held per package at the last poll, and when (`progress`).
+    last_progress: Vec<(u64, u64, u64)>,
 }
 
 impl<E: Env> Agent<E> {
@@ -217,7 +220,7 @@ impl<E: Env> Agent<E> {
             .map_err(|e| AgentError::Env(EnvError::Tls(e)))?;
         let key = cfg.signing_key().map_err(|e| AgentError::Config(e.to_string()))?;
         let trust = trust::load(&cfg, &store, &mut env, key)?;
-        Ok(Self { cfg, store, env, identity, trust, depots: Vec::new() })
+        Ok(Self { cfg, store, env, identity, trust, depots: Vec::new(), last_progress: Vec::new() })
     }
 
     /// The state directory.
@@ -295,7 +298,8 @@ impl<E: Env> Agent<E> {
     }
 
     fn poll_once(&mut self) -> Result<PollReply, AgentError> {
-        let body = self.post(proto::POLL_PATH, &format!("{}\nagent {}\n", proto::HEADER, env!("CARGO_PKG_VERSION")))?;
+        let progress = self.progress();
+        let body = self.post(proto::POLL_PATH, &proto::encode_poll(env!("CARGO_PKG_VERSION"), &progress))?;
         PollReply::decode(&body).map_err(|e| AgentError::BadReply("poll", e))
     }
 

@@ -3,6 +3,7 @@
 //! `status`, `unblock` and `serve` need no code of their own here: `main` calls
 //! `admin` and `serve` in the library directly.
 
+pub mod admin;
 pub mod assign;
 pub mod depot;
 pub mod device;
