@@ -293,7 +293,9 @@ impl<E: Env> Agent<E> {
     }
 
     fn poll_once(&mut self) -> Result<PollReply, AgentError> {
-        let body = self.post(proto::POLL_PATH, &format!("{}\nagent {}\n", proto::HEADER, env!("CARGO_PKG_VERSION")))?;
+        let mut req = format!("{}\nagent {}\n", proto::HEADER, env!("CARGO_PKG_VERSION"));
+        super::facts::gather(self.store.root(), &self.cfg.agent.tags).encode_line(&mut req);
+        let body = self.post(proto::POLL_PATH, &req)?;
         PollReply::decode(&body).map_err(|e| AgentError::BadReply("poll", e))
     }
 

@@ -146,6 +146,11 @@ impl Config {
         if c.agent.allowed_store_paths.as_ref().is_some_and(|v| v.iter().any(|p| !p.starts_with('/'))) {
             return Err(ConfigError::Invalid("agent.allowed_store_paths must be absolute directories"));
         }
+        if c.agent.tags.len() > crate::engine::facts::MAX_TAGS
+            || !c.agent.tags.iter().all(|t| crate::engine::facts::valid_tag(t))
+        {
+            return Err(ConfigError::Invalid("agent.tags: at most 32 tags of 1 to 128 bytes, no control characters"));
+        }
         if c.agent.execution_timeout == 0 || c.agent.fragment_tries == Some(0) {
             return Err(ConfigError::Invalid("agent.execution_timeout and agent.fragment_tries must be > 0"));
         }
