@@ -22,6 +22,7 @@ pub mod config;
 pub mod ct;
 pub mod db;
 pub mod faillog;
+pub mod fleet;
 pub mod files;
 pub mod http;
 pub mod limits;
