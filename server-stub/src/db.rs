@@ -13,12 +13,18 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::time::now_rfc3339;
 
+mod catalog;
 mod credentials;
 mod evict;
+mod fleet;
 mod guard;
+mod rollout;
 
+pub use catalog::PackageRow;
 pub use credentials::{Change, Presented, Refusal, Verdict};
+pub use fleet::{DeviceRow, GroupRow, valid_group_name};
 pub use guard::{BlockRow, Failure, OcsLimits, Registration};
+pub use rollout::{MemberRow, NewRollout, RolloutRow};
 
 /// Devices registered with `device add` (they authenticate with a secret).
 pub const KIND_OUTPOST: &str = "outpost";
@@ -140,6 +146,8 @@ impl Db {
         conn.execute_batch(guard::SCHEMA)?;
         conn.execute_batch(evict::SCHEMA)?;
         conn.execute_batch(credentials::SCHEMA)?;
+        conn.execute_batch(fleet::SCHEMA)?;
+        conn.execute_batch(rollout::SCHEMA)?;
         Ok(Self { conn, failures: guard::FailureCounts::default() })
     }
 
@@ -223,9 +231,10 @@ impl Db {
         Ok(v.unwrap_or(0) as u64)
     }
 
-    /// Whether a package exists.
+    /// Whether a package exists (and was not deleted).
     pub fn has_package(&self, id: u64) -> DbResult<bool> {
-        Ok(self.conn.query_row("SELECT 1 FROM packages WHERE id = ?1", [id as i64], |_| Ok(())).optional()?.is_some())
+        let sql = "SELECT 1 FROM packages WHERE id = ?1 AND id NOT IN (SELECT id FROM deleted_packages)";
+        Ok(self.conn.query_row(sql, [id as i64], |_| Ok(())).optional()?.is_some())
     }
 
     /// Whether package `id` was published with its fragments over HTTPS
