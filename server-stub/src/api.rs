@@ -166,8 +166,19 @@ fn poll(state: &State, req: &Request, peer: IpAddr, cert: Option<Fingerprint>) -
         Ok(d) => d,
         Err(r) => return r,
     };
+    let facts = match outpost_agent::engine::facts::Facts::from_poll(&req.body) {
+        Some(Ok(f)) => Some(f),
+        Some(Err(e)) => {
+            log::warn!(target: "outpost", "device {device}: {e}; its facts are not updated");
+            None
+        }
+        None => None,
+    };
     let pending = match state.db.lock() {
-        Ok(mut db) => db.poll(device).and_then(|p| Ok((p, db.staged_rotation(device)?))),
+        Ok(mut db) => {
+            crate::fleet::contact::on_contact(&mut db, device, facts.as_ref(), peer, unix_now());
+            db.poll(device).and_then(|p| Ok((p, db.staged_rotation(device)?)))
+        }
         Err(_) => return Response::text(500, "database lock poisoned"),
     };
     let (pending, identity) = match pending {
@@ -252,5 +263,6 @@ fn report(state: &State, req: &Request, peer: IpAddr, cert: Option<Fingerprint>)
             }
         }
     }
+    crate::fleet::contact::after_reports(&mut db, unix_now());
     Response::text(200, proto::encode_acks(&acks))
 }

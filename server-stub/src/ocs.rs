@@ -264,6 +264,7 @@ pub fn handle(state: &State, body: &[u8], authorization: Option<&str>, peer: IpA
             if let Err(r) = register(&mut db, &device_id) {
                 return r;
             }
+            crate::fleet::contact::on_contact(&mut db, &device_id, None, peer, now);
             let pending = match db.poll(&device_id) {
                 Ok(p) => p,
                 Err(e) => return db_err(e),
@@ -324,7 +325,10 @@ pub fn handle(state: &State, body: &[u8], authorization: Option<&str>, peer: IpA
                 Err(e) => return db_err(e),
             }
             match db.report_ocs(&device_id, id, code.as_str()) {
-                Ok(true) => log::info!(target: "outpost", "OCS device {device_id}: package {id} -> {code}"),
+                Ok(true) => {
+                    log::info!(target: "outpost", "OCS device {device_id}: package {id} -> {code}");
+                    crate::fleet::contact::after_reports(&mut db, now);
+                }
                 Ok(false) => {
                     log::warn!(target: "outpost", "OCS device {device_id}: report {code} for unassigned package {id}")
                 }
@@ -349,7 +353,11 @@ pub fn handle(state: &State, body: &[u8], authorization: Option<&str>, peer: IpA
                 return r;
             }
             match db.set_history(&device_id, &history) {
-                Ok(true) => ocs_response(200, encode(NO_ACCOUNT_UPDATE, enc)),
+                Ok(true) => {
+                    let facts = decoded.as_ref().and_then(|(xml, _)| crate::fleet::contact::ocs_inventory_facts(xml));
+                    crate::fleet::contact::on_contact(&mut db, &device_id, facts.as_ref(), peer, now);
+                    ocs_response(200, encode(NO_ACCOUNT_UPDATE, enc))
+                }
                 Ok(false) => Response::text(403, "not an OCS device"),
                 Err(e) => db_err(e),
             }

@@ -11,6 +11,7 @@
 //! Nothing runs on a timer: a rollout moves on when it is looked at (a
 //! device polls or reports, or `status` runs), which is when it matters.
 
+pub mod contact;
 pub mod expr;
 pub mod members;
 pub mod rollout;
