@@ -17,6 +17,7 @@ pub mod admin;
 pub mod agent_config;
 pub mod api;
 pub mod auth;
+pub mod check;
 pub mod cidr;
 pub mod config;
 pub mod ct;

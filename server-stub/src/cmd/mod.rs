@@ -4,7 +4,9 @@
 //! `admin` and `serve` in the library directly.
 
 pub mod assign;
+pub mod catalog;
 pub mod device;
+pub mod fleet;
 pub mod init;
 pub mod package;
 pub mod rollover;
