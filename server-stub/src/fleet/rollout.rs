@@ -13,7 +13,9 @@
 //! `wave_wait` has passed since it started), the next wave starts if the
 //! wave's error rate (members with an error result / members) is at most
 //! `halt_above`; otherwise the rollout halts, with the reason, until
-//! `rollout resume` (which starts the next wave) or `rollout cancel`.
+//! `rollout resume` (which starts the next wave) or `rollout cancel`. When
+//! the last wave is through, the rollout is `done` (and its later members
+//! still get the package).
 //!
 //! Evaluation is lazy: it runs at every poll, PROLOG and report, and in
 //! `status`; no timer. A `wave_wait` therefore ends at the first of those
@@ -185,7 +187,7 @@ pub fn evaluate(db: &mut Db, now: u64) -> Result<(), FleetError> {
             if w.finished() < w.devices && !waited {
                 break;
             }
-            if w.errors * 100 > u64::from(r.halt_above) * w.devices {
+            if r.wave < last && w.errors * 100 > u64::from(r.halt_above) * w.devices {
                 r.state = HALTED.into();
                 r.reason = format!(
                     "wave {} of {}: {} of {} devices failed ({:.0}%), above --halt-above {}%",
