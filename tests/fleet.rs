@@ -113,8 +113,7 @@ fn a_rollout_halts_when_its_first_wave_fails_too_often() {
             run_once(c);
         }
     }
-    let got: Vec<(String, String)> =
-        srv.statuses().into_iter().filter(|r| r.0 == p).map(|(_, d, s)| (d, s)).collect();
+    let got: Vec<(String, String)> = srv.statuses().into_iter().filter(|r| r.0 == p).map(|(_, d, s)| (d, s)).collect();
     assert_eq!(got.len(), 2, "the second wave was never sent: {got:?}");
     assert!(got.iter().all(|(_, s)| s == "EXIT_CODE_3"), "{got:?}");
     let status = ok(&srv.cmd(&["status"]));

@@ -100,7 +100,10 @@ fn get(tls: &Arc<rustls::ClientConfig>, loc: &Location, rel: &str, limit: u64) -
     let tcp = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| e.to_string())?;
     tcp.set_read_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
     tcp.set_write_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
-    let req = format!("GET /{path}{}{rel} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n", if path.is_empty() { "" } else { "/" });
+    let req = format!(
+        "GET /{path}{}{rel} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n",
+        if path.is_empty() { "" } else { "/" }
+    );
     let limit = limit.saturating_add(MAX_HEAD as u64);
     let mut raw = Vec::new();
     if loc.https {
@@ -116,9 +119,8 @@ fn get(tls: &Arc<rustls::ClientConfig>, loc: &Location, rel: &str, limit: u64) -
     }
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut resp = httparse::Response::new(&mut headers);
-    let head = match resp.parse(&raw) {
-        Ok(httparse::Status::Complete(n)) => n,
-        _ => return Err("malformed or truncated HTTP response".into()),
+    let Ok(httparse::Status::Complete(head)) = resp.parse(&raw) else {
+        return Err("malformed or truncated HTTP response".into());
     };
     if resp.code != Some(200) {
         return Err(format!("HTTP {}", resp.code.unwrap_or(0)));
@@ -183,7 +185,13 @@ pub fn check_at(dir: &Path, id: u64, locs: &[Location]) -> Result<Vec<Finding>, 
         .and_then(|b| Manifest::decode_verified_any(&b, &keys).map_err(|e| format!("manifest refused: {e}")))
     {
         Ok(m) if m.package_id == id => m,
-        Ok(m) => return Ok(vec![Finding { location: meta.name.clone(), url: url(meta, &m_rel), problem: Some(format!("manifest is for package {}", m.package_id)) }]),
+        Ok(m) => {
+            return Ok(vec![Finding {
+                location: meta.name.clone(),
+                url: url(meta, &m_rel),
+                problem: Some(format!("manifest is for package {}", m.package_id)),
+            }]);
+        }
         Err(e) => {
             finding(meta, &m_rel, Some(e));
             return Ok(out);
@@ -193,7 +201,11 @@ pub fn check_at(dir: &Path, id: u64, locs: &[Location]) -> Result<Vec<Finding>, 
     let i_rel = format!("{id}/info");
     let info = get(&tls, meta, &i_rel, MAX_META).and_then(|b| {
         let got = sha256(&b);
-        if got == manifest.info_sha256 { Ok(()) } else { Err(format!("info SHA-256 {} is not the signed {}", hex(&got), hex(&manifest.info_sha256))) }
+        if got == manifest.info_sha256 {
+            Ok(())
+        } else {
+            Err(format!("info SHA-256 {} is not the signed {}", hex(&got), hex(&manifest.info_sha256)))
+        }
     });
     finding(meta, &i_rel, info.err());
     for loc in frag_locs {

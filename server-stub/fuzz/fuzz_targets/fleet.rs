@@ -30,7 +30,14 @@ fuzz_target!(|data: &[u8]| {
             match Expr::parse(s) {
                 Ok(e) => {
                     let tags = ["a".to_string()];
-                    let d = Subject { id: "pc", os: "linux", free: Some(1), age: Some(5), tags: &tags, ..Default::default() };
+                    let d = Subject {
+                        id: "pc",
+                        os: "linux",
+                        free: Some(1),
+                        age: Some(5),
+                        tags: &tags,
+                        ..Default::default()
+                    };
                     let _ = e.matches(&d);
                 }
                 Err(e) => assert!(e.at <= s.len().max(outpost_server::fleet::expr::MAX_LEN), "{e}"),

@@ -12,7 +12,9 @@ pub fn assign(a: AssignArgs) -> Result<(), String> {
     if !db.has_package(a.package).map_err(|e| e.to_string())? {
         return Err(format!("no package {}", a.package));
     }
-    if a.target.group.is_none() && (a.waves.waves.is_some() || a.waves.wave_wait.is_some() || a.waves.halt_above.is_some()) {
+    if a.target.group.is_none()
+        && (a.waves.waves.is_some() || a.waves.wave_wait.is_some() || a.waves.halt_above.is_some())
+    {
         return Err("--waves, --wave-wait and --halt-above go with --group".into());
     }
     if let Some(g) = &a.target.group {

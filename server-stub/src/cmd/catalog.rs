@@ -47,16 +47,31 @@ pub fn show(a: PackageIdArgs) -> Result<(), String> {
     let db = open_db(&a.dir)?;
     let p = find(&db, a.id)?;
     let pdir = a.dir.join("download").join(a.id.to_string());
-    println!("package {}: {} ({}, priority {}, {} bytes in {} fragment(s))", p.id, p.name, p.action, p.priority, p.size, p.frags);
+    println!(
+        "package {}: {} ({}, priority {}, {} bytes in {} fragment(s))",
+        p.id, p.name, p.action, p.priority, p.size, p.frags
+    );
     println!("created {}{}", p.created, p.deleted.as_ref().map_or(String::new(), |d| format!(", deleted {d}")));
     match std::fs::read_to_string(pdir.join("info")) {
         Ok(info) => println!("\ninfo:\n{}", info.trim_end()),
         Err(e) => println!("\ninfo: {e}"),
     }
-    match std::fs::read(pdir.join("manifest")).ok().and_then(|b| outpost_agent::engine::manifest::Manifest::decode_unverified(&b)) {
+    match std::fs::read(pdir.join("manifest"))
+        .ok()
+        .and_then(|b| outpost_agent::engine::manifest::Manifest::decode_unverified(&b))
+    {
         Some(m) => {
-            println!("\nmanifest: version {}, created {}, expires {}", m.version, outpost_server::time::rfc3339(m.created), m.expires.map_or("never".into(), outpost_server::time::rfc3339));
-            println!("  archive {} bytes, SHA-256 {}", m.archive_size, outpost_agent::engine::digest::hex(&m.archive_sha256));
+            println!(
+                "\nmanifest: version {}, created {}, expires {}",
+                m.version,
+                outpost_server::time::rfc3339(m.created),
+                m.expires.map_or_else(|| "never".into(), outpost_server::time::rfc3339)
+            );
+            println!(
+                "  archive {} bytes, SHA-256 {}",
+                m.archive_size,
+                outpost_agent::engine::digest::hex(&m.archive_sha256)
+            );
             if let Some(r) = &m.release {
                 println!("  release {} {}{}", r.name, r.version, if r.downgrade { " (downgrade)" } else { "" });
             }
@@ -67,9 +82,22 @@ pub fn show(a: PackageIdArgs) -> Result<(), String> {
     for l in check::locations(&cfg, p.https) {
         println!("  {:<26} {}://{}", l.name, if l.https { "https" } else { "http" }, l.base);
     }
-    println!("\nassignments: {} waiting, {} notified, {} success, {} errors{}", p.counts[0], p.counts[1], p.counts[2], p.counts[3], if p.all { "; assigned to all devices" } else { "" });
+    println!(
+        "\nassignments: {} waiting, {} notified, {} success, {} errors{}",
+        p.counts[0],
+        p.counts[1],
+        p.counts[2],
+        p.counts[3],
+        if p.all { "; assigned to all devices" } else { "" }
+    );
     for r in db.rollouts(false).map_err(db_err)?.iter().filter(|r| r.package == a.id) {
-        println!("  rollout {} to group {}: {}{}", r.id, r.group, r.state, if r.reason.is_empty() { String::new() } else { format!(" ({})", r.reason) });
+        println!(
+            "  rollout {} to group {}: {}{}",
+            r.id,
+            r.group,
+            r.state,
+            if r.reason.is_empty() { String::new() } else { format!(" ({})", r.reason) }
+        );
     }
     for r in db.status(Some(a.id)).map_err(db_err)? {
         println!("  {:<28} {:<24} {}", r.device, r.status, r.updated);

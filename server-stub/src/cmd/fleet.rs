@@ -52,8 +52,8 @@ pub fn device_list(a: DeviceListArgs) -> Result<(), String> {
             f.os_version,
             f.arch,
             f.agent,
-            f.free.map_or("-".into(), |v| v.to_string()),
-            d.last_contact.map_or("never".into(), rfc3339),
+            f.free.map_or_else(|| "-".into(), |v| v.to_string()),
+            d.last_contact.map_or_else(|| "never".into(), rfc3339),
             f.tags.join(",")
         );
     }
@@ -101,7 +101,7 @@ pub fn group(cmd: GroupCmd) -> Result<(), String> {
             let devices = db.devices_with_facts().map_err(db_err)?;
             for g in db.groups().map_err(db_err)? {
                 let m = members(&db, &g, &devices, unix_now()).map_err(|e| e.to_string())?;
-                let what = g.filter.as_deref().map_or("static".to_string(), |f| format!("where {f}"));
+                let what = g.filter.as_deref().map_or_else(|| "static".to_string(), |f| format!("where {f}"));
                 println!("{} ({what}): {}", g.name, m.into_iter().collect::<Vec<_>>().join(" "));
             }
         }

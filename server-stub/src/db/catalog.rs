@@ -85,10 +85,7 @@ impl Db {
             "DELETE FROM assignments WHERE package = ?1 AND status IN (?2, ?3)",
             params![id, WAITING, NOTIFIED],
         )?;
-        tx.execute(
-            "UPDATE rollouts SET state = 'cancelled', reason = 'package deleted' WHERE package = ?1",
-            [id],
-        )?;
+        tx.execute("UPDATE rollouts SET state = 'cancelled', reason = 'package deleted' WHERE package = ?1", [id])?;
         tx.commit()?;
         Ok(n)
     }

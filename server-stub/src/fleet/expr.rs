@@ -337,14 +337,14 @@ impl Parser {
         }
         let (at, v) = self.next();
         let value = match (field, v) {
-            (Field::Free, Tok::Word(w)) => Value::Num(number(&w, SIZES).ok_or(ExprError {
-                at,
-                kind: ErrorKind::BadValue("a size in bytes (1000, 64K, 2G)"),
-            })?),
-            (Field::LastContact, Tok::Word(w)) => Value::Num(number(&w, DURATIONS).ok_or(ExprError {
-                at,
-                kind: ErrorKind::BadValue("a duration (30s, 15m, 12h, 7d, 2w)"),
-            })?),
+            (Field::Free, Tok::Word(w)) => Value::Num(
+                number(&w, SIZES)
+                    .ok_or(ExprError { at, kind: ErrorKind::BadValue("a size in bytes (1000, 64K, 2G)") })?,
+            ),
+            (Field::LastContact, Tok::Word(w)) => Value::Num(
+                number(&w, DURATIONS)
+                    .ok_or(ExprError { at, kind: ErrorKind::BadValue("a duration (30s, 15m, 12h, 7d, 2w)") })?,
+            ),
             (Field::Free, _) => return Err(ExprError { at, kind: ErrorKind::BadValue("a size in bytes") }),
             (Field::LastContact, _) => return Err(ExprError { at, kind: ErrorKind::BadValue("a duration") }),
             (_, Tok::Str(s)) => Value::Str(s),
@@ -436,7 +436,9 @@ impl Expr {
                     _ => d.kind,
                 };
                 match op {
-                    Op::Eq | Op::Ne => op.holds(if v.eq_ignore_ascii_case(s) { Ordering::Equal } else { Ordering::Less }),
+                    Op::Eq | Op::Ne => {
+                        op.holds(if v.eq_ignore_ascii_case(s) { Ordering::Equal } else { Ordering::Less })
+                    }
                     _ => op.holds(version_cmp(v, s)),
                 }
             }

@@ -42,7 +42,8 @@ pub const CANCELLED: &str = "cancelled";
 
 /// A percentage `0`..=`100`, written `N%` or `N`.
 pub fn parse_percent(s: &str) -> Result<u8, String> {
-    let d = s.trim().strip_suffix('%').unwrap_or(s.trim());
+    let t = s.trim();
+    let d = t.strip_suffix('%').unwrap_or(t);
     d.parse::<u8>().ok().filter(|p| *p <= 100).ok_or_else(|| format!("{s:?} is not a percentage from 0% to 100%"))
 }
 
@@ -65,7 +66,10 @@ pub fn parse_waves(s: &str) -> Result<Vec<u8>, String> {
 pub fn parse_duration(s: &str) -> Result<u64, String> {
     let units = [('s', 1), ('m', 60), ('h', 3600), ('d', 86400), ('w', 7 * 86400)];
     let (d, mul) = units.iter().find_map(|(c, m)| s.strip_suffix(*c).map(|d| (d, *m))).unwrap_or((s, 1));
-    d.parse::<u64>().ok().and_then(|v| v.checked_mul(mul)).ok_or_else(|| format!("{s:?} is not a duration (30s, 15m, 1h, 2d)"))
+    d.parse::<u64>()
+        .ok()
+        .and_then(|v| v.checked_mul(mul))
+        .ok_or_else(|| format!("{s:?} is not a duration (30s, 15m, 1h, 2d)"))
 }
 
 /// The stable rank key of a device in a package's rollouts.
@@ -174,7 +178,10 @@ pub fn evaluate(db: &mut Db, now: u64) -> Result<(), FleetError> {
         loop {
             if r.state == RUNNING || r.state == DONE {
                 let members = db.rollout_members(r.id)?;
-                for m in members.iter().filter(|m| m.wave <= r.wave && m.status.is_none() && !m.ours && current.contains(&m.device)) {
+                for m in members
+                    .iter()
+                    .filter(|m| m.wave <= r.wave && m.status.is_none() && !m.ours && current.contains(&m.device))
+                {
                     db.rollout_assign(&r, &m.device)?;
                 }
             }
@@ -221,7 +228,7 @@ pub fn resume(db: &mut Db, id: u64, now: u64) -> Result<RolloutRow, FleetError> 
     let (wave, state) = if r.wave + 1 < r.waves.len() { (r.wave + 1, RUNNING) } else { (r.wave, DONE) };
     db.set_rollout(id, wave, now, state, "")?;
     evaluate(db, now)?;
-    Ok(db.rollout(id)?.ok_or(FleetError::NoRollout(id))?)
+    db.rollout(id)?.ok_or(FleetError::NoRollout(id))
 }
 
 /// `rollout cancel`: no more assignments; those not sent yet are withdrawn. Returns how many.

@@ -104,7 +104,12 @@ impl FleetStatus {
         if !self.groups.is_empty() {
             s.push_str(&format!("{:<24} {:>8}  FILTER\n", "GROUP", "MEMBERS"));
             for g in &self.groups {
-                s.push_str(&format!("{:<24} {:>8}  {}\n", g.name, g.members, g.filter.as_deref().unwrap_or("(static)")));
+                s.push_str(&format!(
+                    "{:<24} {:>8}  {}\n",
+                    g.name,
+                    g.members,
+                    g.filter.as_deref().unwrap_or("(static)")
+                ));
             }
             s.push('\n');
         }
