@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
-use outpost_tests::{Server, TempDir, agent, free_port, text, tune_agent};
+use outpost_tests::{Server, TempDir, agent, free_port, run, text, tune_agent};
 
 fn ok(o: &std::process::Output) -> String {
     assert!(o.status.success(), "{}", text(o));
@@ -226,4 +226,31 @@ fn check_finds_a_corrupted_fragment_on_a_mirror_and_delete_keeps_the_history() {
     assert!(!srv.cmd(&["assign", "--package", &ps, "--device", "pc-b"]).status.success());
     let show = ok(&srv.cmd(&["package", "show", &ps]));
     assert!(show.contains("deleted") && show.contains("pc-a"), "{show}");
+}
+
+/// The real OCS Unix agent's INVENTORY gives the server its facts and its `--tag`.
+#[test]
+fn an_ocs_agents_inventory_gives_its_facts_and_tag() {
+    let t = TempDir::new("fleet-ocs");
+    let mut srv = Server::init(t.join("srv"), &[]);
+    let toml = srv.dir.join("server.toml");
+    let c = fs::read_to_string(&toml).unwrap().replace("request_inventory = false", "request_inventory = true");
+    fs::write(&toml, c).unwrap();
+    srv.start();
+    let var = t.join("ocs-var");
+    fs::create_dir_all(&var).unwrap();
+    let server = format!("http://127.0.0.1:{}/ocsinventory", srv.http_port);
+    let o = run(std::process::Command::new("ocsinventory-agent")
+        .args(["--server", &server, "--nolocal", "--nosoftware", "--tag=site:lyon"])
+        .arg(format!("--basevardir={}", var.display()))
+        .arg(format!("--logfile={}", t.join("ocs.log").display())));
+    assert!(o.status.success(), "{}", text(&o));
+    let d = devices(&srv, r#"kind = "ocs" and tag = "site:lyon""#);
+    assert_eq!(d.len(), 1, "{:?}", ok(&srv.cmd(&["device", "list", "--json"])));
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(d[0]["host"], host.trim(), "{}", d[0]);
+    assert!(!d[0]["os"].as_str().unwrap().is_empty(), "{}", d[0]);
+    assert!(d[0]["agent_version"].as_str().unwrap().contains("unix_agent"), "{}", d[0]);
+    assert_eq!(d[0]["arch"], std::env::consts::ARCH, "{}", d[0]);
+    assert_eq!(d[0]["address"], "127.0.0.1");
 }

@@ -26,9 +26,9 @@ pub fn route(state: &State, req: &Request, side: Side, origin: Origin, cert: Opt
     let client = origin.client;
     let parts: Vec<&str> = req.path.split('/').collect();
     match (side, parts.as_slice()) {
-        (_, ["", "ocsinventory"]) => {
-            post_only(req, || crate::ocs::handle(state, &req.body, req.header("authorization"), client))
-        }
+        (_, ["", "ocsinventory"]) => post_only(req, || {
+            crate::ocs::handle(state, &req.body, req.header("authorization"), client, req.header("user-agent"))
+        }),
         (Side::Https, ["", "api", "v1", "poll"]) => post_only(req, || poll(state, req, client, cert)),
         (Side::Https, ["", "api", "v1", "report"]) => post_only(req, || report(state, req, client, cert)),
         (Side::Https, ["", "api", "v1", "trust"]) => post_only(req, || trust(state, req, client, cert)),

@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
         }
         1 => {
             if let Ok(xml) = std::str::from_utf8(rest) {
-                let _ = ocs_inventory_facts(xml);
+                let _ = ocs_inventory_facts(xml, Some("OCS-NG_unified_unix_agent_v2.10.0"));
             }
         }
         _ => {

@@ -29,10 +29,11 @@ pub fn after_reports(db: &mut Db, now: u64) {
 }
 
 /// The facts an OCS agent's INVENTORY gives (`CONTENT/HARDWARE`: NAME,
-/// OSNAME, OSVERSION, ARCH; `CONTENT/VERSIONCLIENT`; the `ACCOUNTINFO`
-/// values as tags, `TAG=lyon` as `lyon`); `None` if it is not an inventory
-/// within the bounds of [`outpost_agent::engine::ocs::scan`].
-pub fn ocs_inventory_facts(xml: &str) -> Option<Facts> {
+/// OSNAME, OSVERSION, ARCH or else `CPUS/CPUARCH`; the agent version from
+/// `CONTENT/VERSIONCLIENT` or else the request's `user_agent`; the
+/// `ACCOUNTINFO` values as tags, `TAG=lyon` as `lyon`); `None` if it is not
+/// an inventory within the bounds of [`outpost_agent::engine::ocs::scan`].
+pub fn ocs_inventory_facts(xml: &str, user_agent: Option<&str>) -> Option<Facts> {
     outpost_agent::engine::ocs::scan::scan(xml).ok()?;
     let doc = roxmltree::Document::parse(xml).ok()?;
     let content = doc.root_element().children().find(|n| n.has_tag_name("CONTENT"))?;
@@ -49,12 +50,20 @@ pub fn ocs_inventory_facts(xml: &str) -> Option<Facts> {
         .filter(|t| outpost_agent::engine::facts::valid_tag(t))
         .take(outpost_agent::engine::facts::MAX_TAGS)
         .collect();
+    let mut arch = hw_text("ARCH");
+    if arch.is_empty() {
+        arch = content.children().find(|n| n.has_tag_name("CPUS")).map(|c| text(c, "CPUARCH")).unwrap_or_default();
+    }
+    let mut agent = text(content, "VERSIONCLIENT");
+    if agent.is_empty() {
+        agent = user_agent.unwrap_or("").chars().filter(|c| !c.is_control()).take(MAX_VALUE).collect();
+    }
     Some(Facts {
         host: hw_text("NAME"),
         os: hw_text("OSNAME"),
         os_version: hw_text("OSVERSION"),
-        arch: hw_text("ARCH"),
-        agent: text(content, "VERSIONCLIENT"),
+        arch,
+        agent,
         free: None,
         tags,
     })
@@ -71,12 +80,17 @@ mod tests {
             <ARCH>x86_64</ARCH></HARDWARE><ACCOUNTINFO><KEYNAME>TAG</KEYNAME><KEYVALUE>site:lyon</KEYVALUE></ACCOUNTINFO>\
             <VERSIONCLIENT>OCS-NG_unified_unix_agent_v2.10.0</VERSIONCLIENT></CONTENT>\
             <DEVICEID>kiosk-3-2026-01-01-00-00-00</DEVICEID><QUERY>INVENTORY</QUERY></REQUEST>";
-        let f = ocs_inventory_facts(xml).unwrap();
+        let f = ocs_inventory_facts(xml, Some("ignored")).unwrap();
         assert_eq!((f.host.as_str(), f.os.as_str(), f.arch.as_str()), ("kiosk-3", "Debian GNU/Linux 12", "x86_64"));
         assert_eq!(f.os_version, "6.1.0-18-amd64");
         assert_eq!(f.agent, "OCS-NG_unified_unix_agent_v2.10.0");
         assert_eq!(f.tags, ["site:lyon"]);
-        assert_eq!(ocs_inventory_facts("<REQUEST><QUERY>PROLOG</QUERY></REQUEST>"), None);
-        assert_eq!(ocs_inventory_facts("<REQUEST><CONTENT>"), None);
+        assert_eq!(ocs_inventory_facts("<REQUEST><QUERY>PROLOG</QUERY></REQUEST>", None), None);
+        // As the Unix agent 2.10 writes it: the architecture in CPUS, the version in User-Agent.
+        let real = "<REQUEST><CONTENT><CPUS><CPUARCH>x86_64</CPUARCH></CPUS><HARDWARE><NAME>vm</NAME></HARDWARE>\
+            </CONTENT></REQUEST>";
+        let f = ocs_inventory_facts(real, Some("OCS-NG_unified_unix_agent_v2.10.0")).unwrap();
+        assert_eq!((f.arch.as_str(), f.agent.as_str()), ("x86_64", "OCS-NG_unified_unix_agent_v2.10.0"));
+        assert_eq!(ocs_inventory_facts("<REQUEST><CONTENT>", None), None);
     }
 }
