@@ -250,4 +250,14 @@ state_dir = "/tmp/x"
         assert!(with("allowed_actions = [\"run-anything\"]").is_err(), "an unknown action");
         assert!(with("allowed_store_paths = [\"opt/apps\"]").is_err(), "a relative directory");
     }
+
+    #[test]
+    fn tags_are_checked_at_load() {
+        let with = |extra: &str| Config::parse(&format!("{GOOD}{extra}\n"));
+        assert_eq!(with("tags = [\"site:lyon\", \"kiosk\"]").unwrap().agent.tags, ["site:lyon", "kiosk"]);
+        assert!(with("tags = [\"\"]").is_err(), "an empty tag");
+        assert!(with("tags = [\"a\\nb\"]").is_err(), "a control character");
+        let many: Vec<String> = (0..33).map(|i| format!("\"t{i}\"")).collect();
+        assert!(with(&format!("tags = [{}]", many.join(","))).is_err(), "33 tags");
+    }
 }
