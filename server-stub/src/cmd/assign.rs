@@ -6,7 +6,7 @@ use std::path::Path;
 use super::open_db;
 use crate::cli::AssignArgs;
 
-/// Assigns `a.package` to one device or to every device, present and future.
+/// Assigns `a.package` to one device, to every device (present and future) or to a group (a rollout).
 pub fn assign(a: AssignArgs) -> Result<(), String> {
     let mut db = open_db(&a.dir)?;
     if !db.has_package(a.package).map_err(|e| e.to_string())? {
