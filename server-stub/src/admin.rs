@@ -48,11 +48,13 @@ fn print_blocked(rows: &[BlockRow], now: u64, json: bool) -> Result<(), String> 
 /// blocked clients (a JSON array of {address, scope, identity,
 /// blocked_until, retry_after} with `json`).
 pub fn status(dir: &Path, package: Option<u64>, json: bool, blocked: bool) -> Result<(), String> {
-    let db = open(dir)?;
+    let mut db = open(dir)?;
     let now = unix_now();
     if blocked {
         return print_blocked(&db.blocked(now).map_err(|e| e.to_string())?, now, json);
     }
+    // Rollouts move on when looked at (`fleet::rollout`): before the rows are read.
+    let fleet = crate::fleet::status::fleet_status(&mut db, now).map_err(|e| e.to_string())?;
     let rows = db.status(package).map_err(|e| e.to_string())?;
     if json {
         let v: Vec<serde_json::Value> = rows
@@ -85,6 +87,7 @@ pub fn status(dir: &Path, package: Option<u64>, json: bool, blocked: bool) -> Re
         println!("{p:<12} {name:<24} {:>8} {:>8} {:>8} {:>8}", c[0], c[1], c[2], c[3]);
     }
     println!();
+    print!("{}", fleet.render());
     println!("{:<12} {:<24} {:<24} {:<22} UPDATED", "PACKAGE", "NAME", "DEVICE", "STATUS");
     for r in rows {
         println!("{:<12} {:<24} {:<24} {:<22} {}", r.package, r.name, r.device, r.status, r.updated);

@@ -26,9 +26,9 @@ pub fn route(state: &State, req: &Request, side: Side, origin: Origin, cert: Opt
     let client = origin.client;
     let parts: Vec<&str> = req.path.split('/').collect();
     match (side, parts.as_slice()) {
-        (_, ["", "ocsinventory"]) => {
-            post_only(req, || crate::ocs::handle(state, &req.body, req.header("authorization"), client))
-        }
+        (_, ["", "ocsinventory"]) => post_only(req, || {
+            crate::ocs::handle(state, &req.body, req.header("authorization"), client, req.header("user-agent"))
+        }),
         (Side::Https, ["", "api", "v1", "poll"]) => post_only(req, || poll(state, req, client, cert)),
         (Side::Https, ["", "api", "v1", "report"]) => post_only(req, || report(state, req, client, cert)),
         (Side::Https, ["", "api", "v1", "trust"]) => post_only(req, || trust(state, req, client, cert)),
@@ -182,8 +182,19 @@ fn poll(state: &State, req: &Request, peer: IpAddr, cert: Option<Fingerprint>) -
     };
     state.metrics.poll(crate::metrics::Front::Outpost);
     crate::web::progress::store(state, device, &req.body);
+    let facts = match outpost_agent::engine::facts::Facts::from_poll(&req.body) {
+        Some(Ok(f)) => Some(f),
+        Some(Err(e)) => {
+            log::warn!(target: "outpost", "device {device}: {e}; its facts are not updated");
+            None
+        }
+        None => None,
+    };
     let pending = match state.db.lock() {
-        Ok(mut db) => db.poll(device).and_then(|p| Ok((p, db.staged_rotation(device)?, db.depots()?))),
+        Ok(mut db) => {
+            crate::fleet::contact::on_contact(&mut db, device, facts.as_ref(), peer, unix_now());
+            db.poll(device).and_then(|p| Ok((p, db.staged_rotation(device)?, db.depots()?)))
+        }
         Err(_) => return Response::text(500, "database lock poisoned"),
     };
     let (pending, identity, depots) = match pending {
@@ -287,7 +298,12 @@ fn report(state: &State, req: &Request, peer: IpAddr, cert: Option<Fingerprint>)
 fn commit_reports(state: &State, batch: Vec<Vec<ReportRow>>) -> Vec<Result<Vec<bool>, String>> {
     let all: Vec<ReportRow> = batch.iter().flatten().cloned().collect();
     let result = match state.db.lock() {
-        Ok(mut db) => db.report_all(&all).map_err(|e| e.to_string()),
+        Ok(mut db) => {
+            let changed = db.report_all(&all).map_err(|e| e.to_string());
+            // Rollouts move on with the results (once per group).
+            crate::fleet::contact::after_reports(&mut db, unix_now());
+            changed
+        }
         Err(_) => Err("database lock poisoned".to_string()),
     };
     match result {

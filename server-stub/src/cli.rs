@@ -11,6 +11,8 @@ use outpost_server::files;
 use outpost_server::package::{Spec, parse_size};
 use outpost_server::servercert;
 
+pub use crate::cli_fleet::*;
+
 #[derive(Parser)]
 #[command(
     name = "outpost-server",
@@ -49,7 +51,7 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: DeviceCmd,
     },
-    /// Assign a package to one device or to every device, present and future.
+    /// Assign a package to one device, to every device or to a group (present and future), in waves.
     Assign(AssignArgs),
     /// Manage depots: more locations of DIR/download (a branch office's nginx, a CDN).
     Depot {
@@ -112,6 +114,16 @@ pub enum Cmd {
     Admin {
         #[command(subcommand)]
         cmd: AdminCmd,
+    },
+    /// Manage groups of devices (static lists, or dynamic filters over their facts).
+    Group {
+        #[command(subcommand)]
+        cmd: GroupCmd,
+    },
+    /// Resume or cancel a rollout (`assign --group … --waves`).
+    Rollout {
+        #[command(subcommand)]
+        cmd: RolloutCmd,
     },
     /// Lift the blocks of a client (see `status --blocked`); the running server obeys at once.
     Unblock {
@@ -196,6 +208,15 @@ pub enum PackageCmd {
     Add(PackageAddArgs),
     /// Sign a package's manifest again with a new expiry (0 days: withdraw it).
     Resign(PackageResignArgs),
+    /// List the packages with their assignment counts.
+    List(PackageListArgs),
+    /// Show a package: info, manifest, locations, assignments, counts.
+    Show(PackageIdArgs),
+    /// Delete a package: its files and pending assignments (the history of installs stays).
+    Delete(PackageDeleteArgs),
+    /// Fetch info, manifest and every fragment from every location devices are told to use,
+    /// and verify them against the signed digests.
+    Check(PackageIdArgs),
 }
 
 // No doc comment here: it would replace the subcommand's help text.
@@ -327,6 +348,8 @@ pub enum DeviceCmd {
     /// verified channel; the old ones work until it uses the new ones.
     #[command(after_help = files::CA_KEY_HELP)]
     Rotate(DeviceArgs),
+    /// List the devices with their facts (last poll, PROLOG or INVENTORY).
+    List(DeviceListArgs),
 }
 
 // No doc comment here: it would replace the subcommand's help text.
@@ -402,6 +425,9 @@ pub struct Target {
     /// Every device, present and future.
     #[arg(long)]
     pub all: bool,
+    /// The members of a group, present and future (see `group`).
+    #[arg(long, value_name = "NAME")]
+    pub group: Option<String>,
 }
 
 #[derive(Args)]
@@ -415,6 +441,8 @@ pub struct AssignArgs {
     /// Deploy even where the package is already installed.
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub waves: WaveArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

@@ -13,18 +13,24 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::time::now_rfc3339;
 
+mod catalog;
 mod console;
 mod credentials;
 mod depots;
 mod evict;
+mod fleet;
 mod guard;
 mod reports;
+mod rollout;
 
+pub use catalog::PackageRow;
 pub use console::{AdminHash, DeviceRow, HistoryRow, PackageSummary, ProgressRow};
 pub use credentials::{Change, Presented, Refusal, Verdict};
 pub use depots::Depot;
+pub use fleet::{DeviceRow as FleetDeviceRow, GroupRow, valid_group_name};
 pub use guard::{BlockRow, Failure, OcsLimits, Registration};
 pub use reports::ReportRow;
+pub use rollout::{MemberRow, NewRollout, RolloutRow};
 
 /// Devices registered with `device add` (they authenticate with a secret).
 pub const KIND_OUTPOST: &str = "outpost";
@@ -151,6 +157,8 @@ impl Db {
         conn.execute_batch(credentials::SCHEMA)?;
         conn.execute_batch(depots::SCHEMA)?;
         conn.execute_batch(console::SCHEMA)?;
+        conn.execute_batch(fleet::SCHEMA)?;
+        conn.execute_batch(rollout::SCHEMA)?;
         Ok(Self { conn, failures: guard::FailureCounts::default() })
     }
 
@@ -234,9 +242,10 @@ impl Db {
         Ok(v.unwrap_or(0) as u64)
     }
 
-    /// Whether a package exists.
+    /// Whether a package exists (and was not deleted).
     pub fn has_package(&self, id: u64) -> DbResult<bool> {
-        Ok(self.conn.query_row("SELECT 1 FROM packages WHERE id = ?1", [id as i64], |_| Ok(())).optional()?.is_some())
+        let sql = "SELECT 1 FROM packages WHERE id = ?1 AND id NOT IN (SELECT id FROM deleted_packages)";
+        Ok(self.conn.query_row(sql, [id as i64], |_| Ok(())).optional()?.is_some())
     }
 
     /// Whether package `id` was published with its fragments over HTTPS
@@ -288,8 +297,17 @@ impl Db {
         // cut without harm: the device is told again. So its commit does
         // not wait for an fsync; the next durable commit (a report, an
         // assignment) syncs it with its own.
+        self.relaxed(|db| db.poll_in(device))
+    }
+
+    /// Run `f` with commits that do not wait for an fsync (SQLite's
+    /// `synchronous = NORMAL` in WAL mode: durable at the next checkpoint or
+    /// the next durable commit), for writes a power cut may lose without
+    /// harm (a poll's NOTIFIED and last contact, a device's facts, a
+    /// lockout trust row): else every poll would wait for the disk.
+    pub(crate) fn relaxed<T>(&mut self, f: impl FnOnce(&mut Self) -> DbResult<T>) -> DbResult<T> {
         self.conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let out = self.poll_in(device);
+        let out = f(self);
         self.conn.pragma_update(None, "synchronous", "FULL")?;
         out
     }

@@ -5,12 +5,13 @@
 //! the commands in `cmd/`.
 
 mod cli;
+mod cli_fleet;
 mod cmd;
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use cli::{AdminCmd, CaCmd, Cli, Cmd, DepotCmd, DeviceCmd, KeysCmd, PackageCmd};
+use cli::{AdminCmd, CaCmd, Cli, Cmd, DepotCmd, DeviceCmd, KeysCmd, PackageCmd, RolloutCmd};
 use outpost_server::{admin, files, serve};
 
 fn init_logger(verbose: u8) {
@@ -45,6 +46,14 @@ fn run(cmd: Cmd) -> Result<(), String> {
         Cmd::Device { cmd: DeviceCmd::Add(a) } => cmd::device::add(a),
         Cmd::Device { cmd: DeviceCmd::Revoke(a) } => cmd::device::revoke(a),
         Cmd::Device { cmd: DeviceCmd::Rotate(a) } => cmd::device::rotate(a),
+        Cmd::Package { cmd: PackageCmd::List(a) } => cmd::catalog::list(a),
+        Cmd::Package { cmd: PackageCmd::Show(a) } => cmd::catalog::show(a),
+        Cmd::Package { cmd: PackageCmd::Delete(a) } => cmd::catalog::delete(a),
+        Cmd::Package { cmd: PackageCmd::Check(a) } => cmd::catalog::check(a),
+        Cmd::Device { cmd: DeviceCmd::List(a) } => cmd::fleet::device_list(a),
+        Cmd::Group { cmd } => cmd::fleet::group(cmd),
+        Cmd::Rollout { cmd: RolloutCmd::Resume(a) } => cmd::fleet::resume(a),
+        Cmd::Rollout { cmd: RolloutCmd::Cancel(a) } => cmd::fleet::cancel(a),
         Cmd::Assign(a) => cmd::assign::assign(a),
         Cmd::Depot { cmd: DepotCmd::Add { dir, loc, networks } } => cmd::depot::add(&dir, &loc, networks),
         Cmd::Depot { cmd: DepotCmd::List { dir } } => cmd::depot::list(&dir),

@@ -163,7 +163,15 @@ fn challenge(auth: &BasicAuth) -> Response {
 /// (429) and in total (503); histories by `[ocs] max_history` (413);
 /// an empty or malformed `ERR` is refused (400). With Basic credentials
 /// configured, wrong ones count towards the lockout ([`crate::auth`]).
-pub fn handle(state: &State, body: &[u8], authorization: Option<&str>, peer: IpAddr) -> Response {
+/// `user_agent` (the agent's version, `OCS-NG_unified_unix_agent_v2.10.0`)
+/// goes into the device's facts with an INVENTORY.
+pub fn handle(
+    state: &State,
+    body: &[u8],
+    authorization: Option<&str>,
+    peer: IpAddr,
+    user_agent: Option<&str>,
+) -> Response {
     let ocs = &state.cfg.ocs;
     if !Cidr::any_contains(&ocs.allow, peer) {
         log::warn!(target: "outpost", "OCS request from {peer} refused: not in [ocs] allow");
@@ -264,6 +272,7 @@ pub fn handle(state: &State, body: &[u8], authorization: Option<&str>, peer: IpA
             if let Err(r) = register(&mut db, &device_id) {
                 return r;
             }
+            crate::fleet::contact::on_contact(&mut db, &device_id, None, peer, now);
             let pending = match db.poll(&device_id) {
                 Ok(p) => p,
                 Err(e) => return db_err(e),
@@ -326,7 +335,10 @@ pub fn handle(state: &State, body: &[u8], authorization: Option<&str>, peer: IpA
             }
             state.metrics.report(code.as_str());
             match db.report_ocs(&device_id, id, code.as_str()) {
-                Ok(true) => log::info!(target: "outpost", "OCS device {device_id}: package {id} -> {code}"),
+                Ok(true) => {
+                    log::info!(target: "outpost", "OCS device {device_id}: package {id} -> {code}");
+                    crate::fleet::contact::after_reports(&mut db, now);
+                }
                 Ok(false) => {
                     log::warn!(target: "outpost", "OCS device {device_id}: report {code} for unassigned package {id}")
                 }
@@ -351,7 +363,13 @@ pub fn handle(state: &State, body: &[u8], authorization: Option<&str>, peer: IpA
                 return r;
             }
             match db.set_history(&device_id, &history) {
-                Ok(true) => ocs_response(200, encode(NO_ACCOUNT_UPDATE, enc)),
+                Ok(true) => {
+                    let facts = decoded
+                        .as_ref()
+                        .and_then(|(xml, _)| crate::fleet::contact::ocs_inventory_facts(xml, user_agent));
+                    crate::fleet::contact::on_contact(&mut db, &device_id, facts.as_ref(), peer, now);
+                    ocs_response(200, encode(NO_ACCOUNT_UPDATE, enc))
+                }
                 Ok(false) => Response::text(403, "not an OCS device"),
                 Err(e) => db_err(e),
             }

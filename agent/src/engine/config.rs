@@ -214,6 +214,10 @@ pub struct Agent {
     /// anywhere). Others end `ERR_NOT_ALLOWED` before anything is fetched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_store_paths: Option<Vec<String>>,
+    /// Free-form tags sent with the device's facts at each poll
+    /// (`["site:lyon", "kiosk"]`), for the server's groups.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 impl Agent {
@@ -244,6 +248,7 @@ impl Agent {
             notify_command: None,
             allowed_actions: None,
             allowed_store_paths: None,
+            tags: Vec::new(),
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod config;
 pub mod deploy;
 pub mod digest;
 pub mod download;
+pub mod facts;
 pub mod fetch;
 pub mod identity;
 pub mod info;

@@ -7,6 +7,7 @@
 //! ```text
 //! agent                                        server (HTTPS)
 //!   POST /api/v1/poll   Authorization: Outpost <device> <secret>
+//!                       outpost 1 / agent <version> / facts host=… (`super::facts`)
 //!                                  ◄── outpost 1 / poll-interval 3600 /
 //!                                      package id=… priority=… force=… info=… pack=…
 //!   POST /api/v1/report  outpost 1 / report id=<hex> package=<id> status=<code>

@@ -299,7 +299,9 @@ impl<E: Env> Agent<E> {
 
     fn poll_once(&mut self) -> Result<PollReply, AgentError> {
         let progress = self.progress();
-        let body = self.post(proto::POLL_PATH, &proto::encode_poll(env!("CARGO_PKG_VERSION"), &progress))?;
+        let mut req = proto::encode_poll(env!("CARGO_PKG_VERSION"), &progress);
+        super::facts::gather(self.store.root(), &self.cfg.agent.tags).encode_line(&mut req);
+        let body = self.post(proto::POLL_PATH, &req)?;
         PollReply::decode(&body).map_err(|e| AgentError::BadReply("poll", e))
     }
 

@@ -146,6 +146,11 @@ impl Config {
         if c.agent.allowed_store_paths.as_ref().is_some_and(|v| v.iter().any(|p| !p.starts_with('/'))) {
             return Err(ConfigError::Invalid("agent.allowed_store_paths must be absolute directories"));
         }
+        if c.agent.tags.len() > crate::engine::facts::MAX_TAGS
+            || !c.agent.tags.iter().all(|t| crate::engine::facts::valid_tag(t))
+        {
+            return Err(ConfigError::Invalid("agent.tags: at most 32 tags of 1 to 128 bytes, no control characters"));
+        }
         if c.agent.execution_timeout == 0 || c.agent.fragment_tries == Some(0) {
             return Err(ConfigError::Invalid("agent.execution_timeout and agent.fragment_tries must be > 0"));
         }
@@ -257,5 +262,15 @@ state_dir = "/tmp/x"
         assert_eq!(c.agent.allowed_actions.as_deref(), Some(&["store".to_string()][..]));
         assert!(with("allowed_actions = [\"run-anything\"]").is_err(), "an unknown action");
         assert!(with("allowed_store_paths = [\"opt/apps\"]").is_err(), "a relative directory");
+    }
+
+    #[test]
+    fn tags_are_checked_at_load() {
+        let with = |extra: &str| Config::parse(&format!("{GOOD}{extra}\n"));
+        assert_eq!(with("tags = [\"site:lyon\", \"kiosk\"]").unwrap().agent.tags, ["site:lyon", "kiosk"]);
+        assert!(with("tags = [\"\"]").is_err(), "an empty tag");
+        assert!(with("tags = [\"a\\nb\"]").is_err(), "a control character");
+        let many: Vec<String> = (0..33).map(|i| format!("\"t{i}\"")).collect();
+        assert!(with(&format!("tags = [{}]", many.join(","))).is_err(), "33 tags");
     }
 }

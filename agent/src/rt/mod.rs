@@ -9,6 +9,7 @@ pub mod cache;
 pub mod config;
 pub(crate) mod drive;
 pub mod env;
+pub mod facts;
 pub(crate) mod fragment;
 pub mod http;
 pub mod identity;

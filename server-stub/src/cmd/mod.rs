@@ -5,8 +5,10 @@
 
 pub mod admin;
 pub mod assign;
+pub mod catalog;
 pub mod depot;
 pub mod device;
+pub mod fleet;
 pub mod init;
 pub mod package;
 pub mod rollover;

@@ -229,10 +229,7 @@ impl Db {
             // Losing this row to a power cut costs nothing (the next success
             // writes it again), so its commit does not wait for an fsync:
             // else every device's first poll of the day would.
-            self.conn.pragma_update(None, "synchronous", "NORMAL")?;
-            let written = write_counter(&self.conn, (&c, scope.as_str(), identity), &cleared, now);
-            self.conn.pragma_update(None, "synchronous", "FULL")?;
-            written?;
+            self.relaxed(|db| write_counter(&db.conn, (&c, scope.as_str(), identity), &cleared, now))?;
         }
         Ok(())
     }

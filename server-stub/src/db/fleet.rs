@@ -1,0 +1,168 @@
+//! The fleet's tables: each device's facts (what it said at its last poll,
+//! PROLOG or INVENTORY), groups (a static list or a filter, `fleet::expr`)
+//! and their static members, and packages deleted with `package delete`
+//! (their row stays, so the history of what was installed where stays).
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{Db, DbResult};
+use outpost_agent::engine::facts::Facts;
+
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS device_facts(
+    device TEXT PRIMARY KEY REFERENCES devices(id) ON DELETE CASCADE,
+    host TEXT NOT NULL DEFAULT '', os TEXT NOT NULL DEFAULT '', os_version TEXT NOT NULL DEFAULT '',
+    arch TEXT NOT NULL DEFAULT '', agent TEXT NOT NULL DEFAULT '', free INTEGER,
+    tags TEXT NOT NULL DEFAULT '', address TEXT NOT NULL DEFAULT '', last_contact INTEGER);
+CREATE TABLE IF NOT EXISTS fleet_groups(name TEXT PRIMARY KEY, filter TEXT, created TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS group_members(
+    grp TEXT NOT NULL REFERENCES fleet_groups(name) ON DELETE CASCADE,
+    device TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE, PRIMARY KEY(grp, device));
+CREATE TABLE IF NOT EXISTS deleted_packages(id INTEGER PRIMARY KEY REFERENCES packages(id), deleted TEXT NOT NULL);
+";
+
+/// A device with its facts, as `device list` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceRow {
+    /// Device id.
+    pub id: String,
+    /// `outpost` or `ocs`.
+    pub kind: String,
+    /// What it said about itself (defaults where it said nothing).
+    pub facts: Facts,
+    /// The address of its last request.
+    pub address: String,
+    /// Its last contact, seconds since 1970 (`None`: never).
+    pub last_contact: Option<u64>,
+}
+
+/// A group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRow {
+    /// Its name.
+    pub name: String,
+    /// The filter of a dynamic group (`None`: static).
+    pub filter: Option<String>,
+}
+
+/// Whether `s` can name a group: 1 to 64 of `A-Za-z0-9._-`.
+pub fn valid_group_name(s: &str) -> bool {
+    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+fn to_i(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Db {
+    /// Record a contact of `device` from `address` at `now`, with the facts
+    /// it sent (`None`: keep the facts it sent before).
+    /// Not durable at once ([`Db::relaxed`]): a power cut may lose the
+    /// last contact, which the next one writes again.
+    pub fn record_contact(&mut self, device: &str, facts: Option<&Facts>, address: &str, now: u64) -> DbResult<()> {
+        self.relaxed(|db| {
+            let tx = db.conn.transaction()?;
+            tx.prepare_cached(
+                "INSERT INTO device_facts(device, address, last_contact) SELECT id, ?2, ?3 FROM devices WHERE id = ?1
+                 ON CONFLICT(device) DO UPDATE SET address = ?2, last_contact = ?3",
+            )?
+            .execute(params![device, address, to_i(now)])?;
+            if let Some(f) = facts {
+                tx.prepare_cached(
+                    "UPDATE device_facts SET host = ?2, os = ?3, os_version = ?4, arch = ?5, agent = ?6, free = ?7,
+                     tags = ?8 WHERE device = ?1",
+                )?
+                .execute(params![
+                    device,
+                    f.host,
+                    f.os,
+                    f.os_version,
+                    f.arch,
+                    f.agent,
+                    f.free.map(to_i),
+                    f.tags.join("\n")
+                ])?;
+            }
+            tx.commit()
+        })
+    }
+
+    /// Every device with its facts, by id.
+    pub fn devices_with_facts(&self) -> DbResult<Vec<DeviceRow>> {
+        let mut st = self.conn.prepare(
+            "SELECT d.id, d.kind, f.host, f.os, f.os_version, f.arch, f.agent, f.free, f.tags, f.address,
+             f.last_contact FROM devices d LEFT JOIN device_facts f ON f.device = d.id ORDER BY d.id",
+        )?;
+        st.query_map([], |r| {
+            let s = |i| r.get::<_, Option<String>>(i).map(Option::unwrap_or_default);
+            let tags = s(8)?;
+            Ok(DeviceRow {
+                id: r.get(0)?,
+                kind: r.get(1)?,
+                facts: Facts {
+                    host: s(2)?,
+                    os: s(3)?,
+                    os_version: s(4)?,
+                    arch: s(5)?,
+                    agent: s(6)?,
+                    free: r.get::<_, Option<i64>>(7)?.map(|v| v.max(0) as u64),
+                    tags: tags.split('\n').filter(|t| !t.is_empty()).map(str::to_string).collect(),
+                },
+                address: s(9)?,
+                last_contact: r.get::<_, Option<i64>>(10)?.map(|v| v.max(0) as u64),
+            })
+        })?
+        .collect()
+    }
+
+    /// Create a group (dynamic with a `filter`); `false` if the name exists.
+    pub fn add_group(&mut self, name: &str, filter: Option<&str>) -> DbResult<bool> {
+        Ok(self.conn.execute(
+            "INSERT OR IGNORE INTO fleet_groups(name, filter, created) VALUES (?1, ?2, ?3)",
+            params![name, filter, crate::time::now_rfc3339()],
+        )? > 0)
+    }
+
+    /// A group by name.
+    pub fn group(&self, name: &str) -> DbResult<Option<GroupRow>> {
+        self.conn
+            .query_row("SELECT name, filter FROM fleet_groups WHERE name = ?1", [name], |r| {
+                Ok(GroupRow { name: r.get(0)?, filter: r.get(1)? })
+            })
+            .optional()
+    }
+
+    /// Every group, by name.
+    pub fn groups(&self) -> DbResult<Vec<GroupRow>> {
+        let mut st = self.conn.prepare("SELECT name, filter FROM fleet_groups ORDER BY name")?;
+        st.query_map([], |r| Ok(GroupRow { name: r.get(0)?, filter: r.get(1)? }))?.collect()
+    }
+
+    /// Add a device to a static group; `false` if it was there.
+    pub fn group_add_device(&mut self, group: &str, device: &str) -> DbResult<bool> {
+        Ok(self
+            .conn
+            .execute("INSERT OR IGNORE INTO group_members(grp, device) VALUES (?1, ?2)", params![group, device])?
+            > 0)
+    }
+
+    /// Remove a device from a static group; `false` if it was not there.
+    pub fn group_remove_device(&mut self, group: &str, device: &str) -> DbResult<bool> {
+        Ok(self.conn.execute("DELETE FROM group_members WHERE grp = ?1 AND device = ?2", params![group, device])? > 0)
+    }
+
+    /// The members of a static group, by id.
+    pub fn group_static_members(&self, group: &str) -> DbResult<Vec<String>> {
+        let mut st = self.conn.prepare("SELECT device FROM group_members WHERE grp = ?1 ORDER BY device")?;
+        st.query_map([group], |r| r.get(0))?.collect()
+    }
+
+    /// Whether `package delete` removed this package.
+    pub fn package_deleted(&self, id: u64) -> DbResult<bool> {
+        Ok(self
+            .conn
+            .query_row("SELECT 1 FROM deleted_packages WHERE id = ?1", [to_i(id)], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+}

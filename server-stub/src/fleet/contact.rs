@@ -1,0 +1,96 @@
+//! What the server does with each contact of a device: record its facts
+//! (an Outpost poll's `facts` line, an OCS agent's INVENTORY) and its
+//! address and time, then move rollouts on (`super::rollout::evaluate`),
+//! before the device is told what to install. A failure here is logged and
+//! does not fail the poll.
+
+use std::net::IpAddr;
+
+use outpost_agent::engine::facts::Facts;
+
+use crate::db::Db;
+
+/// Longest text read from an OCS value.
+const MAX_VALUE: usize = outpost_agent::engine::facts::MAX_VALUE_LEN;
+
+/// A device made contact from `address` at `now`, saying `facts` (or nothing new).
+pub fn on_contact(db: &mut Db, device: &str, facts: Option<&Facts>, address: IpAddr, now: u64) {
+    let r = db.record_contact(device, facts, &address.to_string(), now).map_err(super::FleetError::Db);
+    if let Err(e) = r.and_then(|()| super::rollout::evaluate(db, now)) {
+        log::error!(target: "outpost", "fleet: device {device}: {e}");
+    }
+}
+
+/// Reports came in: rollouts may move on.
+pub fn after_reports(db: &mut Db, now: u64) {
+    if let Err(e) = super::rollout::evaluate(db, now) {
+        log::error!(target: "outpost", "fleet: {e}");
+    }
+}
+
+/// The facts an OCS agent's INVENTORY gives (`CONTENT/HARDWARE`: NAME,
+/// OSNAME, OSVERSION, ARCH or else `CPUS/CPUARCH`; the agent version from
+/// `CONTENT/VERSIONCLIENT` or else the request's `user_agent`; the
+/// `ACCOUNTINFO` values as tags, `TAG=lyon` as `lyon`); `None` if it is not
+/// an inventory within the bounds of [`outpost_agent::engine::ocs::scan`].
+pub fn ocs_inventory_facts(xml: &str, user_agent: Option<&str>) -> Option<Facts> {
+    outpost_agent::engine::ocs::scan::scan(xml).ok()?;
+    let doc = roxmltree::Document::parse(xml).ok()?;
+    let content = doc.root_element().children().find(|n| n.has_tag_name("CONTENT"))?;
+    let text = |n: roxmltree::Node<'_, '_>, name: &str| -> String {
+        let v = n.attribute(name).or_else(|| n.children().find(|c| c.has_tag_name(name)).and_then(|c| c.text()));
+        v.unwrap_or("").trim().chars().filter(|c| !c.is_control()).take(MAX_VALUE).collect()
+    };
+    let hw = content.children().find(|n| n.has_tag_name("HARDWARE"));
+    let hw_text = |name| hw.map(|h| text(h, name)).unwrap_or_default();
+    let tags = content
+        .children()
+        .filter(|n| n.has_tag_name("ACCOUNTINFO"))
+        .map(|a| text(a, "KEYVALUE"))
+        .filter(|t| outpost_agent::engine::facts::valid_tag(t))
+        .take(outpost_agent::engine::facts::MAX_TAGS)
+        .collect();
+    let mut arch = hw_text("ARCH");
+    if arch.is_empty() {
+        arch = content.children().find(|n| n.has_tag_name("CPUS")).map(|c| text(c, "CPUARCH")).unwrap_or_default();
+    }
+    let mut agent = text(content, "VERSIONCLIENT");
+    if agent.is_empty() {
+        agent = user_agent.unwrap_or("").chars().filter(|c| !c.is_control()).take(MAX_VALUE).collect();
+    }
+    Some(Facts {
+        host: hw_text("NAME"),
+        os: hw_text("OSNAME"),
+        os_version: hw_text("OSVERSION"),
+        arch,
+        agent,
+        free: None,
+        tags,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ocs_inventory_gives_host_os_arch_agent_and_tags() {
+        let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<REQUEST><CONTENT>\
+            <HARDWARE><NAME>kiosk-3</NAME><OSNAME>Debian GNU/Linux 12</OSNAME><OSVERSION>6.1.0-18-amd64</OSVERSION>\
+            <ARCH>x86_64</ARCH></HARDWARE><ACCOUNTINFO><KEYNAME>TAG</KEYNAME><KEYVALUE>site:lyon</KEYVALUE></ACCOUNTINFO>\
+            <VERSIONCLIENT>OCS-NG_unified_unix_agent_v2.10.0</VERSIONCLIENT></CONTENT>\
+            <DEVICEID>kiosk-3-2026-01-01-00-00-00</DEVICEID><QUERY>INVENTORY</QUERY></REQUEST>";
+        let f = ocs_inventory_facts(xml, Some("ignored")).unwrap();
+        assert_eq!((f.host.as_str(), f.os.as_str(), f.arch.as_str()), ("kiosk-3", "Debian GNU/Linux 12", "x86_64"));
+        assert_eq!(f.os_version, "6.1.0-18-amd64");
+        assert_eq!(f.agent, "OCS-NG_unified_unix_agent_v2.10.0");
+        assert_eq!(f.tags, ["site:lyon"]);
+        assert_eq!(ocs_inventory_facts("<REQUEST><QUERY>PROLOG</QUERY></REQUEST>", None), None);
+        // As the Unix agent 2.10 writes it: the architecture in CPUS, the version in User-Agent.
+        let real = "<REQUEST><CONTENT><CPUS><CPUARCH>x86_64</CPUARCH></CPUS><HARDWARE><NAME>vm</NAME></HARDWARE>\
+            </CONTENT></REQUEST>";
+        let f = ocs_inventory_facts(real, Some("OCS-NG_unified_unix_agent_v2.10.0")).unwrap();
+        assert_eq!((f.arch.as_str(), f.agent.as_str()), ("x86_64", "OCS-NG_unified_unix_agent_v2.10.0"));
+        assert_eq!(ocs_inventory_facts("<REQUEST><CONTENT>", None), None);
+    }
+}

@@ -1,0 +1,136 @@
+use super::*;
+use crate::db::NewPackage;
+use outpost_agent::engine::facts::Facts;
+
+fn db(name: &str) -> Db {
+    let p = std::env::temp_dir().join(format!("outpost-fleet-{name}-{}.db", std::process::id()));
+    let _ = std::fs::remove_file(&p);
+    let d = Db::open(&p).unwrap();
+    d.add_package(&NewPackage { id: 7, name: "p", action: "EXECUTE", priority: 5, frags: 0, size: 0, https: false })
+        .unwrap();
+    d
+}
+
+fn tags(t: &[&str]) -> Facts {
+    Facts { os: "linux".into(), tags: t.iter().map(|s| s.to_string()).collect(), ..Facts::default() }
+}
+
+fn status(d: &Db, dev: &str) -> Option<String> {
+    d.status(Some(7)).unwrap().into_iter().find(|r| r.device == dev).map(|r| r.status)
+}
+
+#[test]
+fn waves_parse_and_bad_ones_are_refused() {
+    assert_eq!(parse_waves("5%,25%,100%").unwrap(), [5, 25, 100]);
+    assert_eq!(parse_waves("100").unwrap(), [100]);
+    for bad in ["", "5%,25%", "25%,5%,100%", "0%,100%", "101%", "x", "50%,50%,100%"] {
+        assert!(parse_waves(bad).is_err(), "{bad}");
+    }
+    assert_eq!(parse_duration("1h"), Ok(3600));
+    assert_eq!(parse_duration("90"), Ok(90));
+    assert!(parse_duration("1y").is_err());
+    assert_eq!(parse_percent("10%"), Ok(10));
+}
+
+#[test]
+fn placement_is_stable_and_follows_the_shares() {
+    let ids: Vec<String> = (0..20).map(|i| format!("pc{i}")).collect();
+    let placed = place(7, &ids, &[5, 25, 100]);
+    let per: Vec<usize> = (0..3).map(|w| placed.iter().filter(|(_, x)| *x == w).count()).collect();
+    assert_eq!(per, [1, 4, 15]);
+    // The same device lands in the same wave whatever else is in the group.
+    let fewer: Vec<String> = ids.iter().filter(|d| *d != "pc3").cloned().collect();
+    let first = |p: &[(String, usize)]| p.iter().find(|(_, w)| *w == 0).map(|(d, _)| d.clone());
+    let again = place(7, &ids, &[5, 25, 100]);
+    assert_eq!(placed, again);
+    if first(&placed).as_deref() != Some("pc3") {
+        assert_eq!(first(&place(7, &fewer, &[5, 25, 100])), first(&placed));
+    }
+}
+
+#[test]
+fn a_failing_first_wave_halts_the_rollout_and_resume_goes_on() {
+    let mut d = db("halt");
+    for i in 0..4 {
+        d.add_device(&format!("pc{i}"), &[1; 32]).unwrap();
+    }
+    d.add_group("all", Some("os = \"linux\"")).unwrap();
+    for i in 0..4 {
+        d.record_contact(&format!("pc{i}"), Some(&tags(&[])), "127.0.0.1", 1000).unwrap();
+    }
+    let r = NewRollout { package: 7, group: "all", force: false, waves: &[50, 100], wave_wait: None, halt_above: 10 };
+    let id = start(&mut d, &r, 1000).unwrap();
+    let first: Vec<String> = d.status(Some(7)).unwrap().into_iter().map(|r| r.device).collect();
+    assert_eq!(first.len(), 2, "the first wave only");
+    d.poll(&first[0]).unwrap();
+    d.report(&first[0], "a", 7, "SUCCESS").unwrap();
+    evaluate(&mut d, 1001).unwrap();
+    assert_eq!(d.rollout(id).unwrap().unwrap().state, RUNNING, "one device has no result yet");
+    d.report(&first[1], "b", 7, "EXIT_CODE_3").unwrap();
+    evaluate(&mut d, 1002).unwrap();
+    let r = d.rollout(id).unwrap().unwrap();
+    assert_eq!(r.state, HALTED);
+    assert!(r.reason.contains("1 of 2 devices failed (50%)"), "{}", r.reason);
+    assert_eq!(d.status(Some(7)).unwrap().len(), 2, "the second wave is not sent");
+    let r = resume(&mut d, id, 1003).unwrap();
+    assert_eq!((r.state.as_str(), r.wave), (RUNNING, 1));
+    assert_eq!(d.status(Some(7)).unwrap().len(), 4);
+}
+
+#[test]
+fn a_wave_wait_moves_on_without_every_result() {
+    let mut d = db("wait");
+    for i in 0..2 {
+        d.add_device(&format!("pc{i}"), &[1; 32]).unwrap();
+    }
+    d.add_group("g", None).unwrap();
+    d.group_add_device("g", "pc0").unwrap();
+    d.group_add_device("g", "pc1").unwrap();
+    let r = NewRollout { package: 7, group: "g", force: false, waves: &[50, 100], wave_wait: Some(60), halt_above: 0 };
+    let id = start(&mut d, &r, 1000).unwrap();
+    evaluate(&mut d, 1059).unwrap();
+    assert_eq!(d.rollout(id).unwrap().unwrap().wave, 0);
+    evaluate(&mut d, 1060).unwrap();
+    assert_eq!(d.rollout(id).unwrap().unwrap().wave, 1);
+    assert_eq!(d.status(Some(7)).unwrap().len(), 2);
+}
+
+#[test]
+fn dynamic_members_join_and_leave() {
+    let mut d = db("dyn");
+    d.add_device("a", &[1; 32]).unwrap();
+    d.add_device("b", &[1; 32]).unwrap();
+    d.record_contact("a", Some(&tags(&["kiosk"])), "127.0.0.1", 1000).unwrap();
+    d.add_group("kiosks", Some("tag = \"kiosk\"")).unwrap();
+    let r = NewRollout { package: 7, group: "kiosks", force: false, waves: &[100], wave_wait: None, halt_above: 100 };
+    start(&mut d, &r, 1000).unwrap();
+    assert_eq!(status(&d, "a").as_deref(), Some(WAITING));
+    assert_eq!(status(&d, "b"), None);
+    // b gains the tag: a future member gets the package.
+    d.record_contact("b", Some(&tags(&["kiosk"])), "127.0.0.1", 1001).unwrap();
+    evaluate(&mut d, 1001).unwrap();
+    assert_eq!(status(&d, "b").as_deref(), Some(WAITING));
+    // a loses it before it was notified: withdrawn.
+    d.record_contact("a", Some(&tags(&[])), "127.0.0.1", 1002).unwrap();
+    evaluate(&mut d, 1002).unwrap();
+    assert_eq!(status(&d, "a"), None);
+    // b was notified, then leaves: it keeps what it was sent.
+    d.poll("b").unwrap();
+    d.record_contact("b", Some(&tags(&[])), "127.0.0.1", 1003).unwrap();
+    evaluate(&mut d, 1003).unwrap();
+    assert_eq!(status(&d, "b").as_deref(), Some(crate::db::NOTIFIED));
+}
+
+#[test]
+fn cancel_withdraws_what_was_not_sent() {
+    let mut d = db("cancel");
+    d.add_device("a", &[1; 32]).unwrap();
+    d.add_group("g", None).unwrap();
+    d.group_add_device("g", "a").unwrap();
+    let r = NewRollout { package: 7, group: "g", force: false, waves: &[100], wave_wait: None, halt_above: 100 };
+    let id = start(&mut d, &r, 1000).unwrap();
+    assert_eq!(cancel(&mut d, id).unwrap(), 1);
+    assert_eq!(status(&d, "a"), None);
+    evaluate(&mut d, 1001).unwrap();
+    assert_eq!(status(&d, "a"), None, "a cancelled rollout assigns nothing");
+}
