@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use outpost_agent::rt::agent::{Agent, AgentError, Runner, run_forever};
+use outpost_agent::rt::agent::{Agent, AgentError, Bundle, Installed, Runner, run_forever};
 use outpost_agent::rt::config::{Config, Protocol};
 use outpost_agent::rt::env::RealEnv;
 use outpost_agent::rt::logger;
@@ -18,6 +18,7 @@ outpost-agent — deploys packages published by an Outpost or OCS Inventory NG s
 USAGE:
     outpost-agent --config FILE [-v|-q]... run [--once]
     outpost-agent --config FILE status
+    outpost-agent --config FILE install BUNDLE.outpost
     outpost-agent --help | --version
 
 COMMANDS:
@@ -27,6 +28,10 @@ COMMANDS:
                   exit 0 when every status was reported, 1 otherwise
     status        the download rate and what limits it; each package: state,
                   bytes cached/total, last status code
+    install FILE  install an offline bundle (outpost-server bundle) with no
+                  network, verified exactly as a download; its status is
+                  queued and reported when the server is next reachable;
+                  exit 0 on success, 1 otherwise (and why)
 
 OPTIONS:
     -c, --config FILE   agent configuration (written by `outpost-server device add`);
@@ -64,6 +69,8 @@ enum Command {
     Run { once: bool },
     /// Print the download rate and each package's state.
     Status,
+    /// Install an offline bundle.
+    Install(PathBuf),
 }
 
 /// A command with its options.
@@ -83,6 +90,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, String> {
     let mut config = None;
     let mut command = None;
     let mut once = false;
+    let mut file = None;
     let mut verbosity = 0;
     let mut p = lexopt::Parser::from_args(args);
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
@@ -93,13 +101,15 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, String> {
             Short('v') | Long("verbose") => verbosity += 1,
             Short('q') | Long("quiet") => verbosity -= 1,
             Long("once") => once = true,
-            Value(v) if command.is_none() && (v == "run" || v == "status") => command = Some(v),
+            Value(v) if command.is_none() && (v == "run" || v == "status" || v == "install") => command = Some(v),
+            Value(v) if command.as_deref() == Some("install".as_ref()) && file.is_none() => file = Some(v),
             other => return Err(other.unexpected().to_string()),
         }
     }
-    let command = match command.ok_or("no command given (run or status)")? {
+    let command = match command.ok_or("no command given (run, status or install)")? {
         c if c == "run" => Command::Run { once },
         _ if once => return Err("--once goes with run".into()),
+        c if c == "install" => Command::Install(file.ok_or("install needs a bundle file")?.into()),
         _ => Command::Status,
     };
     Ok(Cli::Run(Args { config: config.ok_or("--config FILE is required")?, command, verbosity }))
@@ -164,6 +174,10 @@ fn main() -> ExitCode {
     }
     let default_interval = cfg.agent.poll_interval;
     let server_url = cfg.server.url.clone();
+    if matches!(args.command, Command::Install(_)) && cfg.server.protocol == Protocol::Ocs {
+        log::error!(target: "outpost", "bundles are for the Outpost protocol (server.protocol = outpost)");
+        return ExitCode::from(2);
+    }
     let agent: Result<Box<dyn Runner>, AgentError> =
         RealEnv::new(&cfg).map_err(AgentError::Env).and_then(|env| match cfg.server.protocol {
             Protocol::Outpost => Agent::new(cfg, env).map(|a| Box::new(a) as Box<dyn Runner>),
@@ -176,6 +190,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Command::Install(file) = &args.command {
+        return install(agent.as_mut(), file);
+    }
     if args.command == (Command::Run { once: false }) {
         run_forever(agent.as_mut(), default_interval, &server_url);
     }
@@ -191,6 +208,39 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             log::error!(target: "outpost", "{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `install FILE`: the bundle through the lifecycle, then its report
+/// delivered if the server can be reached now (else at a later run).
+fn install(runner: &mut dyn Runner, file: &std::path::Path) -> ExitCode {
+    let shown = file.display();
+    let b = match Bundle::open(file) {
+        Ok(b) => b,
+        Err(e) => {
+            log::error!(target: "outpost", "{e}; nothing installed");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runner.install_bundle(&b) {
+        Ok(Installed::Final(code)) if code.is_success() => {
+            log::info!(target: "outpost", "{shown}: package {} installed: {code}", b.id);
+            runner.deliver();
+            ExitCode::SUCCESS
+        }
+        Ok(Installed::Final(code)) => {
+            log::error!(target: "outpost", "{shown}: package {} not installed: {code} (why is above)", b.id);
+            runner.deliver();
+            ExitCode::FAILURE
+        }
+        Ok(Installed::Later) => {
+            log::error!(target: "outpost", "{shown}: package {} not installed in this run (why is above)", b.id);
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            log::error!(target: "outpost", "{shown}: {e}");
             ExitCode::FAILURE
         }
     }
@@ -238,7 +288,13 @@ mod tests {
             Ok(Cli::Run(Args { config: "f".into(), command: Command::Status, verbosity: 0 }))
         );
         assert_eq!(p(&["-c", "f", "status", "--once"]), Err("--once goes with run".into()));
-        assert_eq!(p(&["-c", "f"]), Err("no command given (run or status)".into()));
+        assert_eq!(p(&["-c", "f"]), Err("no command given (run, status or install)".into()));
+        assert_eq!(
+            p(&["-c", "f", "install", "a.outpost"]),
+            Ok(Cli::Run(Args { config: "f".into(), command: Command::Install("a.outpost".into()), verbosity: 0 }))
+        );
+        assert_eq!(p(&["-c", "f", "install"]), Err("install needs a bundle file".into()));
+        assert!(p(&["-c", "f", "install", "a", "b"]).is_err());
         assert!(p(&["-c", "f", "run", "status"]).unwrap_err().contains("status"));
         assert!(p(&["-c", "f", "stop"]).unwrap_err().contains("stop"));
         assert!(p(&["-c", "f", "run", "-x"]).unwrap_err().contains("-x"));
@@ -252,7 +308,7 @@ mod tests {
         assert_eq!(p(&["-c", "f", "run", "-h"]), Ok(Cli::Help));
         assert_eq!(p(&["--version"]), Ok(Cli::Version));
         assert_eq!(p(&["-V", "bogus"]), Ok(Cli::Version));
-        assert_eq!(p(&[]), Err("no command given (run or status)".into()));
+        assert_eq!(p(&[]), Err("no command given (run, status or install)".into()));
     }
 
     #[test]

@@ -54,6 +54,7 @@ fn run(cmd: Cmd) -> Result<(), String> {
         Cmd::Unaffect { dir, package, not_notified } => cmd::assign::unaffect(&dir, package, not_notified),
         Cmd::Status { dir, package, json, blocked } => admin::status(&dir, package, json, blocked),
         Cmd::Unblock { dir, address } => admin::unblock(&dir, &address),
+        Cmd::Bundle(a) => cmd::bundle::run(a),
     }
 }
 

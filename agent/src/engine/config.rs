@@ -214,6 +214,14 @@ pub struct Agent {
     /// anywhere). Others end `ERR_NOT_ALLOWED` before anything is fetched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_store_paths: Option<Vec<String>>,
+    /// A directory scanned for offline bundles (`*.outpost`) at every
+    /// cycle; each is installed once (`rt/agent/bundle.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import_dir: Option<String>,
+    /// When a cached, verified package is installed: `immediately`,
+    /// `when_idle` or `at_startup` ([`super::moment`]).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub install: super::moment::InstallMoment,
 }
 
 impl Agent {
@@ -244,6 +252,8 @@ impl Agent {
             notify_command: None,
             allowed_actions: None,
             allowed_store_paths: None,
+            import_dir: None,
+            install: super::moment::InstallMoment::Immediately,
         }
     }
 }

@@ -41,10 +41,13 @@ use crate::engine::plan;
 use crate::engine::proto::{self, Offer, PollReply, ProtoError, Report};
 use crate::engine::status::StatusCode;
 
+mod bundle;
+mod cached;
 mod drive;
 mod install;
 mod metadata;
 mod trust;
+pub use bundle::{Bundle, BundleOpenError, Installed, MAX_IMPORTED};
 use drive::Done;
 pub(crate) use install::verify_and_unpack;
 
@@ -139,6 +142,8 @@ pub struct RunSummary {
     pub poll_error: Option<String>,
     /// Seconds until the next poll, as the server said.
     pub poll_interval: Option<u32>,
+    /// Packages all cached and waiting for their install moment (`agent.install`).
+    pub held: usize,
 }
 
 impl RunSummary {
@@ -152,11 +157,25 @@ impl RunSummary {
 pub trait Runner {
     /// One poll and the work it gives.
     fn run_once(&mut self) -> Result<RunSummary, AgentError>;
+    /// Install an offline bundle (the Outpost protocol's; `None` in OCS mode).
+    fn install_bundle(&mut self, _b: &Bundle) -> Result<Installed, AgentError> {
+        Ok(Installed::Later)
+    }
+    /// Deliver queued reports if the server can be reached now.
+    fn deliver(&mut self) {}
 }
 
 impl<E: Env> Runner for Agent<E> {
     fn run_once(&mut self) -> Result<RunSummary, AgentError> {
         Agent::run_once(self)
+    }
+    fn install_bundle(&mut self, b: &Bundle) -> Result<Installed, AgentError> {
+        Agent::install_bundle(self, b)
+    }
+    fn deliver(&mut self) {
+        if let Err(e) = self.flush_reports() {
+            log::warn!(target: "outpost", "{e}");
+        }
     }
 }
 
@@ -204,6 +223,12 @@ pub struct Agent<E: Env = RealEnv> {
     identity: Identity,
     /// The CAs and signing keys trusted ([`crate::engine::trust`]).
     trust: crate::engine::trust::Trust,
+    /// Whether the install from the cache at start was made (`agent/cached.rs`).
+    started: bool,
+    /// Whether it is being made now.
+    starting: bool,
+    /// Packages held for their install moment in this run.
+    held: usize,
 }
 
 impl<E: Env> Agent<E> {
@@ -215,7 +240,7 @@ impl<E: Env> Agent<E> {
             .map_err(|e| AgentError::Env(EnvError::Tls(e)))?;
         let key = cfg.signing_key().map_err(|e| AgentError::Config(e.to_string()))?;
         let trust = trust::load(&cfg, &store, &mut env, key)?;
-        Ok(Self { cfg, store, env, identity, trust })
+        Ok(Self { cfg, store, env, identity, trust, started: false, starting: false, held: 0 })
     }
 
     /// The state directory.
@@ -341,8 +366,13 @@ impl<E: Env> Agent<E> {
     /// unfinished by earlier runs (they resume without the server's help).
     pub fn run_once(&mut self) -> Result<RunSummary, AgentError> {
         self.recover_interrupted()?;
-        self.flush_reports()?;
         let mut summary = RunSummary::default();
+        if !std::mem::replace(&mut self.started, true) {
+            summary.finished += self.install_from_cache()?;
+        }
+        summary.finished += self.import_bundles()?;
+        self.held = 0;
+        self.flush_reports()?;
         // The trust bundle before any package: one may be signed by a key it brings.
         let polled = self.poll().and_then(|r| self.follow_trust(r.trust_version).map(|()| r));
         let mut offers = match polled {
@@ -351,12 +381,13 @@ impl<E: Env> Agent<E> {
                 let windows: Vec<_> =
                     r.full_speed_windows.iter().filter_map(|w| crate::engine::throttle::Window::parse(w)).collect();
                 self.env.set_server_limits(r.max_bandwidth, &windows);
+                self.keep_assignments(&r.offers)?;
                 r.offers
             }
             Err(e) => {
-                log::error!(target: "outpost", "poll failed: {e}");
+                log::error!(target: "outpost", "poll failed: {e}; going on with the last assignments");
                 summary.poll_error = Some(e.to_string());
-                Vec::new()
+                self.kept_assignments()
             }
         };
         plan::deploy_order(&mut offers);
@@ -369,6 +400,7 @@ impl<E: Env> Agent<E> {
             }
             if let Some(rec) = self.store.package(id)?
                 && rec.phase == Phase::Fetching
+                && rec.pack_loc != bundle::BUNDLE_LOC
             {
                 offers.push(offer_of(&rec));
             }
@@ -380,6 +412,8 @@ impl<E: Env> Agent<E> {
                 Done::Later => summary.pending += 1,
             }
         }
+        summary.held = self.held.min(summary.pending);
+        summary.pending -= summary.held;
         summary.unreported = self.flush_reports()?;
         self.reboot_if_due()?;
         Ok(summary)

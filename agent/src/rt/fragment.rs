@@ -38,9 +38,7 @@ pub(crate) fn fetch_next<E: Env + ?Sized>(
     room: Option<u64>,
 ) -> Result<Fetched, StoreError> {
     let id = info.id;
-    let path = blocks.path(ARCHIVE);
-    let store_err = |e: IoError| StoreError::Io(path.clone(), e.0);
-    let Some((n, range)) = dl.request() else { return Ok(Fetched::Complete) };
+    let Some((n, _)) = dl.request() else { return Ok(Fetched::Complete) };
     let url = match Url::from_location(info.proto == Proto::Https, pack_loc, &format!("{id}/{id}-{n}")) {
         Ok(u) => u,
         Err(e) => {
@@ -48,13 +46,30 @@ pub(crate) fn fetch_next<E: Env + ?Sized>(
             return Ok(Fetched::BadLocation(e.to_string()));
         }
     };
+    fetch_via(&mut |range, sink| env.get(&url, range, sink), &url, id, dl, blocks, room)
+}
+
+/// Fetch from where `dl` stands through `get` (a GET of the next fragment
+/// with its `Range`, feeding the sink: the network, or a local bundle);
+/// `at` names the source in messages.
+pub(crate) fn fetch_via(
+    get: &mut dyn FnMut(Option<&str>, &mut dyn BodySink) -> Result<(), GetError>,
+    at: &dyn std::fmt::Display,
+    id: u64,
+    dl: &mut Download,
+    blocks: &mut DirBlocks,
+    room: Option<u64>,
+) -> Result<Fetched, StoreError> {
+    let path = blocks.path(ARCHIVE);
+    let store_err = |e: IoError| StoreError::Io(path.clone(), e.0);
+    let Some((n, range)) = dl.request() else { return Ok(Fetched::Complete) };
     if room.is_some_and(|r| r < MIN_RESUME_PROGRESS) {
         return Ok(Fetched::OutOfSpace(format!("fragment {n}: no room left above the headroom")));
     }
     dl.set_room(room);
     let before = dl.have();
     let mut sink = DownloadSink { dl, blocks, store: None, fetch: None };
-    let got = env.get(&url, range.as_deref(), &mut sink);
+    let got = get(range.as_deref(), &mut sink);
     let DownloadSink { dl, blocks, store, fetch } = sink;
     if let Some(e) = store {
         // The engine fell back to its last checkpoint.
@@ -68,12 +83,12 @@ pub(crate) fn fetch_next<E: Env + ?Sized>(
         Ok(()) => match dl.handle_end(blocks).map_err(store_err)? {
             None if dl.verified() as usize >= n => return Ok(Fetched::Progress(Some(dl.verified()))),
             None => return Ok(Fetched::Progress(None)),
-            Some(e) => (e, format!("{url}: {e}")),
+            Some(e) => (e, format!("{at}: {e}")),
         },
         Err(e) => {
             dl.handle_abort(blocks).map_err(store_err)?;
             match e {
-                GetError::Refused(e) => (e, format!("{url}: {e}")),
+                GetError::Refused(e) => (e, format!("{at}: {e}")),
                 e => (fetch.unwrap_or(FetchError::Short), e.to_string()),
             }
         }

@@ -4,6 +4,7 @@
 //! `admin` and `serve` in the library directly.
 
 pub mod assign;
+pub mod bundle;
 pub mod device;
 pub mod init;
 pub mod package;

@@ -16,6 +16,7 @@ use super::super::drive::{self, Front, Stop};
 use super::super::env::Env;
 use super::super::fragment;
 use super::super::store::{Store, StoreError};
+use super::bundle::Bundle;
 use super::install::{lacks_space, verify_and_unpack};
 use super::{Agent, AgentError, record_final};
 use crate::engine::deploy::{Deployment, Fetched, MetadataError};
@@ -35,11 +36,33 @@ pub(super) enum Done {
     Later,
 }
 
+/// Where a package's metadata and fragments come from.
+#[derive(Clone, Copy)]
+pub(super) enum Source<'a> {
+    /// The server and the fragment location (the network).
+    Server,
+    /// An offline bundle: nothing from the network.
+    Bundle(&'a Bundle),
+    /// Only what the state directory holds (an install from the cache, at
+    /// start or offline): a package not all here stops for this run.
+    Cache,
+}
+
 impl<E: Env> Agent<E> {
     /// Perform `d`'s actions for `offer` until it finishes or stops for this run.
-    pub(super) fn drive(&mut self, mut d: Deployment, offer: &Offer) -> Result<Done, AgentError> {
+    pub(super) fn drive(&mut self, d: Deployment, offer: &Offer) -> Result<Done, AgentError> {
+        self.drive_from(d, offer, Source::Server)
+    }
+
+    /// [`Self::drive`], with the metadata and fragments from `source`.
+    pub(super) fn drive_from(
+        &mut self,
+        mut d: Deployment,
+        offer: &Offer,
+        source: Source<'_>,
+    ) -> Result<Done, AgentError> {
         let timeout = Duration::from_secs(self.cfg.agent.execution_timeout);
-        let mut package = Package { agent: self, offer, meta: None, download: None };
+        let mut package = Package { agent: self, offer, meta: None, download: None, source };
         Ok(match drive::drive(&mut package, &mut d, timeout)? {
             Stop::Finished => Done::Finished,
             Stop::Failed(why) | Stop::Later(Some(why)) => {
@@ -58,6 +81,7 @@ struct Package<'a, E: Env> {
     offer: &'a Offer,
     meta: Option<(Info, Manifest)>,
     download: Option<(Download, DirBlocks)>,
+    source: Source<'a>,
 }
 
 impl<E: Env> Package<'_, E> {
@@ -88,7 +112,7 @@ impl<E: Env> Front for Package<'_, E> {
             // Only a fetching record carries a verified manifest for resume.
             let _ = fs::remove_file(self.agent.store.package_dir(id).join("manifest"));
         }
-        Ok(match self.agent.metadata(self.offer, fresh)? {
+        Ok(match self.agent.metadata(self.offer, fresh, self.source)? {
             Ok(m) => {
                 self.meta = Some(m);
                 Ok(())
@@ -98,7 +122,7 @@ impl<E: Env> Front for Package<'_, E> {
     }
 
     fn lacks_space(&mut self) -> Result<Option<String>, AgentError> {
-        let Self { agent, offer, meta, download } = self;
+        let Self { agent, offer, meta, download, .. } = self;
         let (_, m) = meta.as_ref().ok_or(AgentError::NoMetadata(offer.id))?;
         // What is left to fetch, plus room to unpack, plus a margin.
         let have = open_download(&agent.store, agent.cfg.agent.checkpoint_bytes, download, m, offer.id)?.0.have();
@@ -108,10 +132,23 @@ impl<E: Env> Front for Package<'_, E> {
     }
 
     fn fetch(&mut self) -> Result<Fetched, AgentError> {
-        let Self { agent, offer, meta, download } = self;
+        let Self { agent, offer, meta, download, source } = self;
         let (info, m) = meta.as_ref().ok_or(AgentError::NoMetadata(offer.id))?;
         let (dl, blocks) = open_download(&agent.store, agent.cfg.agent.checkpoint_bytes, download, m, offer.id)?;
-        let f = fragment::fetch_next(&mut agent.env, info, &offer.pack_loc, dl, blocks, None)?;
+        let f = match source {
+            Source::Server => fragment::fetch_next(&mut agent.env, info, &offer.pack_loc, dl, blocks, None)?,
+            Source::Bundle(b) => b.fetch(m, dl, blocks)?,
+            Source::Cache if dl.is_complete() => Fetched::Complete,
+            Source::Cache => Fetched::Unavailable("not all of it is cached; the download goes on first".into()),
+        };
+        // All here and verified: installed now, or held for its moment
+        // (a bundle is installed when it is given).
+        if f == Fetched::Complete
+            && !matches!(source, Source::Bundle(_))
+            && let Some(why) = agent.hold(offer.id)?
+        {
+            return Ok(Fetched::Unavailable(why));
+        }
         if let Fetched::Progress(Some(n)) = f {
             log::info!(target: "outpost", "package {}: fragment {n}/{} verified", offer.id, info.frags);
         }
