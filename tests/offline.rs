@@ -151,8 +151,11 @@ fn import_dir_installs_each_bundle_once() {
     let o = agent(&cfg, &["run", "--once"], &[]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(srv.status_of(id, "pc-1"), "SUCCESS");
+    let o = agent(&cfg, &["run", "--once"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!text(&o).contains("not an Outpost bundle"), "not tried again: {}", text(&o));
     assert_eq!(runs(&mark), 1);
-    assert_eq!(reports_received(&srv, "pc-1"), 1);
+    assert_eq!(reports_received(&srv, "pc-1"), 1, "reported once, not again at each scan");
 }
 
 #[test]
@@ -161,29 +164,35 @@ fn at_startup_caches_asks_for_a_restart_and_installs_at_the_next_start_with_no_s
     let mut srv = Server::init(t.join("srv"), &[]);
     let mark = t.join("mark");
     let id = add_package(&srv, &t, &mark);
+    // A second package whose download cannot complete: its second fragment is gone.
+    let partial_mark = t.join("partial-mark");
+    let partial = add_package(&srv, &t, &partial_mark);
+    fs::remove_file(srv.dir.join(format!("download/{partial}/{partial}-2"))).unwrap();
     let cfg = srv.device_add("pc-1", t.path());
     srv.assign(id, "pc-1", &[]);
+    srv.assign(partial, "pc-1", &[]);
     let asked = t.join("asked");
     let rebooted = t.join("rebooted");
     let hook = format!("echo $OUTPOST_NOTIFY_KIND $OUTPOST_NOTIFY_PACKAGE >> {}", asked.display());
     tune_agent(
         &cfg,
         &format!(
-            "install = 'at_startup'\nreboot = 'immediately'\nreboot_dry_run = '{}'\nnotify_command = '{hook}'",
+            "install = 'at_startup'\nfragment_tries = 1\nreboot = 'immediately'\nreboot_dry_run = '{}'\nnotify_command = '{hook}'",
             rebooted.display()
         ),
     );
     srv.start();
     let o = agent(&cfg, &["run", "--once"], &[]);
-    assert!(o.status.success(), "{}", text(&o));
     assert_eq!(runs(&mark), 0, "cached, not installed: {}", text(&o));
     assert!(text(&o).contains("installs at the agent's next start"), "{}", text(&o));
     assert_eq!(fs::read_to_string(&asked).unwrap(), format!("reboot {id}\n"), "the user is asked once");
     assert!(fs::read_to_string(&rebooted).is_ok_and(|s| !s.is_empty()), "the policy rebooted");
     assert_eq!(srv.status_of(id, "pc-1"), "NOTIFIED", "polled, not installed");
+    let cached = state_of(&t, "pc-1").join(format!("packages/{partial}/archive"));
+    assert!(fs::metadata(&cached).is_ok_and(|m| m.len() > 0), "part of the other one is cached");
 
     // The machine restarts with no server: the install comes from the cache,
-    // before the agent asks the server anything.
+    // before the agent asks the server anything; never from an incomplete one.
     assert!(srv.stop());
     let o = agent(&cfg, &["run", "--once"], &[]);
     let log = text(&o);
@@ -191,10 +200,12 @@ fn at_startup_caches_asks_for_a_restart_and_installs_at_the_next_start_with_no_s
     let installed = log.find("installed from the cache at start").expect("installed at start");
     assert!(log.find("poll failed").is_some_and(|p| p > installed), "before the poll: {log}");
     assert_eq!(fs::read_to_string(&asked).unwrap().lines().count(), 1, "not asked again");
+    assert_eq!(runs(&partial_mark), 0, "not from an incomplete cache: {log}");
+    assert!(log.contains("not all of it is cached"), "{log}");
 
     srv.start();
     let o = agent(&cfg, &["run", "--once"], &[]);
-    assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(srv.status_of(id, "pc-1"), "SUCCESS");
+    assert_eq!(srv.status_of(id, "pc-1"), "SUCCESS", "{}", text(&o));
     assert_eq!(runs(&mark), 1);
+    assert_eq!(runs(&partial_mark), 0);
 }
