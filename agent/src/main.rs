@@ -28,10 +28,8 @@ COMMANDS:
                   exit 0 when every status was reported, 1 otherwise
     status        the download rate and what limits it; each package: state,
                   bytes cached/total, last status code
-    install FILE  install an offline bundle (outpost-server bundle) with no
-                  network, verified exactly as a download; its status is
-                  queued and reported when the server is next reachable;
-                  exit 0 on success, 1 otherwise (and why)
+    install FILE  install an offline bundle (outpost-server bundle), verified
+                  as a download, with no network; its status goes at the next run
 
 OPTIONS:
     -c, --config FILE   agent configuration (written by `outpost-server device add`);
@@ -155,7 +153,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    if args.command == Command::Status {
+    if matches!(args.command, Command::Status) {
         let lines = outpost_agent::rt::status::lines(&store);
         return match lines {
             Ok(lines) => {
@@ -174,10 +172,6 @@ fn main() -> ExitCode {
     }
     let default_interval = cfg.agent.poll_interval;
     let server_url = cfg.server.url.clone();
-    if matches!(args.command, Command::Install(_)) && cfg.server.protocol == Protocol::Ocs {
-        log::error!(target: "outpost", "bundles are for the Outpost protocol (server.protocol = outpost)");
-        return ExitCode::from(2);
-    }
     let agent: Result<Box<dyn Runner>, AgentError> =
         RealEnv::new(&cfg).map_err(AgentError::Env).and_then(|env| match cfg.server.protocol {
             Protocol::Outpost => Agent::new(cfg, env).map(|a| Box::new(a) as Box<dyn Runner>),
@@ -193,7 +187,7 @@ fn main() -> ExitCode {
     if let Command::Install(file) = &args.command {
         return install(agent.as_mut(), file);
     }
-    if args.command == (Command::Run { once: false }) {
+    if matches!(args.command, Command::Run { once: false }) {
         run_forever(agent.as_mut(), default_interval, &server_url);
     }
     match agent.run_once() {
@@ -213,37 +207,23 @@ fn main() -> ExitCode {
     }
 }
 
-/// `install FILE`: the bundle through the lifecycle, then its report
-/// delivered if the server can be reached now (else at a later run).
+/// `install FILE`: the bundle through the lifecycle; its report goes at
+/// the next run that reaches the server.
 fn install(runner: &mut dyn Runner, file: &std::path::Path) -> ExitCode {
-    let shown = file.display();
-    let b = match Bundle::open(file) {
-        Ok(b) => b,
-        Err(e) => {
-            log::error!(target: "outpost", "{e}; nothing installed");
-            return ExitCode::FAILURE;
-        }
+    let outcome = Bundle::open(file)
+        .map_err(|e| e.to_string())
+        .and_then(|b| runner.install_bundle(&b).map_err(|e| e.to_string()));
+    let (ok, what) = match outcome {
+        Ok(Installed::Final(code)) => (code.is_success(), code.to_string()),
+        Ok(Installed::Later) => (false, "not finished in this run".into()),
+        Err(e) => (false, e),
     };
-    match runner.install_bundle(&b) {
-        Ok(Installed::Final(code)) if code.is_success() => {
-            log::info!(target: "outpost", "{shown}: package {} installed: {code}", b.id);
-            runner.deliver();
-            ExitCode::SUCCESS
-        }
-        Ok(Installed::Final(code)) => {
-            log::error!(target: "outpost", "{shown}: package {} not installed: {code} (why is above)", b.id);
-            runner.deliver();
-            ExitCode::FAILURE
-        }
-        Ok(Installed::Later) => {
-            log::error!(target: "outpost", "{shown}: package {} not installed in this run (why is above)", b.id);
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            log::error!(target: "outpost", "{shown}: {e}");
-            ExitCode::FAILURE
-        }
+    if ok {
+        log::info!(target: "outpost", "{}: installed: {what}", file.display());
+        return ExitCode::SUCCESS;
     }
+    log::error!(target: "outpost", "{}: not installed: {what}", file.display());
+    ExitCode::FAILURE
 }
 
 #[cfg(test)]

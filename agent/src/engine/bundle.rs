@@ -42,6 +42,8 @@ pub enum BundleError {
     Truncated,
     /// A section is longer than its bound (which one).
     TooLong(&'static str),
+    /// The file's size is not what its head says (cut or padded).
+    Size,
 }
 
 impl fmt::Display for BundleError {
@@ -51,6 +53,7 @@ impl fmt::Display for BundleError {
             Self::Version(v) => write!(f, "bundle format version {v} is not supported"),
             Self::Truncated => f.write_str("bundle ends inside its head"),
             Self::TooLong(what) => write!(f, "bundle {what} is longer than allowed"),
+            Self::Size => f.write_str("bundle size is not what its head says"),
         }
     }
 }

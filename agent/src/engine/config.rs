@@ -218,13 +218,18 @@ pub struct Agent {
     /// cycle; each is installed once (`rt/agent/bundle.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub import_dir: Option<String>,
-    /// When a cached, verified package is installed: `immediately`,
-    /// `when_idle` or `at_startup` ([`super::moment`]).
-    #[serde(default, skip_serializing_if = "is_default")]
-    pub install: super::moment::InstallMoment,
+    /// When a cached, verified package is installed: `immediately` (or
+    /// empty), `when_idle` or `at_startup` ([`super::moment::InstallMoment`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub install: String,
 }
 
 impl Agent {
+    /// `install`, parsed (checked when the configuration is loaded).
+    pub fn install_moment(&self) -> super::moment::InstallMoment {
+        super::moment::InstallMoment::parse(&self.install).unwrap_or_default()
+    }
+
     /// The endpoint's limits on packages ([`super::allow`]).
     pub fn allowed(&self) -> super::allow::Allowed<'_> {
         super::allow::Allowed {
@@ -253,7 +258,7 @@ impl Agent {
             allowed_actions: None,
             allowed_store_paths: None,
             import_dir: None,
-            install: super::moment::InstallMoment::Immediately,
+            install: String::new(),
         }
     }
 }

@@ -10,11 +10,8 @@
 //!                 cache); else wait, and ask for a restart once
 //! ```
 
-use serde::{Deserialize, Serialize};
-
-/// `agent.install`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
+/// `agent.install` (kept as text in the configuration, parsed by [`InstallMoment::parse`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum InstallMoment {
     /// As soon as it is cached and verified (the default).
     #[default]
@@ -23,6 +20,18 @@ pub enum InstallMoment {
     WhenIdle,
     /// At the agent's next start, from the cache, before anything else.
     AtStartup,
+}
+
+impl InstallMoment {
+    /// `immediately` (or empty), `when_idle` or `at_startup`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "" | "immediately" => Some(Self::Immediately),
+            "when_idle" => Some(Self::WhenIdle),
+            "at_startup" => Some(Self::AtStartup),
+            _ => None,
+        }
+    }
 }
 
 /// What to do with a package that is all cached and verified.
@@ -51,6 +60,15 @@ pub fn decide(moment: InstallMoment, at_start: bool, user_logged_in: Option<bool
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_configured_text_parses() {
+        assert_eq!(InstallMoment::parse(""), Some(InstallMoment::Immediately));
+        assert_eq!(InstallMoment::parse("immediately"), Some(InstallMoment::Immediately));
+        assert_eq!(InstallMoment::parse("when_idle"), Some(InstallMoment::WhenIdle));
+        assert_eq!(InstallMoment::parse("at_startup"), Some(InstallMoment::AtStartup));
+        assert_eq!(InstallMoment::parse("At_Startup"), None);
+    }
 
     #[test]
     fn each_moment_installs_only_when_it_is_due() {

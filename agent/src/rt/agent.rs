@@ -161,8 +161,6 @@ pub trait Runner {
     fn install_bundle(&mut self, _b: &Bundle) -> Result<Installed, AgentError> {
         Ok(Installed::Later)
     }
-    /// Deliver queued reports if the server can be reached now.
-    fn deliver(&mut self) {}
 }
 
 impl<E: Env> Runner for Agent<E> {
@@ -171,11 +169,6 @@ impl<E: Env> Runner for Agent<E> {
     }
     fn install_bundle(&mut self, b: &Bundle) -> Result<Installed, AgentError> {
         Agent::install_bundle(self, b)
-    }
-    fn deliver(&mut self) {
-        if let Err(e) = self.flush_reports() {
-            log::warn!(target: "outpost", "{e}");
-        }
     }
 }
 
@@ -319,7 +312,11 @@ impl<E: Env> Agent<E> {
 
     fn poll_once(&mut self) -> Result<PollReply, AgentError> {
         let body = self.post(proto::POLL_PATH, &format!("{}\nagent {}\n", proto::HEADER, env!("CARGO_PKG_VERSION")))?;
-        PollReply::decode(&body).map_err(|e| AgentError::BadReply("poll", e))
+        let reply = PollReply::decode(&body).map_err(|e| AgentError::BadReply("poll", e))?;
+        if reply.identity.is_none() {
+            self.keep_assignments(&body)?; // never credentials
+        }
+        Ok(reply)
     }
 
     /// Ask the server what to deploy. A reply with new credentials
@@ -381,7 +378,6 @@ impl<E: Env> Agent<E> {
                 let windows: Vec<_> =
                     r.full_speed_windows.iter().filter_map(|w| crate::engine::throttle::Window::parse(w)).collect();
                 self.env.set_server_limits(r.max_bandwidth, &windows);
-                self.keep_assignments(&r.offers)?;
                 r.offers
             }
             Err(e) => {

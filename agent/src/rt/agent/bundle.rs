@@ -45,19 +45,16 @@ const MAX_SCAN: usize = 256;
 #[derive(Debug)]
 pub enum BundleOpenError {
     /// It cannot be read.
-    Io(PathBuf, io::Error),
-    /// Its head does not decode.
-    Format(PathBuf, BundleError),
-    /// Its size is not what its head says.
-    Size(PathBuf, u64),
+    Io(io::Error),
+    /// It is not a bundle, or is cut or padded.
+    Format(BundleError),
 }
 
 impl std::fmt::Display for BundleOpenError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Io(p, e) => write!(f, "{}: {e}", p.display()),
-            Self::Format(p, e) => write!(f, "{}: {e}", p.display()),
-            Self::Size(p, n) => write!(f, "{}: {n} bytes, not what its head says (cut or padded)", p.display()),
+            Self::Io(e) => e.fmt(f),
+            Self::Format(e) => e.fmt(f),
         }
     }
 }
@@ -82,7 +79,7 @@ pub struct Bundle {
 impl Bundle {
     /// Open `path` and decode its head (at most [`MAX_HEAD`] bytes read).
     pub fn open(path: &Path) -> Result<Self, BundleOpenError> {
-        let io_err = |e| BundleOpenError::Io(path.to_owned(), e);
+        let io_err = BundleOpenError::Io;
         let file = File::open(path).map_err(io_err)?;
         let meta = file.metadata().map_err(io_err)?;
         if !meta.is_file() {
@@ -90,9 +87,9 @@ impl Bundle {
         }
         let mut head = Vec::new();
         (&file).take(MAX_HEAD as u64).read_to_end(&mut head).map_err(io_err)?;
-        let h = decode_head(&head).map_err(|e| BundleOpenError::Format(path.to_owned(), e))?;
+        let h = decode_head(&head).map_err(BundleOpenError::Format)?;
         if (h.len as u64).checked_add(h.payload_len) != Some(meta.len()) {
-            return Err(BundleOpenError::Size(path.to_owned(), meta.len()));
+            return Err(BundleOpenError::Format(BundleError::Size));
         }
         Ok(Self {
             path: path.to_owned(),
@@ -157,14 +154,12 @@ impl<E: Env> Agent<E> {
     /// Install `b` through the lifecycle, with no network.
     pub fn install_bundle(&mut self, b: &Bundle) -> Result<Installed, AgentError> {
         let offer = Offer { id: b.id, priority: 5, force: false, info_loc: String::new(), pack_loc: BUNDLE_LOC.into() };
-        log::info!(target: "outpost", "package {}: installing from bundle {}", b.id, b.path.display());
         // A failure still on its way to the server is superseded by this
         // new try (another copy of the bundle): only the newest outcome goes.
         if let Some(rec) = self.store.package(b.id)?
             && rec.status.as_deref().is_some_and(|s| !StatusCode::parse(s).is_success())
         {
             for r in self.store.pending_reports()?.iter().filter(|r| r.package == b.id) {
-                log::info!(target: "outpost", "package {}: {} superseded by a new try", b.id, r.status);
                 self.store.ack_report(r.report_id)?;
             }
         }
@@ -183,23 +178,17 @@ impl<E: Env> Agent<E> {
     /// module doc). Returns how many reached a final status.
     pub(super) fn import_bundles(&mut self) -> Result<usize, AgentError> {
         let Some(dir) = self.cfg.agent.import_dir.clone() else { return Ok(0) };
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            log::debug!(target: "outpost", "import_dir {dir}: not readable now (no stick?)");
-            return Ok(0);
-        };
-        let mut files: Vec<PathBuf> =
-            entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "outpost")).collect();
-        files.sort();
-        files.truncate(MAX_SCAN);
+        let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(0) }; // no stick now
+        let files =
+            entries.flatten().map(|e| e.path()).filter(|p| p.as_os_str().as_encoded_bytes().ends_with(b".outpost"));
         let record = self.store.root().join("imported");
         let mut seen = read_imported(&record);
         let mut finished = 0;
-        for path in files {
+        for path in files.take(MAX_SCAN) {
             let digest = match Bundle::open(&path) {
                 Ok(b) if seen.contains(&b.digest) => continue,
                 Ok(b) => match self.install_bundle(&b)? {
-                    Installed::Final(code) => {
-                        log::info!(target: "outpost", "{}: {code}", path.display());
+                    Installed::Final(_) => {
                         finished += 1;
                         b.digest
                     }
@@ -211,7 +200,7 @@ impl<E: Env> Agent<E> {
                     if seen.contains(&d) {
                         continue;
                     }
-                    log::error!(target: "outpost", "{e}; nothing installed, and not tried again");
+                    log::error!(target: "outpost", "{}: {e}; not tried again", path.display());
                     d
                 }
             };
@@ -226,6 +215,11 @@ impl<E: Env> Agent<E> {
 
 /// The identities in `STATE/imported` (none when absent or unreadable).
 fn read_imported(p: &Path) -> Vec<[u8; 32]> {
-    let bytes = read_nofollow(p).unwrap_or_default();
-    bytes.chunks_exact(32).rev().take(MAX_IMPORTED).rev().filter_map(|c| c.try_into().ok()).collect()
+    let mut seen = Vec::new();
+    for c in read_nofollow(p).unwrap_or_default().chunks_exact(32) {
+        let mut d = [0u8; 32];
+        d.copy_from_slice(c);
+        seen.push(d);
+    }
+    seen
 }

@@ -37,7 +37,7 @@ const ASKED: &str = "restart-asked";
 impl<E: Env> Agent<E> {
     /// Why the all-cached package `id` is not installed now (`None`: it is).
     pub(super) fn hold(&mut self, id: u64) -> Result<Option<String>, StoreError> {
-        let moment = self.cfg.agent.install;
+        let moment = self.cfg.agent.install_moment();
         let user = match moment {
             InstallMoment::WhenIdle => LinuxPower::new(RebootMethod::Syscall).user_logged_in().unwrap_or(None),
             _ => None,
@@ -49,7 +49,7 @@ impl<E: Env> Agent<E> {
             Gate::UntilIdle => Some("cached and verified; installs when nobody is logged in".into()),
             Gate::UntilStart => {
                 if self.store.package_file(id, ASKED)?.is_none() {
-                    let text = "A software update is ready and installs when the computer restarts.";
+                    let text = "An update installs at the next restart.";
                     let notice = Notice {
                         kind: NoticeKind::Reboot,
                         package: id,
@@ -90,12 +90,11 @@ impl<E: Env> Agent<E> {
         Ok(finished)
     }
 
-    /// Keep the assignments of a poll for when the server is away.
-    pub(super) fn keep_assignments(&self, offers: &[Offer]) -> Result<(), StoreError> {
-        let kept = PollReply { offers: offers.to_vec(), ..PollReply::default() }.encode();
+    /// Keep a poll's reply (its assignments) for when the server is away.
+    pub(super) fn keep_assignments(&self, reply: &[u8]) -> Result<(), StoreError> {
         let p = self.store.root().join(ASSIGNMENTS);
-        if read_nofollow(&p).ok().as_deref() != Some(kept.as_bytes()) {
-            write_atomic(&p, kept.as_bytes()).map_err(|e| StoreError::Io(p, e))?;
+        if read_nofollow(&p).ok().as_deref() != Some(reply) {
+            write_atomic(&p, reply).map_err(|e| StoreError::Io(p, e))?;
         }
         Ok(())
     }

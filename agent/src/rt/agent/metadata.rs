@@ -108,7 +108,7 @@ impl<E: Env> Agent<E> {
         if let Source::Bundle(b) = source
             && b.payload_len != manifest.archive_size
         {
-            log::error!(target: "outpost", "package {id}: the bundle holds {} bytes of payload, its signed manifest {}; refusing it", b.payload_len, manifest.archive_size);
+            log::error!(target: "outpost", "package {id}: the bundle's payload is not its signed size; refusing it");
             return Ok(Err(MetadataError::Final(StatusCode::ErrBadDigest)));
         }
         if fresh {
