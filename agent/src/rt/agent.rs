@@ -222,6 +222,8 @@ pub struct Agent<E: Env = RealEnv> {
     starting: bool,
     /// Packages held for their install moment in this run.
     held: usize,
+    /// The last poll's reply, for the configuration cache (`agent/cached.rs`).
+    reply: Vec<u8>,
 }
 
 impl<E: Env> Agent<E> {
@@ -233,7 +235,7 @@ impl<E: Env> Agent<E> {
             .map_err(|e| AgentError::Env(EnvError::Tls(e)))?;
         let key = cfg.signing_key().map_err(|e| AgentError::Config(e.to_string()))?;
         let trust = trust::load(&cfg, &store, &mut env, key)?;
-        Ok(Self { cfg, store, env, identity, trust, started: false, starting: false, held: 0 })
+        Ok(Self { cfg, store, env, identity, trust, started: false, starting: false, held: 0, reply: Vec::new() })
     }
 
     /// The state directory.
@@ -313,9 +315,8 @@ impl<E: Env> Agent<E> {
     fn poll_once(&mut self) -> Result<PollReply, AgentError> {
         let body = self.post(proto::POLL_PATH, &format!("{}\nagent {}\n", proto::HEADER, env!("CARGO_PKG_VERSION")))?;
         let reply = PollReply::decode(&body).map_err(|e| AgentError::BadReply("poll", e))?;
-        if reply.identity.is_none() {
-            self.keep_assignments(&body)?; // never credentials
-        }
+        // Kept once the trust it announces is followed; never credentials.
+        self.reply = if reply.identity.is_none() { body } else { Vec::new() };
         Ok(reply)
     }
 
@@ -378,12 +379,14 @@ impl<E: Env> Agent<E> {
                 let windows: Vec<_> =
                     r.full_speed_windows.iter().filter_map(|w| crate::engine::throttle::Window::parse(w)).collect();
                 self.env.set_server_limits(r.max_bandwidth, &windows);
+                self.keep_assignments()?;
                 r.offers
             }
             Err(e) => {
-                log::error!(target: "outpost", "poll failed: {e}; going on with the last assignments");
+                log::error!(target: "outpost", "poll failed: {e}");
                 summary.poll_error = Some(e.to_string());
-                self.kept_assignments()
+                // Offline: the last assignments go on (not when the server refused).
+                if matches!(e, AgentError::Unreachable(_)) { self.kept_assignments() } else { Vec::new() }
             }
         };
         plan::deploy_order(&mut offers);

@@ -90,11 +90,11 @@ impl<E: Env> Agent<E> {
         Ok(finished)
     }
 
-    /// Keep a poll's reply (its assignments) for when the server is away.
-    pub(super) fn keep_assignments(&self, reply: &[u8]) -> Result<(), StoreError> {
+    /// Keep the last poll's reply (its assignments) for when the server is away.
+    pub(super) fn keep_assignments(&self) -> Result<(), StoreError> {
         let p = self.store.root().join(ASSIGNMENTS);
-        if read_nofollow(&p).ok().as_deref() != Some(reply) {
-            write_atomic(&p, reply).map_err(|e| StoreError::Io(p, e))?;
+        if !self.reply.is_empty() && read_nofollow(&p).ok().as_deref() != Some(&self.reply[..]) {
+            write_atomic(&p, &self.reply).map_err(|e| StoreError::Io(p, e))?;
         }
         Ok(())
     }
