@@ -96,17 +96,18 @@ fn a_tampered_bundle_installs_nothing_and_says_why() {
         let info_len = u32::from_le_bytes(bytes[17..21].try_into().unwrap()) as usize;
         21 + info_len + 4
     };
-    let cases: [(&str, Box<dyn Fn(&mut Vec<u8>)>, &str); 4] = [
-        ("payload", Box::new(|b: &mut Vec<u8>| *b.last_mut().unwrap() ^= 1), "fails its digest"),
-        ("signature", Box::new(move |b: &mut Vec<u8>| b[manifest_at + 40] ^= 1), "refusing it"),
-        ("cut", Box::new(|b: &mut Vec<u8>| b.truncate(b.len() - 10)), "not what its head says"),
-        ("magic", Box::new(|b: &mut Vec<u8>| b[0] = b'X'), "not an Outpost bundle"),
+    type Tamper = fn(&mut Vec<u8>, usize);
+    let cases: [(&str, Tamper, &str); 4] = [
+        ("payload", |b, _| *b.last_mut().unwrap() ^= 1, "fails its digest"),
+        ("signature", |b, at| b[at + 40] ^= 1, "refusing it"),
+        ("cut", |b, _| b.truncate(b.len() - 10), "not what its head says"),
+        ("magic", |b, _| b[0] = b'X', "not an Outpost bundle"),
     ];
     for (i, (what, tamper, why)) in cases.iter().enumerate() {
         let device = format!("pc-{i}");
         let cfg = srv.device_add(&device, t.path());
         let mut b = bytes.clone();
-        tamper(&mut b);
+        tamper(&mut b, manifest_at);
         let file = t.join(&format!("{what}.outpost"));
         fs::write(&file, &b).unwrap();
         let o = agent(&cfg, &["install", file.to_str().unwrap()], &[]);

@@ -50,11 +50,14 @@ pub(crate) fn fetch_next<E: Env + ?Sized>(
     fetch_via(&mut |range, sink| env.get(&url, range, sink), &url, id, dl, blocks, room)
 }
 
+/// One GET of the next fragment with its `Range`, feeding the sink.
+pub(crate) type Get<'a> = dyn FnMut(Option<&str>, &mut dyn BodySink) -> Result<(), GetError> + 'a;
+
 /// Fetch from where `dl` stands through `get` (a GET of the next fragment
 /// with its `Range`, feeding the sink: the network, or a local bundle);
 /// `at` names the source in messages.
 pub(crate) fn fetch_via(
-    get: &mut dyn FnMut(Option<&str>, &mut dyn BodySink) -> Result<(), GetError>,
+    get: &mut Get<'_>,
     at: &dyn std::fmt::Display,
     id: u64,
     dl: &mut Download,

@@ -123,7 +123,7 @@ impl Bundle {
 
     fn send(&self, m: &Manifest, n: usize, sink: &mut dyn BodySink) -> Result<(), GetError> {
         let broken = |e: io::Error| GetError::Broken(format!("{}: {e}", self.path.display()));
-        let (offset, size) = fragment_span(m, n).ok_or(GetError::Unreachable("no such fragment".into()))?;
+        let (offset, size) = fragment_span(m, n).ok_or_else(|| GetError::Unreachable("no such fragment".into()))?;
         sink.head(200, None).map_err(GetError::Refused)?;
         let mut buf = vec![0u8; 64 * 1024];
         let mut done = 0;
