@@ -47,6 +47,10 @@ struct Sim {
     /// fetches fail before one gets it.
     trust: Option<Vec<u8>>,
     trust_fails: usize,
+    /// The control server is away (poll, report, trust unreachable).
+    control_down: bool,
+    /// Fetches of the info file that fail before one gets it.
+    info_fails: usize,
 }
 
 impl Sim {
@@ -79,6 +83,8 @@ impl Sim {
             rng: 0x9e37_79b9_7f4a_7c15,
             trust: None,
             trust_fails: 0,
+            control_down: false,
+            info_fails: 0,
         }
     }
 
@@ -149,6 +155,9 @@ impl Env for Sim {
     }
 
     fn post(&mut self, url: &Url, _: &[(&str, &str)], body: &[u8], _: usize) -> Result<(u16, Vec<u8>), GetError> {
+        if self.control_down {
+            return Err(GetError::Unreachable("connection refused".into()));
+        }
         if url.path.ends_with(proto::POLL_PATH) {
             let done = self.reports.iter().any(|(p, _)| *p == ID);
             let offers = if done {
@@ -177,6 +186,10 @@ impl Env for Sim {
     fn get(&mut self, url: &Url, range: Option<&str>, sink: &mut dyn BodySink) -> Result<(), GetError> {
         let name = url.path.rsplit('/').next().unwrap_or_default().to_string();
         let whole = match name.as_str() {
+            "info" if self.info_fails > 0 => {
+                self.info_fails -= 1;
+                return Err(GetError::Unreachable("connection refused".into()));
+            }
             "info" => self.info.clone(),
             "manifest" => self.manifest.clone(),
             frag => {
@@ -333,4 +346,29 @@ fn outpost_mode_deploys_nothing_until_it_has_the_trust_bundle_a_poll_announces()
     let sim = agent.into_env();
     assert_eq!(sim.reports, vec![(ID, "SUCCESS".to_string())], "never ERR_BAD_DIGEST for a key not learnt yet");
     assert!(s.state.join("trust").exists(), "the bundle is kept");
+}
+
+#[test]
+fn outpost_mode_goes_on_with_the_last_assignments_while_the_server_is_away() {
+    // The configuration cache: a package assigned at the last poll is
+    // deployed from the locations the agent can still reach while the
+    // server is away, and reported once it is back.
+    let s = setup("outpost-mode-kept");
+    let mut sim = Sim::new(&s.archive, 128 * 1024, &s.key);
+    sim.info_fails = 1;
+    let mut agent = Agent::new(config(&s.state, &s.key), sim).expect("an agent");
+    let first = agent.run_once().expect("a run");
+    assert_eq!((first.finished, first.pending), (0, 1), "polled, its metadata not reached: {first:?}");
+    let mut sim = agent.into_env();
+    sim.control_down = true;
+    let mut agent = Agent::new(config(&s.state, &s.key), sim).expect("an agent, again");
+    let second = agent.run_once().expect("a run");
+    assert!(second.poll_error.is_some() && second.finished == 1, "deployed while the server is away: {second:?}");
+    let mut sim = agent.into_env();
+    assert!(sim.reports.is_empty());
+    sim.control_down = false;
+    let mut agent = Agent::new(config(&s.state, &s.key), sim).expect("an agent, again");
+    let third = agent.run_once().expect("a run");
+    assert!(third.complete(), "{third:?}");
+    assert_eq!(agent.into_env().reports, vec![(ID, "SUCCESS".to_string())], "reported once");
 }
