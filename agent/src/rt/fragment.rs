@@ -29,7 +29,6 @@ use crate::engine::limits::MIN_RESUME_PROGRESS;
 /// Fetch from where `dl` stands: one request for the next fragment of
 /// `info`'s package, from `pack_loc`. `room`: the bytes this answer may take
 /// (`None`: not asked; the writes will tell).
-#[inline(never)]
 pub(crate) fn fetch_next<E: Env + ?Sized>(
     env: &mut E,
     info: &Info,
