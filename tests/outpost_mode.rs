@@ -52,6 +52,10 @@ struct Sim {
     depot_faults: VecDeque<Fault>,
     /// Fragment body bytes the depots handed to the agent.
     depot_served: u64,
+    /// The control server is away (poll, report, trust unreachable).
+    control_down: bool,
+    /// Fetches of the info file that fail before one gets it.
+    info_fails: usize,
 }
 
 impl Sim {
@@ -87,6 +91,8 @@ impl Sim {
             depots: Vec::new(),
             depot_faults: VecDeque::new(),
             depot_served: 0,
+            control_down: false,
+            info_fails: 0,
         }
     }
 
@@ -164,6 +170,9 @@ impl Env for Sim {
     }
 
     fn post(&mut self, url: &Url, _: &[(&str, &str)], body: &[u8], _: usize) -> Result<(u16, Vec<u8>), GetError> {
+        if self.control_down {
+            return Err(GetError::Unreachable("connection refused".into()));
+        }
         if url.path.ends_with(proto::POLL_PATH) {
             let done = self.reports.iter().any(|(p, _)| *p == ID);
             let offers = if done {
@@ -193,6 +202,10 @@ impl Env for Sim {
     fn get(&mut self, url: &Url, range: Option<&str>, sink: &mut dyn BodySink) -> Result<(), GetError> {
         let name = url.path.rsplit('/').next().unwrap_or_default().to_string();
         let whole = match name.as_str() {
+            "info" if self.info_fails > 0 => {
+                self.info_fails -= 1;
+                return Err(GetError::Unreachable("connection refused".into()));
+            }
             "info" => self.info.clone(),
             "manifest" => self.manifest.clone(),
             frag => {
@@ -369,4 +382,29 @@ fn outpost_mode_leaves_a_failing_depot_for_the_next_source_at_the_same_byte_with
     assert!(sim.sleeps.is_empty(), "another source took over at once, no backoff: {:?}", sim.sleeps);
     assert!(sim.depot_served > 0 && sim.depot_served < sim.served, "both sources served");
     assert_eq!(sim.served, s.archive.len() as u64, "no byte fetched twice");
+}
+
+#[test]
+fn outpost_mode_goes_on_with_the_last_assignments_while_the_server_is_away() {
+    // The configuration cache: a package assigned at the last poll is
+    // deployed from the locations the agent can still reach while the
+    // server is away, and reported once it is back.
+    let s = setup("outpost-mode-kept");
+    let mut sim = Sim::new(&s.archive, 128 * 1024, &s.key);
+    sim.info_fails = 1;
+    let mut agent = Agent::new(config(&s.state, &s.key), sim).expect("an agent");
+    let first = agent.run_once().expect("a run");
+    assert_eq!((first.finished, first.pending), (0, 1), "polled, its metadata not reached: {first:?}");
+    let mut sim = agent.into_env();
+    sim.control_down = true;
+    let mut agent = Agent::new(config(&s.state, &s.key), sim).expect("an agent, again");
+    let second = agent.run_once().expect("a run");
+    assert!(second.poll_error.is_some() && second.finished == 1, "deployed while the server is away: {second:?}");
+    let mut sim = agent.into_env();
+    assert!(sim.reports.is_empty());
+    sim.control_down = false;
+    let mut agent = Agent::new(config(&s.state, &s.key), sim).expect("an agent, again");
+    let third = agent.run_once().expect("a run");
+    assert!(third.complete(), "{third:?}");
+    assert_eq!(agent.into_env().reports, vec![(ID, "SUCCESS".to_string())], "reported once");
 }

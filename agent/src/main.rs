@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use outpost_agent::rt::agent::{Agent, AgentError, Runner, run_forever};
+use outpost_agent::rt::agent::{Agent, AgentError, Bundle, Installed, Runner, run_forever};
 use outpost_agent::rt::config::{Config, Protocol};
 use outpost_agent::rt::env::RealEnv;
 use outpost_agent::rt::logger;
@@ -18,6 +18,7 @@ outpost-agent — deploys packages published by an Outpost or OCS Inventory NG s
 USAGE:
     outpost-agent --config FILE [-v|-q]... run [--once]
     outpost-agent --config FILE status
+    outpost-agent --config FILE install BUNDLE.outpost
     outpost-agent --help | --version
 
 COMMANDS:
@@ -27,6 +28,8 @@ COMMANDS:
                   exit 0 when every status was reported, 1 otherwise
     status        the download rate and what limits it; each package: state,
                   bytes cached/total, last status code
+    install FILE  install an offline bundle (outpost-server bundle), verified
+                  as a download, with no network; its status goes at the next run
 
 OPTIONS:
     -c, --config FILE   agent configuration (written by `outpost-server device add`);
@@ -64,6 +67,8 @@ enum Command {
     Run { once: bool },
     /// Print the download rate and each package's state.
     Status,
+    /// Install an offline bundle.
+    Install(PathBuf),
 }
 
 /// A command with its options.
@@ -83,6 +88,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, String> {
     let mut config = None;
     let mut command = None;
     let mut once = false;
+    let mut file = None;
     let mut verbosity = 0;
     let mut p = lexopt::Parser::from_args(args);
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
@@ -93,13 +99,15 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, String> {
             Short('v') | Long("verbose") => verbosity += 1,
             Short('q') | Long("quiet") => verbosity -= 1,
             Long("once") => once = true,
-            Value(v) if command.is_none() && (v == "run" || v == "status") => command = Some(v),
+            Value(v) if command.is_none() && (v == "run" || v == "status" || v == "install") => command = Some(v),
+            Value(v) if command.as_deref() == Some("install".as_ref()) && file.is_none() => file = Some(v),
             other => return Err(other.unexpected().to_string()),
         }
     }
-    let command = match command.ok_or("no command given (run or status)")? {
+    let command = match command.ok_or("no command given (run, status or install)")? {
         c if c == "run" => Command::Run { once },
         _ if once => return Err("--once goes with run".into()),
+        c if c == "install" => Command::Install(file.ok_or("install needs a bundle file")?.into()),
         _ => Command::Status,
     };
     Ok(Cli::Run(Args { config: config.ok_or("--config FILE is required")?, command, verbosity }))
@@ -145,7 +153,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    if args.command == Command::Status {
+    if matches!(args.command, Command::Status) {
         let lines = outpost_agent::rt::status::lines(&store);
         return match lines {
             Ok(lines) => {
@@ -176,7 +184,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if args.command == (Command::Run { once: false }) {
+    if let Command::Install(file) = &args.command {
+        return install(agent.as_mut(), file);
+    }
+    if matches!(args.command, Command::Run { once: false }) {
         run_forever(agent.as_mut(), default_interval, &server_url);
     }
     match agent.run_once() {
@@ -194,6 +205,25 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `install FILE`: the bundle through the lifecycle; its report goes at
+/// the next run that reaches the server.
+fn install(runner: &mut dyn Runner, file: &std::path::Path) -> ExitCode {
+    let outcome = Bundle::open(file)
+        .map_err(|e| e.to_string())
+        .and_then(|b| runner.install_bundle(&b).map_err(|e| e.to_string()));
+    let (ok, what) = match outcome {
+        Ok(Installed::Final(code)) => (code.is_success(), code.to_string()),
+        Ok(Installed::Later) => (false, "not finished in this run".into()),
+        Err(e) => (false, e),
+    };
+    if ok {
+        log::info!(target: "outpost", "{}: installed: {what}", file.display());
+        return ExitCode::SUCCESS;
+    }
+    log::error!(target: "outpost", "{}: not installed: {what}", file.display());
+    ExitCode::FAILURE
 }
 
 #[cfg(test)]
@@ -238,7 +268,13 @@ mod tests {
             Ok(Cli::Run(Args { config: "f".into(), command: Command::Status, verbosity: 0 }))
         );
         assert_eq!(p(&["-c", "f", "status", "--once"]), Err("--once goes with run".into()));
-        assert_eq!(p(&["-c", "f"]), Err("no command given (run or status)".into()));
+        assert_eq!(p(&["-c", "f"]), Err("no command given (run, status or install)".into()));
+        assert_eq!(
+            p(&["-c", "f", "install", "a.outpost"]),
+            Ok(Cli::Run(Args { config: "f".into(), command: Command::Install("a.outpost".into()), verbosity: 0 }))
+        );
+        assert_eq!(p(&["-c", "f", "install"]), Err("install needs a bundle file".into()));
+        assert!(p(&["-c", "f", "install", "a", "b"]).is_err());
         assert!(p(&["-c", "f", "run", "status"]).unwrap_err().contains("status"));
         assert!(p(&["-c", "f", "stop"]).unwrap_err().contains("stop"));
         assert!(p(&["-c", "f", "run", "-x"]).unwrap_err().contains("-x"));
@@ -252,7 +288,7 @@ mod tests {
         assert_eq!(p(&["-c", "f", "run", "-h"]), Ok(Cli::Help));
         assert_eq!(p(&["--version"]), Ok(Cli::Version));
         assert_eq!(p(&["-V", "bogus"]), Ok(Cli::Version));
-        assert_eq!(p(&[]), Err("no command given (run or status)".into()));
+        assert_eq!(p(&[]), Err("no command given (run, status or install)".into()));
     }
 
     #[test]

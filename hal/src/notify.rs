@@ -10,6 +10,9 @@ pub enum NoticeKind {
     Before,
     /// After it ran (`NEED_DONE_ACTION*`): informational.
     Done,
+    /// A package is cached and installs at the next start: a restart is
+    /// wanted (informational; the reboot policy decides).
+    Reboot,
 }
 
 /// What the user is shown.

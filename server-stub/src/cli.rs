@@ -133,6 +133,23 @@ pub enum Cmd {
         #[arg(long, value_name = "ADDR")]
         address: String,
     },
+    /// Write a package as one offline bundle (FILE.outpost): info, signed manifest and payload.
+    ///
+    /// `outpost-agent --config C install FILE.outpost` installs it with no network, verified
+    /// exactly as a download; so does an agent whose `[agent] import_dir` holds it.
+    Bundle(BundleArgs),
+}
+
+// No doc comment here: it would replace the subcommand's help text.
+#[derive(Args)]
+pub struct BundleArgs {
+    #[arg(long)]
+    pub dir: PathBuf,
+    #[arg(long)]
+    pub package: u64,
+    /// The bundle to write (replaced if it exists).
+    #[arg(long, value_name = "FILE.outpost")]
+    pub out: PathBuf,
 }
 
 // No doc comment here: it would replace the subcommand's help text.

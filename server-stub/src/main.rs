@@ -69,6 +69,7 @@ fn run(cmd: Cmd) -> Result<(), String> {
         Cmd::Unblock { dir, address } => admin::unblock(&dir, &address),
         Cmd::Admin { cmd: AdminCmd::Add { dir, user } } => cmd::admin::add(&dir, &user),
         Cmd::Admin { cmd: AdminCmd::Remove { dir, user } } => cmd::admin::remove(&dir, &user),
+        Cmd::Bundle(a) => cmd::bundle::run(a),
     }
 }
 

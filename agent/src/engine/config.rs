@@ -218,9 +218,22 @@ pub struct Agent {
     /// (`["site:lyon", "kiosk"]`), for the server's groups.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// A directory scanned for offline bundles (`*.outpost`) at every
+    /// cycle; each is installed once (`rt/agent/bundle.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import_dir: Option<String>,
+    /// When a cached, verified package is installed: `immediately` (or
+    /// empty), `when_idle` or `at_startup` ([`super::moment::InstallMoment`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub install: String,
 }
 
 impl Agent {
+    /// `install`, parsed (checked when the configuration is loaded).
+    pub fn install_moment(&self) -> super::moment::InstallMoment {
+        super::moment::InstallMoment::parse(&self.install).unwrap_or_default()
+    }
+
     /// The endpoint's limits on packages ([`super::allow`]).
     pub fn allowed(&self) -> super::allow::Allowed<'_> {
         super::allow::Allowed {
@@ -249,6 +262,8 @@ impl Agent {
             allowed_actions: None,
             allowed_store_paths: None,
             tags: Vec::new(),
+            import_dir: None,
+            install: String::new(),
         }
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod allow;
 pub mod backoff;
+pub mod bundle;
 pub mod civil;
 pub mod config;
 pub mod deploy;
@@ -23,6 +24,7 @@ pub mod info;
 pub mod journal;
 pub mod limits;
 pub mod manifest;
+pub mod moment;
 pub mod ocs;
 pub mod ocs_sched;
 pub mod plan;

@@ -41,11 +41,14 @@ use crate::engine::plan;
 use crate::engine::proto::{self, Offer, PollReply, ProtoError, Report};
 use crate::engine::status::StatusCode;
 
+mod bundle;
+mod cached;
 mod drive;
 mod install;
 mod metadata;
 mod progress;
 mod trust;
+pub use bundle::{Bundle, BundleOpenError, Installed, MAX_IMPORTED};
 use drive::Done;
 pub(crate) use install::verify_and_unpack;
 
@@ -140,6 +143,8 @@ pub struct RunSummary {
     pub poll_error: Option<String>,
     /// Seconds until the next poll, as the server said.
     pub poll_interval: Option<u32>,
+    /// Packages all cached and waiting for their install moment (`agent.install`).
+    pub held: usize,
 }
 
 impl RunSummary {
@@ -153,11 +158,18 @@ impl RunSummary {
 pub trait Runner {
     /// One poll and the work it gives.
     fn run_once(&mut self) -> Result<RunSummary, AgentError>;
+    /// Install an offline bundle (the Outpost protocol's; `None` in OCS mode).
+    fn install_bundle(&mut self, _b: &Bundle) -> Result<Installed, AgentError> {
+        Ok(Installed::Later)
+    }
 }
 
 impl<E: Env> Runner for Agent<E> {
     fn run_once(&mut self) -> Result<RunSummary, AgentError> {
         Agent::run_once(self)
+    }
+    fn install_bundle(&mut self, b: &Bundle) -> Result<Installed, AgentError> {
+        Agent::install_bundle(self, b)
     }
 }
 
@@ -209,6 +221,14 @@ pub struct Agent<E: Env = RealEnv> {
     depots: Vec<String>,
     /// Bytes held per package at the last poll, and when (`progress`).
     last_progress: Vec<(u64, u64, u64)>,
+    /// Whether the install from the cache at start was made (`agent/cached.rs`).
+    started: bool,
+    /// Whether it is being made now.
+    starting: bool,
+    /// Packages held for their install moment in this run.
+    held: usize,
+    /// The last poll's reply, for the configuration cache (`agent/cached.rs`).
+    reply: Vec<u8>,
 }
 
 impl<E: Env> Agent<E> {
@@ -220,7 +240,19 @@ impl<E: Env> Agent<E> {
             .map_err(|e| AgentError::Env(EnvError::Tls(e)))?;
         let key = cfg.signing_key().map_err(|e| AgentError::Config(e.to_string()))?;
         let trust = trust::load(&cfg, &store, &mut env, key)?;
-        Ok(Self { cfg, store, env, identity, trust, depots: Vec::new(), last_progress: Vec::new() })
+        Ok(Self {
+            cfg,
+            store,
+            env,
+            identity,
+            trust,
+            depots: Vec::new(),
+            last_progress: Vec::new(),
+            started: false,
+            starting: false,
+            held: 0,
+            reply: Vec::new(),
+        })
     }
 
     /// The state directory.
@@ -302,7 +334,10 @@ impl<E: Env> Agent<E> {
         let mut req = proto::encode_poll(env!("CARGO_PKG_VERSION"), &progress);
         super::facts::gather(self.store.root(), &self.cfg.agent.tags).encode_line(&mut req);
         let body = self.post(proto::POLL_PATH, &req)?;
-        PollReply::decode(&body).map_err(|e| AgentError::BadReply("poll", e))
+        let reply = PollReply::decode(&body).map_err(|e| AgentError::BadReply("poll", e))?;
+        // Kept once the trust it announces is followed; never credentials.
+        self.reply = if reply.identity.is_none() { body } else { Vec::new() };
+        Ok(reply)
     }
 
     /// Ask the server what to deploy. A reply with new credentials
@@ -349,8 +384,13 @@ impl<E: Env> Agent<E> {
     /// unfinished by earlier runs (they resume without the server's help).
     pub fn run_once(&mut self) -> Result<RunSummary, AgentError> {
         self.recover_interrupted()?;
-        self.flush_reports()?;
         let mut summary = RunSummary::default();
+        if !std::mem::replace(&mut self.started, true) {
+            summary.finished += self.install_from_cache()?;
+        }
+        summary.finished += self.import_bundles()?;
+        self.held = 0;
+        self.flush_reports()?;
         // The trust bundle before any package: one may be signed by a key it brings.
         let polled = self.poll().and_then(|r| self.follow_trust(r.trust_version).map(|()| r));
         let mut offers = match polled {
@@ -360,12 +400,14 @@ impl<E: Env> Agent<E> {
                     r.full_speed_windows.iter().filter_map(|w| crate::engine::throttle::Window::parse(w)).collect();
                 self.env.set_server_limits(r.max_bandwidth, &windows);
                 self.depots = r.depots;
+                self.keep_assignments()?;
                 r.offers
             }
             Err(e) => {
                 log::error!(target: "outpost", "poll failed: {e}");
                 summary.poll_error = Some(e.to_string());
-                Vec::new()
+                // Offline: the last assignments go on (not when the server refused).
+                if matches!(e, AgentError::Unreachable(_)) { self.kept_assignments() } else { Vec::new() }
             }
         };
         plan::deploy_order(&mut offers);
@@ -378,6 +420,7 @@ impl<E: Env> Agent<E> {
             }
             if let Some(rec) = self.store.package(id)?
                 && rec.phase == Phase::Fetching
+                && rec.pack_loc != bundle::BUNDLE_LOC
             {
                 offers.push(offer_of(&rec));
             }
@@ -389,6 +432,8 @@ impl<E: Env> Agent<E> {
                 Done::Later => summary.pending += 1,
             }
         }
+        summary.held = self.held.min(summary.pending);
+        summary.pending -= summary.held;
         summary.unreported = self.flush_reports()?;
         self.reboot_if_due()?;
         Ok(summary)

@@ -117,6 +117,9 @@ impl Config {
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
         let c: Self = toml::from_str(text).map_err(|e| ConfigError::Parse(parse_error(text, &e)))?;
         c.pace()?;
+        if crate::engine::moment::InstallMoment::parse(&c.agent.install).is_none() {
+            return Err(ConfigError::Invalid("agent.install must be immediately, when_idle or at_startup"));
+        }
         match c.server.protocol {
             Protocol::Outpost => {
                 if !c.server.url.starts_with("https://") {

@@ -52,9 +52,7 @@ pub(crate) fn fetch_from<E: Env + ?Sized>(
     room: Option<u64>,
 ) -> Result<(Fetched, bool), StoreError> {
     let id = info.id;
-    let path = blocks.path(ARCHIVE);
-    let store_err = |e: IoError| StoreError::Io(path.clone(), e.0);
-    let Some((n, range)) = dl.request() else { return Ok((Fetched::Complete, true)) };
+    let Some((n, _)) = dl.request() else { return Ok((Fetched::Complete, true)) };
     let url = match Url::from_location(info.proto == Proto::Https, pack_loc, &format!("{id}/{id}-{n}")) {
         Ok(u) => u,
         Err(e) => {
@@ -62,13 +60,34 @@ pub(crate) fn fetch_from<E: Env + ?Sized>(
             return Ok((Fetched::BadLocation(e.to_string()), false));
         }
     };
+    fetch_via(&mut |range, sink| env.get(&url, range, sink), &url, id, dl, blocks, room)
+}
+
+/// One GET of the next fragment with its `Range`, feeding the sink.
+pub(crate) type Get<'a> = dyn FnMut(Option<&str>, &mut dyn BodySink) -> Result<(), GetError> + 'a;
+
+/// Fetch from where `dl` stands through `get` (a GET of the next fragment
+/// with its `Range`, feeding the sink: the network, or a local bundle);
+/// `at` names the source in messages. Also tells whether the source
+/// answered in full (`false`: it failed, broke off or sent wrong bytes).
+pub(crate) fn fetch_via(
+    get: &mut Get<'_>,
+    at: &dyn std::fmt::Display,
+    id: u64,
+    dl: &mut Download,
+    blocks: &mut DirBlocks,
+    room: Option<u64>,
+) -> Result<(Fetched, bool), StoreError> {
+    let path = blocks.path(ARCHIVE);
+    let store_err = |e: IoError| StoreError::Io(path.clone(), e.0);
+    let Some((n, range)) = dl.request() else { return Ok((Fetched::Complete, true)) };
     if room.is_some_and(|r| r < MIN_RESUME_PROGRESS) {
         return Ok((Fetched::OutOfSpace(format!("fragment {n}: no room left above the headroom")), true));
     }
     dl.set_room(room);
     let before = dl.have();
     let mut sink = DownloadSink { dl, blocks, store: None, fetch: None };
-    let got = env.get(&url, range.as_deref(), &mut sink);
+    let got = get(range.as_deref(), &mut sink);
     let DownloadSink { dl, blocks, store, fetch } = sink;
     if let Some(e) = store {
         // The engine fell back to its last checkpoint.
@@ -82,50 +101,48 @@ pub(crate) fn fetch_from<E: Env + ?Sized>(
         Ok(()) => match dl.handle_end(blocks).map_err(store_err)? {
             None if dl.verified() as usize >= n => return Ok((Fetched::Progress(Some(dl.verified())), true)),
             None => return Ok((Fetched::Progress(None), true)),
-            Some(e) => (e, format!("{url}: {e}")),
+            Some(e) => (e, format!("{at}: {e}")),
         },
         Err(e) => {
             dl.handle_abort(blocks).map_err(store_err)?;
             match e {
-                GetError::Refused(e) => (e, format!("{url}: {e}")),
+                GetError::Refused(e) => (e, format!("{at}: {e}")),
                 e => (fetch.unwrap_or(FetchError::Short), e.to_string()),
             }
         }
     };
-    Ok((
-        match error {
-            (FetchError::Corrupt, _) => {
-                log::warn!(target: "outpost", "package {id}: fragment {n} failed its digest, fetching it again");
-                Fetched::Corrupt
+    let fetched = match error {
+        (FetchError::Corrupt, _) => {
+            log::warn!(target: "outpost", "package {id}: fragment {n} failed its digest, fetching it again");
+            Fetched::Corrupt
+        }
+        // The answer filled the room: the disk is full, not the try failed.
+        (FetchError::TooLong, _) if dl.cut_by_room() => {
+            Fetched::OutOfSpace(format!("fragment {n}: the free space less its headroom is used up"))
+        }
+        (_, why) if dl.have() >= before.saturating_add(MIN_RESUME_PROGRESS) => {
+            // Real progress (e.g. a truncated response): go on at once.
+            log::debug!(target: "outpost", "package {id}: {why}; resuming at byte {}", dl.have());
+            Fetched::Progress(None)
+        }
+        (error, why) => {
+            // Little or nothing arrived: a failed try, with backoff. A
+            // fragment whose answer was out of place starts over; one past
+            // the bound of an unsigned package keeps what it has (each later
+            // try fails at once, until the lifecycle gives up).
+            let signed = matches!(dl.layout().fragments, Fragments::Signed(_));
+            if error == FetchError::BadContentRange || (error == FetchError::TooLong && signed) {
+                dl.restart_fragment(blocks).map_err(store_err)?;
             }
-            // The answer filled the room: the disk is full, not the try failed.
-            (FetchError::TooLong, _) if dl.cut_by_room() => {
-                Fetched::OutOfSpace(format!("fragment {n}: the free space less its headroom is used up"))
-            }
-            (_, why) if dl.have() >= before.saturating_add(MIN_RESUME_PROGRESS) => {
-                // Real progress (e.g. a truncated response): go on at once.
-                log::debug!(target: "outpost", "package {id}: {why}; resuming at byte {}", dl.have());
-                Fetched::Progress(None)
-            }
-            (error, why) => {
-                // Little or nothing arrived: a failed try, with backoff. A
-                // fragment whose answer was out of place starts over; one past
-                // the bound of an unsigned package keeps what it has (each later
-                // try fails at once, until the lifecycle gives up).
-                let signed = matches!(dl.layout().fragments, Fragments::Signed(_));
-                if error == FetchError::BadContentRange || (error == FetchError::TooLong && signed) {
-                    dl.restart_fragment(blocks).map_err(store_err)?;
-                }
-                let why = if error == FetchError::TooLong && !signed {
-                    format!("{why}: past the bound of a package without signed sizes")
-                } else {
-                    why
-                };
-                Fetched::Failed(format!("fragment {n}: {why}"))
-            }
-        },
-        false,
-    ))
+            let why = if error == FetchError::TooLong && !signed {
+                format!("{why}: past the bound of a package without signed sizes")
+            } else {
+                why
+            };
+            Fetched::Failed(format!("fragment {n}: {why}"))
+        }
+    };
+    Ok((fetched, false))
 }
 
 /// Feeds an answer into the download engine, keeping the first error of

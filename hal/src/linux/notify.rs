@@ -57,7 +57,14 @@ impl Notifier for CommandNotifier {
         let mut child = Command::new("/bin/sh")
             .arg("-c")
             .arg(cmd)
-            .env("OUTPOST_NOTIFY_KIND", if n.kind == NoticeKind::Before { "before" } else { "done" })
+            .env(
+                "OUTPOST_NOTIFY_KIND",
+                match n.kind {
+                    NoticeKind::Before => "before",
+                    NoticeKind::Done => "done",
+                    NoticeKind::Reboot => "reboot",
+                },
+            )
             .env("OUTPOST_NOTIFY_PACKAGE", n.package.to_string())
             .env("OUTPOST_NOTIFY_TEXT", n.text)
             .env("OUTPOST_NOTIFY_COUNTDOWN", n.countdown.to_string())

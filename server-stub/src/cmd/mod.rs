@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod assign;
+pub mod bundle;
 pub mod catalog;
 pub mod depot;
 pub mod device;

@@ -104,6 +104,12 @@ pub enum Fetched {
     OutOfSpace(String),
     /// The fragment location cannot be used.
     BadLocation(String),
+    /// The source holds no more of it and cannot be asked now (an install
+    /// from the local cache with no network): stop for this run.
+    Unavailable(String),
+    /// The source can never give it right (a bundle's fragment that fails
+    /// its digest: the file will not change): this final status.
+    Final(StatusCode),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -341,6 +347,8 @@ impl Deployment {
             }
             Fetched::OutOfSpace(why) => self.out_of_space(why),
             Fetched::BadLocation(_) => self.finish(StatusCode::ErrDownloadPack),
+            Fetched::Unavailable(why) => self.then(Stage::Over, Action::Later(why)),
+            Fetched::Final(code) => self.finish(code),
         }
     }
 

@@ -17,6 +17,7 @@ use super::super::env::Env;
 use super::super::fragment;
 use super::super::http::Url;
 use super::super::store::{Store, StoreError};
+use super::bundle::Bundle;
 use super::install::{lacks_space, verify_and_unpack};
 use super::{Agent, AgentError, record_final};
 use crate::engine::deploy::{Deployment, Fetched, MetadataError};
@@ -37,11 +38,33 @@ pub(super) enum Done {
     Later,
 }
 
+/// Where a package's metadata and fragments come from.
+#[derive(Clone, Copy)]
+pub(super) enum Source<'a> {
+    /// The server and the fragment location (the network).
+    Server,
+    /// An offline bundle: nothing from the network.
+    Bundle(&'a Bundle),
+    /// Only what the state directory holds (an install from the cache, at
+    /// start or offline): a package not all here stops for this run.
+    Cache,
+}
+
 impl<E: Env> Agent<E> {
     /// Perform `d`'s actions for `offer` until it finishes or stops for this run.
-    pub(super) fn drive(&mut self, mut d: Deployment, offer: &Offer) -> Result<Done, AgentError> {
+    pub(super) fn drive(&mut self, d: Deployment, offer: &Offer) -> Result<Done, AgentError> {
+        self.drive_from(d, offer, Source::Server)
+    }
+
+    /// [`Self::drive`], with the metadata and fragments from `source`.
+    pub(super) fn drive_from(
+        &mut self,
+        mut d: Deployment,
+        offer: &Offer,
+        source: Source<'_>,
+    ) -> Result<Done, AgentError> {
         let timeout = Duration::from_secs(self.cfg.agent.execution_timeout);
-        let mut package = Package { agent: self, offer, meta: None, download: None, sources: None };
+        let mut package = Package { agent: self, offer, meta: None, download: None, source, sources: None };
         Ok(match drive::drive(&mut package, &mut d, timeout)? {
             Stop::Finished => Done::Finished,
             Stop::Failed(why) | Stop::Later(Some(why)) => {
@@ -60,7 +83,9 @@ struct Package<'a, E: Env> {
     offer: &'a Offer,
     meta: Option<(Info, Manifest)>,
     download: Option<(Download, DirBlocks)>,
-    /// Where its fragments come from, probed on the first fetch.
+    source: Source<'a>,
+    /// Where its fragments come from (depots, then its own location),
+    /// probed on the first fetch from the server's locations.
     sources: Option<Sources>,
 }
 
@@ -92,7 +117,7 @@ impl<E: Env> Front for Package<'_, E> {
             // Only a fetching record carries a verified manifest for resume.
             let _ = fs::remove_file(self.agent.store.package_dir(id).join("manifest"));
         }
-        Ok(match self.agent.metadata(self.offer, fresh)? {
+        Ok(match self.agent.metadata(self.offer, fresh, self.source)? {
             Ok(m) => {
                 self.meta = Some(m);
                 Ok(())
@@ -112,30 +137,26 @@ impl<E: Env> Front for Package<'_, E> {
     }
 
     fn fetch(&mut self) -> Result<Fetched, AgentError> {
-        let Self { agent, offer, meta, download, sources } = self;
+        let Self { agent, offer, meta, download, source, sources } = self;
         let (info, m) = meta.as_ref().ok_or(AgentError::NoMetadata(offer.id))?;
         let (dl, blocks) = open_download(&agent.store, agent.cfg.agent.checkpoint_bytes, download, m, offer.id)?;
-        let env = &mut agent.env;
-        // Depots serve plain HTTP only: a PROTO=HTTPS package keeps its own location.
-        let depots = if info.proto == Proto::Https { &[][..] } else { &agent.depots[..] };
-        let src = sources.get_or_insert_with(|| probe(env, depots, &offer.pack_loc));
-        // Each source at most once per call: a failure moves on at once,
-        // from the byte where the last one stopped.
-        let mut f = Fetched::Complete;
-        for _ in 0..src.len() {
-            let start = env.now();
-            let Some(i) = src.poll_source(start) else { break };
-            let have = dl.have();
-            let (got, ok) = fragment::fetch_from(env, info, src.loc(i), dl, blocks, None)?;
-            let now = env.now();
-            src.handle_transfer(i, now, dl.have().saturating_sub(have), now.saturating_duration_since(start), ok);
-            f = got;
-            let Some(j) = src.poll_source(now).filter(|j| !ok && !src.is_demoted(*j, now)) else { break };
-            let (id, at) = (offer.id, dl.have());
-            log::warn!(target: "outpost", "package {id}: {} failed at byte {at}; going on from {}", src.loc(i), src.loc(j));
-            if !matches!(f, Fetched::Failed(_) | Fetched::BadLocation(_)) {
-                break;
+        let f = match source {
+            Source::Server => {
+                // Depots serve plain HTTP only: a PROTO=HTTPS package keeps its own location.
+                let depots = if info.proto == Proto::Https { &[][..] } else { &agent.depots[..] };
+                fetch_from_sources(&mut agent.env, info, offer, depots, sources, dl, blocks)?
             }
+            Source::Bundle(b) => b.fetch(m, dl, blocks)?,
+            Source::Cache if dl.is_complete() => Fetched::Complete,
+            Source::Cache => Fetched::Unavailable("not all of it is cached; the download goes on first".into()),
+        };
+        // All here and verified: installed now, or held for its moment
+        // (a bundle is installed when it is given).
+        if f == Fetched::Complete
+            && !matches!(source, Source::Bundle(_))
+            && let Some(why) = agent.hold(offer.id)?
+        {
+            return Ok(Fetched::Unavailable(why));
         }
         if let Fetched::Progress(Some(n)) = f {
             log::info!(target: "outpost", "package {}: fragment {n}/{} verified", offer.id, info.frags);
@@ -186,19 +207,6 @@ impl<E: Env> Front for Package<'_, E> {
     }
 }
 
-/// The sources of a package's fragments, `depots` then `pack_loc`, each
-/// probed for its connect time when there is a choice.
-fn probe<E: Env>(env: &mut E, depots: &[String], pack_loc: &str) -> Sources {
-    let mut s = Sources::new(depots.iter().map(String::as_str).chain([pack_loc]));
-    if s.len() > 1 {
-        for i in 0..s.len() {
-            let t = Url::from_location(false, s.loc(i), "").ok().and_then(|u| env.probe(&u));
-            s.handle_probe(i, env.now(), t);
-        }
-    }
-    s
-}
-
 /// The package's download (`manifest`'s), opened on first use from its journal.
 fn open_download<'a>(
     store: &Store,
@@ -221,4 +229,49 @@ fn open_download<'a>(
         }
     };
     Ok(slot.insert(pair))
+}
+
+/// The next fragment from the best of `depots` and the offer's own
+/// location ([`Sources`]): each source at most once per call, a failure
+/// moving on at once to the next from the byte where the last one stopped.
+fn fetch_from_sources<E: Env>(
+    env: &mut E,
+    info: &Info,
+    offer: &Offer,
+    depots: &[String],
+    sources: &mut Option<Sources>,
+    dl: &mut Download,
+    blocks: &mut DirBlocks,
+) -> Result<Fetched, AgentError> {
+    let src = sources.get_or_insert_with(|| probe(env, depots, &offer.pack_loc));
+    let mut f = Fetched::Complete;
+    for _ in 0..src.len() {
+        let start = env.now();
+        let Some(i) = src.poll_source(start) else { break };
+        let have = dl.have();
+        let (got, ok) = fragment::fetch_from(env, info, src.loc(i), dl, blocks, None)?;
+        let now = env.now();
+        src.handle_transfer(i, now, dl.have().saturating_sub(have), now.saturating_duration_since(start), ok);
+        f = got;
+        let Some(j) = src.poll_source(now).filter(|j| !ok && !src.is_demoted(*j, now)) else { break };
+        let (id, at) = (offer.id, dl.have());
+        log::warn!(target: "outpost", "package {id}: {} failed at byte {at}; going on from {}", src.loc(i), src.loc(j));
+        if !matches!(f, Fetched::Failed(_) | Fetched::BadLocation(_)) {
+            break;
+        }
+    }
+    Ok(f)
+}
+
+/// The sources of a package's fragments, `depots` then `pack_loc`, each
+/// probed for its connect time when there is a choice.
+fn probe<E: Env>(env: &mut E, depots: &[String], pack_loc: &str) -> Sources {
+    let mut s = Sources::new(depots.iter().map(String::as_str).chain([pack_loc]));
+    if s.len() > 1 {
+        for i in 0..s.len() {
+            let t = Url::from_location(false, s.loc(i), "").ok().and_then(|u| env.probe(&u));
+            s.handle_probe(i, env.now(), t);
+        }
+    }
+    s
 }

@@ -8,6 +8,7 @@ use super::super::env::{Env, get_small};
 use super::super::http::Url;
 use super::super::store::StoreError;
 use super::Agent;
+use super::drive::Source;
 use crate::engine::deploy::MetadataError;
 use crate::engine::info::Info;
 use crate::engine::limits::{MAX_INFO_LEN, MAX_MANIFEST_LEN};
@@ -21,6 +22,7 @@ impl<E: Env> Agent<E> {
         &mut self,
         offer: &Offer,
         fresh: bool,
+        source: Source<'_>,
     ) -> Result<Result<(Info, Manifest), MetadataError>, StoreError> {
         let id = offer.id;
         let cached = if fresh {
@@ -28,9 +30,12 @@ impl<E: Env> Agent<E> {
         } else {
             self.store.package_file(id, "info")?.zip(self.store.package_file(id, "manifest")?)
         };
-        let (info_bytes, manifest_bytes) = match cached {
-            Some(c) => c,
-            None => {
+        let (info_bytes, manifest_bytes) = match (cached, source) {
+            // A bundle brings its own, checked like the server's.
+            (_, Source::Bundle(b)) => (b.info.clone(), b.manifest.clone()),
+            (Some(c), _) => c,
+            (None, Source::Cache) => return Ok(Err(MetadataError::Later("its metadata is not cached".into()))),
+            (None, Source::Server) => {
                 if offer.info_loc.is_empty() {
                     return Ok(Err(MetadataError::Final(StatusCode::ErrDownloadInfo)));
                 }
@@ -99,6 +104,12 @@ impl<E: Env> Agent<E> {
         if info.frags as usize != manifest.fragments.len() {
             log::error!(target: "outpost", "package {id}: info says {} fragments, manifest {}", info.frags, manifest.fragments.len());
             return Ok(Err(MetadataError::Final(StatusCode::ErrBadParam)));
+        }
+        if let Source::Bundle(b) = source
+            && b.payload_len != manifest.archive_size
+        {
+            log::error!(target: "outpost", "package {id}: the bundle's payload is not its signed size; refusing it");
+            return Ok(Err(MetadataError::Final(StatusCode::ErrBadDigest)));
         }
         if fresh {
             self.store.put_package_file(id, "info", &info_bytes)?;

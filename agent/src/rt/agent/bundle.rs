@@ -1,0 +1,225 @@
+//! Offline bundles ([`crate::engine::bundle`]): a third source of a
+//! package's metadata and fragments beside the server and the cache, that
+//! needs no network. `outpost-agent install FILE` and the `import_dir` scan
+//! hand a bundle to the one lifecycle ([`crate::engine::deploy`]): the same
+//! signature, digest, expiry, downgrade and allowed-action checks as a
+//! download, the same journal, unpack, action, and a status queued in the
+//! outbox like any other, reported exactly once when the server is next
+//! reachable.
+//!
+//! `import_dir` is scanned at every cycle (at start and after each poll
+//! interval) for `*.outpost` files; each bundle is installed once: its
+//! identity (the SHA-256 of its head: id, info file, signed manifest) is
+//! recorded in `STATE/imported` (the newest [`MAX_IMPORTED`]) once it
+//! reached a final status, or once it is known not to be a bundle. Files
+//! there are only read, never changed.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use outpost_hal::linux::{DirBlocks, read_nofollow, write_atomic};
+
+use super::super::env::{BodySink, Env, GetError};
+use super::super::fragment;
+use super::super::store::StoreError;
+use super::drive::{Done, Source};
+use super::{Agent, AgentError};
+use crate::engine::bundle::{BundleError, MAX_HEAD, decode_head, fragment_span};
+use crate::engine::deploy::Fetched;
+use crate::engine::download::Download;
+use crate::engine::manifest::{Manifest, sha256};
+use crate::engine::proto::Offer;
+use crate::engine::status::StatusCode;
+
+/// The `pack_loc` of a package installed from a bundle: no fragment
+/// location; an interrupted one resumes when its bundle is given again.
+pub(super) const BUNDLE_LOC: &str = "bundle";
+/// Bundle identities kept in `STATE/imported`.
+pub const MAX_IMPORTED: usize = 1024;
+/// Bundles looked at per scan of `import_dir`.
+const MAX_SCAN: usize = 256;
+
+/// Why a file cannot be used as a bundle.
+#[derive(Debug)]
+pub enum BundleOpenError {
+    /// It cannot be read.
+    Io(io::Error),
+    /// It is not a bundle, or is cut or padded.
+    Format(BundleError),
+}
+
+impl std::fmt::Display for BundleOpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Io(e) => e.fmt(f),
+            Self::Format(e) => e.fmt(f),
+        }
+    }
+}
+
+/// An open bundle: its head in memory, its payload read in place.
+pub struct Bundle {
+    path: PathBuf,
+    file: File,
+    /// The package it claims to be.
+    pub id: u64,
+    /// The info file.
+    pub(super) info: Vec<u8>,
+    /// The signed manifest.
+    pub(super) manifest: Vec<u8>,
+    /// Bytes of payload.
+    pub(super) payload_len: u64,
+    payload_at: u64,
+    /// SHA-256 of the head: the bundle's identity for `import_dir`.
+    pub digest: [u8; 32],
+}
+
+impl Bundle {
+    /// Open `path` and decode its head (at most [`MAX_HEAD`] bytes read).
+    pub fn open(path: &Path) -> Result<Self, BundleOpenError> {
+        let io_err = BundleOpenError::Io;
+        let file = File::open(path).map_err(io_err)?;
+        let meta = file.metadata().map_err(io_err)?;
+        if !meta.is_file() {
+            return Err(io_err(io::ErrorKind::InvalidInput.into()));
+        }
+        let mut head = Vec::new();
+        (&file).take(MAX_HEAD as u64).read_to_end(&mut head).map_err(io_err)?;
+        let h = decode_head(&head).map_err(BundleOpenError::Format)?;
+        if (h.len as u64).checked_add(h.payload_len) != Some(meta.len()) {
+            return Err(BundleOpenError::Format(BundleError::Size));
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            id: h.package,
+            info: h.info.to_vec(),
+            manifest: h.manifest.to_vec(),
+            payload_len: h.payload_len,
+            payload_at: h.len as u64,
+            digest: sha256(&head[..h.len]),
+            file,
+        })
+    }
+
+    /// The next fragment of `m` (verified) into `dl`, read from the payload
+    /// as a server that ignores `Range` would send it. A fragment that fails
+    /// its digest is final (`ERR_BAD_DIGEST`); a read that fails (the stick
+    /// pulled out) leaves the package for a later run.
+    pub(super) fn fetch(&self, m: &Manifest, dl: &mut Download, blocks: &mut DirBlocks) -> Result<Fetched, StoreError> {
+        let Some((n, _)) = dl.request() else { return Ok(Fetched::Complete) };
+        let at = self.path.display();
+        let mut get = |_: Option<&str>, sink: &mut dyn BodySink| self.send(m, n, sink);
+        Ok(match fragment::fetch_via(&mut get, &at, m.package_id, dl, blocks, None)?.0 {
+            Fetched::Corrupt => {
+                log::error!(target: "outpost", "package {}: fragment {n} of bundle {at} fails its digest; nothing installed", m.package_id);
+                Fetched::Final(StatusCode::ErrBadDigest)
+            }
+            Fetched::Failed(why) => Fetched::Unavailable(why),
+            f => f,
+        })
+    }
+
+    fn send(&self, m: &Manifest, n: usize, sink: &mut dyn BodySink) -> Result<(), GetError> {
+        let broken = |e: io::Error| GetError::Broken(format!("{}: {e}", self.path.display()));
+        let (offset, size) = fragment_span(m, n).ok_or_else(|| GetError::Unreachable("no such fragment".into()))?;
+        sink.head(200, None).map_err(GetError::Refused)?;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut done = 0;
+        while done < size {
+            let want = buf.len().min((size - done) as usize);
+            let at = self.payload_at + offset + done;
+            let got = self.file.read_at(&mut buf[..want], at).map_err(broken)?;
+            if got == 0 {
+                return Err(broken(io::ErrorKind::UnexpectedEof.into()));
+            }
+            sink.data(&buf[..got]).map_err(broken)?;
+            done += got as u64;
+        }
+        Ok(())
+    }
+}
+
+/// How an install from a bundle ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Installed {
+    /// With this final status (queued for the server).
+    Final(StatusCode),
+    /// Not in this run (why is logged): it goes on when the bundle is given again.
+    Later,
+}
+
+impl<E: Env> Agent<E> {
+    /// Install `b` through the lifecycle, with no network.
+    pub fn install_bundle(&mut self, b: &Bundle) -> Result<Installed, AgentError> {
+        let offer = Offer { id: b.id, priority: 5, force: false, info_loc: String::new(), pack_loc: BUNDLE_LOC.into() };
+        // A failure still on its way to the server is superseded by this
+        // new try (another copy of the bundle): only the newest outcome goes.
+        if let Some(rec) = self.store.package(b.id)?
+            && rec.status.as_deref().is_some_and(|s| !StatusCode::parse(s).is_success())
+        {
+            for r in self.store.pending_reports()?.iter().filter(|r| r.package == b.id) {
+                self.store.ack_report(r.report_id)?;
+            }
+        }
+        let done = match self.deployment(&offer)? {
+            Some(d) => self.drive_from(d, &offer, Source::Bundle(b))?,
+            None => Done::Finished, // its status is on its way
+        };
+        let status = self.store.package(b.id)?.and_then(|r| r.status);
+        Ok(match (done, status) {
+            (Done::Finished, Some(s)) => Installed::Final(StatusCode::parse(&s)),
+            _ => Installed::Later,
+        })
+    }
+
+    /// Install each bundle of `import_dir` not installed before (see the
+    /// module doc). Returns how many reached a final status.
+    pub(super) fn import_bundles(&mut self) -> Result<usize, AgentError> {
+        let Some(dir) = self.cfg.agent.import_dir.clone() else { return Ok(0) };
+        let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(0) }; // no stick now
+        let files =
+            entries.flatten().map(|e| e.path()).filter(|p| p.as_os_str().as_encoded_bytes().ends_with(b".outpost"));
+        let record = self.store.root().join("imported");
+        let mut seen = read_imported(&record);
+        let mut finished = 0;
+        for path in files.take(MAX_SCAN) {
+            let digest = match Bundle::open(&path) {
+                Ok(b) if seen.contains(&b.digest) => continue,
+                Ok(b) => match self.install_bundle(&b)? {
+                    Installed::Final(_) => {
+                        finished += 1;
+                        b.digest
+                    }
+                    Installed::Later => continue,
+                },
+                Err(BundleOpenError::Io(..)) => continue, // perhaps readable later
+                Err(e) => {
+                    let d = sha256(path.as_os_str().as_encoded_bytes());
+                    if seen.contains(&d) {
+                        continue;
+                    }
+                    log::error!(target: "outpost", "{}: {e}; not tried again", path.display());
+                    d
+                }
+            };
+            seen.push(digest);
+            let skip = seen.len().saturating_sub(MAX_IMPORTED);
+            seen.drain(..skip);
+            write_atomic(&record, seen.as_flattened()).map_err(|e| StoreError::Io(record.clone(), e))?;
+        }
+        Ok(finished)
+    }
+}
+
+/// The identities in `STATE/imported` (none when absent or unreadable).
+fn read_imported(p: &Path) -> Vec<[u8; 32]> {
+    let mut seen = Vec::new();
+    for c in read_nofollow(p).unwrap_or_default().chunks_exact(32) {
+        let mut d = [0u8; 32];
+        d.copy_from_slice(c);
+        seen.push(d);
+    }
+    seen
+}
