@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 
 use outpost_tests::{Server, TempDir, agent, free_port, run, text, tune_agent};
 
+#[path = "admin/client.rs"]
+mod client;
+
 fn ok(o: &std::process::Output) -> String {
     assert!(o.status.success(), "{}", text(o));
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -121,6 +124,28 @@ fn a_rollout_halts_when_its_first_wave_fails_too_often() {
     assert!(status.contains("wave 1 of 2: 2 of 2 devices failed (100%), above --halt-above 10%"), "{status}");
     let wave1 = status.lines().find(|l| l.trim_start().starts_with("1 ") && l.contains("50%")).unwrap();
     assert!(wave1.trim_end().ends_with("100%"), "wave 1's error rate: {wave1}");
+    // The status page and its JSON say the same.
+    let password = ok(&srv.cmd(&["admin", "add", "--user", "root"])).trim().to_string();
+    let (port, ca) = (srv.https_port, srv.dir.join("tls/ca-cert.pem"));
+    let req = |method: &str, path: &str, headers: &[&str], body: &[u8]| {
+        client::request("127.0.0.1", port, &ca, method, path, headers, body)
+    };
+    let login = req(
+        "POST",
+        "/admin/login",
+        &["Content-Type: application/x-www-form-urlencoded"],
+        format!("user=root&password={password}").as_bytes(),
+    );
+    let session = login.header("set-cookie").expect("a session").split(';').next().unwrap().to_string();
+    let cookie = format!("Cookie: {session}");
+    let page = req("GET", "/admin/fleet", &[&cookie], b"");
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("data-k=\"members\" data-l=\"Members\">4<"), "{}", page.body);
+    assert!(page.body.contains("data-k=\"state\">halted<"), "{}", page.body);
+    assert!(page.body.contains("data-k=\"error-rate\" data-l=\"Error rate\">100 %<"), "{}", page.body);
+    let api: serde_json::Value = serde_json::from_str(&req("GET", "/admin/api/fleet", &[&cookie], b"").body).unwrap();
+    assert_eq!(api["rollouts"][0]["waves"][0]["error_rate"], 100.0, "{api}");
+    assert_eq!(api["rollouts"][0]["state"], "halted", "{api}");
 
     // Resumed, the second wave gets it.
     ok(&srv.cmd(&["rollout", "resume", "1"]));

@@ -101,7 +101,7 @@ pub fn page(status: u16, title: &str, nav: bool, body: &str) -> Response {
     let _ = write!(o, "<title>{} · Outpost</title><style>{STYLE}</style></head><body>", esc(title));
     o.push_str("<header><h1 class=\"brand\">Outpost</h1>");
     if nav {
-        o.push_str("<a href=\"/admin/\">Packages</a><a href=\"/admin/blocked\">Blocked addresses</a>");
+        o.push_str("<a href=\"/admin/\">Packages</a><a href=\"/admin/fleet\">Groups and rollouts</a><a href=\"/admin/blocked\">Blocked addresses</a>");
         o.push_str("<form class=\"inline\" method=\"post\" action=\"/admin/logout\"><button>Log out</button></form>");
     }
     o.push_str("</header><main>");

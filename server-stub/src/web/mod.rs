@@ -9,9 +9,10 @@
 //!  GET  /admin/                    packages: name, version, priority, waiting/notified/success/errors
 //!  GET  /admin/packages/ID         its devices: status, download progress, last contact
 //!  GET  /admin/devices/ID          its packages and its status history
+//!  GET  /admin/fleet               groups (members, filter), rollouts and their waves' error rates
 //!  GET  /admin/blocked             blocked addresses;  POST /admin/unblock lifts one
 //!  POST /admin/logout
-//!  GET  /admin/api/{packages,packages/ID,devices/ID,blocked}   the same data as JSON
+//!  GET  /admin/api/{packages,packages/ID,devices/ID,fleet,blocked}   the same data as JSON
 //!  GET  /metrics                   Prometheus text (admin_networks only, no session)
 //! ```
 //!
@@ -20,6 +21,7 @@
 //! for a form) checked against `Host`, so no other site can post a form
 //! here. Pages have no script and are sent with a CSP that forbids any.
 
+mod fleet;
 mod html;
 mod json;
 mod pages;
@@ -95,6 +97,8 @@ pub fn route(state: &State, req: &Request, origin: Origin, rest: &[&str]) -> Res
         ([] | [""], true, _) => list(state).map(|l| pages::packages(&l)),
         (["packages", id], true, _) => package(state, id).map(|(p, rows)| pages::package(&p, &rows)),
         (["devices", id], true, _) => device(state, id).map(|d| pages::device(&d)),
+        (["fleet"], true, _) => fleet_status(state).map(|f| fleet::page_of(&f)),
+        (["api", "fleet"], true, _) => fleet_status(state).map(|f| fleet::json_of(&f)),
         (["blocked"], true, _) => with_db(state, |db| db.blocked(unix_now())).map(|b| pages::blocked(&b, unix_now())),
         (["api", "packages"], true, _) => list(state).map(|l| json::packages(&l)),
         (["api", "packages", id], true, _) => package(state, id).map(|(p, rows)| json::package(&p, &rows)),
@@ -104,6 +108,15 @@ pub fn route(state: &State, req: &Request, origin: Origin, rest: &[&str]) -> Res
         _ => Ok(Response::text(404, "not found")),
     };
     r.unwrap_or_else(|e| e)
+}
+
+/// Groups and rollouts now ([`crate::fleet::status::fleet_status`]).
+fn fleet_status(state: &State) -> Result<crate::fleet::status::FleetStatus, Response> {
+    let Ok(mut db) = state.db.lock() else { return Err(Response::text(500, "database lock poisoned")) };
+    crate::fleet::status::fleet_status(&mut db, unix_now()).map_err(|e| {
+        log::error!(target: "outpost", "fleet: {e}");
+        Response::text(500, "database error")
+    })
 }
 
 fn valid_session_id(s: &str) -> bool {
