@@ -26,6 +26,7 @@ pub mod files;
 pub mod http;
 pub mod limits;
 pub mod lockout;
+pub mod objects;
 pub mod ocs;
 pub mod package;
 pub mod pki;

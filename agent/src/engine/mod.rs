@@ -29,6 +29,7 @@ pub mod proto;
 pub mod refetch;
 pub mod status;
 pub mod throttle;
+pub mod tree;
 pub mod trust;
 pub mod version;
 pub mod x509;

@@ -44,9 +44,11 @@ use crate::engine::status::StatusCode;
 mod drive;
 mod install;
 mod metadata;
+mod objects;
 mod trust;
 use drive::Done;
 pub(crate) use install::verify_and_unpack;
+pub(crate) use objects::object_path;
 
 /// Why a run could not do its work.
 #[derive(Debug)]

@@ -28,7 +28,9 @@ use crate::engine::limits::MIN_RESUME_PROGRESS;
 
 /// Fetch from where `dl` stands: one request for the next fragment of
 /// `info`'s package, from `pack_loc`. `room`: the bytes this answer may take
-/// (`None`: not asked; the writes will tell).
+/// (`None`: not asked; the writes will tell). `objects`: the layout's
+/// fragments are content objects, under this directory of `pack_loc`
+/// (one the server does not have is a [`Fetched::BadLocation`]).
 pub(crate) fn fetch_next<E: Env + ?Sized>(
     env: &mut E,
     info: &Info,
@@ -36,12 +38,17 @@ pub(crate) fn fetch_next<E: Env + ?Sized>(
     dl: &mut Download,
     blocks: &mut DirBlocks,
     room: Option<u64>,
+    objects: Option<&str>,
 ) -> Result<Fetched, StoreError> {
     let id = info.id;
     let path = blocks.path(ARCHIVE);
     let store_err = |e: IoError| StoreError::Io(path.clone(), e.0);
     let Some((n, range)) = dl.request() else { return Ok(Fetched::Complete) };
-    let url = match Url::from_location(info.proto == Proto::Https, pack_loc, &format!("{id}/{id}-{n}")) {
+    let suffix = match objects {
+        Some(dir) => super::agent::object_path(dir, dl.layout(), n).unwrap_or_default(),
+        None => format!("{id}/{id}-{n}"),
+    };
+    let url = match Url::from_location(info.proto == Proto::Https, pack_loc, &suffix) {
         Ok(u) => u,
         Err(e) => {
             log::error!(target: "outpost", "package {id}: unusable fragment location: {e}");
@@ -79,6 +86,7 @@ pub(crate) fn fetch_next<E: Env + ?Sized>(
         }
     };
     Ok(match error {
+        (FetchError::Status(404), why) if objects.is_some() => Fetched::BadLocation(why),
         (FetchError::Corrupt, _) => {
             log::warn!(target: "outpost", "package {id}: fragment {n} failed its digest, fetching it again");
             Fetched::Corrupt

@@ -17,10 +17,11 @@ use super::super::env::Env;
 use super::super::fragment;
 use super::super::store::{Store, StoreError};
 use super::install::{lacks_space, verify_and_unpack};
+use super::objects::{self, NO_OBJECTS, Plan};
 use super::{Agent, AgentError, record_final};
 use crate::engine::deploy::{Deployment, Fetched, MetadataError};
-use crate::engine::download::{ARCHIVE, Download};
-use crate::engine::info::Info;
+use crate::engine::download::{ARCHIVE, Download, Layout};
+use crate::engine::info::{Info, Proto};
 use crate::engine::manifest::Manifest;
 use crate::engine::plan;
 use crate::engine::proto::Offer;
@@ -39,7 +40,7 @@ impl<E: Env> Agent<E> {
     /// Perform `d`'s actions for `offer` until it finishes or stops for this run.
     pub(super) fn drive(&mut self, mut d: Deployment, offer: &Offer) -> Result<Done, AgentError> {
         let timeout = Duration::from_secs(self.cfg.agent.execution_timeout);
-        let mut package = Package { agent: self, offer, meta: None, download: None };
+        let mut package = Package { agent: self, offer, meta: None, download: None, plan: None };
         Ok(match drive::drive(&mut package, &mut d, timeout)? {
             Stop::Finished => Done::Finished,
             Stop::Failed(why) | Stop::Later(Some(why)) => {
@@ -58,12 +59,8 @@ struct Package<'a, E: Env> {
     offer: &'a Offer,
     meta: Option<(Info, Manifest)>,
     download: Option<(Download, DirBlocks)>,
-}
-
-impl<E: Env> Package<'_, E> {
-    fn meta(&self) -> Result<&(Info, Manifest), AgentError> {
-        self.meta.as_ref().ok_or(AgentError::NoMetadata(self.offer.id))
-    }
+    /// The update by objects, when the manifest has a tree (`objects`).
+    plan: Option<Plan>,
 }
 
 impl<E: Env> Front for Package<'_, E> {
@@ -98,20 +95,29 @@ impl<E: Env> Front for Package<'_, E> {
     }
 
     fn lacks_space(&mut self) -> Result<Option<String>, AgentError> {
-        let Self { agent, offer, meta, download } = self;
+        let Self { agent, offer, meta, download, plan } = self;
         let (_, m) = meta.as_ref().ok_or(AgentError::NoMetadata(offer.id))?;
         // What is left to fetch, plus room to unpack, plus a margin.
-        let have = open_download(&agent.store, agent.cfg.agent.checkpoint_bytes, download, m, offer.id)?.0.have();
+        let have = open_download(&agent.store, agent.cfg.agent.checkpoint_bytes, download, plan, m, offer.id)?.0.have();
         let mut disk = LinuxDisk::new(agent.store.root());
         let left = m.archive_size.saturating_sub(have);
         Ok(lacks_space(&mut disk, left, plan::unpacked_size(m), m.archive_size))
     }
 
     fn fetch(&mut self) -> Result<Fetched, AgentError> {
-        let Self { agent, offer, meta, download } = self;
+        let Self { agent, offer, meta, download, plan } = self;
         let (info, m) = meta.as_ref().ok_or(AgentError::NoMetadata(offer.id))?;
-        let (dl, blocks) = open_download(&agent.store, agent.cfg.agent.checkpoint_bytes, download, m, offer.id)?;
-        let f = fragment::fetch_next(&mut agent.env, info, &offer.pack_loc, dl, blocks, None)?;
+        let (dl, blocks) = open_download(&agent.store, agent.cfg.agent.checkpoint_bytes, download, plan, m, offer.id)?;
+        let objects = plan.as_ref().map(|_| if info.proto == Proto::Https { "objects-tls" } else { "objects" });
+        let f = fragment::fetch_next(&mut agent.env, info, &offer.pack_loc, dl, blocks, None, objects)?;
+        if let (Some(_), Fetched::BadLocation(why)) = (&plan, &f) {
+            // The server has no such object: fetch the fragments instead.
+            log::warn!(target: "outpost", "package {}: {why}; fetching its fragments", offer.id);
+            agent.store.drop_payload(offer.id)?;
+            agent.store.put_package_file(offer.id, NO_OBJECTS, b"")?;
+            (*download, *plan) = (None, None);
+            return Ok(Fetched::Progress(None));
+        }
         if let Fetched::Progress(Some(n)) = f {
             log::info!(target: "outpost", "package {}: fragment {n}/{} verified", offer.id, info.frags);
         }
@@ -119,11 +125,21 @@ impl<E: Env> Front for Package<'_, E> {
     }
 
     fn unpack(&mut self) -> Result<Option<StatusCode>, AgentError> {
-        let (info, manifest) = self.meta()?;
-        let dir = self.agent.store.package_dir(self.offer.id);
+        let Self { agent, offer, meta, download, plan: by_objects } = self;
+        let (info, manifest) = meta.as_ref().ok_or(AgentError::NoMetadata(offer.id))?;
         let bounds = plan::unpack_bounds(Some(manifest));
+        if let Some(tree) = &manifest.tree {
+            open_download(&agent.store, agent.cfg.agent.checkpoint_bytes, download, by_objects, manifest, offer.id)?;
+            if let Some(p) = by_objects {
+                // Hold the tree for the next version unless it passes the cache cap.
+                let cap = agent.cfg.agent.cache_max_size;
+                let keep = cap == 0 || plan::unpacked_size(manifest) <= cap;
+                return Ok(objects::unpack(&agent.store, offer.id, p, tree, bounds, keep)?);
+            }
+        }
+        let dir = agent.store.package_dir(offer.id);
         let sha = Some(&manifest.archive_sha256);
-        Ok(verify_and_unpack(&self.agent.store, info, &dir.join(ARCHIVE), sha, &dir.join("unpack"), bounds)?)
+        Ok(verify_and_unpack(&agent.store, info, &dir.join(ARCHIVE), sha, &dir.join("unpack"), bounds)?)
     }
 
     fn ask(&mut self) -> Result<Answer, AgentError> {
@@ -166,6 +182,7 @@ fn open_download<'a>(
     store: &Store,
     checkpoint_bytes: u64,
     slot: &'a mut Option<(Download, DirBlocks)>,
+    plan: &mut Option<Plan>,
     manifest: &Manifest,
     id: u64,
 ) -> Result<&'a mut (Download, DirBlocks), StoreError> {
@@ -174,7 +191,9 @@ fn open_download<'a>(
         None => {
             let dir = store.package_dir(id);
             let mut blocks = DirBlocks::open(&dir).map_err(|e| StoreError::Io(dir.clone(), e))?;
-            let dl = Download::open(&mut blocks, manifest, checkpoint_bytes)
+            *plan = if dir.join(NO_OBJECTS).exists() { None } else { Plan::new(store.root(), manifest) };
+            let layout = plan.as_ref().map_or_else(|| Layout::signed(manifest), |p| p.layout.clone());
+            let dl = Download::open_layout(&mut blocks, layout, checkpoint_bytes)
                 .map_err(|e| StoreError::Io(dir.join(ARCHIVE), e.0))?;
             if dl.have() > 0 && !dl.is_complete() {
                 log::info!(target: "outpost", "package {id}: resuming at byte {} of {}", dl.have(), manifest.archive_size);

@@ -1,0 +1,229 @@
+//! Updates by content objects ([`crate::engine::tree`]): a package whose
+//! signed manifest lists its files as chunks is fetched as only the chunks
+//! this agent does not hold, then rebuilt.
+//!
+//! What the agent holds is the last tree it built for the package's name:
+//! `STATE/objects/NAMEKEY/` keeps that tree's encoding (`tree`) and a hard
+//! link to each of its files (`0`, `1`, …, by entry), so holding costs no
+//! disk beyond the installed payload until that is dropped. A held chunk is
+//! used only after its bytes match the new manifest's SHA-256 (the old tree
+//! only says where to look). The missing chunks are a [`Layout`] of signed
+//! fragments for the one download engine (journal, resume, throttle and
+//! per-fragment digest as for fragments), fetched from
+//! `LOCATION/objects/AB/SHA256HEX` (`objects-tls/` for HTTPS) into the
+//! package's archive file, one after the other. The rebuild writes through
+//! [`SafeTree`] (the unpacker's path and mode rules and bounds) and checks
+//! each chunk's digest again as it copies it.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::super::store::{Store, StoreError};
+use super::super::unpack::{SafeTree, UnpackBounds, UnpackError};
+use crate::engine::digest::hex;
+use crate::engine::download::{ARCHIVE, Fragments, Layout};
+use crate::engine::limits::MAX_MANIFEST_LEN;
+use crate::engine::manifest::{FragmentEntry, Manifest, sha256};
+use crate::engine::status::StatusCode;
+use crate::engine::tree::{Chunk, Tree};
+
+/// Marks a package whose objects the server does not have: its fragments
+/// are fetched instead.
+pub(super) const NO_OBJECTS: &str = "no-objects";
+
+/// Where a chunk's bytes are: in the held tree's file `.0` at `.1`
+/// (`Some`), or in the archive at `.1` (`None`).
+type Source = (Option<usize>, u64);
+
+/// A package's update by objects: where every chunk comes from.
+pub(super) struct Plan {
+    held: PathBuf,
+    sources: BTreeMap<[u8; 32], Source>,
+    /// The download of the missing chunks.
+    pub(super) layout: Layout,
+}
+
+/// The directory holding what was last built for `name`.
+fn held_dir(state: &Path, name: &str) -> PathBuf {
+    state.join("objects").join(&hex(&sha256(name.as_bytes()))[..32])
+}
+
+/// `len` bytes of `file` at `at`, if their SHA-256 is `sha`.
+fn read_checked(file: &File, at: u64, len: u32, sha: &[u8; 32]) -> Option<Vec<u8>> {
+    let mut buf = vec![0; len as usize];
+    file.read_exact_at(&mut buf, at).ok()?;
+    (sha256(&buf) == *sha).then_some(buf)
+}
+
+impl Plan {
+    /// The plan for `m` (which has a tree and a release), from what is held.
+    pub(super) fn new(state: &Path, m: &Manifest) -> Option<Self> {
+        let (tree, release) = (m.tree.as_ref()?, m.release.as_ref()?);
+        let held = held_dir(state, &release.name);
+        let mut sources: BTreeMap<[u8; 32], Source> = BTreeMap::new();
+        let wanted: BTreeMap<[u8; 32], ()> =
+            tree.entries.iter().flat_map(|e| &e.chunks).map(|c| (c.sha256, ())).collect();
+        let old = File::open(held.join("tree"))
+            .and_then(|f| {
+                let mut b = Vec::new();
+                f.take(MAX_MANIFEST_LEN as u64).read_to_end(&mut b).map(|_| b)
+            })
+            .ok()
+            .and_then(|b| Tree::decode(&b).ok())
+            .unwrap_or_default();
+        for (i, e) in old.entries.iter().enumerate() {
+            let Ok(f) = File::open(held.join(i.to_string())) else { continue };
+            let mut at = 0;
+            for c in &e.chunks {
+                if wanted.contains_key(&c.sha256)
+                    && !sources.contains_key(&c.sha256)
+                    && read_checked(&f, at, c.size, &c.sha256).is_some()
+                {
+                    sources.insert(c.sha256, (Some(i), at));
+                }
+                at += u64::from(c.size);
+            }
+        }
+        let mut missing = Vec::new();
+        let mut key = m.archive_sha256.to_vec();
+        let mut at = 0;
+        for c in tree.entries.iter().flat_map(|e| &e.chunks) {
+            if !sources.contains_key(&c.sha256) {
+                sources.insert(c.sha256, (None, at));
+                missing.push(FragmentEntry { size: u64::from(c.size), sha256: c.sha256 });
+                key.extend_from_slice(&c.sha256);
+                at += u64::from(c.size);
+            }
+        }
+        let layout = Layout { package: m.package_id, key: sha256(&key), fragments: Fragments::Signed(missing) };
+        Some(Self { held, sources, layout })
+    }
+
+    /// Build `tree` in `dir` (fresh) from what is held and `archive`, within
+    /// `bounds`; then hold it for the next version (`keep`).
+    pub(super) fn rebuild(
+        &self,
+        tree: &Tree,
+        archive: &Path,
+        dir: &Path,
+        bounds: UnpackBounds,
+        keep: bool,
+    ) -> Result<u64, UnpackError> {
+        let archive = File::open(archive).ok();
+        let mut out = SafeTree::bounded(dir, bounds);
+        for e in &tree.entries {
+            let name = Path::new(&e.path);
+            if e.is_dir() {
+                out.dir(name, Some(e.mode & 0o7777))?;
+            } else {
+                let mut r = Chunks { plan: self, chunks: &e.chunks, archive: archive.as_ref(), buf: Vec::new(), pos: 0 };
+                out.file(name, Some(e.mode & 0o7777), &mut r)?;
+            }
+        }
+        if keep { self.hold(tree, dir) } else { self.drop_held() }.map_err(UnpackError::Io)?;
+        Ok(out.count())
+    }
+
+    /// Replace what is held for the name by hard links to `dir`'s files.
+    fn hold(&self, tree: &Tree, dir: &Path) -> io::Result<()> {
+        let next = self.held.with_extension("next");
+        let _ = fs::remove_dir_all(&next);
+        fs::create_dir_all(&next)?;
+        for (i, e) in tree.entries.iter().enumerate() {
+            if !e.is_dir() {
+                fs::hard_link(dir.join(&e.path), next.join(i.to_string()))?;
+            }
+        }
+        fs::write(next.join("tree"), tree.encode())?;
+        self.drop_held()?;
+        fs::rename(&next, &self.held)
+    }
+
+    /// Forget what is held for the name.
+    fn drop_held(&self) -> io::Result<()> {
+        match fs::remove_dir_all(&self.held) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The object path for fragment `n` (1-based) of an objects layout.
+pub(crate) fn object_path(dir: &str, layout: &Layout, n: usize) -> Option<String> {
+    let Fragments::Signed(f) = &layout.fragments else { return None };
+    let h = hex(&f.get(n.checked_sub(1)?)?.sha256);
+    Some(format!("{dir}/{}/{h}", &h[..2]))
+}
+
+/// A file's bytes, chunk after chunk, each checked against its digest.
+struct Chunks<'a> {
+    plan: &'a Plan,
+    chunks: &'a [Chunk],
+    archive: Option<&'a File>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for Chunks<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.buf.len() {
+            let Some((c, rest)) = self.chunks.split_first() else { return Ok(0) };
+            self.chunks = rest;
+            let (from, at) = self.plan.sources.get(&c.sha256).copied().unwrap_or((None, u64::MAX));
+            let held = from.and_then(|f| File::open(self.plan.held.join(f.to_string())).ok());
+            let file = held.as_ref().or(self.archive);
+            self.buf = file.and_then(|f| read_checked(f, at, c.size, &c.sha256)).ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("object {} missing or damaged", hex(&c.sha256)))
+            })?;
+            self.pos = 0;
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Rebuild package `id`'s `tree` by `plan` into its `unpack` directory, as
+/// [`super::install::verify_and_unpack`] unpacks an archive: `Some(code)`
+/// on failure, with nothing left unpacked.
+pub(super) fn unpack(
+    store: &Store,
+    id: u64,
+    plan: &Plan,
+    tree: &Tree,
+    bounds: UnpackBounds,
+    keep: bool,
+) -> Result<Option<StatusCode>, StoreError> {
+    let dir = store.package_dir(id);
+    let (tmp, done) = (dir.join("unpack.tmp"), dir.join("unpack"));
+    let io_err = |e: io::Error| StoreError::Io(tmp.clone(), e);
+    for d in [&tmp, &done] {
+        if d.exists() {
+            fs::remove_dir_all(d).map_err(io_err)?;
+        }
+    }
+    fs::create_dir_all(&tmp).map_err(io_err)?;
+    match plan.rebuild(tree, &dir.join(ARCHIVE), &tmp, bounds, keep) {
+        Ok(n) => {
+            fs::rename(&tmp, &done).map_err(io_err)?;
+            log::info!(target: "outpost", "package {id}: rebuilt {n} members from objects");
+            Ok(None)
+        }
+        Err(e) => {
+            log::error!(target: "outpost", "package {id}: {e}; nothing was installed");
+            let _ = fs::remove_dir_all(&tmp);
+            Ok(Some(match e {
+                UnpackError::Io(ref io) if io.kind() == io::ErrorKind::StorageFull => StatusCode::ErrOutOfSpace,
+                UnpackError::Io(ref io) if io.kind() == io::ErrorKind::InvalidData => {
+                    store.drop_payload(id)?;
+                    StatusCode::ErrBadDigest
+                }
+                _ => StatusCode::ErrBuild,
+            }))
+        }
+    }
+}
