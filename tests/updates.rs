@@ -221,6 +221,7 @@ fn a_signed_tree_with_a_parent_path_is_refused_and_writes_nothing() {
     s.srv.assign(id, "pc-1", &[]);
     let o = agent(&s.cfg, &["run", "--once"], &[]);
     assert_ne!(s.srv.status_of(id, "pc-1"), "SUCCESS", "{}", text(&o));
+    assert!(text(&o).contains("malformed manifest"), "the manifest itself is refused: {}", text(&o));
     assert!(!s.dest.exists(), "nothing stored");
     let escaped = walk(s.t.path()).into_iter().filter(|p| p.ends_with("escaped.bin")).count();
     assert_eq!(escaped, 0);
