@@ -53,10 +53,13 @@ fn file_entry(objects: &Path, path: String, mode: u32, r: &mut dyn Read) -> io::
 }
 
 /// A member name as the tree lists it (no `./`, no trailing `/`), if the
-/// agent would take it.
+/// agent would take it; `Some("")` for the root itself (`./`).
 fn norm(name: &str) -> Option<String> {
     let n = name.trim_start_matches("./").trim_end_matches('/');
-    path_ok(n).then(|| n.to_string())
+    match n {
+        "" | "." => Some(String::new()),
+        n => path_ok(n).then(|| n.to_string()),
+    }
 }
 
 /// Cut `archive` (tar.gz or zip) into objects under `objects`; the tree of
@@ -76,6 +79,9 @@ pub fn publish(archive: &Path, objects: &Path) -> Result<Option<Tree>, String> {
             let path = e.path().map_err(|e| err(&e))?.to_string_lossy().into_owned();
             let mode = e.header().mode().unwrap_or(0o644);
             let Some(path) = norm(&path) else { return Ok(None) };
+            if path.is_empty() {
+                continue; // the root directory
+            }
             match t {
                 T::Directory => entries.push(Entry { path, mode: DIR | (mode & 0o7777), chunks: vec![] }),
                 T::Regular | T::Continuous | T::GNUSparse => {
@@ -90,6 +96,9 @@ pub fn publish(archive: &Path, objects: &Path) -> Result<Option<Tree>, String> {
         for i in 0..ar.len() {
             let mut e = ar.by_index(i).map_err(|e| err(&e))?;
             let Some(path) = norm(e.name()) else { return Ok(None) };
+            if path.is_empty() {
+                continue;
+            }
             let mode = e.unix_mode();
             if e.is_dir() {
                 entries.push(Entry { path, mode: DIR | (mode.unwrap_or(0o755) & 0o7777), chunks: vec![] });
@@ -114,6 +123,12 @@ mod tests {
         fs::create_dir_all(&t).unwrap();
         let mut b = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
         let big: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let mut root = tar::Header::new_gnu();
+        root.set_entry_type(tar::EntryType::Directory);
+        root.set_size(0);
+        root.set_mode(0o755);
+        root.set_cksum();
+        b.append_data(&mut root, "./", &b""[..]).unwrap(); // what `tar -C DIR .` writes first
         for (name, data) in [("./d/a", &big[..]), ("d/b", &big[..]), ("e", b"")] {
             let mut h = tar::Header::new_gnu();
             h.set_size(data.len() as u64);
