@@ -15,7 +15,6 @@
 //! [`SafeTree`] (the unpacker's path and mode rules and bounds) and checks
 //! each chunk's digest again as it copies it.
 
-use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
@@ -23,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use super::super::store::{Store, StoreError};
 use super::super::unpack::{SafeTree, UnpackBounds, UnpackError};
+use super::install::settle;
 use crate::engine::digest::hex;
 use crate::engine::download::{ARCHIVE, Fragments, Layout};
 use crate::engine::limits::MAX_MANIFEST_LEN;
@@ -41,7 +41,10 @@ type Source = (Option<usize>, u64);
 /// A package's update by objects: where every chunk comes from.
 pub(super) struct Plan {
     held: PathBuf,
-    sources: BTreeMap<[u8; 32], Source>,
+    /// The distinct chunks of the new tree and where each is (`u64::MAX`:
+    /// nowhere yet). Looked up linearly: no sort code in the agent for a
+    /// list of at most ~30,000 (a manifest's bound).
+    chunks: Vec<([u8; 32], Source)>,
     /// The download of the missing chunks.
     pub(super) layout: Layout,
 }
@@ -58,31 +61,34 @@ fn read_checked(file: &File, at: u64, len: u32, sha: &[u8; 32]) -> Option<Vec<u8
     (sha256(&buf) == *sha).then_some(buf)
 }
 
+/// The held tree for `name`, if any (bounded read; a hint only).
+fn held_tree(held: &Path) -> Tree {
+    let read = File::open(held.join("tree")).and_then(|f| {
+        let mut b = Vec::new();
+        f.take(MAX_MANIFEST_LEN as u64).read_to_end(&mut b).map(|_| b)
+    });
+    read.ok().and_then(|b| Tree::decode(&b).ok()).unwrap_or_default()
+}
+
 impl Plan {
     /// The plan for `m` (which has a tree and a release), from what is held.
     pub(super) fn new(state: &Path, m: &Manifest) -> Option<Self> {
         let (tree, release) = (m.tree.as_ref()?, m.release.as_ref()?);
         let held = held_dir(state, &release.name);
-        let mut sources: BTreeMap<[u8; 32], Source> = BTreeMap::new();
-        let wanted: BTreeMap<[u8; 32], ()> =
-            tree.entries.iter().flat_map(|e| &e.chunks).map(|c| (c.sha256, ())).collect();
-        let old = File::open(held.join("tree"))
-            .and_then(|f| {
-                let mut b = Vec::new();
-                f.take(MAX_MANIFEST_LEN as u64).read_to_end(&mut b).map(|_| b)
-            })
-            .ok()
-            .and_then(|b| Tree::decode(&b).ok())
-            .unwrap_or_default();
-        for (i, e) in old.entries.iter().enumerate() {
-            let Ok(f) = File::open(held.join(i.to_string())) else { continue };
+        let mut plan = Self { held, chunks: Vec::new(), layout: Layout::signed(m) };
+        for c in tree.entries.iter().flat_map(|e| &e.chunks) {
+            if plan.find(&c.sha256).is_none() {
+                plan.chunks.push((c.sha256, (None, u64::MAX)));
+            }
+        }
+        for (i, e) in held_tree(&plan.held).entries.iter().enumerate() {
+            let Ok(f) = File::open(plan.held.join(i.to_string())) else { continue };
             let mut at = 0;
             for c in &e.chunks {
-                if wanted.contains_key(&c.sha256)
-                    && !sources.contains_key(&c.sha256)
-                    && read_checked(&f, at, c.size, &c.sha256).is_some()
-                {
-                    sources.insert(c.sha256, (Some(i), at));
+                if let Some(k) = plan.find(&c.sha256) {
+                    if plan.chunks[k].1.1 == u64::MAX && read_checked(&f, at, c.size, &c.sha256).is_some() {
+                        plan.chunks[k].1 = (Some(i), at);
+                    }
                 }
                 at += u64::from(c.size);
             }
@@ -91,15 +97,26 @@ impl Plan {
         let mut key = m.archive_sha256.to_vec();
         let mut at = 0;
         for c in tree.entries.iter().flat_map(|e| &e.chunks) {
-            if !sources.contains_key(&c.sha256) {
-                sources.insert(c.sha256, (None, at));
+            let k = plan.find(&c.sha256)?;
+            if plan.chunks[k].1.1 == u64::MAX {
+                plan.chunks[k].1 = (None, at);
                 missing.push(FragmentEntry { size: u64::from(c.size), sha256: c.sha256 });
                 key.extend_from_slice(&c.sha256);
                 at += u64::from(c.size);
             }
         }
-        let layout = Layout { package: m.package_id, key: sha256(&key), fragments: Fragments::Signed(missing) };
-        Some(Self { held, sources, layout })
+        plan.layout = Layout { package: m.package_id, key: sha256(&key), fragments: Fragments::Signed(missing) };
+        Some(plan)
+    }
+
+    /// The index of chunk `sha` in `chunks`.
+    fn find(&self, sha: &[u8; 32]) -> Option<usize> {
+        self.chunks.iter().position(|c| c.0 == *sha)
+    }
+
+    /// Where the chunk `sha` is.
+    fn source(&self, sha: &[u8; 32]) -> Source {
+        self.find(sha).map_or((None, u64::MAX), |k| self.chunks[k].1)
     }
 
     /// Build `tree` in `dir` (fresh) from what is held and `archive`, within
@@ -172,7 +189,7 @@ impl Read for Chunks<'_> {
         while self.pos == self.buf.len() {
             let Some((c, rest)) = self.chunks.split_first() else { return Ok(0) };
             self.chunks = rest;
-            let (from, at) = self.plan.sources.get(&c.sha256).copied().unwrap_or((None, u64::MAX));
+            let (from, at) = self.plan.source(&c.sha256);
             let held = from.and_then(|f| File::open(self.plan.held.join(f.to_string())).ok());
             let file = held.as_ref().or(self.archive);
             self.buf = file.and_then(|f| read_checked(f, at, c.size, &c.sha256)).ok_or_else(|| {
@@ -189,7 +206,8 @@ impl Read for Chunks<'_> {
 
 /// Rebuild package `id`'s `tree` by `plan` into its `unpack` directory, as
 /// [`super::install::verify_and_unpack`] unpacks an archive: `Some(code)`
-/// on failure, with nothing left unpacked.
+/// on failure (`ERR_BUILD` also for a chunk damaged on this disk since it
+/// was checked), with nothing left unpacked.
 pub(super) fn unpack(
     store: &Store,
     id: u64,
@@ -207,23 +225,5 @@ pub(super) fn unpack(
         }
     }
     fs::create_dir_all(&tmp).map_err(io_err)?;
-    match plan.rebuild(tree, &dir.join(ARCHIVE), &tmp, bounds, keep) {
-        Ok(n) => {
-            fs::rename(&tmp, &done).map_err(io_err)?;
-            log::info!(target: "outpost", "package {id}: rebuilt {n} members from objects");
-            Ok(None)
-        }
-        Err(e) => {
-            log::error!(target: "outpost", "package {id}: {e}; nothing was installed");
-            let _ = fs::remove_dir_all(&tmp);
-            Ok(Some(match e {
-                UnpackError::Io(ref io) if io.kind() == io::ErrorKind::StorageFull => StatusCode::ErrOutOfSpace,
-                UnpackError::Io(ref io) if io.kind() == io::ErrorKind::InvalidData => {
-                    store.drop_payload(id)?;
-                    StatusCode::ErrBadDigest
-                }
-                _ => StatusCode::ErrBuild,
-            }))
-        }
-    }
+    settle(id, &tmp, &done, plan.rebuild(tree, &dir.join(ARCHIVE), &tmp, bounds, keep))
 }
