@@ -13,15 +13,16 @@ use std::sync::{Arc, Mutex};
 use outpost_tests::{Member, Server, TempDir, agent, random_bytes, targz, text, tune_agent};
 
 /// A proxy to `upstream` counting the bytes of every answer and keeping
-/// every request line. With `cut`, the first answer for an object is cut
-/// after that many body bytes.
+/// every request head. With `cut`, the first answer for an object is cut
+/// after that many body bytes; with `paced`, answers go at 1 MiB/s.
 struct Proxy {
     port: u16,
     bytes: Arc<AtomicU64>,
     lines: Arc<Mutex<Vec<String>>>,
 }
 
-fn proxy(upstream: u16, cut: Option<usize>) -> Proxy {
+#[allow(clippy::disallowed_methods)] // a real link: it paces in real time
+fn proxy(upstream: u16, cut: Option<usize>, paced: bool) -> Proxy {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let (bytes, lines) = (Arc::new(AtomicU64::new(0)), Arc::new(Mutex::new(Vec::new())));
@@ -52,8 +53,20 @@ fn proxy(upstream: u16, cut: Option<usize>) -> Proxy {
                     Some(n) if first_object => (body_at + n).min(resp.len()),
                     _ => resp.len(),
                 };
-                b.fetch_add(end as u64, Ordering::SeqCst);
-                let _ = client.write_all(&resp[..end]);
+                let _ = socket2::SockRef::from(&client).set_send_buffer_size(32 * 1024);
+                let start = std::time::Instant::now();
+                let mut sent = 0;
+                for piece in resp[..end].chunks(16 * 1024) {
+                    if client.write_all(piece).is_err() {
+                        return; // the agent was killed
+                    }
+                    sent += piece.len() as u64;
+                    b.fetch_add(piece.len() as u64, Ordering::SeqCst);
+                    let due = std::time::Duration::from_secs_f64(sent as f64 / (1 << 20) as f64);
+                    if let Some(wait) = due.checked_sub(start.elapsed()).filter(|_| paced) {
+                        std::thread::sleep(wait);
+                    }
+                }
                 let _ = client.shutdown(Shutdown::Both);
             });
         }
@@ -71,9 +84,13 @@ struct Setup {
 }
 
 fn setup(tag: &str, cut: Option<usize>) -> Setup {
+    setup_paced(tag, cut, false)
+}
+
+fn setup_paced(tag: &str, cut: Option<usize>, paced: bool) -> Setup {
     let t = TempDir::new(tag);
     let http_port = outpost_tests::free_port();
-    let proxy = proxy(http_port, cut);
+    let proxy = proxy(http_port, cut, paced);
     let loc = format!("127.0.0.1:{}/download", proxy.port);
     let mut srv = Server::init_with_http(t.join("srv"), http_port, &["--fragment-loc", &loc]);
     let cfg = srv.device_add("pc-1", t.path());
@@ -141,6 +158,42 @@ fn a_cut_object_answer_resumes_at_the_byte_it_had() {
     let lines = s.proxy.lines.lock().unwrap();
     let objects: Vec<_> = lines.iter().filter(|l| l.contains("/objects/")).collect();
     assert!(objects[1].contains("Range: bytes=100000-"), "resumed: {:?}", objects[1]);
+}
+
+#[test]
+fn a_kill_mid_object_resumes_and_fetches_little_again() {
+    let s = setup_paced("upd-kill", None, true);
+    let a = random_bytes(3 * 1024 * KIB, 21);
+    let members = [Member::File("a.bin", &a, 0o644)];
+    let arc = s.t.join("v1.tar.gz");
+    fs::write(&arc, targz(&members)).unwrap();
+    let dest = s.dest.to_str().unwrap();
+    let id = s.srv.package_add(&[
+        "--file", arc.to_str().unwrap(), "--action", "store", "--path", dest, "--name", "app", "--version", "1",
+    ]);
+    s.srv.assign(id, "pc-1", &[]);
+    let mut child = std::process::Command::new(outpost_tests::bin("outpost-agent"))
+        .arg("--config")
+        .arg(&s.cfg)
+        .args(["run", "--once"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while s.proxy.bytes.load(Ordering::SeqCst) < 2 * 1024 * KIB as u64 {
+        assert!(start.elapsed() < std::time::Duration::from_secs(60), "no progress");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL, in the middle of the objects
+    child.wait().unwrap();
+    let o = agent(&s.cfg, &["run", "--once"], &[]);
+    assert_eq!(s.srv.status_of(id, "pc-1"), "SUCCESS", "{}", text(&o));
+    assert_eq!(fs::read(s.dest.join("a.bin")).unwrap(), a);
+    // What was durable before the kill is not fetched again: at most one
+    // checkpoint interval and the socket buffers (the whole 2 MiB sent
+    // before the kill would be, if the journal did not hold).
+    let sent = s.proxy.bytes.load(Ordering::SeqCst);
+    assert!(sent <= (a.len() + 1024 * KIB) as u64, "{sent} bytes sent for {}", a.len());
 }
 
 #[test]
