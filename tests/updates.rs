@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use outpost_tests::{Member, Server, TempDir, agent, random_bytes, targz, text, tune_agent};
+use outpost_tests::{agent, random_bytes, targz, text, tune_agent, Member, Server, TempDir};
 
 /// A proxy to `upstream` counting the bytes of every answer and keeping
 /// every request head. With `cut`, the first answer for an object is cut
@@ -161,6 +161,7 @@ fn a_cut_object_answer_resumes_at_the_byte_it_had() {
 }
 
 #[test]
+#[allow(clippy::disallowed_methods)] // a real agent on a real link: it is killed in real time
 fn a_kill_mid_object_resumes_and_fetches_little_again() {
     let s = setup_paced("upd-kill", None, true);
     let a = random_bytes(3 * 1024 * KIB, 21);
@@ -169,7 +170,16 @@ fn a_kill_mid_object_resumes_and_fetches_little_again() {
     fs::write(&arc, targz(&members)).unwrap();
     let dest = s.dest.to_str().unwrap();
     let id = s.srv.package_add(&[
-        "--file", arc.to_str().unwrap(), "--action", "store", "--path", dest, "--name", "app", "--version", "1",
+        "--file",
+        arc.to_str().unwrap(),
+        "--action",
+        "store",
+        "--path",
+        dest,
+        "--name",
+        "app",
+        "--version",
+        "1",
     ]);
     s.srv.assign(id, "pc-1", &[]);
     let mut child = std::process::Command::new(outpost_tests::bin("outpost-agent"))
@@ -211,7 +221,16 @@ fn a_corrupt_object_is_refused_and_the_installed_version_stays() {
     let v2 = s.t.join("v2.tar.gz");
     let dest = s.dest.to_str().unwrap();
     let id2 = s.srv.package_add(&[
-        "--file", v2.to_str().unwrap(), "--action", "store", "--path", dest, "--name", "app", "--version", "2",
+        "--file",
+        v2.to_str().unwrap(),
+        "--action",
+        "store",
+        "--path",
+        dest,
+        "--name",
+        "app",
+        "--version",
+        "2",
     ]);
     let added: Vec<_> = walk(&objects).into_iter().filter(|p| !before.contains(p)).collect();
     assert!(!added.is_empty());
@@ -241,7 +260,16 @@ fn without_objects_on_the_server_the_fragments_are_fetched() {
     fs::write(&v2, targz(&members)).unwrap();
     let dest = s.dest.to_str().unwrap();
     let id2 = s.srv.package_add(&[
-        "--file", v2.to_str().unwrap(), "--action", "store", "--path", dest, "--name", "app", "--version", "2",
+        "--file",
+        v2.to_str().unwrap(),
+        "--action",
+        "store",
+        "--path",
+        dest,
+        "--name",
+        "app",
+        "--version",
+        "2",
     ]);
     fs::remove_dir_all(s.srv.dir.join("download/objects")).unwrap();
     s.srv.assign(id2, "pc-1", &[]);
@@ -262,7 +290,16 @@ fn a_signed_tree_with_a_parent_path_is_refused_and_writes_nothing() {
     fs::write(&v1, targz(&members)).unwrap();
     let dest = s.dest.to_str().unwrap();
     let id = s.srv.package_add(&[
-        "--file", v1.to_str().unwrap(), "--action", "store", "--path", dest, "--name", "app", "--version", "1",
+        "--file",
+        v1.to_str().unwrap(),
+        "--action",
+        "store",
+        "--path",
+        dest,
+        "--name",
+        "app",
+        "--version",
+        "1",
     ]);
     // Re-sign the manifest with the server's own key, with a path leaving the tree.
     let key = Ed25519KeyPair::from_pkcs8(&fs::read(s.srv.dir.join("keys/signing.pk8")).unwrap()).unwrap();

@@ -111,7 +111,11 @@ fn https_only(state: &State, id: &str) -> bool {
 }
 
 fn post_only(req: &Request, f: impl FnOnce() -> Response) -> Response {
-    if req.method == "POST" { f() } else { Response::text(405, "use POST") }
+    if req.method == "POST" {
+        f()
+    } else {
+        Response::text(405, "use POST")
+    }
 }
 
 fn serve_file(path: &Path, req: &Request) -> Response {

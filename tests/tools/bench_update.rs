@@ -20,8 +20,8 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 const MIB: u64 = 1 << 20;
 
@@ -83,7 +83,12 @@ impl Noise {
 
 fn run(cmd: &mut Command) -> String {
     let o = cmd.output().expect("spawn");
-    assert!(o.status.success(), "{cmd:?}: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
@@ -110,12 +115,7 @@ fn opsi_bytes(v1: &Path, v2: &Path) -> u64 {
 }
 
 fn tar(dir: &Path, out: &Path) {
-    run(Command::new("sh")
-        .arg("-c")
-        .arg(r#"tar -C "$1" -cf - . | gzip -1 > "$2""#)
-        .arg("sh")
-        .arg(dir)
-        .arg(out));
+    run(Command::new("sh").arg("-c").arg(r#"tar -C "$1" -cf - . | gzip -1 > "$2""#).arg("sh").arg(dir).arg(out));
 }
 
 struct Bench {
@@ -143,7 +143,8 @@ impl Bench {
         self.srv(&["assign", "--package", id, "--device", "pc-1"]);
         let before = self.bytes.load(Ordering::SeqCst);
         let mut agent = Command::new(&self.agent);
-        let o = agent.arg("--config").arg(&self.cfg).args(["run", "--once"]).env("OUTPOST_LOG", "info").output().unwrap();
+        let o =
+            agent.arg("--config").arg(&self.cfg).args(["run", "--once"]).env("OUTPOST_LOG", "info").output().unwrap();
         let log = String::from_utf8_lossy(&o.stderr);
         let ok = log.contains(&format!("package {id}: finished with SUCCESS"));
         assert!(o.status.success() && ok, "{name} {version} not installed: {log}");
@@ -191,7 +192,13 @@ fn main() {
         &loc,
     ]));
     let cfg = dir.join("pc-1.toml");
-    run(Command::new(server).args(["device", "add", "--id", "pc-1", "--agent-config"]).arg(&cfg).arg("--state-dir").arg(dir.join("state")).arg("--dir").arg(&srv));
+    run(Command::new(server)
+        .args(["device", "add", "--id", "pc-1", "--agent-config"])
+        .arg(&cfg)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--dir")
+        .arg(&srv));
     let serve = Command::new(server)
         .args(["serve", "--dir"])
         .arg(&srv)

@@ -31,7 +31,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-use ring::signature::{ED25519, UnparsedPublicKey};
+use ring::signature::{UnparsedPublicKey, ED25519};
 use serde::{Deserialize, Serialize};
 
 use super::limits::{MAX_FRAGMENTS, MAX_MANIFEST_LEN, MAX_PACKAGE_NAME_LEN};

@@ -212,7 +212,7 @@ mod tests {
         for i in 0..bytes.len() {
             assert_eq!(Tree::decode(&bytes[..i]), Err(TreeError), "cut at {i}");
         }
-        let mut more = bytes.clone();
+        let mut more = bytes;
         more.push(0);
         assert_eq!(Tree::decode(&more), Err(TreeError), "trailing byte");
         for size in [0, MAX_CHUNK + 1] {

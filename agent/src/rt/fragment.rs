@@ -21,7 +21,7 @@ use super::env::{BodySink, Env, GetError};
 use super::http::Url;
 use super::store::StoreError;
 use crate::engine::deploy::Fetched;
-use crate::engine::download::{ARCHIVE, BodyError, BodyWriter, Download, Fragments};
+use crate::engine::download::{BodyError, BodyWriter, Download, Fragments, ARCHIVE};
 use crate::engine::fetch::FetchError;
 use crate::engine::info::{Info, Proto};
 use crate::engine::limits::MIN_RESUME_PROGRESS;

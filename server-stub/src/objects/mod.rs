@@ -16,14 +16,18 @@ use std::path::Path;
 
 use outpost_agent::engine::digest::hex;
 use outpost_agent::engine::manifest::sha256;
-use outpost_agent::engine::tree::{Chunk, DIR, Entry, Tree, path_ok};
+use outpost_agent::engine::tree::{path_ok, Chunk, Entry, Tree, DIR};
 
 pub mod chunker;
 
 /// The objects directory's name under `DIR/download` for a package served
 /// over plain HTTP (`tls` false) or HTTPS only.
 pub fn dir_name(tls: bool) -> &'static str {
-    if tls { "objects-tls" } else { "objects" }
+    if tls {
+        "objects-tls"
+    } else {
+        "objects"
+    }
 }
 
 /// Write one chunk as `objects/AB/HEX` unless it is there (atomically).
@@ -148,7 +152,8 @@ mod tests {
             assert_eq!(sha256(&fs::read(t.join("objects").join(&name[..2]).join(&name)).unwrap()), c.sha256);
             n += 1;
         }
-        let files: usize = fs::read_dir(t.join("objects")).unwrap().map(|d| fs::read_dir(d.unwrap().path()).unwrap().count()).sum();
+        let files: usize =
+            fs::read_dir(t.join("objects")).unwrap().map(|d| fs::read_dir(d.unwrap().path()).unwrap().count()).sum();
         assert_eq!(files, n, "each distinct chunk once");
         let _ = fs::remove_dir_all(&t);
     }

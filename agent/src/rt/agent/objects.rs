@@ -85,10 +85,11 @@ impl Plan {
             let Ok(f) = File::open(plan.held.join(i.to_string())) else { continue };
             let mut at = 0;
             for c in &e.chunks {
-                if let Some(k) = plan.find(&c.sha256) {
-                    if plan.chunks[k].1.1 == u64::MAX && read_checked(&f, at, c.size, &c.sha256).is_some() {
-                        plan.chunks[k].1 = (Some(i), at);
-                    }
+                if let Some(k) = plan.find(&c.sha256)
+                    && plan.chunks[k].1.1 == u64::MAX
+                    && read_checked(&f, at, c.size, &c.sha256).is_some()
+                {
+                    plan.chunks[k].1 = (Some(i), at);
                 }
                 at += u64::from(c.size);
             }
@@ -136,7 +137,8 @@ impl Plan {
             if e.is_dir() {
                 out.dir(name, Some(e.mode & 0o7777))?;
             } else {
-                let mut r = Chunks { plan: self, chunks: &e.chunks, archive: archive.as_ref(), buf: Vec::new(), pos: 0 };
+                let mut r =
+                    Chunks { plan: self, chunks: &e.chunks, archive: archive.as_ref(), buf: Vec::new(), pos: 0 };
                 out.file(name, Some(e.mode & 0o7777), &mut r)?;
             }
         }

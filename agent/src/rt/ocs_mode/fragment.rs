@@ -26,7 +26,7 @@ use super::super::fragment;
 use super::super::store::StoreError;
 use super::OcsAgent;
 use crate::engine::deploy::Fetched;
-use crate::engine::download::{ARCHIVE, Download, Layout};
+use crate::engine::download::{Download, Layout, ARCHIVE};
 use crate::engine::info::Info;
 use crate::engine::plan;
 
