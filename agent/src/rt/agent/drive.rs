@@ -97,11 +97,12 @@ impl<E: Env> Front for Package<'_, E> {
     fn lacks_space(&mut self) -> Result<Option<String>, AgentError> {
         let Self { agent, offer, meta, download, plan } = self;
         let (_, m) = meta.as_ref().ok_or(AgentError::NoMetadata(offer.id))?;
-        // What is left to fetch, plus room to unpack, plus a margin.
-        let have = open_download(&agent.store, agent.cfg.agent.checkpoint_bytes, download, plan, m, offer.id)?.0.have();
+        // What is left to fetch (the archive, or the missing objects), plus
+        // room to unpack, plus a margin.
+        let dl = &open_download(&agent.store, agent.cfg.agent.checkpoint_bytes, download, plan, m, offer.id)?.0;
+        let total = dl.total().unwrap_or(m.archive_size);
         let mut disk = LinuxDisk::new(agent.store.root());
-        let left = m.archive_size.saturating_sub(have);
-        Ok(lacks_space(&mut disk, left, plan::unpacked_size(m), m.archive_size))
+        Ok(lacks_space(&mut disk, total.saturating_sub(dl.have()), plan::unpacked_size(m), total))
     }
 
     fn fetch(&mut self) -> Result<Fetched, AgentError> {

@@ -229,3 +229,72 @@ pub(super) fn unpack(
     fs::create_dir_all(&tmp).map_err(io_err)?;
     settle(id, &tmp, &done, plan.rebuild(tree, &dir.join(ARCHIVE), &tmp, bounds, keep))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::manifest::Release;
+    use crate::engine::tree::Entry;
+    use crate::engine::version::Version;
+
+    fn manifest(files: &[(&str, &[&[u8]])]) -> Manifest {
+        let entries = files
+            .iter()
+            .map(|(path, chunks)| Entry {
+                path: (*path).into(),
+                mode: 0o644,
+                chunks: chunks.iter().map(|c| Chunk { size: c.len() as u32, sha256: sha256(c) }).collect(),
+            })
+            .collect();
+        let release = Release { name: "app".into(), version: Version::parse("1").unwrap(), downgrade: false };
+        Manifest { package_id: 9, release: Some(release), tree: Some(Tree { entries }), ..Manifest::default() }
+    }
+
+    fn missing(p: &Plan) -> Vec<u64> {
+        let Fragments::Signed(f) = &p.layout.fragments else { panic!() };
+        f.iter().map(|e| e.size).collect()
+    }
+
+    #[test]
+    fn only_chunks_not_held_or_held_with_other_bytes_are_fetched_and_the_tree_is_rebuilt() {
+        let t = std::env::temp_dir().join(format!("outpost-plan-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&t);
+        let (a, b, c) = (&[1u8; 10][..], &[2u8; 20][..], &[3u8; 30][..]);
+        // Nothing held: every distinct chunk once, the repeated one once.
+        let v1 = manifest(&[("x", &[a, b]), ("d/y", &[b, c])]);
+        let p = Plan::new(&t, &v1).unwrap();
+        assert_eq!(missing(&p), [10, 20, 30]);
+        // The download brought them: rebuild, and hold the tree.
+        let pkg = t.join("pkg");
+        fs::create_dir_all(pkg.join("out")).unwrap();
+        fs::write(pkg.join(ARCHIVE), [a, b, c].concat()).unwrap();
+        let tree = v1.tree.as_ref().unwrap();
+        p.rebuild(tree, &pkg.join(ARCHIVE), &pkg.join("out"), UnpackBounds::UNSIGNED, true).unwrap();
+        assert_eq!(fs::read(pkg.join("out/d/y")).unwrap(), [b, c].concat());
+        // Version 2 under other names: only the new chunk; one held chunk
+        // whose bytes changed on disk is fetched again, not trusted.
+        let d = &[4u8; 40][..];
+        let v2 = manifest(&[("renamed", &[a, b, c]), ("z", &[d])]);
+        assert_eq!(missing(&Plan::new(&t, &v2).unwrap()), [40]);
+        fs::remove_file(pkg.join("out/x")).unwrap(); // the link stays
+        let mut y = fs::read(pkg.join("out/d/y")).unwrap();
+        y[25] ^= 1; // in c
+        fs::write(pkg.join("out/d/y"), y).unwrap(); // the same inode as the held file
+        assert_eq!(missing(&Plan::new(&t, &v2).unwrap()), [30, 40]);
+        // A chunk in neither place fails the rebuild; nothing is trusted.
+        fs::write(pkg.join(ARCHIVE), [c, d].concat()).unwrap();
+        let p2 = Plan::new(&t, &v2).unwrap();
+        fs::create_dir_all(pkg.join("out2")).unwrap();
+        p2.rebuild(v2.tree.as_ref().unwrap(), &pkg.join(ARCHIVE), &pkg.join("out2"), UnpackBounds::UNSIGNED, false)
+            .unwrap();
+        assert_eq!(fs::read(pkg.join("out2/renamed")).unwrap(), [a, b, c].concat());
+        assert!(!held_dir(&t, "app").exists(), "not kept: the held tree is dropped");
+        fs::write(pkg.join(ARCHIVE), [a, a].concat()).unwrap();
+        let p3 = Plan::new(&t, &v2).unwrap();
+        fs::create_dir_all(pkg.join("out3")).unwrap();
+        let r =
+            p3.rebuild(v2.tree.as_ref().unwrap(), &pkg.join(ARCHIVE), &pkg.join("out3"), UnpackBounds::UNSIGNED, true);
+        assert!(r.is_err(), "damaged objects are refused");
+        let _ = fs::remove_dir_all(&t);
+    }
+}
