@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use outpost_tests::{agent, random_bytes, targz, text, tune_agent, Member, Server, TempDir};
+use outpost_tests::{Member, Server, TempDir, agent, random_bytes, targz, text, tune_agent};
 
 /// A proxy to `upstream` counting the bytes of every answer and keeping
 /// every request head. With `cut`, the first answer for an object is cut
@@ -330,4 +330,49 @@ fn walk(p: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+#[test]
+fn objects_of_an_https_package_come_from_the_tls_listener_only() {
+    let t = TempDir::new("upd-https");
+    let mut srv = Server::init(t.join("srv"), &[]);
+    let cfg = srv.device_add("pc-1", t.path());
+    srv.start();
+    let a = random_bytes(150 * KIB, 23);
+    let arc = t.join("v1.tar.gz");
+    fs::write(&arc, targz(&[Member::File("a.bin", &a, 0o644)])).unwrap();
+    let dest = t.join("dest");
+    let id = srv.package_add(&[
+        "--file",
+        arc.to_str().unwrap(),
+        "--action",
+        "store",
+        "--path",
+        dest.to_str().unwrap(),
+        "--proto",
+        "https",
+        "--name",
+        "app",
+        "--version",
+        "1",
+    ]);
+    srv.assign(id, "pc-1", &[]);
+    let o = agent(&cfg, &["run", "--once"], &[]);
+    assert_eq!(srv.status_of(id, "pc-1"), "SUCCESS", "{}", text(&o));
+    assert_eq!(fs::read(dest.join("a.bin")).unwrap(), a);
+    let log = fs::read_to_string(srv.dir.join("serve.log")).unwrap();
+    assert!(log.contains("Https GET /download/objects-tls/"), "{log}");
+    // Not one object over plain HTTP, even asked for by name.
+    let objects = walk(&srv.dir.join("download/objects-tls"));
+    assert!(!objects.is_empty() && !srv.dir.join("download/objects").exists());
+    let name = objects[0].file_name().unwrap().to_string_lossy().into_owned();
+    for path in
+        [format!("/download/objects-tls/{}/{name}", &name[..2]), format!("/download/objects/{}/{name}", &name[..2])]
+    {
+        let mut c = TcpStream::connect(("127.0.0.1", srv.http_port)).unwrap();
+        write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        let _ = c.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 404"), "{path}: {answer}");
+    }
 }
