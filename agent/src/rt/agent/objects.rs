@@ -17,7 +17,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt};
 use std::path::{Path, PathBuf};
 
 use super::super::store::{Store, StoreError};
@@ -150,7 +150,9 @@ impl Plan {
     fn hold(&self, tree: &Tree, dir: &Path) -> io::Result<()> {
         let next = self.held.with_extension("next");
         let _ = fs::remove_dir_all(&next);
-        fs::create_dir_all(&next)?;
+        // Private, like the rest of STATE (what is held is only a hint: every
+        // chunk is checked against the next manifest before use).
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&next)?;
         for (i, e) in tree.entries.iter().enumerate() {
             if !e.is_dir() {
                 fs::hard_link(dir.join(&e.path), next.join(i.to_string()))?;
