@@ -20,8 +20,8 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 const MIB: u64 = 1 << 20;
 
@@ -133,8 +133,9 @@ impl Bench {
     }
 
     /// Publish `tree` as `name` `version`, assign, install; the wire bytes
-    /// (proxy plus manifest and info) and the archive's size.
-    fn install(&self, name: &str, version: &str, tree: &Path) -> (u64, u64) {
+    /// (proxy plus manifest and info), the manifest's and info's size and
+    /// the archive's.
+    fn install(&self, name: &str, version: &str, tree: &Path) -> (u64, u64, u64) {
         let arc = tree.with_extension("tar.gz");
         tar(tree, &arc);
         let args = ["package", "add", "--file", arc.to_str().unwrap(), "--action", "execute", "--command", "true"];
@@ -150,12 +151,13 @@ impl Bench {
         assert!(o.status.success() && ok, "{name} {version} not installed: {log}");
         let pkg = self.dir.join("srv/download").join(id);
         let meta = fs::metadata(pkg.join("manifest")).unwrap().len() + fs::metadata(pkg.join("info")).unwrap().len();
-        (self.bytes.load(Ordering::SeqCst) - before + meta, fs::metadata(&arc).unwrap().len())
+        (self.bytes.load(Ordering::SeqCst) - before + meta, meta, fs::metadata(&arc).unwrap().len())
     }
 
-    fn case(&self, label: &str, name: &str, v1: &Path, v2: &Path, changed: u64, full_payload: u64) {
+    /// Install v1 then v2; print the row; v2's wire bytes and metadata size.
+    fn case(&self, label: &str, name: &str, v1: &Path, v2: &Path, changed: u64, full_payload: u64) -> (u64, u64) {
         self.install(name, "1", v1);
-        let (wire, archive) = self.install(name, "2", v2);
+        let (wire, meta, archive) = self.install(name, "2", v2);
         let opsi = opsi_bytes(v1, v2);
         let pct = |x: u64| 100.0 * x as f64 / full_payload as f64;
         println!(
@@ -168,6 +170,7 @@ impl Bench {
             opsi,
             pct(opsi)
         );
+        (wire, meta)
     }
 }
 
@@ -224,7 +227,7 @@ fn main() {
             fs::write(d.join(format!("f{i:02}.bin")), data).unwrap();
         }
     }
-    b.case("(a) 100 files, one changed", "bench-a", &a1, &a2, file, 100 * file);
+    let (wire_a, meta_a) = b.case("(a) 100 files, one changed", "bench-a", &a1, &a2, file, 100 * file);
 
     // (b) one image; 1 % of its 4 KiB blocks changed, in four regions.
     let image = 256 * MIB / scale;
@@ -241,7 +244,8 @@ fn main() {
     }
     fs::write(b2.join("disk.img"), &img).unwrap();
     drop(img);
-    b.case("(b) 1 image, 1 % of 4 KiB blocks changed", "bench-b", &b1, &b2, 4 * per_region * 4096, image);
+    let (wire_b, _) =
+        b.case("(b) 1 image, 1 % of 4 KiB blocks changed", "bench-b", &b1, &b2, 4 * per_region * 4096, image);
 
     // (c) the files of (a), directories moved and files renamed.
     let (c1, c2) = (dir.join("c1"), dir.join("c2"));
@@ -254,7 +258,20 @@ fn main() {
         fs::write(d1.join(format!("f{i:02}.bin")), &data).unwrap();
         fs::write(d2.join(format!("renamed-{i:02}.bin")), &data).unwrap();
     }
-    b.case("(c) files renamed, directories moved", "bench-c", &c1, &c2, 0, 100 * file);
+    let (wire_c, _) = b.case("(c) files renamed, directories moved", "bench-c", &c1, &c2, 0, 100 * file);
     let _ = b.serve.kill();
     let _ = b.serve.wait();
+    // The goals, at full size (a short run's chunks are as large
+    // as at full size, its changed regions 16 times smaller).
+    if !short {
+        let goals = [
+            ("(a) <= 1.05 x the changed bytes plus the manifest", wire_a - meta_a <= file * 105 / 100),
+            ("(b) <= 5 % of the image", wire_b * 20 <= image),
+            ("(c) almost nothing (<= 0.1 %)", wire_c * 1000 <= 100 * file),
+        ];
+        for (goal, met) in goals {
+            println!("{goal}: {}", if met { "met" } else { "MISSED" });
+        }
+        assert!(goals.iter().all(|g| g.1), "a goal was missed");
+    }
 }
