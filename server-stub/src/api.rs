@@ -38,6 +38,19 @@ pub fn route(state: &State, req: &Request, side: Side, origin: Origin, cert: Opt
             None if req.method == "GET" || req.method == "HEAD" => crate::web::metrics(state),
             None => Response::text(405, "use GET or HEAD"),
         },
+        (_, ["", "download", dir @ ("objects" | "objects-tls"), ab, name]) => {
+            // Content objects (crate::objects): those of HTTPS-only packages
+            // on the TLS listener only.
+            let hex = |s: &str| s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            let ok = name.len() == 64 && hex(name) && name.starts_with(ab) && ab.len() == 2;
+            if !ok || (*dir == "objects-tls" && side == Side::Http) {
+                return Response::text(404, "not found");
+            }
+            if req.method != "GET" && req.method != "HEAD" {
+                return Response::text(405, "use GET or HEAD");
+            }
+            serve_file(&state.dir.join("download").join(dir).join(ab).join(name), req)
+        }
         (_, ["", "download", id, name]) => {
             let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
             let is_fragment = name.strip_prefix(&format!("{id}-")).is_some_and(digits);

@@ -285,7 +285,8 @@ pub struct SpecArgs {
     #[arg(long)]
     name: Option<String>,
     /// Dotted numbers (1.10.2, compared as numbers): with --name, ties packages into a line of versions; agents
-    /// refuse a version older than one of the same name they ran (ERR_DOWNGRADE).
+    /// refuse a version older than one of the same name they ran (ERR_DOWNGRADE). The payload is also published
+    /// as content objects (DIR/download/objects/): agents holding an earlier version fetch only what changed.
     #[arg(long, value_name = "VERSION", requires = "name", value_parser = |s: &str| Version::parse(s))]
     version: Option<Version>,
     /// This version is meant to replace a higher one of the same --name (signed: agents then accept it).

@@ -31,6 +31,7 @@ pub mod http;
 pub mod limits;
 pub mod lockout;
 pub mod metrics;
+pub mod objects;
 pub mod ocs;
 pub mod package;
 pub mod pki;

@@ -350,6 +350,14 @@ fn build(
         target: target.to_string(),
         notify: spec.notify.clone(),
     };
+    // A package in a line of versions is also published as content objects
+    // (engine::tree), so that agents holding an earlier version fetch only
+    // what changed.
+    let objects = tmp.parent().unwrap_or(tmp).join(crate::objects::dir_name(spec.proto == Proto::Https));
+    let tree = match (&spec.file, &release) {
+        (Some(file), Some(_)) => crate::objects::publish(file, &objects)?,
+        _ => None,
+    };
     let info_xml = info.to_ocs_xml();
     let mut archive_sha256 = [0u8; 32];
     archive_sha256.copy_from_slice(whole.finish().as_ref());
@@ -367,6 +375,7 @@ fn build(
         unpacked,
         expires: None,
         release,
+        tree,
     };
     let manifest =
         Manifest { expires: Some(manifest.created.saturating_add(u64::from(spec.valid_days) * DAY)), ..manifest };

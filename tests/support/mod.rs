@@ -416,6 +416,7 @@ pub fn manifest_of(data: &[u8], frag: usize) -> outpost_agent::engine::manifest:
         unpacked: None,
         expires: None,
         release: None,
+        tree: None,
     }
 }
 

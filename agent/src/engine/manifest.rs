@@ -15,7 +15,8 @@
 //!
 //! ```text
 //!  body = format-1 fields | [Unpacked (size, members)
-//!                            | [Validity (expires) | [Release (name, version, downgrade)]]]
+//!                            | [Validity (expires) | [Release (name, version, downgrade)
+//!                            | [Objects (u32 LE length | engine::tree encoding)]]]]
 //! ```
 //!
 //! A manifest without [`Unpacked`] (built before it existed) gets the fixed
@@ -34,6 +35,7 @@ use ring::signature::{ED25519, UnparsedPublicKey};
 use serde::{Deserialize, Serialize};
 
 use super::limits::{MAX_FRAGMENTS, MAX_MANIFEST_LEN, MAX_PACKAGE_NAME_LEN};
+use super::tree::Tree;
 use super::version::Version;
 
 /// Magic bytes that open every manifest.
@@ -89,8 +91,9 @@ pub struct FragmentEntry {
     pub sha256: [u8; 32],
 }
 
-/// The signed description of a package.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The signed description of a package. `Default` gives an empty one,
+/// for struct literals that name only the fields they need.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     /// Body format ([`FORMAT`]).
     pub format: u16,
@@ -125,6 +128,11 @@ pub struct Manifest {
     /// Written only after a [`Validity`].
     #[serde(skip)]
     pub release: Option<Release>,
+    /// The fourth extension: the payload as content objects
+    /// ([`crate::engine::tree`]); `None`: fragments only. Written only
+    /// after a [`Release`] (the agent keeps objects per name).
+    #[serde(skip)]
+    pub tree: Option<Tree>,
 }
 
 /// Why a manifest was refused.
@@ -167,6 +175,11 @@ impl Manifest {
                 body.extend(postcard::to_allocvec(&Validity { expires }).unwrap_or_default());
                 if let Some(r) = &self.release {
                     body.extend(postcard::to_allocvec(r).unwrap_or_default());
+                    if let Some(t) = &self.tree {
+                        let t = t.encode();
+                        body.extend_from_slice(&(t.len() as u32).to_le_bytes());
+                        body.extend(t);
+                    }
                 }
             }
         }
@@ -214,12 +227,16 @@ impl Manifest {
                     postcard::take_from_bytes(later).map_err(|_| ManifestError::Malformed)?;
                 m.expires = Some(v.expires);
                 if !later.is_empty() {
-                    let (r, _later): (Release, _) =
+                    let (r, later): (Release, _) =
                         postcard::take_from_bytes(later).map_err(|_| ManifestError::Malformed)?;
                     if r.name.is_empty() || r.name.len() > MAX_PACKAGE_NAME_LEN {
                         return Err(ManifestError::Malformed);
                     }
                     m.release = Some(r);
+                    if let Some((len, rest)) = later.split_first_chunk::<4>() {
+                        let t = rest.get(..u32::from_le_bytes(*len) as usize).ok_or(ManifestError::Malformed)?;
+                        m.tree = Some(Tree::decode(t).map_err(|_| ManifestError::Malformed)?);
+                    }
                 }
             }
         }
@@ -318,6 +335,7 @@ mod tests {
             unpacked: Some(Unpacked { size: 300, members: 2 }),
             expires: None,
             release: None,
+            tree: None,
         }
     }
 
@@ -455,6 +473,31 @@ mod tests {
         bytes[4..8].copy_from_slice(&len.to_le_bytes());
         bytes.extend_from_slice(k.sign(&bytes).as_ref());
         assert_eq!(Manifest::decode_verified(&bytes, &pk()), Err(ManifestError::Malformed));
+    }
+
+    #[test]
+    fn the_object_tree_is_signed_and_agents_before_it_read_the_same_package() {
+        use crate::engine::tree::{Chunk, Entry};
+        let chunk = Chunk { size: 5, sha256: sha256(b"hello") };
+        let tree = Tree { entries: alloc::vec![Entry { path: "a/b".into(), mode: 0o644, chunks: alloc::vec![chunk] }] };
+        let m = Manifest { tree: Some(tree), ..release(false) };
+        let bytes = encode(&m);
+        assert_eq!(Manifest::decode_verified(&bytes, &pk()), Ok(m.clone()));
+        // Without a Release before it, no tree is written.
+        let bare = Manifest { release: None, ..m.clone() };
+        assert_eq!(Manifest::decode_verified(&encode(&bare), &pk()).unwrap().tree, None);
+        // A bad tree (here a path with `..`) is refused even when signed.
+        let mut evil = m.clone();
+        evil.tree.as_mut().unwrap().entries[0].path = "../b".into();
+        assert_eq!(Manifest::decode_verified(&encode(&evil), &pk()), Err(ManifestError::Malformed));
+        // A length past the end is refused too.
+        let k = key();
+        let mut cut = m.signed_bytes();
+        cut.truncate(cut.len() - 1);
+        let len = (cut.len() - 8) as u32;
+        cut[4..8].copy_from_slice(&len.to_le_bytes());
+        cut.extend_from_slice(k.sign(&cut).as_ref());
+        assert_eq!(Manifest::decode_verified(&cut, &pk()), Err(ManifestError::Malformed));
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub mod refetch;
 pub mod sources;
 pub mod status;
 pub mod throttle;
+pub mod tree;
 pub mod trust;
 pub mod version;
 pub mod x509;

@@ -235,6 +235,7 @@ mod tests {
             unpacked: None,
             expires: None,
             release: None,
+            tree: None,
         };
         assert_eq!(unpack_bounds(Some(&m)), UnpackBounds::UNSIGNED);
         assert_eq!(unpacked_size(&m), 10);

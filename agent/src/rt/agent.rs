@@ -46,11 +46,13 @@ mod cached;
 mod drive;
 mod install;
 mod metadata;
+mod objects;
 mod progress;
 mod trust;
 pub use bundle::{Bundle, BundleOpenError, Installed, MAX_IMPORTED};
 use drive::Done;
 pub(crate) use install::verify_and_unpack;
+pub(crate) use objects::object_path;
 
 /// Why a run could not do its work.
 #[derive(Debug)]

@@ -28,7 +28,9 @@ use crate::engine::limits::MIN_RESUME_PROGRESS;
 
 /// Fetch from where `dl` stands: one request for the next fragment of
 /// `info`'s package, from `pack_loc`. `room`: the bytes this answer may take
-/// (`None`: not asked; the writes will tell).
+/// (`None`: not asked; the writes will tell). `objects`: the layout's
+/// fragments are content objects, under this directory of `pack_loc`
+/// (one the server does not have is a [`Fetched::BadLocation`]).
 pub(crate) fn fetch_next<E: Env + ?Sized>(
     env: &mut E,
     info: &Info,
@@ -36,8 +38,9 @@ pub(crate) fn fetch_next<E: Env + ?Sized>(
     dl: &mut Download,
     blocks: &mut DirBlocks,
     room: Option<u64>,
+    objects: Option<&str>,
 ) -> Result<Fetched, StoreError> {
-    fetch_from(env, info, pack_loc, dl, blocks, room).map(|(f, _)| f)
+    fetch_from(env, info, pack_loc, dl, blocks, room, objects).map(|(f, _)| f)
 }
 
 /// [`fetch_next`], also telling whether the source answered in full
@@ -50,17 +53,22 @@ pub(crate) fn fetch_from<E: Env + ?Sized>(
     dl: &mut Download,
     blocks: &mut DirBlocks,
     room: Option<u64>,
+    objects: Option<&str>,
 ) -> Result<(Fetched, bool), StoreError> {
     let id = info.id;
     let Some((n, _)) = dl.request() else { return Ok((Fetched::Complete, true)) };
-    let url = match Url::from_location(info.proto == Proto::Https, pack_loc, &format!("{id}/{id}-{n}")) {
+    let suffix = match objects {
+        Some(dir) => super::agent::object_path(dir, dl.layout(), n).unwrap_or_default(),
+        None => format!("{id}/{id}-{n}"),
+    };
+    let url = match Url::from_location(info.proto == Proto::Https, pack_loc, &suffix) {
         Ok(u) => u,
         Err(e) => {
             log::error!(target: "outpost", "package {id}: unusable fragment location: {e}");
             return Ok((Fetched::BadLocation(e.to_string()), false));
         }
     };
-    fetch_via(&mut |range, sink| env.get(&url, range, sink), &url, id, dl, blocks, room)
+    fetch_via(&mut |range, sink| env.get(&url, range, sink), &url, id, dl, blocks, room, objects.is_some())
 }
 
 /// One GET of the next fragment with its `Range`, feeding the sink.
@@ -68,7 +76,8 @@ pub(crate) type Get<'a> = dyn FnMut(Option<&str>, &mut dyn BodySink) -> Result<(
 
 /// Fetch from where `dl` stands through `get` (a GET of the next fragment
 /// with its `Range`, feeding the sink: the network, or a local bundle);
-/// `at` names the source in messages. Also tells whether the source
+/// `at` names the source in messages; `objects`: a 404 means the source
+/// lacks that object ([`Fetched::BadLocation`]). Also tells whether the source
 /// answered in full (`false`: it failed, broke off or sent wrong bytes).
 pub(crate) fn fetch_via(
     get: &mut Get<'_>,
@@ -77,6 +86,7 @@ pub(crate) fn fetch_via(
     dl: &mut Download,
     blocks: &mut DirBlocks,
     room: Option<u64>,
+    objects: bool,
 ) -> Result<(Fetched, bool), StoreError> {
     let path = blocks.path(ARCHIVE);
     let store_err = |e: IoError| StoreError::Io(path.clone(), e.0);
@@ -112,6 +122,7 @@ pub(crate) fn fetch_via(
         }
     };
     let fetched = match error {
+        (FetchError::Status(404), why) if objects => Fetched::BadLocation(why),
         (FetchError::Corrupt, _) => {
             log::warn!(target: "outpost", "package {id}: fragment {n} failed its digest, fetching it again");
             Fetched::Corrupt

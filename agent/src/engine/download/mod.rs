@@ -396,6 +396,7 @@ mod tests {
             unpacked: None,
             expires: None,
             release: None,
+            tree: None,
         }
     }
 

@@ -81,6 +81,7 @@ mod tests {
             unpacked: None,
             expires: None,
             release: None,
+            tree: None,
         };
         let mut disk = SimBlocks::new(1 << 20);
         let mut dl = Download::open_layout(&mut disk, Layout::signed(&m), 4096).unwrap();

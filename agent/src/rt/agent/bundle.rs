@@ -111,7 +111,7 @@ impl Bundle {
         let Some((n, _)) = dl.request() else { return Ok(Fetched::Complete) };
         let at = self.path.display();
         let mut get = |_: Option<&str>, sink: &mut dyn BodySink| self.send(m, n, sink);
-        Ok(match fragment::fetch_via(&mut get, &at, m.package_id, dl, blocks, None)?.0 {
+        Ok(match fragment::fetch_via(&mut get, &at, m.package_id, dl, blocks, None, false)?.0 {
             Fetched::Corrupt => {
                 log::error!(target: "outpost", "package {}: fragment {n} of bundle {at} fails its digest; nothing installed", m.package_id);
                 Fetched::Final(StatusCode::ErrBadDigest)

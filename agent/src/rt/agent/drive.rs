@@ -19,9 +19,10 @@ use super::super::http::Url;
 use super::super::store::{Store, StoreError};
 use super::bundle::Bundle;
 use super::install::{lacks_space, verify_and_unpack};
+use super::objects::{self, NO_OBJECTS, Plan};
 use super::{Agent, AgentError, record_final};
 use crate::engine::deploy::{Deployment, Fetched, MetadataError};
-use crate::engine::download::{ARCHIVE, Download};
+use crate::engine::download::{ARCHIVE, Download, Layout};
 use crate::engine::info::{Info, Proto};
 use crate::engine::manifest::Manifest;
 use crate::engine::plan;
@@ -64,7 +65,7 @@ impl<E: Env> Agent<E> {
         source: Source<'_>,
     ) -> Result<Done, AgentError> {
         let timeout = Duration::from_secs(self.cfg.agent.execution_timeout);
-        let mut package = Package { agent: self, offer, meta: None, download: None, source, sources: None };
+        let mut package = Package { agent: self, offer, meta: None, download: None, source, sources: None, plan: None };
         Ok(match drive::drive(&mut package, &mut d, timeout)? {
             Stop::Finished => Done::Finished,
             Stop::Failed(why) | Stop::Later(Some(why)) => {
@@ -87,12 +88,9 @@ struct Package<'a, E: Env> {
     /// Where its fragments come from (depots, then its own location),
     /// probed on the first fetch from the server's locations.
     sources: Option<Sources>,
-}
-
-impl<E: Env> Package<'_, E> {
-    fn meta(&self) -> Result<&(Info, Manifest), AgentError> {
-        self.meta.as_ref().ok_or(AgentError::NoMetadata(self.offer.id))
-    }
+    /// The update by objects, when the manifest has a tree (`objects`)
+    /// and the package comes from the server's locations.
+    plan: Option<Plan>,
 }
 
 impl<E: Env> Front for Package<'_, E> {
@@ -127,29 +125,43 @@ impl<E: Env> Front for Package<'_, E> {
     }
 
     fn lacks_space(&mut self) -> Result<Option<String>, AgentError> {
-        let Self { agent, offer, meta, download, .. } = self;
+        let Self { agent, offer, meta, download, plan, source, .. } = self;
         let (_, m) = meta.as_ref().ok_or(AgentError::NoMetadata(offer.id))?;
-        // What is left to fetch, plus room to unpack, plus a margin.
-        let have = open_download(&agent.store, agent.cfg.agent.checkpoint_bytes, download, m, offer.id)?.0.have();
+        // What is left to fetch (the archive, or the missing objects), plus
+        // room to unpack, plus a margin.
+        let by_objects = !matches!(source, Source::Bundle(_));
+        let dl =
+            &open_download(&agent.store, agent.cfg.agent.checkpoint_bytes, download, plan, by_objects, m, offer.id)?.0;
+        let total = dl.total().unwrap_or(m.archive_size);
         let mut disk = LinuxDisk::new(agent.store.root());
-        let left = m.archive_size.saturating_sub(have);
-        Ok(lacks_space(&mut disk, left, plan::unpacked_size(m), m.archive_size))
+        Ok(lacks_space(&mut disk, total.saturating_sub(dl.have()), plan::unpacked_size(m), total))
     }
 
     fn fetch(&mut self) -> Result<Fetched, AgentError> {
-        let Self { agent, offer, meta, download, source, sources } = self;
+        let Self { agent, offer, meta, download, source, sources, plan } = self;
         let (info, m) = meta.as_ref().ok_or(AgentError::NoMetadata(offer.id))?;
-        let (dl, blocks) = open_download(&agent.store, agent.cfg.agent.checkpoint_bytes, download, m, offer.id)?;
+        let by_objects = !matches!(source, Source::Bundle(_));
+        let (dl, blocks) =
+            open_download(&agent.store, agent.cfg.agent.checkpoint_bytes, download, plan, by_objects, m, offer.id)?;
         let f = match source {
             Source::Server => {
+                let objects = plan.as_ref().map(|_| if info.proto == Proto::Https { "objects-tls" } else { "objects" });
                 // Depots serve plain HTTP only: a PROTO=HTTPS package keeps its own location.
                 let depots = if info.proto == Proto::Https { &[][..] } else { &agent.depots[..] };
-                fetch_from_sources(&mut agent.env, info, offer, depots, sources, dl, blocks)?
+                fetch_from_sources(&mut agent.env, info, offer, depots, sources, objects, dl, blocks)?
             }
             Source::Bundle(b) => b.fetch(m, dl, blocks)?,
             Source::Cache if dl.is_complete() => Fetched::Complete,
             Source::Cache => Fetched::Unavailable("not all of it is cached; the download goes on first".into()),
         };
+        if let (Some(_), Fetched::BadLocation(why)) = (&plan, &f) {
+            // No source has such an object: fetch the fragments instead.
+            log::warn!(target: "outpost", "package {}: {why}; fetching its fragments", offer.id);
+            agent.store.drop_payload(offer.id)?;
+            agent.store.put_package_file(offer.id, NO_OBJECTS, b"")?;
+            (*download, *plan, *sources) = (None, None, None);
+            return Ok(Fetched::Progress(None));
+        }
         // All here and verified: installed now, or held for its moment
         // (a bundle is installed when it is given).
         if f == Fetched::Complete
@@ -165,11 +177,30 @@ impl<E: Env> Front for Package<'_, E> {
     }
 
     fn unpack(&mut self) -> Result<Option<StatusCode>, AgentError> {
-        let (info, manifest) = self.meta()?;
-        let dir = self.agent.store.package_dir(self.offer.id);
+        let Self { agent, offer, meta, download, plan: by_objects, source, .. } = self;
+        let (info, manifest) = meta.as_ref().ok_or(AgentError::NoMetadata(offer.id))?;
         let bounds = plan::unpack_bounds(Some(manifest));
+        if let Some(tree) = &manifest.tree {
+            let allowed = !matches!(source, Source::Bundle(_));
+            open_download(
+                &agent.store,
+                agent.cfg.agent.checkpoint_bytes,
+                download,
+                by_objects,
+                allowed,
+                manifest,
+                offer.id,
+            )?;
+            if let Some(p) = by_objects {
+                // Hold the tree for the next version unless it passes the cache cap.
+                let cap = agent.cfg.agent.cache_max_size;
+                let keep = cap == 0 || plan::unpacked_size(manifest) <= cap;
+                return Ok(objects::unpack(&agent.store, offer.id, p, tree, bounds, keep)?);
+            }
+        }
+        let dir = agent.store.package_dir(offer.id);
         let sha = Some(&manifest.archive_sha256);
-        Ok(verify_and_unpack(&self.agent.store, info, &dir.join(ARCHIVE), sha, &dir.join("unpack"), bounds)?)
+        Ok(verify_and_unpack(&agent.store, info, &dir.join(ARCHIVE), sha, &dir.join("unpack"), bounds)?)
     }
 
     fn ask(&mut self) -> Result<Answer, AgentError> {
@@ -212,6 +243,8 @@ fn open_download<'a>(
     store: &Store,
     checkpoint_bytes: u64,
     slot: &'a mut Option<(Download, DirBlocks)>,
+    plan: &mut Option<Plan>,
+    by_objects: bool,
     manifest: &Manifest,
     id: u64,
 ) -> Result<&'a mut (Download, DirBlocks), StoreError> {
@@ -220,7 +253,10 @@ fn open_download<'a>(
         None => {
             let dir = store.package_dir(id);
             let mut blocks = DirBlocks::open(&dir).map_err(|e| StoreError::Io(dir.clone(), e))?;
-            let dl = Download::open(&mut blocks, manifest, checkpoint_bytes)
+            // A bundle carries the archive's fragments, never objects.
+            *plan = if !by_objects || dir.join(NO_OBJECTS).exists() { None } else { Plan::new(store.root(), manifest) };
+            let layout = plan.as_ref().map_or_else(|| Layout::signed(manifest), |p| p.layout.clone());
+            let dl = Download::open_layout(&mut blocks, layout, checkpoint_bytes)
                 .map_err(|e| StoreError::Io(dir.join(ARCHIVE), e.0))?;
             if dl.have() > 0 && !dl.is_complete() {
                 log::info!(target: "outpost", "package {id}: resuming at byte {} of {}", dl.have(), manifest.archive_size);
@@ -240,6 +276,7 @@ fn fetch_from_sources<E: Env>(
     offer: &Offer,
     depots: &[String],
     sources: &mut Option<Sources>,
+    objects: Option<&str>,
     dl: &mut Download,
     blocks: &mut DirBlocks,
 ) -> Result<Fetched, AgentError> {
@@ -249,7 +286,7 @@ fn fetch_from_sources<E: Env>(
         let start = env.now();
         let Some(i) = src.poll_source(start) else { break };
         let have = dl.have();
-        let (got, ok) = fragment::fetch_from(env, info, src.loc(i), dl, blocks, None)?;
+        let (got, ok) = fragment::fetch_from(env, info, src.loc(i), dl, blocks, None, objects)?;
         let now = env.now();
         src.handle_transfer(i, now, dl.have().saturating_sub(have), now.saturating_duration_since(start), ok);
         f = got;

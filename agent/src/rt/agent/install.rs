@@ -57,15 +57,26 @@ pub(crate) fn verify_and_unpack(
     }
     fs::create_dir_all(&tmp).map_err(io_err)?;
     chain.seek(SeekFrom::Start(0)).map_err(io_err)?;
-    match unpack::unpack_bounded(chain, &tmp, bounds) {
+    settle(id, &tmp, dir, unpack::unpack_bounded(chain, &tmp, bounds))
+}
+
+/// After unpacking (or rebuilding) into `tmp`: move it to `dir`, or say why
+/// not and remove it (`Some(code)`).
+pub(super) fn settle(
+    id: u64,
+    tmp: &Path,
+    dir: &Path,
+    r: Result<u64, unpack::UnpackError>,
+) -> Result<Option<StatusCode>, StoreError> {
+    match r {
         Ok(n) => {
-            fs::rename(&tmp, dir).map_err(io_err)?;
+            fs::rename(tmp, dir).map_err(|e| StoreError::Io(dir.to_owned(), e))?;
             log::info!(target: "outpost", "package {id}: unpacked {n} members");
             Ok(None)
         }
         Err(e) => {
             log::error!(target: "outpost", "package {id}: {e}; nothing was installed");
-            let _ = fs::remove_dir_all(&tmp);
+            let _ = fs::remove_dir_all(tmp);
             Ok(Some(match e {
                 unpack::UnpackError::Io(ref io) if io.kind() == io::ErrorKind::StorageFull => StatusCode::ErrOutOfSpace,
                 _ => StatusCode::ErrBuild,

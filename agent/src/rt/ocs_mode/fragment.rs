@@ -44,7 +44,7 @@ impl<E: Env> OcsAgent<E> {
             log::info!(target: "outpost", "package {id}: resuming fragment {n} at byte {} of the archive", dl.have());
         }
         let room = self.room();
-        Ok(fragment::fetch_next(&mut self.env, info, pack_loc, &mut dl, &mut blocks, room)?)
+        Ok(fragment::fetch_next(&mut self.env, info, pack_loc, &mut dl, &mut blocks, room, None)?)
     }
 
     /// Bytes the next answer may take: the free space less the headroom
