@@ -6,6 +6,7 @@
 
 mod cli;
 mod cli_fleet;
+mod cli_ops;
 mod cmd;
 
 use std::process::ExitCode;

@@ -148,7 +148,9 @@ impl<E: Env> Front for Package<'_, E> {
                 let objects = plan.as_ref().map(|_| if info.proto == Proto::Https { "objects-tls" } else { "objects" });
                 // Depots serve plain HTTP only: a PROTO=HTTPS package keeps its own location.
                 let depots = if info.proto == Proto::Https { &[][..] } else { &agent.depots[..] };
-                fetch_from_sources(&mut agent.env, info, offer, depots, sources, objects, dl, blocks)?
+                let env = &mut agent.env;
+                let src = sources.get_or_insert_with(|| probe(env, depots, &offer.pack_loc));
+                fetch_from_sources(env, info, src, objects, dl, blocks)?
             }
             Source::Bundle(b) => b.fetch(m, dl, blocks)?,
             Source::Cache if dl.is_complete() => Fetched::Complete,
@@ -267,20 +269,17 @@ fn open_download<'a>(
     Ok(slot.insert(pair))
 }
 
-/// The next fragment from the best of `depots` and the offer's own
-/// location ([`Sources`]): each source at most once per call, a failure
+/// The next fragment (or object) from the best of `src` (the depots and the
+/// offer's own location, [`Sources`]): each source at most once per call, a failure
 /// moving on at once to the next from the byte where the last one stopped.
 fn fetch_from_sources<E: Env>(
     env: &mut E,
     info: &Info,
-    offer: &Offer,
-    depots: &[String],
-    sources: &mut Option<Sources>,
+    src: &mut Sources,
     objects: Option<&str>,
     dl: &mut Download,
     blocks: &mut DirBlocks,
 ) -> Result<Fetched, AgentError> {
-    let src = sources.get_or_insert_with(|| probe(env, depots, &offer.pack_loc));
     let mut f = Fetched::Complete;
     for _ in 0..src.len() {
         let start = env.now();
@@ -291,7 +290,7 @@ fn fetch_from_sources<E: Env>(
         src.handle_transfer(i, now, dl.have().saturating_sub(have), now.saturating_duration_since(start), ok);
         f = got;
         let Some(j) = src.poll_source(now).filter(|j| !ok && !src.is_demoted(*j, now)) else { break };
-        let (id, at) = (offer.id, dl.have());
+        let (id, at) = (info.id, dl.have());
         log::warn!(target: "outpost", "package {id}: {} failed at byte {at}; going on from {}", src.loc(i), src.loc(j));
         if !matches!(f, Fetched::Failed(_) | Fetched::BadLocation(_)) {
             break;
