@@ -27,6 +27,7 @@ pub mod http;
 pub mod limits;
 pub mod lockout;
 pub mod ocs;
+pub mod out;
 pub mod package;
 pub mod pki;
 pub mod ratelimit;
