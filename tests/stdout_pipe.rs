@@ -4,7 +4,7 @@
 
 use std::process::{Command, Stdio};
 
-use outpost_tests::{bin, text, Server, TempDir};
+use outpost_tests::{Server, TempDir, bin, text};
 
 #[test]
 fn status_into_a_closed_pipe_exits_cleanly() {

@@ -48,7 +48,7 @@ pub fn route(state: &State, req: &Request, side: Side, origin: Origin, cert: Opt
             if side == Side::Http && https_only(state, id) {
                 return Response::text(404, "not found");
             }
-            serve_file(&state.dir.join("download").join(id).join(name), req)
+            serve_file(&state.cfg.download_dir(&state.dir).join(id).join(name), req)
         }
         _ => Response::text(404, "not found"),
     }

@@ -21,6 +21,7 @@ pub mod cidr;
 pub mod config;
 pub mod ct;
 pub mod db;
+pub mod downloads;
 pub mod faillog;
 pub mod files;
 pub mod http;
