@@ -50,7 +50,8 @@ impl Progress {
     /// Percent held, in tenths (0..=1000), when the total is known.
     pub fn permille(&self) -> Option<u64> {
         let t = self.total?;
-        Some(if t == 0 { 1000 } else { (u128::from(self.held.min(t)) * 1000 / u128::from(t)) as u64 })
+        // Saturating: exact below 18 PB.
+        Some(self.held.min(t).saturating_mul(1000).checked_div(t).unwrap_or(1000))
     }
 
     /// Seconds until the total is held at the measured rate.
@@ -73,29 +74,35 @@ pub fn rate(prev: &[Sample], now: Sample) -> Option<u64> {
     if !(MIN_SAMPLE_AGE_MS..=MAX_SAMPLE_AGE_MS).contains(&age) {
         return None;
     }
-    let gained = now.held.checked_sub(p.held)?;
-    u64::try_from(u128::from(gained) * 1000 / u128::from(age)).ok()
+    Some(now.held.checked_sub(p.held)?.saturating_mul(1000) / age)
 }
 
 /// The samples in `text` (lines `ID HELD AT_MS`); malformed lines skipped.
 pub fn parse(text: &str) -> Vec<Sample> {
-    text.lines()
-        .filter_map(|l| {
-            let mut w = l.split(' ').map(|n| n.parse::<u64>().ok());
-            Some(Sample { id: w.next()??, held: w.next()??, at_ms: w.next()?? })
-        })
-        .take(MAX_SAMPLES)
-        .collect()
+    let mut out = Vec::new();
+    for l in text.lines() {
+        let mut w = l.split(' ').map(|n| n.parse::<u64>().unwrap_or(u64::MAX));
+        let (id, held, at_ms) = (w.next(), w.next(), w.next());
+        if let (Some(id), Some(held), Some(at_ms)) = (id, held, at_ms)
+            && id != u64::MAX
+            && held != u64::MAX
+            && at_ms != u64::MAX
+            && out.len() < MAX_SAMPLES
+        {
+            out.push(Sample { id, held, at_ms });
+        }
+    }
+    out
 }
 
 /// The previous samples kept in `state_dir` (none if unreadable), bounded.
 pub fn load(state_dir: &Path) -> Vec<Sample> {
-    use std::io::Read;
-    let mut text = String::new();
-    if let Ok(f) = std::fs::File::open(state_dir.join(SAMPLE_FILE)) {
-        let _ = f.take(64 * 1024).read_to_string(&mut text);
+    let p = state_dir.join(SAMPLE_FILE);
+    // Bounded: a larger file is not one status wrote.
+    if std::fs::symlink_metadata(&p).map_or(true, |m| !m.is_file() || m.len() > 64 * 1024) {
+        return Vec::new();
     }
-    parse(&text)
+    parse(&std::fs::read_to_string(&p).unwrap_or_default())
 }
 
 /// Keep `samples` for the next `status` (best effort: a status that cannot
@@ -103,12 +110,32 @@ pub fn load(state_dir: &Path) -> Vec<Sample> {
 pub fn save(state_dir: &Path, samples: &[Sample]) {
     let mut text = String::new();
     for s in samples.iter().take(MAX_SAMPLES) {
-        text += &format!("{} {} {}\n", s.id, s.held, s.at_ms);
+        for (n, sep) in [(s.id, ' '), (s.held, ' '), (s.at_ms, '\n')] {
+            text += &num(n);
+            text.push(sep);
+        }
     }
     let tmp = state_dir.join(".status-sample.tmp");
     if std::fs::write(&tmp, text).is_ok() {
         let _ = std::fs::rename(&tmp, state_dir.join(SAMPLE_FILE));
     }
+}
+
+/// `n` in decimal: one out-of-line copy for every number `status` prints
+/// (`to_string` inlines its own at each call).
+#[inline(never)]
+pub fn num(mut n: u64) -> String {
+    let mut d = [0u8; 20];
+    let mut i = d.len();
+    loop {
+        i -= 1;
+        d[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    d[i..].iter().map(|&b| char::from(b)).collect()
 }
 
 #[cfg(test)]
@@ -152,6 +179,7 @@ mod tests {
         let v = [s(1, 2, 3), s(17, 1 << 40, 1_700_000_000_000)];
         save(&t, &v);
         assert_eq!(load(&t), v);
+        assert_eq!([num(0), num(7), num(u64::MAX)], ["0", "7", "18446744073709551615"]);
         assert_eq!(parse("1 2 3\nx y z\n4 5\n\n6 7 8 9\n-1 2 3\n"), [s(1, 2, 3), s(6, 7, 8)]);
         std::fs::remove_dir_all(&t).unwrap();
     }

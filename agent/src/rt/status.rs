@@ -6,7 +6,7 @@
 
 use outpost_hal::linux::DirBlocks;
 
-use super::progress::{self, Progress, Sample};
+use super::progress::{self, Progress, Sample, num};
 use super::store::{Store, StoreError};
 use crate::engine::download::{Layout, durable_bytes};
 use crate::engine::info::Info;
@@ -68,6 +68,16 @@ pub fn rows(store: &Store, now_ms: u64, prev: &[Sample]) -> Result<(Vec<Row>, Ve
     Ok((rows, samples))
 }
 
+/// Percent (tenths, as `12.5`), rate (B/s) and seconds left: only while
+/// downloading, and when known.
+fn live(r: &Row) -> [Option<String>; 3] {
+    let p = &r.progress;
+    if r.state != "downloading" {
+        return [None, None, None];
+    }
+    [p.permille().map(|m| format!("{}.{}", m / 10, m % 10)), p.rate.map(num), p.seconds_left().map(num)]
+}
+
 /// The table: a header, then one line per row. `-` where a value is not
 /// known (see [`super::progress`]).
 pub fn table(rows: &[Row]) -> Vec<String> {
@@ -77,23 +87,18 @@ pub fn table(rows: &[Row]) -> Vec<String> {
     )];
     for r in rows {
         let p = &r.progress;
-        let total = p.total.map_or_else(|| "?".into(), |t| t.to_string());
-        let dash = || "-".to_string();
-        let (pct, rate, left) = if r.state == "downloading" {
-            (
-                p.permille().map_or_else(dash, |m| format!("{}.{}", m / 10, m % 10)),
-                p.rate.map_or_else(dash, |b| format!("{b} B/s")),
-                p.seconds_left().map_or_else(dash, duration),
-            )
-        } else {
-            (dash(), dash(), dash())
-        };
-        let status = r.status.as_deref().unwrap_or("-");
+        let [pct, rate, left] = live(r);
+        let rate = rate.map(|b| b + " B/s");
+        let left = p.seconds_left().filter(|_| left.is_some()).map(duration);
+        let bytes = format!("{}/{}", p.held, p.total.map(num).as_deref().unwrap_or("?"));
         out.push(format!(
-            "{:<12} {:<11} {:>23} {pct:>6} {rate:>12} {left:>9}  {status}",
+            "{:<12} {:<11} {bytes:>23} {:>6} {:>12} {:>9}  {}",
             r.id,
             r.state,
-            format!("{}/{total}", p.held)
+            pct.as_deref().unwrap_or("-"),
+            rate.as_deref().unwrap_or("-"),
+            left.as_deref().unwrap_or("-"),
+            r.status.as_deref().unwrap_or("-"),
         ));
     }
     out
@@ -116,29 +121,24 @@ pub fn json(rate_line: &str, rows: &[Row]) -> String {
     string(&mut o, rate_line);
     o += ",\"packages\":[";
     for (i, r) in rows.iter().enumerate() {
-        let p = &r.progress;
-        let downloading = r.state == "downloading";
-        let pct = p.permille().filter(|_| downloading).map(|m| format!("{}.{}", m / 10, m % 10));
-        let opt = |v: Option<u64>| v.filter(|_| downloading).map(|v| v.to_string());
-        if i > 0 {
-            o.push(',');
-        }
-        o += &format!("{{\"id\":{},\"state\":\"{}\",\"held\":{},\"total\":", r.id, r.state, p.held);
-        for (key, v) in [
-            ("", p.total.map(|t| t.to_string())),
-            (",\"percent\":", pct),
-            (",\"rate\":", opt(p.rate)),
-            (",\"seconds_left\":", opt(p.seconds_left())),
-        ] {
-            o += key;
-            o += v.as_deref().unwrap_or("null");
-        }
-        o += ",\"status\":";
+        let [pct, rate, left] = live(r);
+        let mut status = String::new();
         match &r.status {
-            Some(s) => string(&mut o, s),
-            None => o += "null",
+            Some(s) => string(&mut status, s),
+            None => status += "null",
         }
-        o.push('}');
+        let null = |v: Option<String>| v.unwrap_or_else(|| "null".into());
+        o += &format!(
+            "{}{{\"id\":{},\"state\":\"{}\",\"held\":{},\"total\":{},\"percent\":{},\"rate\":{},\"seconds_left\":{},\"status\":{status}}}",
+            if i > 0 { "," } else { "" },
+            r.id,
+            r.state,
+            r.progress.held,
+            null(r.progress.total.map(num)),
+            null(pct),
+            null(rate),
+            null(left),
+        );
     }
     o += "]}";
     o
@@ -146,6 +146,7 @@ pub fn json(rate_line: &str, rows: &[Row]) -> String {
 
 /// `s` as a JSON string.
 fn string(o: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     o.push('"');
     for c in s.chars() {
         match c {
@@ -153,7 +154,11 @@ fn string(o: &mut String, s: &str) {
                 o.push('\\');
                 o.push(c);
             }
-            c if (c as u32) < 0x20 => *o += &format!("\\u{:04x}", c as u32),
+            c if (c as u32) < 0x20 => {
+                *o += "\\u00";
+                o.push(char::from(HEX[(c as usize) >> 4]));
+                o.push(char::from(HEX[(c as usize) & 15]));
+            }
             c => o.push(c),
         }
     }
