@@ -13,7 +13,7 @@ fn unit(name: &str) -> String {
 
 fn key<'a>(unit: &'a str, key: &str) -> &'a str {
     let prefix = format!("{key}=");
-    unit.lines().filter_map(|l| l.strip_prefix(&prefix)).last().unwrap_or_else(|| panic!("no {key}= in\n{unit}"))
+    unit.lines().rev().find_map(|l| l.strip_prefix(&prefix)).unwrap_or_else(|| panic!("no {key}= in\n{unit}"))
 }
 
 #[test]
