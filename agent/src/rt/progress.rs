@@ -95,18 +95,21 @@ pub fn parse(text: &str) -> Vec<Sample> {
     out
 }
 
-/// The previous samples kept in `state_dir` (none if unreadable), bounded.
+/// The previous samples kept in `state_dir` (none if unreadable), bounded,
+/// never through a link.
 pub fn load(state_dir: &Path) -> Vec<Sample> {
     let p = state_dir.join(SAMPLE_FILE);
     // Bounded: a larger file is not one status wrote.
     if std::fs::symlink_metadata(&p).map_or(true, |m| !m.is_file() || m.len() > 64 * 1024) {
         return Vec::new();
     }
-    parse(&std::fs::read_to_string(&p).unwrap_or_default())
+    let bytes = outpost_hal::linux::read_nofollow(&p).unwrap_or_default();
+    parse(core::str::from_utf8(&bytes).unwrap_or_default())
 }
 
-/// Keep `samples` for the next `status` (best effort: a status that cannot
-/// write them still shows what it saw). Written aside and renamed.
+/// Keep `samples` for the next `status`, as the agent writes every file
+/// (a new 0600 file, never through a link, renamed into place). Best
+/// effort: a status that cannot write them still shows what it saw.
 pub fn save(state_dir: &Path, samples: &[Sample]) {
     let mut text = String::new();
     for s in samples.iter().take(MAX_SAMPLES) {
@@ -115,10 +118,7 @@ pub fn save(state_dir: &Path, samples: &[Sample]) {
             text.push(sep);
         }
     }
-    let tmp = state_dir.join(".status-sample.tmp");
-    if std::fs::write(&tmp, text).is_ok() {
-        let _ = std::fs::rename(&tmp, state_dir.join(SAMPLE_FILE));
-    }
+    let _ = outpost_hal::linux::write_atomic(&state_dir.join(SAMPLE_FILE), text.as_bytes());
 }
 
 /// `n` in decimal: one out-of-line copy for every number `status` prints
