@@ -68,36 +68,47 @@ pub fn rows(store: &Store, now_ms: u64, prev: &[Sample]) -> Result<(Vec<Row>, Ve
     Ok((rows, samples))
 }
 
-/// Percent (tenths, as `12.5`), rate (B/s) and seconds left: only while
-/// downloading, and when known.
-fn live(r: &Row) -> [Option<String>; 3] {
+/// Percent (tenths), rate (B/s) and seconds left: only while downloading,
+/// and when known.
+fn live(r: &Row) -> [Option<u64>; 3] {
     let p = &r.progress;
     if r.state != "downloading" {
-        return [None, None, None];
+        return [None; 3];
     }
-    [p.permille().map(|m| format!("{}.{}", m / 10, m % 10)), p.rate.map(num), p.seconds_left().map(num)]
+    [p.permille(), p.rate, p.seconds_left()]
+}
+
+/// A number, or `.1` in its place (`-` in the table, `null` in JSON); with
+/// `.2`, as tenths (`12.5`). Honours width.
+struct Or(Option<u64>, &'static str, bool);
+
+impl core::fmt::Display for Or {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            Some(m) if self.2 => f.pad(&(num(m / 10) + "." + &num(m % 10))),
+            Some(n) => f.pad(&num(n)),
+            None => f.pad(self.1),
+        }
+    }
 }
 
 /// The table: a header, then one line per row. `-` where a value is not
 /// known (see [`super::progress`]).
 pub fn table(rows: &[Row]) -> Vec<String> {
-    let mut out = vec![format!(
-        "{:<12} {:<11} {:>23} {:>6} {:>12} {:>9}  LAST STATUS",
-        "PACKAGE", "STATE", "HELD/TOTAL BYTES", "%", "RATE", "LEFT"
+    let mut out = vec![String::from(
+        "PACKAGE      STATE              HELD/TOTAL BYTES      %         RATE      LEFT  LAST STATUS",
     )];
     for r in rows {
         let p = &r.progress;
         let [pct, rate, left] = live(r);
-        let rate = rate.map(|b| b + " B/s");
-        let left = p.seconds_left().filter(|_| left.is_some()).map(duration);
-        let bytes = format!("{}/{}", p.held, p.total.map(num).as_deref().unwrap_or("?"));
+        let rate = rate.map_or_else(|| "-".into(), |b| num(b) + " B/s");
+        let left = left.map_or_else(|| "-".into(), duration);
+        let bytes = format!("{}/{}", p.held, Or(p.total, "?", false));
         out.push(format!(
-            "{:<12} {:<11} {bytes:>23} {:>6} {:>12} {:>9}  {}",
+            "{:<12} {:<11} {bytes:>23} {:>6} {rate:>12} {left:>9}  {}",
             r.id,
             r.state,
-            pct.as_deref().unwrap_or("-"),
-            rate.as_deref().unwrap_or("-"),
-            left.as_deref().unwrap_or("-"),
+            Or(pct, "-", true),
             r.status.as_deref().unwrap_or("-"),
         ));
     }
@@ -127,17 +138,16 @@ pub fn json(rate_line: &str, rows: &[Row]) -> String {
             Some(s) => string(&mut status, s),
             None => status += "null",
         }
-        let null = |v: Option<String>| v.unwrap_or_else(|| "null".into());
         o += &format!(
             "{}{{\"id\":{},\"state\":\"{}\",\"held\":{},\"total\":{},\"percent\":{},\"rate\":{},\"seconds_left\":{},\"status\":{status}}}",
             if i > 0 { "," } else { "" },
             r.id,
             r.state,
             r.progress.held,
-            null(r.progress.total.map(num)),
-            null(pct),
-            null(rate),
-            null(left),
+            Or(r.progress.total, "null", false),
+            Or(pct, "null", true),
+            Or(rate, "null", false),
+            Or(left, "null", false),
         );
     }
     o += "]}";
