@@ -17,7 +17,7 @@ outpost-agent — deploys packages published by an Outpost or OCS Inventory NG s
 
 USAGE:
     outpost-agent --config FILE [-v|-q]... run [--once]
-    outpost-agent --config FILE status
+    outpost-agent --config FILE status [--json]
     outpost-agent --config FILE install BUNDLE.outpost
     outpost-agent --help | --version
 
@@ -27,7 +27,10 @@ COMMANDS:
     run --once    one poll; work until every package is finished or failed;
                   exit 0 when every status was reported, 1 otherwise
     status        the download rate and what limits it; each package: state,
-                  bytes cached/total, last status code
+                  bytes held/total, last status code; while downloading also
+                  percent, rate (measured since the previous status, 1 s to
+                  10 min before) and time left
+    status --json the same as one JSON object
     install FILE  install an offline bundle (outpost-server bundle), verified
                   as a download, with no network; its status goes at the next run
 
@@ -65,8 +68,8 @@ enum Cli {
 enum Command {
     /// Poll and deploy; `once`: one poll, then exit.
     Run { once: bool },
-    /// Print the download rate and each package's state.
-    Status,
+    /// Print the download rate and each package's state; `json`: as JSON.
+    Status { json: bool },
     /// Install an offline bundle.
     Install(PathBuf),
 }
@@ -89,6 +92,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, String> {
     let mut command = None;
     let mut once = false;
     let mut file = None;
+    let mut json = false;
     let mut verbosity = 0;
     let mut p = lexopt::Parser::from_args(args);
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
@@ -99,18 +103,49 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, String> {
             Short('v') | Long("verbose") => verbosity += 1,
             Short('q') | Long("quiet") => verbosity -= 1,
             Long("once") => once = true,
+            Long("json") => json = true,
             Value(v) if command.is_none() && (v == "run" || v == "status" || v == "install") => command = Some(v),
             Value(v) if command.as_deref() == Some("install".as_ref()) && file.is_none() => file = Some(v),
             other => return Err(other.unexpected().to_string()),
         }
     }
     let command = match command.ok_or("no command given (run, status or install)")? {
+        c if c != "status" && json => return Err("--json goes with status".into()),
         c if c == "run" => Command::Run { once },
         _ if once => return Err("--once goes with run".into()),
         c if c == "install" => Command::Install(file.ok_or("install needs a bundle file")?.into()),
-        _ => Command::Status,
+        _ => Command::Status { json },
     };
     Ok(Cli::Run(Args { config: config.ok_or("--config FILE is required")?, command, verbosity }))
+}
+
+/// `status [--json]`: the rate line and a row per package, measured against
+/// the previous `status`'s samples, which this one replaces. Output to a
+/// reader that went away (`| head -1`) ends it quietly.
+fn status(store: &Store, json: bool) -> ExitCode {
+    use outpost_agent::rt::{progress, status};
+    use std::io::Write;
+    #[allow(clippy::disallowed_methods)] // runtime glue: the wall time of this sample
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let (rows, samples) = match status::rows(store, now_ms, &progress::load(store.root())) {
+        Ok(r) => r,
+        Err(e) => {
+            log::error!(target: "outpost", "{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    progress::save(store.root(), &samples);
+    let rate = outpost_agent::rt::pace::status_line(store.root(), now_ms / 1000);
+    let mut text = if json { status::json(&rate, &rows) } else { rate };
+    for l in if json { Vec::new() } else { status::table(&rows) } {
+        text.push('\n');
+        text += &l;
+    }
+    text.push('\n');
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    ExitCode::SUCCESS
 }
 
 fn main() -> ExitCode {
@@ -153,22 +188,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    if matches!(args.command, Command::Status) {
-        let lines = outpost_agent::rt::status::lines(&store);
-        return match lines {
-            Ok(lines) => {
-                let now = outpost_hal::time::Clock::unix_time(&outpost_hal::linux::StdClock::new());
-                println!("{}", outpost_agent::rt::pace::status_line(store.root(), now));
-                for l in lines {
-                    println!("{l}");
-                }
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                log::error!(target: "outpost", "{e}");
-                ExitCode::FAILURE
-            }
-        };
+    if let Command::Status { json } = args.command {
+        return status(&store, json);
     }
     let default_interval = cfg.agent.poll_interval;
     let server_url = cfg.server.url.clone();
@@ -265,8 +286,13 @@ mod tests {
         assert_eq!(p(&["--once", "-c", "f", "run"]), run("f", true, 0));
         assert_eq!(
             p(&["-c", "f", "status"]),
-            Ok(Cli::Run(Args { config: "f".into(), command: Command::Status, verbosity: 0 }))
+            Ok(Cli::Run(Args { config: "f".into(), command: Command::Status { json: false }, verbosity: 0 }))
         );
+        assert_eq!(
+            p(&["--json", "-c", "f", "status"]),
+            Ok(Cli::Run(Args { config: "f".into(), command: Command::Status { json: true }, verbosity: 0 }))
+        );
+        assert_eq!(p(&["-c", "f", "run", "--json"]), Err("--json goes with status".into()));
         assert_eq!(p(&["-c", "f", "status", "--once"]), Err("--once goes with run".into()));
         assert_eq!(p(&["-c", "f"]), Err("no command given (run, status or install)".into()));
         assert_eq!(
@@ -293,7 +319,16 @@ mod tests {
 
     #[test]
     fn help_names_every_option_the_parser_takes() {
-        for o in ["-c, --config FILE", "--config=FILE", "-v, -q", "-vv", "--verbose", "--quiet", "-h, --help"] {
+        for o in [
+            "-c, --config FILE",
+            "--config=FILE",
+            "-v, -q",
+            "-vv",
+            "--verbose",
+            "--quiet",
+            "-h, --help",
+            "status --json",
+        ] {
             assert!(HELP.contains(o), "{o}");
         }
         assert!(HELP.contains("-V, --version") && HELP.contains("run --once") && HELP.contains("status"));

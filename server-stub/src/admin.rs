@@ -8,13 +8,15 @@ use std::path::Path;
 
 use crate::db::{BlockRow, Db, NOTIFIED, WAITING};
 use crate::lockout::Client;
+use crate::out::Out;
+use crate::outln;
 use crate::time::{rfc3339, unix_now};
 
 fn open(dir: &Path) -> Result<Db, String> {
     Db::open(&dir.join("state.db")).map_err(|e| format!("state.db: {e}"))
 }
 
-fn print_blocked(rows: &[BlockRow], now: u64, json: bool) -> Result<(), String> {
+fn print_blocked(o: &mut Out, rows: &[BlockRow], now: u64, json: bool) -> Result<(), String> {
     if json {
         let v: Vec<serde_json::Value> = rows
             .iter()
@@ -25,12 +27,13 @@ fn print_blocked(rows: &[BlockRow], now: u64, json: bool) -> Result<(), String> 
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?);
+        outln!(o, "{}", serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?);
         return Ok(());
     }
-    println!("{:<28} {:<6} {:<32} {:<22} SECONDS LEFT", "BLOCKED ADDRESS", "SCOPE", "IDENTITY", "UNTIL");
+    outln!(o, "{:<28} {:<6} {:<32} {:<22} SECONDS LEFT", "BLOCKED ADDRESS", "SCOPE", "IDENTITY", "UNTIL");
     for r in rows {
-        println!(
+        outln!(
+            o,
             "{:<28} {:<6} {:<32} {:<22} {}",
             r.client,
             r.scope,
@@ -50,8 +53,9 @@ fn print_blocked(rows: &[BlockRow], now: u64, json: bool) -> Result<(), String> 
 pub fn status(dir: &Path, package: Option<u64>, json: bool, blocked: bool) -> Result<(), String> {
     let mut db = open(dir)?;
     let now = unix_now();
+    let o = &mut Out::stdout();
     if blocked {
-        return print_blocked(&db.blocked(now).map_err(|e| e.to_string())?, now, json);
+        return print_blocked(o, &db.blocked(now).map_err(|e| e.to_string())?, now, json);
     }
     // Rollouts move on when looked at (`fleet::rollout`): before the rows are read.
     let fleet = crate::fleet::status::fleet_status(&mut db, now).map_err(|e| e.to_string())?;
@@ -63,7 +67,7 @@ pub fn status(dir: &Path, package: Option<u64>, json: bool, blocked: bool) -> Re
                 serde_json::json!({"package": r.package, "name": r.name, "device": r.device, "status": r.status, "updated": r.updated})
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?);
+        outln!(o, "{}", serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?);
         return Ok(());
     }
     // Per package, what the OCS console counts: waiting, notified, success, errors.
@@ -82,20 +86,20 @@ pub fn status(dir: &Path, package: Option<u64>, json: bool, blocked: bool) -> Re
             last.2[bucket] += 1;
         }
     }
-    println!("{:<12} {:<24} {:>8} {:>8} {:>8} {:>8}", "PACKAGE", "NAME", "WAITING", "NOTIFIED", "SUCCESS", "ERRORS");
+    outln!(o, "{:<12} {:<24} {:>8} {:>8} {:>8} {:>8}", "PACKAGE", "NAME", "WAITING", "NOTIFIED", "SUCCESS", "ERRORS");
     for (p, name, c) in &stats {
-        println!("{p:<12} {name:<24} {:>8} {:>8} {:>8} {:>8}", c[0], c[1], c[2], c[3]);
+        outln!(o, "{p:<12} {name:<24} {:>8} {:>8} {:>8} {:>8}", c[0], c[1], c[2], c[3]);
     }
-    println!();
-    print!("{}", fleet.render());
-    println!("{:<12} {:<24} {:<24} {:<22} UPDATED", "PACKAGE", "NAME", "DEVICE", "STATUS");
+    outln!(o);
+    ::std::io::Write::write_all(o, fleet.render().as_bytes()).map_err(|e| format!("stdout: {e}"))?;
+    outln!(o, "{:<12} {:<24} {:<24} {:<22} UPDATED", "PACKAGE", "NAME", "DEVICE", "STATUS");
     for r in rows {
-        println!("{:<12} {:<24} {:<24} {:<22} {}", r.package, r.name, r.device, r.status, r.updated);
+        outln!(o, "{:<12} {:<24} {:<24} {:<22} {}", r.package, r.name, r.device, r.status, r.updated);
     }
     let blocked = db.blocked(now).map_err(|e| e.to_string())?;
     if !blocked.is_empty() {
-        println!();
-        print_blocked(&blocked, now, false)?;
+        outln!(o);
+        print_blocked(o, &blocked, now, false)?;
     }
     Ok(())
 }
@@ -106,10 +110,11 @@ pub fn unblock(dir: &Path, address: &str) -> Result<(), String> {
     let client = Client::parse(address)
         .ok_or_else(|| format!("--address {address:?} is not an IP address (or an IPv6 /64 as status prints it)"))?;
     let n = open(dir)?.unblock(unix_now(), client).map_err(|e| e.to_string())?;
+    let o = &mut Out::stdout();
     if n == 0 {
-        println!("{client}: not blocked (failure counts cleared)");
+        outln!(o, "{client}: not blocked (failure counts cleared)");
     } else {
-        println!("{client}: {n} block(s) lifted");
+        outln!(o, "{client}: {n} block(s) lifted");
     }
     Ok(())
 }

@@ -49,7 +49,7 @@ pub fn route(state: &State, req: &Request, side: Side, origin: Origin, cert: Opt
             if req.method != "GET" && req.method != "HEAD" {
                 return Response::text(405, "use GET or HEAD");
             }
-            serve_file(&state.dir.join("download").join(dir).join(ab).join(name), req)
+            serve_file(&state.cfg.download_dir(&state.dir).join(dir).join(ab).join(name), req)
         }
         (_, ["", "download", id, name]) => {
             let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
@@ -66,7 +66,7 @@ pub fn route(state: &State, req: &Request, side: Side, origin: Origin, cert: Opt
             if side == Side::Http && https_only(state, id) {
                 return Response::text(404, "not found");
             }
-            serve_file(&state.dir.join("download").join(id).join(name), req)
+            serve_file(&state.cfg.download_dir(&state.dir).join(id).join(name), req)
         }
         _ => Response::text(404, "not found"),
     }

@@ -158,6 +158,11 @@ pub struct InitArgs {
     /// Where agents fetch fragments, HOST[:PORT]/PATH (default: the --http address + /download).
     #[arg(long, value_name = "HOST[:PORT]/PATH")]
     pub fragment_loc: Option<String>,
+    /// Publish packages in PATH instead of DIR/download ([server] download_dir), made 0755
+    /// with world-readable packages, so that a static server running as another user (nginx
+    /// as www-data) can serve it while DIR stays 0700. Relative: under DIR.
+    #[arg(long, value_name = "PATH")]
+    pub download_dir: Option<PathBuf>,
     /// Use this existing CA (one PEM certificate) instead of making one: a root, or an
     /// intermediate (then give --ca-chain). It must be a CA allowed to sign certificates
     /// (basicConstraints CA:TRUE, keyUsage keyCertSign) and valid now.

@@ -24,6 +24,9 @@ pub struct ServerConfig {
     /// Connection caps and timeouts (`[limits]`).
     #[serde(default)]
     pub limits: crate::limits::Limits,
+    /// Where packages are published (`[server] download_dir`).
+    #[serde(default, skip_serializing_if = "crate::downloads::Section::is_default")]
+    pub server: crate::downloads::Section,
 }
 
 /// `[ocs]`: how OCS agents are served. OCS agents prove nothing but their
@@ -173,6 +176,12 @@ impl ServerConfig {
             ));
         }
         self.security.validate()
+    }
+
+    /// The download directory of the server in `dir` (`[server]
+    /// download_dir`, default `DIR/download`).
+    pub fn download_dir(&self, dir: &Path) -> std::path::PathBuf {
+        self.server.download_dir(dir)
     }
 
     /// The TOML text.

@@ -63,15 +63,15 @@ pub struct Spec {
 /// Seconds in a day.
 const DAY: u64 = 86_400;
 
-/// Sign package `id`'s manifest again, valid for `valid_days` from now
+/// Sign package `id`'s manifest (in the download directory `download`) again, valid for `valid_days` from now
 /// (0: expired at once, which withdraws the package from every device that
 /// has not fetched it yet), with its version one higher. Returns the new
 /// expiry (seconds since 1970 UTC).
-pub fn resign(dir: &Path, id: u64, valid_days: u32) -> Result<u64, String> {
+pub fn resign(dir: &Path, download: &Path, id: u64, valid_days: u32) -> Result<u64, String> {
     let key = pki::signing_key(dir)?;
     let mut public = [0u8; 32];
     public.copy_from_slice(ring::signature::KeyPair::public_key(&key).as_ref());
-    let path = dir.join("download").join(id.to_string()).join("manifest");
+    let path = download.join(id.to_string()).join("manifest");
     let bytes = fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     // Signed by the current key, or (after `keys rotate`) by one the
     // published trust bundle lists: it is re-signed with the current key.
@@ -237,13 +237,16 @@ fn validate(spec: &Spec) -> Result<String, String> {
     }
 }
 
-/// Build and publish a package; returns its id.
-pub fn add(dir: &Path, db: &Db, spec: &Spec) -> Result<u64, String> {
+/// Build and publish a package in the download directory `download`
+/// ([`crate::downloads`]); returns its id.
+pub fn add(dir: &Path, download: &Path, db: &Db, spec: &Spec) -> Result<u64, String> {
     let target = validate(spec)?;
     let release = release_of(spec)?;
     let key = pki::signing_key(dir)?;
-    let download = dir.join("download");
-    fs::create_dir_all(&download).map_err(|e| e.to_string())?;
+    let download = download.to_path_buf();
+    if !download.is_dir() {
+        crate::downloads::create(&download).map_err(|e| format!("cannot create {}: {e}", download.display()))?;
+    }
 
     // OCS uses the creation time as id; keep ids unique and increasing.
     let mut id = crate::time::unix_now().max(db.max_package_id().map_err(|e| e.to_string())? + 1);
@@ -271,6 +274,10 @@ pub fn add(dir: &Path, db: &Db, spec: &Spec) -> Result<u64, String> {
             .and_then(|f| f.file_name())
             .map_or_else(|| target.clone(), |n| n.to_string_lossy().into_owned())
     });
+    if let Err(e) = crate::downloads::set_modes(&tmp, info.proto != Proto::Https) {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(format!("{}: {e}", tmp.display()));
+    }
     fs::rename(&tmp, download.join(id.to_string())).map_err(|e| e.to_string())?;
     db.add_package(&NewPackage {
         id,

@@ -16,6 +16,7 @@ pub mod identity;
 pub mod logger;
 pub mod ocs_mode;
 pub mod pace;
+pub mod progress;
 pub mod status;
 pub mod store;
 pub mod unpack;

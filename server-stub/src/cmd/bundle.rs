@@ -27,7 +27,8 @@ fn read_bounded(p: &Path, max: usize) -> Result<Vec<u8>, String> {
 /// beside it, renamed when complete).
 pub fn run(a: BundleArgs) -> Result<(), String> {
     let id = a.package;
-    let pkg = a.dir.join("download").join(id.to_string());
+    let cfg = outpost_server::config::ServerConfig::load(&a.dir)?;
+    let pkg = cfg.download_dir(&a.dir).join(id.to_string());
     let info = read_bounded(&pkg.join("info"), MAX_INFO_LEN)?;
     let manifest_bytes = read_bounded(&pkg.join("manifest"), MAX_MANIFEST_LEN)?;
     let m = Manifest::decode_unverified(&manifest_bytes)

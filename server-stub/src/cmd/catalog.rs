@@ -46,7 +46,7 @@ pub fn show(a: PackageIdArgs) -> Result<(), String> {
     let cfg = ServerConfig::load(&a.dir)?;
     let db = open_db(&a.dir)?;
     let p = find(&db, a.id)?;
-    let pdir = a.dir.join("download").join(a.id.to_string());
+    let pdir = cfg.download_dir(&a.dir).join(a.id.to_string());
     println!(
         "package {}: {} ({}, priority {}, {} bytes in {} fragment(s))",
         p.id, p.name, p.action, p.priority, p.size, p.frags
@@ -124,7 +124,7 @@ pub fn delete(a: PackageDeleteArgs) -> Result<(), String> {
         ));
     }
     let n = db.delete_package(a.id).map_err(db_err)?;
-    let pdir = a.dir.join("download").join(a.id.to_string());
+    let pdir = ServerConfig::load(&a.dir)?.download_dir(&a.dir).join(a.id.to_string());
     match std::fs::remove_dir_all(&pdir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -41,12 +41,13 @@ pub fn remove(dir: &Path, loc: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Copies `DIR/download` into `to`, but packages published with `--proto
+/// Copies the download directory (`DIR/download` or `[server] download_dir`) into `to`, but packages published with `--proto
 /// https` (and directories that are no package id).
 pub fn sync(dir: &Path, to: &Path) -> Result<(), String> {
+    let cfg = outpost_server::config::ServerConfig::load(dir)?;
     let db = open_db(dir)?;
     let private = |name: &str| name.parse().map_or(true, |id| db.package_is_https(id).unwrap_or(true));
-    let s = outpost_server::depot::sync(&dir.join("download"), to, &private).map_err(|e| e.to_string())?;
+    let s = outpost_server::depot::sync(&cfg.download_dir(dir), to, &private).map_err(|e| e.to_string())?;
     println!("{} file(s) copied ({} bytes), {} already there", s.copied, s.bytes, s.same);
     Ok(())
 }

@@ -46,7 +46,7 @@ fn port_of(addr: &str) -> Result<u16, NotHostPort> {
 
 /// Creates the CA (or takes an existing one), TLS certificate, signing key, database and server.toml in `a.dir`.
 pub fn run(a: InitArgs) -> Result<(), String> {
-    let InitArgs { dir, https, http, san: sans, fragment_loc, ca_cert, ca_key, ca_chain, cert_days } = a;
+    let InitArgs { dir, https, http, san: sans, fragment_loc, ca_cert, ca_key, ca_chain, cert_days, download_dir } = a;
     for a in [&https, &http] {
         port_of(a)?;
     }
@@ -77,8 +77,11 @@ pub fn run(a: InitArgs) -> Result<(), String> {
         }
         _ => None,
     };
-    fs::create_dir_all(dir.join("download")).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(|e| e.to_string())?;
+    let server = outpost_server::downloads::Section { download_dir };
+    let download = server.download_dir(&dir);
+    outpost_server::downloads::create(&download).map_err(|e| format!("cannot create {}: {e}", download.display()))?;
     match imported {
         Some((ca, issued)) => {
             ca.write(&dir)?;
@@ -103,6 +106,7 @@ pub fn run(a: InitArgs) -> Result<(), String> {
         ocs: Default::default(),
         security: Default::default(),
         limits: Default::default(),
+        server,
     };
     pki::write_private(&dir.join("server.toml"), cfg.to_toml().as_bytes())
         .map_err(|e| format!("cannot write server.toml: {e}"))?;

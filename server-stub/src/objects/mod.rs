@@ -12,6 +12,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use outpost_agent::engine::digest::hex;
@@ -33,11 +34,25 @@ fn put(objects: &Path, data: &[u8]) -> io::Result<Chunk> {
     let dir = objects.join(&name[..2]);
     let path = dir.join(&name);
     if !path.exists() {
-        fs::create_dir_all(&dir)?;
+        // The modes of the download directory (crate::downloads), whatever
+        // the umask: `objects/` is public, `objects-tls/` the server's own.
+        let public = objects.file_name().is_some_and(|n| n == dir_name(false));
+        let (dir_mode, file_mode) = if public {
+            (crate::downloads::PUBLIC_DIR_MODE, crate::downloads::PUBLIC_FILE_MODE)
+        } else {
+            (crate::downloads::PRIVATE_DIR_MODE, crate::downloads::PRIVATE_FILE_MODE)
+        };
+        for d in [objects, &dir] {
+            if !d.exists() {
+                fs::create_dir_all(d)?;
+                fs::set_permissions(d, fs::Permissions::from_mode(dir_mode))?;
+            }
+        }
         let tmp = dir.join(format!(".{name}.tmp"));
         let mut f = File::create(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(file_mode))?;
         fs::rename(&tmp, &path)?;
     }
     Ok(Chunk { size: data.len() as u32, sha256: sha })
@@ -115,6 +130,22 @@ pub fn publish(archive: &Path, objects: &Path) -> Result<Option<Tree>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn objects_take_the_modes_of_their_kind_whatever_the_umask() {
+        let t = std::env::temp_dir().join(format!("outpost-objects-modes-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&t);
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        for (tls, dir_mode, file_mode) in [(false, 0o755, 0o644), (true, 0o700, 0o600)] {
+            let objects = t.join(dir_name(tls));
+            let c = put(&objects, b"some bytes").unwrap();
+            let name = hex(&c.sha256);
+            assert_eq!(mode(&objects), dir_mode, "{}", objects.display());
+            assert_eq!(mode(&objects.join(&name[..2])), dir_mode);
+            assert_eq!(mode(&objects.join(&name[..2]).join(&name)), file_mode, "tls {tls}");
+        }
+        fs::remove_dir_all(&t).unwrap();
+    }
 
     #[test]
     fn an_archive_becomes_objects_written_once_and_a_tree() {

@@ -220,7 +220,7 @@ fn manifest_keys(state: &State) -> Vec<[u8; 32]> {
 /// The version in package `id`'s manifest, if it has one (read bounded by
 /// the manifest size limit, its signature checked against `keys`).
 fn version_of(state: &State, keys: &[[u8; 32]], id: u64) -> Option<String> {
-    let f = std::fs::File::open(state.dir.join("download").join(id.to_string()).join("manifest")).ok()?;
+    let f = std::fs::File::open(state.cfg.download_dir(&state.dir).join(id.to_string()).join("manifest")).ok()?;
     let mut b = Vec::new();
     f.take(MAX_MANIFEST_LEN as u64 + 1).read_to_end(&mut b).ok()?;
     Manifest::decode_verified_any(&b, keys).ok()?.release.map(|r| r.version.to_string())
