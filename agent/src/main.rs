@@ -193,6 +193,9 @@ fn main() -> ExitCode {
     }
     let default_interval = cfg.agent.poll_interval;
     let server_url = cfg.server.url.clone();
+    // Bundles are for the Outpost protocol (an OCS-mode agent ignores import_dir).
+    let import_dir =
+        cfg.agent.import_dir.clone().filter(|_| matches!(cfg.server.protocol, Protocol::Outpost)).map(PathBuf::from);
     let agent: Result<Box<dyn Runner>, AgentError> =
         RealEnv::new(&cfg).map_err(AgentError::Env).and_then(|env| match cfg.server.protocol {
             Protocol::Outpost => Agent::new(cfg, env).map(|a| Box::new(a) as Box<dyn Runner>),
@@ -209,7 +212,7 @@ fn main() -> ExitCode {
         return install(agent.as_mut(), file);
     }
     if matches!(args.command, Command::Run { once: false }) {
-        run_forever(agent.as_mut(), default_interval, &server_url);
+        run_forever(agent.as_mut(), default_interval, &server_url, import_dir.as_deref());
     }
     match agent.run_once() {
         Ok(s) if s.complete() => {

@@ -74,6 +74,18 @@ pub fn sync(download: &Path, to: &Path, private: &dyn Fn(&str) -> bool) -> Resul
     Ok(out)
 }
 
+/// Whether the download directory's entry `name` stays out of a depot:
+/// a package published with `--proto https` (`https(id)`; its fragments are
+/// for TLS only), the objects of such packages (`objects-tls`), and
+/// anything that is neither a package nor `objects` (content objects of
+/// the packages served over plain HTTP, which depots serve too).
+pub fn stays_private(name: &str, https: &dyn Fn(u64) -> bool) -> bool {
+    match name {
+        "objects" => false,
+        _ => name.parse().map_or(true, https),
+    }
+}
+
 fn err(p: &Path) -> impl FnOnce(io::Error) -> SyncError + '_ {
     move |e| SyncError(p.to_path_buf(), e)
 }
@@ -143,6 +155,16 @@ fn copy_atomically(src: &Path, dst: &Path) -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn depots_get_packages_and_objects_served_over_plain_http_only() {
+        let https = |id: u64| id == 7;
+        assert!(!stays_private("5", &https));
+        assert!(!stays_private("objects", &https), "content objects of plain packages");
+        assert!(stays_private("7", &https), "a --proto https package");
+        assert!(stays_private("objects-tls", &https));
+        assert!(stays_private("lost+found", &https));
+    }
     use crate::cidr::Cidr;
 
     fn depot(loc: &str, nets: &[&str]) -> Depot {

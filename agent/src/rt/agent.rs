@@ -102,7 +102,14 @@ impl<E: Env> Runner for Agent<E> {
 /// after a complete run, with exponential backoff and jitter (1 s up to
 /// 15 min) while the server is away or work is left. A wait ends early when
 /// the link towards `server_url`'s host comes up (see [`super::wake`]).
-pub fn run_forever(runner: &mut dyn Runner, default_interval: u64, server_url: &str) -> ! {
+/// Between cycles, a new or changed `*.outpost` file in `import_dir` (a
+/// USB stick mounted there) starts the next cycle at once.
+pub fn run_forever(
+    runner: &mut dyn Runner,
+    default_interval: u64,
+    server_url: &str,
+    import_dir: Option<&std::path::Path>,
+) -> ! {
     let host = Url::parse(server_url).ok().map(|u| (u.host, u.port));
     let clock = outpost_hal::linux::StdClock::new();
     let mut net = outpost_hal::linux::SysNet::new();
@@ -128,7 +135,13 @@ pub fn run_forever(runner: &mut dyn Runner, default_interval: u64, server_url: &
             use std::net::ToSocketAddrs;
             (h.as_str(), *p).to_socket_addrs().ok()?.next().map(|a| a.ip())
         });
-        super::wake::wait_or_link_up(wait, &mut net, server, &clock, &mut super::sleep);
+        let seen = import_dir.map(bundle::import_fingerprint);
+        let mut changed = || import_dir.map(bundle::import_fingerprint) != seen;
+        if super::wake::wait_or_wake(wait, &mut net, server, &clock, &mut super::sleep, &mut changed)
+            == super::wake::Wake::Asked
+        {
+            log::info!(target: "outpost", "a bundle appeared in import_dir: waking");
+        }
     }
 }
 

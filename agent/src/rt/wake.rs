@@ -3,7 +3,8 @@
 //! The link of the interface that routes to the server is polled once a
 //! second (the HAL's [`NetMonitor`]); a down → up change ends the wait at
 //! once, so a device that comes back online resumes within about a second
-//! instead of sitting out a long backoff.
+//! instead of sitting out a long backoff. A caller may also be woken by
+//! something of its own (a new bundle in `import_dir`), looked at as often.
 
 use core::net::IpAddr;
 use core::time::Duration;
@@ -21,6 +22,8 @@ pub enum Wake {
     Timer,
     /// The link to the server came up.
     LinkUp,
+    /// The caller's own check said so.
+    Asked,
 }
 
 /// Wait `wait` (through `sleep`, by at most [`LINK_POLL`] at a time), ending
@@ -32,6 +35,19 @@ pub fn wait_or_link_up<N: NetMonitor>(
     clock: &dyn Clock,
     sleep: &mut dyn FnMut(Duration),
 ) -> Wake {
+    wait_or_wake(wait, net, server, clock, sleep, &mut || false)
+}
+
+/// [`wait_or_link_up`], also ending when `wake` says so (asked each time
+/// the link is looked at).
+pub fn wait_or_wake<N: NetMonitor>(
+    wait: Duration,
+    net: &mut N,
+    server: Option<IpAddr>,
+    clock: &dyn Clock,
+    sleep: &mut dyn FnMut(Duration),
+    wake: &mut dyn FnMut() -> bool,
+) -> Wake {
     let deadline = clock.now() + wait;
     let mut watch = LinkWatch::default();
     loop {
@@ -42,6 +58,9 @@ pub fn wait_or_link_up<N: NetMonitor>(
         if watch.observe(state) {
             log::info!(target: "outpost", "the link to the server is up: waking");
             return Wake::LinkUp;
+        }
+        if wake() {
+            return Wake::Asked;
         }
         let now = clock.now();
         if now >= deadline {
@@ -55,6 +74,19 @@ pub fn wait_or_link_up<N: NetMonitor>(
 mod tests {
     use super::*;
     use sim_link::*;
+
+    #[test]
+    fn the_callers_check_ends_the_wait_within_a_second_of_saying_so() {
+        let clock = outpost_hal::sim::SimClock::new(0);
+        let mut net = UpAt { clock: &clock, up_at: None };
+        let start = clock.now();
+        let ready = start + Duration::from_secs(42);
+        let mut asked = || clock.now() >= ready;
+        let wake =
+            wait_or_wake(Duration::from_secs(3600), &mut net, None, &clock, &mut |d| clock.advance(d), &mut asked);
+        assert_eq!(wake, Wake::Asked);
+        assert!(clock.now().saturating_duration_since(ready) <= LINK_POLL, "woken at once, not at the hour");
+    }
 
     /// A link that is down until `up_at` on the simulated clock.
     mod sim_link {

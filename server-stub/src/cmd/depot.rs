@@ -46,7 +46,8 @@ pub fn remove(dir: &Path, loc: &str) -> Result<(), String> {
 pub fn sync(dir: &Path, to: &Path) -> Result<(), String> {
     let cfg = outpost_server::config::ServerConfig::load(dir)?;
     let db = open_db(dir)?;
-    let private = |name: &str| name.parse().map_or(true, |id| db.package_is_https(id).unwrap_or(true));
+    let https = |id| db.package_is_https(id).unwrap_or(true);
+    let private = |name: &str| outpost_server::depot::stays_private(name, &https);
     let s = outpost_server::depot::sync(&cfg.download_dir(dir), to, &private).map_err(|e| e.to_string())?;
     println!("{} file(s) copied ({} bytes), {} already there", s.copied, s.bytes, s.same);
     Ok(())

@@ -223,3 +223,61 @@ fn read_imported(p: &Path) -> Vec<[u8; 32]> {
     }
     seen
 }
+
+/// What `import_dir` holds now, as one number that changes when a
+/// `*.outpost` file appears, goes or changes (name, size, modification
+/// time; at most [`MAX_SCAN`] files), or the directory comes or goes (a
+/// stick mounted there). Cheap enough to look at every second between
+/// cycles ([`super::run_forever`]).
+pub(super) fn import_fingerprint(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let mut files: Vec<(Vec<u8>, u64, i64)> = entries
+        .flatten()
+        .filter(|e| e.file_name().as_encoded_bytes().ends_with(b".outpost"))
+        .take(MAX_SCAN)
+        .filter_map(|e| {
+            use std::os::unix::fs::MetadataExt;
+            let m = e.metadata().ok()?;
+            Some((e.file_name().as_encoded_bytes().to_vec(), m.len(), m.mtime_nsec() ^ m.mtime()))
+        })
+        .collect();
+    files.sort();
+    // FNV-1a over the list: no hasher to carry for this.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |b: &[u8]| {
+        for x in b {
+            h = (h ^ u64::from(*x)).wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    eat(b"dir");
+    for (name, len, mtime) in &files {
+        eat(name);
+        eat(&len.to_le_bytes());
+        eat(&mtime.to_le_bytes());
+    }
+    h
+}
+
+#[cfg(test)]
+mod fingerprint_tests {
+    use super::*;
+
+    #[test]
+    fn a_new_or_changed_bundle_changes_the_fingerprint_and_other_files_do_not() {
+        let d = std::env::temp_dir().join(format!("outpost-import-fp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        assert_eq!(import_fingerprint(&d), 0, "no directory (no stick)");
+        std::fs::create_dir_all(&d).unwrap();
+        let empty = import_fingerprint(&d);
+        assert_ne!(empty, 0, "a directory, even empty, is not the absent one");
+        std::fs::write(d.join("notes.txt"), b"x").unwrap();
+        assert_eq!(import_fingerprint(&d), empty, "not a bundle");
+        std::fs::write(d.join("app.outpost"), b"xx").unwrap();
+        let one = import_fingerprint(&d);
+        assert_ne!(one, empty, "a bundle appeared");
+        assert_eq!(import_fingerprint(&d), one, "stable while nothing changes");
+        std::fs::write(d.join("app.outpost"), b"xxx").unwrap();
+        assert_ne!(import_fingerprint(&d), one, "the bundle changed");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
