@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use outpost_agent::engine::tree::{path_ok, Tree, MAX_CHUNK};
+use outpost_agent::engine::tree::{MAX_CHUNK, Tree, path_ok};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(t) = Tree::decode(data) {
