@@ -57,7 +57,7 @@ fn to_i(v: u64) -> i64 {
 impl Db {
     /// Record a contact of `device` from `address` at `now`, with the facts
     /// it sent (`None`: keep the facts it sent before).
-    /// Not durable at once ([`Db::relaxed`]): a power cut may lose the
+    /// Not durable at once (`Db::relaxed`): a power cut may lose the
     /// last contact, which the next one writes again.
     pub fn record_contact(&mut self, device: &str, facts: Option<&Facts>, address: &str, now: u64) -> DbResult<()> {
         self.relaxed(|db| {
