@@ -233,6 +233,22 @@ fn check_finds_a_corrupted_fragment_on_a_mirror_and_delete_keeps_the_history() {
     assert!(out.lines().any(|l| l.starts_with("ok    server ") && l.ends_with(&format!("{ps}-2"))), "{out}");
     fs::copy(pkg_dir.join(format!("{ps}-2")), &frag).unwrap();
 
+    // A depot is one more location devices are told to use: checked too.
+    let depot = format!("127.0.0.1:{port}/d");
+    ok(&srv.cmd(&["depot", "add", "--loc", &depot]));
+    ok(&srv.cmd(&["depot", "sync", "--to", mirror_root.join("d").to_str().unwrap()]));
+    let dfrag = mirror_root.join("d").join(&ps).join(format!("{ps}-3"));
+    let mut b = fs::read(&dfrag).unwrap();
+    b[10] ^= 0x01;
+    fs::write(&dfrag, b).unwrap();
+    let o = srv.cmd(&["package", "check", &ps]);
+    assert!(!o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let bad: Vec<&str> = out.lines().filter(|l| l.starts_with("BAD")).collect();
+    assert_eq!(bad.len(), 1, "{out}");
+    assert!(bad[0].contains(&format!("depot {depot}")) && bad[0].contains(&format!("{ps}-3")), "{out}");
+    ok(&srv.cmd(&["depot", "remove", "--loc", &depot]));
+
     // delete: refused while assigned, --force withdraws the pending one and keeps the history.
     let a = srv.device_add("pc-a", t.path());
     srv.device_add("pc-b", t.path());

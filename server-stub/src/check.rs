@@ -51,8 +51,9 @@ pub struct Finding {
 }
 
 /// The locations devices are told to use for a package: info and manifest
-/// from the first, fragments from the others.
-pub fn locations(cfg: &ServerConfig, https_fragments: bool) -> Vec<Location> {
+/// from the first, fragments from the others (the server, `fragment_loc`,
+/// and every depot, `depots`, for a package served over plain HTTP).
+pub fn locations(cfg: &ServerConfig, https_fragments: bool, depots: &[crate::db::Depot]) -> Vec<Location> {
     let meta = Location { name: "server (info, manifest)".into(), base: cfg.public.info_loc.clone(), https: true };
     let mut out = vec![meta];
     if https_fragments {
@@ -63,6 +64,9 @@ pub fn locations(cfg: &ServerConfig, https_fragments: bool) -> Vec<Location> {
     out.push(Location { name: "server".into(), base: own.clone(), https: false });
     if cfg.public.fragment_loc != own {
         out.push(Location { name: "fragment_loc".into(), base: cfg.public.fragment_loc.clone(), https: false });
+    }
+    for d in depots {
+        out.push(Location { name: format!("depot {}", d.loc), base: d.loc.clone(), https: false });
     }
     out
 }
@@ -165,8 +169,14 @@ fn keys(dir: &Path) -> Result<Vec<[u8; 32]>, String> {
 
 /// Check package `id` (fragments over HTTPS if `https`) at every location;
 /// one finding per file and location. `Err` only when the check cannot run.
-pub fn check(dir: &Path, cfg: &ServerConfig, id: u64, https: bool) -> Result<Vec<Finding>, String> {
-    check_at(dir, id, &locations(cfg, https))
+pub fn check(
+    dir: &Path,
+    cfg: &ServerConfig,
+    id: u64,
+    https: bool,
+    depots: &[crate::db::Depot],
+) -> Result<Vec<Finding>, String> {
+    check_at(dir, id, &locations(cfg, https, depots))
 }
 
 /// [`check`] with the locations given: info and manifest from the first,

@@ -15,6 +15,7 @@ use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use outpost_agent::engine::limits::MAX_DEPOTS;
@@ -97,6 +98,11 @@ fn copy_dir(
     depth: u8,
     out: &mut Synced,
 ) -> Result<(), SyncError> {
+    // Never through a link planted in the depot's tree (the top may be one:
+    // the admin named it).
+    if depth > 0 && fs::symlink_metadata(to).is_ok_and(|m| !m.is_dir()) {
+        return Err(SyncError(to.to_path_buf(), io::Error::other("not a directory (a link?): refused")));
+    }
     fs::create_dir_all(to).map_err(err(to))?;
     let mut entries: Vec<_> = fs::read_dir(from).map_err(err(from))?.collect::<Result<_, _>>().map_err(err(from))?;
     entries.sort_by_key(|e| e.file_name());
@@ -144,7 +150,15 @@ fn copy_atomically(src: &Path, dst: &Path) -> io::Result<u64> {
     let mut tmp = dst.as_os_str().to_owned();
     tmp.push(TMP);
     let tmp = PathBuf::from(tmp);
-    let mut out = File::create(&tmp)?;
+    // A leftover (or planted) temporary file is removed, never written
+    // through: whoever can write the depot's tree must not be able to aim
+    // this (often root's) copy at another file with a link.
+    match fs::remove_file(&tmp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut out =
+        fs::OpenOptions::new().write(true).create_new(true).custom_flags(libc::O_NOFOLLOW).mode(0o644).open(&tmp)?;
     let n = io::copy(&mut File::open(src)?, &mut out)?;
     out.flush()?;
     out.sync_all()?;
@@ -211,6 +225,30 @@ mod tests {
         assert_eq!((s.copied, s.same), (2, 2), "{s:?}");
         assert_eq!(fs::read(dst.join("17/17-2")).unwrap(), b"second");
         assert!(!dst.join(format!("17/17-2{TMP}")).exists());
+        fs::remove_dir_all(&t).unwrap();
+    }
+
+    #[test]
+    fn sync_writes_through_no_link_planted_in_the_depot() {
+        let t = std::env::temp_dir().join(format!("outpost-depot-links-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&t);
+        let (src, dst) = (t.join("download"), t.join("depot"));
+        fs::create_dir_all(src.join("17")).unwrap();
+        fs::write(src.join("17/17-1"), b"fragment").unwrap();
+        fs::create_dir_all(dst.join("17")).unwrap();
+        let victim = t.join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        std::os::unix::fs::symlink(&victim, dst.join(format!("17/17-1{TMP}"))).unwrap();
+        sync(&src, &dst, &|_: &str| false).unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"precious", "the planted temporary link was not written through");
+        assert_eq!(fs::read(dst.join("17/17-1")).unwrap(), b"fragment");
+        // A package directory that is a link elsewhere: refused.
+        fs::remove_dir_all(dst.join("17")).unwrap();
+        let elsewhere = t.join("elsewhere");
+        fs::create_dir_all(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dst.join("17")).unwrap();
+        assert!(sync(&src, &dst, &|_: &str| false).is_err());
+        assert!(!elsewhere.join("17-1").exists(), "nothing written through the linked directory");
         fs::remove_dir_all(&t).unwrap();
     }
 }

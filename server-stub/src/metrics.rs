@@ -66,6 +66,9 @@ impl Metrics {
     /// A status report applied or acknowledged, with its status.
     pub fn report(&self, status: &str) {
         let Ok(mut m) = self.reports.lock() else { return };
+        // Exit codes are many (a device picks them): one label for all, so
+        // that no device can fill the labels and push real statuses out.
+        let status = if status.starts_with("EXIT_CODE_") { "EXIT_CODE" } else { status };
         let key = if m.contains_key(status) || m.len() < MAX_STATUS_LABELS { status } else { "other" };
         *m.entry(key.to_string()).or_insert(0) += 1;
     }
@@ -184,10 +187,22 @@ mod tests {
     fn report_statuses_are_bounded() {
         let m = Metrics::default();
         for i in 0..(MAX_STATUS_LABELS + 10) {
-            m.report(&format!("EXIT_CODE_{i}"));
+            m.report(&format!("ERR_MADE_UP_{i}"));
         }
         let map = m.reports.lock().unwrap();
         assert_eq!(map.len(), MAX_STATUS_LABELS + 1);
         assert_eq!(map["other"], 10);
+    }
+
+    #[test]
+    fn exit_codes_share_one_label_and_cannot_push_real_statuses_out() {
+        let m = Metrics::default();
+        for i in 0..(MAX_STATUS_LABELS + 10) {
+            m.report(&format!("EXIT_CODE_{i}"));
+        }
+        m.report("SUCCESS");
+        let map = m.reports.lock().unwrap();
+        assert_eq!(map["EXIT_CODE"], MAX_STATUS_LABELS as u64 + 10);
+        assert_eq!(map.get("SUCCESS"), Some(&1), "{map:?}");
     }
 }

@@ -79,7 +79,7 @@ pub fn show(a: PackageIdArgs) -> Result<(), String> {
         None => println!("\nmanifest: none readable"),
     }
     println!("\nlocations:");
-    for l in check::locations(&cfg, p.https) {
+    for l in check::locations(&cfg, p.https, &db.depots().map_err(db_err)?) {
         println!("  {:<26} {}://{}", l.name, if l.https { "https" } else { "http" }, l.base);
     }
     println!(
@@ -137,11 +137,12 @@ pub fn delete(a: PackageDeleteArgs) -> Result<(), String> {
 /// `package check ID`: exit non-zero if any location serves a bad file.
 pub fn check(a: PackageIdArgs) -> Result<(), String> {
     let cfg = ServerConfig::load(&a.dir)?;
-    let p = find(&open_db(&a.dir)?, a.id)?;
+    let db = open_db(&a.dir)?;
+    let p = find(&db, a.id)?;
     if p.deleted.is_some() {
         return Err(format!("package {} was deleted", a.id));
     }
-    let findings = check::check(&a.dir, &cfg, a.id, p.https)?;
+    let findings = check::check(&a.dir, &cfg, a.id, p.https, &db.depots().map_err(db_err)?)?;
     let bad = findings.iter().filter(|f| f.problem.is_some()).count();
     for f in &findings {
         match &f.problem {

@@ -133,14 +133,17 @@ fn put_one(tx: &rusqlite::Connection, device: &str, package: u64, p: &ProgressRo
 }
 
 impl Db {
-    /// Add or replace an administrator.
+    /// Add or replace an administrator. Replacing (a new password) ends
+    /// the sessions opened with the old one.
     pub fn put_admin(&mut self, name: &str, h: &AdminHash) -> DbResult<()> {
-        self.conn.execute(
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM admin_sessions WHERE admin = ?1", [name])?;
+        tx.execute(
             "INSERT INTO admins(name, salt, iterations, hash, created) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT(name) DO UPDATE SET salt = ?2, iterations = ?3, hash = ?4",
             params![name, h.salt, h.iterations, h.hash, crate::time::now_rfc3339()],
         )?;
-        Ok(())
+        tx.commit()
     }
 
     /// Remove an administrator and end its sessions; `false` if unknown.
@@ -357,6 +360,9 @@ mod tests {
         assert_eq!(d.session_admin(&[9; 32], 99).unwrap().as_deref(), Some("root"));
         assert_eq!(d.session_admin(&[9; 32], 100).unwrap(), None, "expired");
         assert_eq!(d.session_admin(&[8; 32], 50).unwrap(), None);
+        d.put_admin("root", &AdminHash { salt: vec![3], iterations: 1, hash: vec![4] }).unwrap();
+        assert_eq!(d.session_admin(&[9; 32], 60).unwrap(), None, "a new password ends the old sessions");
+        d.add_session(&[9; 32], "root", 100, 50).unwrap();
         assert!(d.remove_admin("root").unwrap());
         assert_eq!(d.session_admin(&[9; 32], 60).unwrap(), None, "removed admin: no session");
     }

@@ -58,10 +58,35 @@ impl Db {
     /// Record a contact of `device` from `address` at `now`, with the facts
     /// it sent (`None`: keep the facts it sent before).
     /// Not durable at once (`Db::relaxed`): a power cut may lose the
-    /// last contact, which the next one writes again.
-    pub fn record_contact(&mut self, device: &str, facts: Option<&Facts>, address: &str, now: u64) -> DbResult<()> {
+    /// last contact, which the next one writes again. Returns whether
+    /// group membership may have changed: the device had no facts row yet,
+    /// or `facts` differ from those recorded (free space aside: it moves at
+    /// every poll).
+    pub fn record_contact(&mut self, device: &str, facts: Option<&Facts>, address: &str, now: u64) -> DbResult<bool> {
         self.relaxed(|db| {
             let tx = db.conn.transaction()?;
+            type Row = (String, String, String, String, String, String);
+            let old: Option<Row> = tx
+                .prepare_cached(
+                    "SELECT COALESCE(host, ''), COALESCE(os, ''), COALESCE(os_version, ''), COALESCE(arch, ''),
+                     COALESCE(agent, ''), COALESCE(tags, '') FROM device_facts WHERE device = ?1",
+                )?
+                .query_row([device], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+                .optional()?;
+            let changed = match (&old, facts) {
+                (None, _) => true,
+                (Some(_), None) => false,
+                (Some(o), Some(f)) => {
+                    *o != (
+                        f.host.clone(),
+                        f.os.clone(),
+                        f.os_version.clone(),
+                        f.arch.clone(),
+                        f.agent.clone(),
+                        f.tags.join("\n"),
+                    )
+                }
+            };
             tx.prepare_cached(
                 "INSERT INTO device_facts(device, address, last_contact) SELECT id, ?2, ?3 FROM devices WHERE id = ?1
                  ON CONFLICT(device) DO UPDATE SET address = ?2, last_contact = ?3",
@@ -83,7 +108,8 @@ impl Db {
                     f.tags.join("\n")
                 ])?;
             }
-            tx.commit()
+            tx.commit()?;
+            Ok(changed)
         })
     }
 

@@ -5,6 +5,7 @@
 //! does not fail the poll.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use outpost_agent::engine::facts::Facts;
 
@@ -13,10 +14,22 @@ use crate::db::Db;
 /// Longest text read from an OCS value.
 const MAX_VALUE: usize = outpost_agent::engine::facts::MAX_VALUE_LEN;
 
+/// When rollouts were last moved on by a contact (Unix seconds).
+static LAST_EVALUATED: AtomicU64 = AtomicU64::new(0);
+
 /// A device made contact from `address` at `now`, saying `facts` (or nothing new).
+///
+/// Rollouts move on at a contact only when it may change a group (a new
+/// device, facts that changed) or at most once a second otherwise (a
+/// `--wave-wait` that ran out): an evaluation reads every device while a
+/// rollout lives, and polls come by the thousand a second.
 pub fn on_contact(db: &mut Db, device: &str, facts: Option<&Facts>, address: IpAddr, now: u64) {
     let r = db.record_contact(device, facts, &address.to_string(), now).map_err(super::FleetError::Db);
-    if let Err(e) = r.and_then(|()| super::rollout::evaluate(db, now)) {
+    let r = r.and_then(|changed| {
+        let due = LAST_EVALUATED.fetch_max(now, Ordering::Relaxed) < now;
+        if changed || due { super::rollout::evaluate(db, now) } else { Ok(()) }
+    });
+    if let Err(e) = r {
         log::error!(target: "outpost", "fleet: device {device}: {e}");
     }
 }

@@ -134,3 +134,17 @@ fn cancel_withdraws_what_was_not_sent() {
     evaluate(&mut d, 1001).unwrap();
     assert_eq!(status(&d, "a"), None, "a cancelled rollout assigns nothing");
 }
+
+#[test]
+fn a_contact_says_when_groups_may_have_changed() {
+    let mut d = db("contact");
+    d.add_device("pc1", &[0; 32]).unwrap();
+    let mut f = tags(&["site:lyon"]);
+    f.free = Some(100);
+    assert!(d.record_contact("pc1", Some(&f), "127.0.0.1", 1000).unwrap(), "the first contact");
+    f.free = Some(99);
+    assert!(!d.record_contact("pc1", Some(&f), "127.0.0.1", 1001).unwrap(), "free space moves at every poll");
+    assert!(!d.record_contact("pc1", None, "127.0.0.2", 1002).unwrap(), "no facts: nothing new");
+    let f = tags(&["site:paris"]);
+    assert!(d.record_contact("pc1", Some(&f), "127.0.0.1", 1003).unwrap(), "a tag changed");
+}
