@@ -248,7 +248,7 @@ fn metrics_are_scraped_and_parsed() {
     assert!(get("outpost_polls_total{protocol=\"outpost\"}") >= 3.0, "pc-1 once, pc-2 twice");
     assert_eq!(get("outpost_polls_total{protocol=\"ocs\"}"), 0.0);
     assert_eq!(get("outpost_reports_total{status=\"SUCCESS\"}"), 2.0);
-    assert_eq!(get("outpost_reports_total{status=\"EXIT_CODE_3\"}"), 1.0);
+    assert_eq!(get("outpost_reports_total{status=\"EXIT_CODE\"}"), 1.0);
     assert!(get("outpost_bytes_served_total{listener=\"http\"}") >= 8.0 * 1024.0, "maps fragments");
     assert!(get("outpost_connections_total{listener=\"https\"}") >= 3.0);
     assert!(get("outpost_connections_open") >= 1.0, "this scrape");
