@@ -6,8 +6,10 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use outpost_tests::{Member, Server, TempDir, agent, random_bytes, targz, text, tune_agent};
+use outpost_tests::{Member, Server, TempDir, agent, bin, random_bytes, targz, text, tune_agent};
 
 /// A launch package of several fragments whose setup.sh appends a line to `mark`.
 fn add_package(srv: &Server, t: &TempDir, mark: &Path) -> u64 {
@@ -31,6 +33,12 @@ fn add_package(srv: &Server, t: &TempDir, mark: &Path) -> u64 {
 fn bundle(srv: &Server, id: u64, out: &Path) {
     let o = srv.cmd(&["bundle", "--package", &id.to_string(), "--out", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
+}
+
+/// Where the signed manifest starts in a bundle's bytes.
+fn manifest_at(bundle: &[u8]) -> usize {
+    let info_len = u32::from_le_bytes(bundle[17..21].try_into().unwrap()) as usize;
+    21 + info_len + 4
 }
 
 fn runs(mark: &Path) -> usize {
@@ -92,14 +100,15 @@ fn a_tampered_bundle_installs_nothing_and_says_why() {
     let good = t.join("app.outpost");
     bundle(&srv, id, &good);
     let bytes = fs::read(&good).unwrap();
-    let manifest_at = {
-        let info_len = u32::from_le_bytes(bytes[17..21].try_into().unwrap()) as usize;
-        21 + info_len + 4
-    };
+    let at = manifest_at(&bytes);
     type Tamper = fn(&mut Vec<u8>, usize);
-    let cases: [(&str, Tamper, &str); 4] = [
+    // A payload that fails its digest ends as a final ERR_BAD_DIGEST for
+    // this install; a head that does not verify is not a valid bundle at
+    // all: nothing recorded for the package it names.
+    let cases: [(&str, Tamper, &str); 5] = [
         ("payload", |b, _| *b.last_mut().unwrap() ^= 1, "fails its digest"),
-        ("signature", |b, at| b[at + 40] ^= 1, "refusing it"),
+        ("signature", |b, at| b[at + 40] ^= 1, "not a valid bundle"),
+        ("info", |b, _| b[21] ^= 1, "not a valid bundle"),
         ("cut", |b, _| b.truncate(b.len() - 10), "not what its head says"),
         ("magic", |b, _| b[0] = b'X', "not an Outpost bundle"),
     ];
@@ -107,7 +116,7 @@ fn a_tampered_bundle_installs_nothing_and_says_why() {
         let device = format!("pc-{i}");
         let cfg = srv.device_add(&device, t.path());
         let mut b = bytes.clone();
-        tamper(&mut b, manifest_at);
+        tamper(&mut b, at);
         let file = t.join(&format!("{what}.outpost"));
         fs::write(&file, &b).unwrap();
         let o = agent(&cfg, &["install", file.to_str().unwrap()], &[]);
@@ -116,6 +125,10 @@ fn a_tampered_bundle_installs_nothing_and_says_why() {
         assert_eq!(runs(&mark), 0, "{what}: nothing ran");
         let dir = state_of(&t, &device).join(format!("packages/{id}"));
         assert!(!dir.join("unpack").exists() && !dir.join("archive").exists(), "{what}: nothing kept");
+        if *why != "fails its digest" {
+            assert!(!dir.exists(), "{what}: nothing recorded");
+            assert_eq!(outbox(&state_of(&t, &device)), 0, "{what}: nothing queued");
+        }
     }
     // The good copy installs where a tampered one failed.
     let o = agent(&srv.dir.parent().unwrap().join("pc-0.toml"), &["install", good.to_str().unwrap()], &[]);
@@ -209,4 +222,99 @@ fn at_startup_caches_asks_for_a_restart_and_installs_at_the_next_start_with_no_s
     assert_eq!(srv.status_of(id, "pc-1"), "SUCCESS", "{}", text(&o));
     assert_eq!(runs(&mark), 1);
     assert_eq!(runs(&partial_mark), 0);
+}
+
+#[test]
+fn a_forged_bundle_for_a_package_the_server_is_delivering_changes_nothing() {
+    let t = TempDir::new("offline-forged");
+    let mut srv = Server::init(t.join("srv"), &[]);
+    let mark = t.join("mark");
+    let id = add_package(&srv, &t, &mark);
+    let forged = t.join("forged.outpost");
+    bundle(&srv, id, &forged);
+    let mut b = fs::read(&forged).unwrap();
+    let at = manifest_at(&b) + 40;
+    b[at] ^= 1; // one byte of the manifest flipped: its signature fails
+    fs::write(&forged, &b).unwrap();
+    // The server's delivery stops halfway: its second fragment is away.
+    let frag2 = srv.dir.join(format!("download/{id}/{id}-2"));
+    let away = t.join("frag2");
+    fs::rename(&frag2, &away).unwrap();
+    let cfg = srv.device_add("pc-1", t.path());
+    srv.assign(id, "pc-1", &[]);
+    tune_agent(&cfg, "fragment_tries = 1");
+    srv.start();
+    let o = agent(&cfg, &["run", "--once"], &[]);
+    let state = state_of(&t, "pc-1");
+    let archive = state.join(format!("packages/{id}/archive"));
+    assert!(fs::metadata(&archive).is_ok_and(|m| m.len() > 0), "halfway: {}", text(&o));
+    let queued = outbox(&state);
+    let record = fs::read(state.join(format!("packages/{id}/record"))).ok();
+
+    // Given on the command line: not a valid bundle, nothing recorded.
+    let o = agent(&cfg, &["install", forged.to_str().unwrap()], &[]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("not a valid bundle"), "{}", text(&o));
+    assert_eq!(outbox(&state), queued, "nothing queued: {}", text(&o));
+    assert_eq!(fs::read(state.join(format!("packages/{id}/record"))).ok(), record, "record untouched");
+
+    // And in import_dir, while the server's delivery completes.
+    let stick = t.join("stick");
+    fs::create_dir(&stick).unwrap();
+    fs::copy(&forged, stick.join("forged.outpost")).unwrap();
+    tune_agent(&cfg, &format!("import_dir = '{}'", stick.display()));
+    fs::rename(&away, &frag2).unwrap();
+    let o = agent(&cfg, &["run", "--once"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("not a valid bundle"), "{}", text(&o));
+    assert_eq!(srv.status_of(id, "pc-1"), "SUCCESS", "{}", text(&o));
+    assert_eq!(runs(&mark), 1);
+    let o = agent(&cfg, &["run", "--once"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!text(&o).contains("not a valid bundle"), "not tried again: {}", text(&o));
+    assert_eq!(srv.status_of(id, "pc-1"), "SUCCESS");
+    assert_eq!(reports_received(&srv, "pc-1"), 1, "SUCCESS reported once, nothing else");
+}
+
+#[test]
+#[allow(clippy::disallowed_methods)] // a real process: a bounded wait
+fn links_and_fifos_in_import_dir_are_skipped() {
+    let t = TempDir::new("offline-fifo");
+    let srv = Server::init(t.join("srv"), &[]);
+    let mark = t.join("mark");
+    let id = add_package(&srv, &t, &mark);
+    let cfg = srv.device_add("pc-1", t.path());
+    let real = t.join("real.outpost");
+    bundle(&srv, id, &real);
+    let stick = t.join("stick");
+    fs::create_dir(&stick).unwrap();
+    std::os::unix::fs::symlink(&real, stick.join("link.outpost")).unwrap();
+    let made = Command::new("mkfifo").arg(stick.join("fifo.outpost")).status().unwrap();
+    assert!(made.success());
+    tune_agent(&cfg, &format!("import_dir = '{}'", stick.display()));
+
+    // No server: the poll fails; the scan must neither block nor follow.
+    let mut child = Command::new(bin("outpost-agent"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(["run", "--once"])
+        .env("OUTPOST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(30) {
+            child.kill().unwrap();
+            let _ = child.wait();
+            panic!("the agent blocked on a FIFO in import_dir");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(runs(&mark), 0, "nothing installed through a link: {}", text(&o));
+    assert!(!state_of(&t, "pc-1").join(format!("packages/{id}")).exists(), "nothing recorded: {}", text(&o));
+    assert!(text(&o).contains("not a regular file"), "{}", text(&o));
 }

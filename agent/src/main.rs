@@ -240,6 +240,7 @@ fn install(runner: &mut dyn Runner, file: &std::path::Path) -> ExitCode {
     let (ok, what) = match outcome {
         Ok(Installed::Final(code)) => (code.is_success(), code.to_string()),
         Ok(Installed::Later) => (false, "not finished in this run".into()),
+        Ok(Installed::Invalid(why)) => (false, format!("not a valid bundle: {why}")),
         Err(e) => (false, e),
     };
     if ok {

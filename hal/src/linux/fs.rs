@@ -52,6 +52,41 @@ pub fn read_nofollow(path: &Path) -> io::Result<Vec<u8>> {
     Ok(v)
 }
 
+/// Why [`open_regular_nofollow`] gave no file.
+#[derive(Debug)]
+pub enum OpenRegularError {
+    /// It cannot be opened or examined.
+    Io(io::Error),
+    /// It is a symbolic link, a FIFO, a device, a directory or a socket.
+    NotRegular,
+}
+
+impl core::fmt::Display for OpenRegularError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Io(e) => e.fmt(f),
+            Self::NotRegular => f.write_str("not a regular file (a link, a FIFO or a device); skipped"),
+        }
+    }
+}
+
+/// Open `path` for reading only if it is a regular file: `O_NOFOLLOW` (a
+/// link at `path` is refused, `ELOOP`), `O_NONBLOCK` (opening a FIFO with
+/// no writer does not block; a device is never waited on), `O_CLOEXEC`
+/// (std sets it), then `fstat` of the open descriptor. Regular files
+/// ignore `O_NONBLOCK`, so reads block as usual.
+pub fn open_regular_nofollow(path: &Path) -> Result<File, OpenRegularError> {
+    let f = match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path) {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(OpenRegularError::NotRegular),
+        Err(e) => return Err(OpenRegularError::Io(e)),
+    };
+    if !f.metadata().map_err(OpenRegularError::Io)?.is_file() {
+        return Err(OpenRegularError::NotRegular);
+    }
+    Ok(f)
+}
+
 /// A new file at `path`, mode 0600: `O_CREAT|O_EXCL|O_NOFOLLOW`, so nothing
 /// already there (a file, a link to one) is opened or followed.
 fn create_private(path: &Path) -> io::Result<File> {
@@ -93,6 +128,24 @@ mod tests {
         let _ = fs::remove_dir_all(&d);
         fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    #[test]
+    fn only_regular_files_open_and_never_through_a_link_or_a_fifo() {
+        let d = tempdir("regular");
+        fs::write(d.join("f"), b"x").unwrap();
+        assert!(open_regular_nofollow(&d.join("f")).is_ok());
+        std::os::unix::fs::symlink(d.join("f"), d.join("link")).unwrap();
+        assert!(matches!(open_regular_nofollow(&d.join("link")), Err(OpenRegularError::NotRegular)));
+        assert!(matches!(open_regular_nofollow(&d), Err(OpenRegularError::NotRegular)));
+        assert!(matches!(open_regular_nofollow(Path::new("/dev/null")), Err(OpenRegularError::NotRegular)));
+        // A FIFO with no writer: refused at once, not waited on.
+        let made = std::process::Command::new("mkfifo").arg(d.join("fifo")).status();
+        if made.is_ok_and(|s| s.success()) {
+            assert!(matches!(open_regular_nofollow(&d.join("fifo")), Err(OpenRegularError::NotRegular)));
+        }
+        assert!(matches!(open_regular_nofollow(&d.join("none")), Err(OpenRegularError::Io(_))));
+        fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

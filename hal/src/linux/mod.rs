@@ -18,7 +18,7 @@ mod trust;
 pub use blocks::DirBlocks;
 pub use clock::{StdClock, local_minute};
 pub use disk::{LinuxDisk, space_of};
-pub use fs::{IoError, read_nofollow, sync_dir, write_atomic};
+pub use fs::{IoError, OpenRegularError, open_regular_nofollow, read_nofollow, sync_dir, write_atomic};
 pub use net::{SysNet, route4, route6};
 pub use notify::CommandNotifier;
 pub use power::{LinuxPower, RebootMethod, utmp_has_user};

@@ -11,15 +11,22 @@
 //! interval) for `*.outpost` files; each bundle is installed once: its
 //! identity (the SHA-256 of its head: id, info file, signed manifest) is
 //! recorded in `STATE/imported` (the newest [`MAX_IMPORTED`]) once it
-//! reached a final status, or once it is known not to be a bundle. Files
-//! there are only read, never changed.
+//! reached a final status, or once it is known not to be a bundle or not a
+//! valid one. Files there are only read, never changed, and only regular
+//! files are opened (no link followed, no FIFO waited on).
+//!
+//! The head's package id is not signed by itself: the head is verified
+//! in full (`verify_bundle`) before any record or report of that
+//! package is touched, and a deployment the server drives (a download in
+//! progress, a status not yet reported) is never taken over by a bundle:
+//! the bundle is left for a later run.
 
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use outpost_hal::linux::{DirBlocks, read_nofollow, write_atomic};
+use outpost_hal::linux::{DirBlocks, OpenRegularError, open_regular_nofollow, read_nofollow, write_atomic};
 
 use super::super::env::{BodySink, Env, GetError};
 use super::super::fragment;
@@ -29,6 +36,7 @@ use super::{Agent, AgentError};
 use crate::engine::bundle::{BundleError, MAX_HEAD, decode_head, fragment_span};
 use crate::engine::deploy::Fetched;
 use crate::engine::download::Download;
+use crate::engine::journal::Phase;
 use crate::engine::manifest::{Manifest, sha256};
 use crate::engine::proto::Offer;
 use crate::engine::status::StatusCode;
@@ -48,6 +56,8 @@ pub enum BundleOpenError {
     Io(io::Error),
     /// It is not a bundle, or is cut or padded.
     Format(BundleError),
+    /// It is a symbolic link, a FIFO, a device: never opened as a bundle.
+    NotRegular,
 }
 
 impl std::fmt::Display for BundleOpenError {
@@ -55,6 +65,7 @@ impl std::fmt::Display for BundleOpenError {
         match self {
             Self::Io(e) => e.fmt(f),
             Self::Format(e) => e.fmt(f),
+            Self::NotRegular => OpenRegularError::NotRegular.fmt(f),
         }
     }
 }
@@ -80,11 +91,12 @@ impl Bundle {
     /// Open `path` and decode its head (at most [`MAX_HEAD`] bytes read).
     pub fn open(path: &Path) -> Result<Self, BundleOpenError> {
         let io_err = BundleOpenError::Io;
-        let file = File::open(path).map_err(io_err)?;
+        // Not through a link, never blocking on a FIFO or touching a device.
+        let file = open_regular_nofollow(path).map_err(|e| match e {
+            OpenRegularError::Io(e) => io_err(e),
+            OpenRegularError::NotRegular => BundleOpenError::NotRegular,
+        })?;
         let meta = file.metadata().map_err(io_err)?;
-        if !meta.is_file() {
-            return Err(io_err(io::ErrorKind::InvalidInput.into()));
-        }
         let mut head = Vec::new();
         (&file).take(MAX_HEAD as u64).read_to_end(&mut head).map_err(io_err)?;
         let h = decode_head(&head).map_err(BundleOpenError::Format)?;
@@ -148,15 +160,39 @@ pub enum Installed {
     Final(StatusCode),
     /// Not in this run (why is logged): it goes on when the bundle is given again.
     Later,
+    /// Its head does not verify (why): nothing installed, nothing recorded
+    /// for the package it claims.
+    Invalid(String),
 }
 
 impl<E: Env> Agent<E> {
     /// Install `b` through the lifecycle, with no network.
+    ///
+    /// The head is verified first, before any package record or the outbox
+    /// is touched (`verify_bundle`); a package the server drives
+    /// (a download in progress, a status not yet reported) is left alone
+    /// and the bundle left for a later run.
     pub fn install_bundle(&mut self, b: &Bundle) -> Result<Installed, AgentError> {
         let offer = Offer { id: b.id, priority: 5, force: false, info_loc: String::new(), pack_loc: BUNDLE_LOC.into() };
-        // A failure still on its way to the server is superseded by this
-        // new try (another copy of the bundle): only the newest outcome goes.
-        if let Some(rec) = self.store.package(b.id)?
+        let prev = self.store.package(b.id)?;
+        let resuming = prev.as_ref().is_some_and(|r| r.pack_loc == BUNDLE_LOC && r.phase == Phase::Fetching);
+        if let Err(why) = self.verify_bundle(b, resuming)? {
+            log::error!(target: "outpost", "package {}: not a valid bundle: {why}; refusing it, nothing installed or recorded", b.id);
+            return Ok(Installed::Invalid(why));
+        }
+        let pending = self.store.pending_reports()?.iter().any(|r| r.package == b.id);
+        if let Some(rec) = &prev
+            && rec.pack_loc != BUNDLE_LOC
+            && (rec.phase != Phase::Finished || pending)
+        {
+            log::warn!(target: "outpost", "package {}: the server's deployment of it is in progress or not yet reported; the bundle is left for a later run", b.id);
+            return Ok(Installed::Later);
+        }
+        // A failure of a bundle install still on its way to the server is
+        // superseded by this new try (another copy of the bundle): only the
+        // newest outcome goes.
+        if let Some(rec) = prev
+            && rec.pack_loc == BUNDLE_LOC
             && rec.status.as_deref().is_some_and(|s| !StatusCode::parse(s).is_success())
         {
             for r in self.store.pending_reports()?.iter().filter(|r| r.package == b.id) {
@@ -174,11 +210,42 @@ impl<E: Env> Agent<E> {
         })
     }
 
+    /// Check `b`'s head as a download's metadata is checked, touching no
+    /// record: the manifest signed by a trusted key, for the package the
+    /// head names, the info file's digest, the payload's size, expiry (not
+    /// for a bundle install being resumed) and downgrade.
+    fn verify_bundle(&self, b: &Bundle, resuming: bool) -> Result<Result<(), String>, StoreError> {
+        let now = self.env.unix_time();
+        let m = match Manifest::decode_verified_any(&b.manifest, &self.trust.keys(now)) {
+            Ok(m) => m,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        if m.package_id != b.id {
+            return Ok(Err(format!("its manifest is for package {}", m.package_id)));
+        }
+        if sha256(&b.info) != m.info_sha256 {
+            return Ok(Err("its info file does not match its signed manifest".into()));
+        }
+        if b.payload_len != m.archive_size {
+            return Ok(Err("its payload is not its signed size".into()));
+        }
+        if !resuming && m.is_expired(now) {
+            return Ok(Err(format!("its signed manifest expired at {}", m.expires.unwrap_or(0))));
+        }
+        if let Some(r) = &m.release
+            && let Err(have) = self.store.versions()?.admit(r)
+        {
+            return Ok(Err(format!("{} {} is older than the {have} run here", r.name, r.version)));
+        }
+        Ok(Ok(()))
+    }
+
     /// Install each bundle of `import_dir` not installed before (see the
     /// module doc). Returns how many reached a final status.
     pub(super) fn import_bundles(&mut self) -> Result<usize, AgentError> {
         let Some(dir) = self.cfg.agent.import_dir.clone() else { return Ok(0) };
         let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(0) }; // no stick now
+        warn_if_open(Path::new(&dir));
         let files =
             entries.flatten().map(|e| e.path()).filter(|p| p.as_os_str().as_encoded_bytes().ends_with(b".outpost"));
         let record = self.store.root().join("imported");
@@ -193,6 +260,7 @@ impl<E: Env> Agent<E> {
                         b.digest
                     }
                     Installed::Later => continue,
+                    Installed::Invalid(_) => b.digest, // logged; not tried again
                 },
                 Err(BundleOpenError::Io(..)) => continue, // perhaps readable later
                 Err(e) => {
@@ -210,6 +278,23 @@ impl<E: Env> Agent<E> {
             write_atomic(&record, seen.as_flattened()).map_err(|e| StoreError::Io(record.clone(), e))?;
         }
         Ok(finished)
+    }
+}
+
+/// Log once per run when `dir` is writable by group or others, or (when
+/// the agent runs as root) owned by another user: whoever can write there
+/// chooses which validly signed packages are installed. Not refused: USB
+/// sticks are often mounted with a user's uid.
+fn warn_if_open(dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    let Ok(m) = std::fs::metadata(dir) else { return };
+    let writable = m.mode() & 0o022 != 0;
+    let foreign = outpost_hal::linux::euid() == 0 && m.uid() != 0;
+    if (writable || foreign) && !WARNED.swap(true, Ordering::Relaxed) {
+        let why = if writable { "is writable by group or others" } else { "is owned by another user than root" };
+        log::warn!(target: "outpost", "import_dir {} {why}: whoever can write there chooses which validly signed packages get installed", dir.display());
     }
 }
 
