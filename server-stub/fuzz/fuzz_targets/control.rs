@@ -70,6 +70,7 @@ fn fixture() -> &'static Fixture {
             ocs: Default::default(),
             security: Default::default(),
             limits: Default::default(),
+            server: Default::default(),
         };
         pki::write_private(&dir.join("server.toml"), cfg.to_toml().as_bytes()).expect("server.toml");
         let run_dir = dir.clone();
