@@ -52,18 +52,8 @@ fn scene(t: &TempDir) -> Scene {
     let arc = t.join("maps.tar.gz");
     fs::write(&arc, targz(&[Member::File("maps.bin", &random_bytes(24 * 1024, 7), 0o644)])).unwrap();
     let dest = t.join("maps-dest");
-    let maps = srv.package_add(&[
-        "--file",
-        arc.to_str().unwrap(),
-        "--action",
-        "store",
-        "--path",
-        dest.to_str().unwrap(),
-        "--frag-size",
-        "4K",
-        "--name",
-        "maps",
-    ]);
+    let maps =
+        srv.store_package(arc.to_str().unwrap(), dest.to_str().unwrap(), &["--frag-size", "4K", "--name", "maps"]);
     let frags: Vec<_> = fs::read_dir(srv.dir.join(format!("download/{maps}"))).unwrap().flatten().collect();
     assert!(frags.len() >= 6, "{} files", frags.len());
     // The third fragment is missing: the download stops after two.

@@ -22,16 +22,7 @@ fn status_shows_progress_of_a_half_done_download() {
     let arc = t.join("pkg.tar.gz");
     fs::write(&arc, targz(&[Member::File("payload.bin", &random_bytes(2_000_000, 3), 0o644)])).unwrap();
     let dest = t.join("installed");
-    let id = srv.package_add(&[
-        "--file",
-        arc.to_str().unwrap(),
-        "--action",
-        "store",
-        "--path",
-        dest.to_str().unwrap(),
-        "--frag-size",
-        "4M",
-    ]);
+    let id = srv.store_package(arc.to_str().unwrap(), dest.to_str().unwrap(), &["--frag-size", "4M"]);
     let cfg = srv.device_add("d1", t.path());
     srv.assign(id, "d1", &[]);
     srv.start();

@@ -98,16 +98,7 @@ fn a_depot_killed_mid_fragment_is_left_for_the_other_without_fetching_twice() {
     let arc = t.join("pkg.tar.gz");
     fs::write(&arc, targz(&[Member::File("payload.bin", &data, 0o644)])).unwrap();
     let dest = t.join("installed");
-    let id = srv.package_add(&[
-        "--file",
-        arc.to_str().unwrap(),
-        "--action",
-        "store",
-        "--path",
-        dest.to_str().unwrap(),
-        "--frag-size",
-        "1M",
-    ]);
+    let id = srv.store_package(arc.to_str().unwrap(), dest.to_str().unwrap(), &["--frag-size", "1M"]);
     let archive_len: u64 = fs::read_dir(srv.dir.join(format!("download/{id}")))
         .unwrap()
         .map(|e| e.unwrap())

@@ -197,16 +197,7 @@ fn check_finds_a_corrupted_fragment_on_a_mirror_and_delete_keeps_the_history() {
     let data = outpost_tests::random_bytes(40_000, 7);
     let arc = t.join("a.tar.gz");
     fs::write(&arc, outpost_tests::targz(&[outpost_tests::Member::File("blob", &data, 0o644)])).unwrap();
-    let p = srv.package_add(&[
-        "--file",
-        arc.to_str().unwrap(),
-        "--action",
-        "store",
-        "--path",
-        t.join("out").to_str().unwrap(),
-        "--frag-size",
-        "8K",
-    ]);
+    let p = srv.store_package(arc.to_str().unwrap(), t.join("out").to_str().unwrap(), &["--frag-size", "8K"]);
     let ps = p.to_string();
     let pkg_dir = srv.dir.join("download").join(&ps);
     let copy = mirror_root.join("m").join(&ps);

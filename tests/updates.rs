@@ -107,18 +107,11 @@ impl Setup {
         let members: Vec<Member<'_>> = files.iter().map(|(n, d)| Member::File(n, d, 0o644)).collect();
         let arc = self.t.join(&format!("v{version}.tar.gz"));
         fs::write(&arc, targz(&members)).unwrap();
-        let id = self.srv.package_add(&[
-            "--file",
+        let id = self.srv.store_package(
             arc.to_str().unwrap(),
-            "--action",
-            "store",
-            "--path",
             self.dest.to_str().unwrap(),
-            "--name",
-            "app",
-            "--version",
-            version,
-        ]);
+            &["--name", "app", "--version", version],
+        );
         self.srv.assign(id, "pc-1", &[]);
         let before = self.proxy.bytes.load(Ordering::SeqCst);
         let o = agent(&self.cfg, &["run", "--once"], &[]);
@@ -169,18 +162,7 @@ fn a_kill_mid_object_resumes_and_fetches_little_again() {
     let arc = s.t.join("v1.tar.gz");
     fs::write(&arc, targz(&members)).unwrap();
     let dest = s.dest.to_str().unwrap();
-    let id = s.srv.package_add(&[
-        "--file",
-        arc.to_str().unwrap(),
-        "--action",
-        "store",
-        "--path",
-        dest,
-        "--name",
-        "app",
-        "--version",
-        "1",
-    ]);
+    let id = s.srv.store_package(arc.to_str().unwrap(), dest, &["--name", "app", "--version", "1"]);
     s.srv.assign(id, "pc-1", &[]);
     let mut child = std::process::Command::new(outpost_tests::bin("outpost-agent"))
         .arg("--config")
@@ -220,18 +202,7 @@ fn a_corrupt_object_is_refused_and_the_installed_version_stays() {
     fs::write(s.t.join("v2.tar.gz"), targz(&members)).unwrap();
     let v2 = s.t.join("v2.tar.gz");
     let dest = s.dest.to_str().unwrap();
-    let id2 = s.srv.package_add(&[
-        "--file",
-        v2.to_str().unwrap(),
-        "--action",
-        "store",
-        "--path",
-        dest,
-        "--name",
-        "app",
-        "--version",
-        "2",
-    ]);
+    let id2 = s.srv.store_package(v2.to_str().unwrap(), dest, &["--name", "app", "--version", "2"]);
     let added: Vec<_> = walk(&objects).into_iter().filter(|p| !before.contains(p)).collect();
     assert!(!added.is_empty());
     for p in &added {
@@ -259,18 +230,7 @@ fn without_objects_on_the_server_the_fragments_are_fetched() {
     let v2 = s.t.join("v2.tar.gz");
     fs::write(&v2, targz(&members)).unwrap();
     let dest = s.dest.to_str().unwrap();
-    let id2 = s.srv.package_add(&[
-        "--file",
-        v2.to_str().unwrap(),
-        "--action",
-        "store",
-        "--path",
-        dest,
-        "--name",
-        "app",
-        "--version",
-        "2",
-    ]);
+    let id2 = s.srv.store_package(v2.to_str().unwrap(), dest, &["--name", "app", "--version", "2"]);
     fs::remove_dir_all(s.srv.dir.join("download/objects")).unwrap();
     s.srv.assign(id2, "pc-1", &[]);
     let o = agent(&s.cfg, &["run", "--once"], &[]);
@@ -289,18 +249,7 @@ fn a_signed_tree_with_a_parent_path_is_refused_and_writes_nothing() {
     let v1 = s.t.join("v1.tar.gz");
     fs::write(&v1, targz(&members)).unwrap();
     let dest = s.dest.to_str().unwrap();
-    let id = s.srv.package_add(&[
-        "--file",
-        v1.to_str().unwrap(),
-        "--action",
-        "store",
-        "--path",
-        dest,
-        "--name",
-        "app",
-        "--version",
-        "1",
-    ]);
+    let id = s.srv.store_package(v1.to_str().unwrap(), dest, &["--name", "app", "--version", "1"]);
     // Re-sign the manifest with the server's own key, with a path leaving the tree.
     let key = Ed25519KeyPair::from_pkcs8(&fs::read(s.srv.dir.join("keys/signing.pk8")).unwrap()).unwrap();
     let path = s.srv.dir.join(format!("download/{id}/manifest"));
@@ -342,20 +291,11 @@ fn objects_of_an_https_package_come_from_the_tls_listener_only() {
     let arc = t.join("v1.tar.gz");
     fs::write(&arc, targz(&[Member::File("a.bin", &a, 0o644)])).unwrap();
     let dest = t.join("dest");
-    let id = srv.package_add(&[
-        "--file",
+    let id = srv.store_package(
         arc.to_str().unwrap(),
-        "--action",
-        "store",
-        "--path",
         dest.to_str().unwrap(),
-        "--proto",
-        "https",
-        "--name",
-        "app",
-        "--version",
-        "1",
-    ]);
+        &["--proto", "https", "--name", "app", "--version", "1"],
+    );
     srv.assign(id, "pc-1", &[]);
     let o = agent(&cfg, &["run", "--once"], &[]);
     assert_eq!(srv.status_of(id, "pc-1"), "SUCCESS", "{}", text(&o));

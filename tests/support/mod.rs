@@ -193,6 +193,14 @@ impl Server {
         String::from_utf8_lossy(&o.stdout).trim().parse().expect("package id on stdout")
     }
 
+    /// `package add --file FILE --action store --path DEST` with `extra`
+    /// arguments; returns the package id.
+    pub fn store_package(&self, file: &str, dest: &str, extra: &[&str]) -> u64 {
+        let mut a = vec!["--file", file, "--action", "store", "--path", dest];
+        a.extend_from_slice(extra);
+        self.package_add(&a)
+    }
+
     /// `device add`; returns the agent config path (state dir beside it).
     pub fn device_add(&self, id: &str, at: &Path) -> PathBuf {
         let cfg = at.join(format!("{id}.toml"));

@@ -200,18 +200,15 @@ impl Db {
     /// a poll's own writes it may be lost to a power cut without harm (the
     /// next poll says it again), so it does not wait for an fsync.
     pub fn put_progress(&mut self, device: &str, list: &[(u64, ProgressRow)]) -> DbResult<usize> {
-        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let out = (|| {
-            let tx = self.conn.transaction()?;
+        self.relaxed(|db| {
+            let tx = db.conn.transaction()?;
             let mut n = 0;
             for (package, p) in list {
                 n += put_one(&tx, device, *package, p)?;
             }
             tx.commit()?;
             Ok(n)
-        })();
-        self.conn.pragma_update(None, "synchronous", "FULL")?;
-        out
+        })
     }
 
     /// Every package with the OCS console's counts, by id.

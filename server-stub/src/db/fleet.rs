@@ -76,15 +76,9 @@ impl Db {
             let changed = match (&old, facts) {
                 (None, _) => true,
                 (Some(_), None) => false,
-                (Some(o), Some(f)) => {
-                    *o != (
-                        f.host.clone(),
-                        f.os.clone(),
-                        f.os_version.clone(),
-                        f.arch.clone(),
-                        f.agent.clone(),
-                        f.tags.join("\n"),
-                    )
+                (Some((host, os, os_version, arch, agent, tags)), Some(f)) => {
+                    (host, os, os_version, arch, agent) != (&f.host, &f.os, &f.os_version, &f.arch, &f.agent)
+                        || !tags.split('\n').filter(|t| !t.is_empty()).eq(f.tags.iter().map(String::as_str))
                 }
             };
             tx.prepare_cached(
