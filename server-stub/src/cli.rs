@@ -163,6 +163,11 @@ pub struct InitArgs {
     /// as www-data) can serve it while DIR stays 0700. Relative: under DIR.
     #[arg(long, value_name = "PATH")]
     pub download_dir: Option<PathBuf>,
+    /// Keep the server's state in this PostgreSQL database ([database] url) instead of
+    /// DIR/state.db: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE. The database must
+    /// exist; its tables are created. Several serve instances may share it.
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
     /// Use this existing CA (one PEM certificate) instead of making one: a root, or an
     /// intermediate (then give --ca-chain). It must be a CA allowed to sign certificates
     /// (basicConstraints CA:TRUE, keyUsage keyCertSign) and valid now.

@@ -125,7 +125,7 @@ pub fn run(dir: &Path) -> Result<(), String> {
     let gate = Gate::new(limits.connection_cap(nofile), limits.max_connections_per_address);
     let cert = Live::start(dir, crate::time::unix_now())?;
     let tls = TlsAcceptor::from(tls_config(dir, cert.clone())?);
-    let db = Db::open(&dir.join("state.db")).map_err(|e| format!("state.db: {e}"))?;
+    let db = Db::open_in(dir)?;
     let state = Arc::new(State {
         dir: dir.to_owned(),
         cfg: cfg.clone(),

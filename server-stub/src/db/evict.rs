@@ -9,7 +9,8 @@
 //! made-up ids of a flood. Devices that ever reported or sent an inventory
 //! are kept, however long they are away.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use super::sql::{Conn, OptionalExtension};
+use crate::params;
 
 use super::{DbResult, KIND_OCS, NOTIFIED, WAITING};
 use crate::time::rfc3339;
@@ -34,7 +35,7 @@ const DAY: u64 = 86_400;
 /// Forget the stalest OCS device (see the module) as of `now` (Unix
 /// seconds), with its assignments and report ids; its id, or `None` if no
 /// device is stale or `stale_after_days` is 0 (never evict).
-pub(super) fn evict_stalest(conn: &Connection, now: u64, stale_after_days: u32) -> DbResult<Option<String>> {
+pub(super) fn evict_stalest(conn: &Conn, now: u64, stale_after_days: u32) -> DbResult<Option<String>> {
     if stale_after_days == 0 {
         return Ok(None);
     }

@@ -10,7 +10,8 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use super::sql::{Conn, OptionalExtension};
+use crate::params;
 
 use super::{Db, DbResult, KIND_OCS};
 use crate::lockout::{self, Client, Counter, Gate, Policy, Scope};
@@ -129,7 +130,7 @@ fn to_u(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-fn read_counter(conn: &Connection, client: &str, scope: &str, identity: &str) -> DbResult<(Counter, u64, bool)> {
+fn read_counter(conn: &Conn, client: &str, scope: &str, identity: &str) -> DbResult<(Counter, u64, bool)> {
     let row = conn
         .prepare_cached(
             "SELECT failures, window_start, blocked_until, last_success FROM auth_counters
@@ -148,7 +149,7 @@ fn read_counter(conn: &Connection, client: &str, scope: &str, identity: &str) ->
 }
 
 fn write_counter(
-    conn: &Connection,
+    conn: &Conn,
     (client, scope, identity): (&str, &str, &str),
     c: &Counter,
     last_success: u64,

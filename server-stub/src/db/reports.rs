@@ -2,7 +2,7 @@
 //! many in one transaction (one fsync) when the server commits a group of
 //! them ([`crate::group_commit`]).
 
-use rusqlite::params;
+use crate::params;
 
 use super::{Db, DbResult};
 use crate::time::now_rfc3339;
@@ -36,8 +36,9 @@ impl Db {
         let now = now_rfc3339();
         let mut out = Vec::with_capacity(rows.len());
         {
-            let mut seen =
-                tx.prepare_cached("INSERT OR IGNORE INTO reports(device, report_id, received) VALUES (?1, ?2, ?3)")?;
+            let mut seen = tx.prepare_cached(
+                "INSERT INTO reports(device, report_id, received) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+            )?;
             let mut apply = tx.prepare_cached(
                 "UPDATE assignments SET status = ?1, updated = ?2, force = 0 WHERE device = ?3 AND package = ?4",
             )?;
