@@ -21,6 +21,10 @@ mod open;
 mod reports;
 mod rollout;
 mod sql;
+#[cfg(test)]
+mod testdb;
+#[cfg(test)]
+pub(crate) use testdb::test_db;
 
 pub use catalog::PackageRow;
 pub use console::{AdminHash, DeviceRow, HistoryRow, PackageSummary, ProgressRow};
@@ -357,13 +361,7 @@ mod tests {
     }
 
     fn db() -> Db {
-        let p = std::env::temp_dir().join(format!(
-            "outpost-db-{}-{:?}.db",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_file(&p);
-        Db::open(&p).unwrap()
+        test_db("db")
     }
 
     #[test]
@@ -428,7 +426,10 @@ mod tests {
     fn a_poll_finds_its_rows_through_an_index_not_a_scan() {
         let d = db();
         for sql in [POLL_IN_HISTORY, POLL_PENDING, POLL_NOTIFY] {
-            let lite = d.conn.as_sqlite().unwrap();
+            let Some(lite) = d.conn.as_sqlite() else {
+                eprintln!("skipped: SQLite's query plans (PostgreSQL plans small test tables as scans anyway)");
+                return;
+            };
             let mut st = lite.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
             let n = st.parameter_count();
             let args: Vec<&dyn rusqlite::ToSql> = (0..n).map(|_| &"x" as &dyn rusqlite::ToSql).collect();
@@ -446,10 +447,15 @@ mod tests {
         d.add_device("pc1", &[1; 32]).unwrap();
         d.add_package(&pkg(10, "EXECUTE", 5, 1, 100)).unwrap();
         d.assign(10, Some("pc1"), false).unwrap();
-        let sync = |d: &Db| d.conn.query_row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0)).unwrap();
-        assert_eq!(sync(&d), 2, "FULL");
+        let sync = |d: &Db| match d.backend() {
+            Backend::Sqlite => d.conn.query_row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0)).unwrap() == 2,
+            Backend::Postgres => {
+                d.conn.query_row("SHOW synchronous_commit", [], |r| r.get::<_, String>(0)).unwrap() == "on"
+            }
+        };
+        assert!(sync(&d), "FULL / on");
         assert_eq!(d.poll("pc1").unwrap().len(), 1);
-        assert_eq!(sync(&d), 2, "a report after a poll is synced before it is acknowledged");
+        assert!(sync(&d), "a report after a poll is synced before it is acknowledged");
         assert!(d.report("pc1", "r1", 10, "SUCCESS").unwrap());
     }
 }

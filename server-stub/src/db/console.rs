@@ -297,13 +297,7 @@ mod tests {
     use crate::db::NewPackage;
 
     fn db() -> Db {
-        let p = std::env::temp_dir().join(format!(
-            "outpost-console-{}-{:?}.db",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_file(&p);
-        Db::open(&p).unwrap()
+        crate::db::test_db("console")
     }
 
     #[test]

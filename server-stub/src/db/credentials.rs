@@ -256,11 +256,7 @@ mod tests {
     use super::*;
 
     fn db(tag: &str) -> Db {
-        let p = std::env::temp_dir().join(format!("outpost-creds-{tag}-{}.db", std::process::id()));
-        for ext in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{ext}", p.display()));
-        }
-        Db::open(&p).unwrap()
+        crate::db::test_db(tag)
     }
 
     fn creds(secret: &str, cert: &[u8]) -> Credentials {

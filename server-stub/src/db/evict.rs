@@ -62,11 +62,7 @@ mod tests {
     const NOW: u64 = 1_800_000_000;
 
     fn db(tag: &str) -> Db {
-        let p = std::env::temp_dir().join(format!("outpost-evict-{tag}-{}.db", std::process::id()));
-        for ext in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{ext}", p.display()));
-        }
-        Db::open(&p).unwrap()
+        crate::db::test_db(tag)
     }
 
     fn lim(max_devices: u64, stale_after_days: u32) -> OcsLimits {
@@ -154,6 +150,10 @@ mod tests {
     #[test]
     fn finding_the_stalest_walks_the_age_index_not_the_table() {
         let d = db("plan");
+        if d.backend() == crate::db::Backend::Postgres {
+            eprintln!("skipped: SQLite's query plans (PostgreSQL plans small test tables as scans anyway)");
+            return;
+        }
         let mut st = d.conn.prepare(&format!("EXPLAIN QUERY PLAN {STALEST}")).unwrap();
         let plan: Vec<String> = st
             .query_map(params!["x", "x", "x", "x"], |r| r.get::<_, String>(3))

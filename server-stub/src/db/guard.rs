@@ -352,11 +352,7 @@ mod tests {
     const T0: u64 = 1_800_000_000;
 
     fn db(tag: &str) -> Db {
-        let p = std::env::temp_dir().join(format!("outpost-guard-{tag}-{}.db", std::process::id()));
-        for ext in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{ext}", p.display()));
-        }
-        Db::open(&p).unwrap()
+        crate::db::test_db(tag)
     }
 
     fn client(s: &str) -> Client {

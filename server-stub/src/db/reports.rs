@@ -59,11 +59,7 @@ mod tests {
 
     #[test]
     fn a_batch_records_each_report_once_and_says_which_changed_something() {
-        let p = std::env::temp_dir().join(format!("outpost-reports-{}.db", std::process::id()));
-        for ext in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{ext}", p.display()));
-        }
-        let mut db = Db::open(&p).unwrap();
+        let mut db = crate::db::test_db("reports");
         db.add_package(&NewPackage { id: 1, name: "p", action: "store", priority: 5, frags: 1, size: 1, https: false })
             .unwrap();
         for d in ["a", "b"] {
