@@ -78,6 +78,13 @@ pub enum Cmd {
     Serve {
         #[arg(long)]
         dir: PathBuf,
+        /// Listen for HTTPS here instead of [listen] https (several instances on one DIR
+        /// and one PostgreSQL database, each on its own ports).
+        #[arg(long, value_name = "HOST:PORT")]
+        https: Option<String>,
+        /// Listen for plain HTTP here instead of [listen] http.
+        #[arg(long, value_name = "HOST:PORT")]
+        http: Option<String>,
     },
     /// Clear a package's successful devices from the status (OCS "validate").
     Validate {
