@@ -13,7 +13,7 @@ use crate::outln;
 use crate::time::{rfc3339, unix_now};
 
 fn open(dir: &Path) -> Result<Db, String> {
-    Db::open(&dir.join("state.db")).map_err(|e| format!("state.db: {e}"))
+    Db::open_in(dir)
 }
 
 fn print_blocked(o: &mut Out, rows: &[BlockRow], now: u64, json: bool) -> Result<(), String> {

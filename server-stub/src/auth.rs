@@ -23,7 +23,7 @@ pub fn too_many(retry_after: u64, why: &str) -> Response {
     r
 }
 
-fn db_error(e: &rusqlite::Error) -> Response {
+fn db_error(e: &crate::db::DbError) -> Response {
     log::error!(target: "outpost", "database: {e}");
     Response::text(500, "database error")
 }

@@ -78,6 +78,13 @@ pub enum Cmd {
     Serve {
         #[arg(long)]
         dir: PathBuf,
+        /// Listen for HTTPS here instead of [listen] https (several instances on one DIR
+        /// and one PostgreSQL database, each on its own ports).
+        #[arg(long, value_name = "HOST:PORT")]
+        https: Option<String>,
+        /// Listen for plain HTTP here instead of [listen] http.
+        #[arg(long, value_name = "HOST:PORT")]
+        http: Option<String>,
     },
     /// Clear a package's successful devices from the status (OCS "validate").
     Validate {
@@ -95,6 +102,22 @@ pub enum Cmd {
         /// Only from devices not yet notified (else from every device, and the --all rule).
         #[arg(long)]
         not_notified: bool,
+    },
+    /// Move the server's state from DIR/state.db into an empty PostgreSQL database, then
+    /// point server.toml at it ([database] url). Stop serve first; state.db is kept as it was.
+    Migrate {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Where the state is now (only sqlite).
+        #[arg(long, value_name = "sqlite", value_parser = ["sqlite"])]
+        from: String,
+        /// Where it goes (only postgres).
+        #[arg(long, value_name = "postgres", value_parser = ["postgres"])]
+        to: String,
+        /// The PostgreSQL database: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (it must
+        /// exist and hold no device and no package).
+        #[arg(long, value_name = "URL")]
+        database: String,
     },
     /// Show, per package, the counts the OCS console shows, every device's status, and blocked clients.
     Status {
@@ -163,6 +186,11 @@ pub struct InitArgs {
     /// as www-data) can serve it while DIR stays 0700. Relative: under DIR.
     #[arg(long, value_name = "PATH")]
     pub download_dir: Option<PathBuf>,
+    /// Keep the server's state in this PostgreSQL database ([database] url) instead of
+    /// DIR/state.db: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE. The database must
+    /// exist; its tables are created. Several serve instances may share it.
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
     /// Use this existing CA (one PEM certificate) instead of making one: a root, or an
     /// intermediate (then give --ca-chain). It must be a CA allowed to sign certificates
     /// (basicConstraints CA:TRUE, keyUsage keyCertSign) and valid now.

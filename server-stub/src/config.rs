@@ -27,6 +27,31 @@ pub struct ServerConfig {
     /// Where packages are published (`[server] download_dir`).
     #[serde(default, skip_serializing_if = "crate::downloads::Section::is_default")]
     pub server: crate::downloads::Section,
+    /// Where the state is kept (`[database] url`; not set: `DIR/state.db`).
+    #[serde(default, skip_serializing_if = "Database::is_default")]
+    pub database: Database,
+}
+
+/// `[database]`: the state in PostgreSQL instead of `DIR/state.db`.
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Database {
+    /// `postgres://user[:password]@host[:port]/database`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+impl Database {
+    /// Not set (the table is then left out of `server.toml`).
+    pub fn is_default(&self) -> bool {
+        self.url.is_none()
+    }
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database").field("url", &self.url.as_deref().map(crate::db::redact)).finish()
+    }
 }
 
 /// `[ocs]`: how OCS agents are served. OCS agents prove nothing but their
@@ -174,6 +199,11 @@ impl ServerConfig {
                  devices would look stale between their contacts",
                 o.stale_after_days, o.prolog_freq
             ));
+        }
+        if let Some(url) = &self.database.url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err(format!("server.toml: database.url {:?} is not a postgres:// URL", crate::db::redact(url)));
         }
         self.security.validate()
     }

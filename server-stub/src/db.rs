@@ -7,10 +7,7 @@
 //! What devices authenticate with (client certificates, rotations,
 //! revocations) is in `credentials.rs`.
 
-use std::path::Path;
-
-use rusqlite::{Connection, OptionalExtension, params};
-
+use crate::params;
 use crate::time::now_rfc3339;
 
 mod catalog;
@@ -20,8 +17,14 @@ mod depots;
 mod evict;
 mod fleet;
 mod guard;
+mod open;
 mod reports;
 mod rollout;
+mod sql;
+#[cfg(test)]
+mod testdb;
+#[cfg(test)]
+pub(crate) use testdb::{test_db, test_db_pair};
 
 pub use catalog::PackageRow;
 pub use console::{AdminHash, DeviceRow, HistoryRow, PackageSummary, ProgressRow};
@@ -29,8 +32,10 @@ pub use credentials::{Change, Presented, Refusal, Verdict};
 pub use depots::Depot;
 pub use fleet::{DeviceRow as FleetDeviceRow, GroupRow, valid_group_name};
 pub use guard::{BlockRow, Failure, OcsLimits, Registration};
+pub use open::redact;
 pub use reports::ReportRow;
 pub use rollout::{MemberRow, NewRollout, RolloutRow};
+pub use sql::{Arg, Backend, Cell, Conn, DbResult, Error as DbError, FromCell, OptionalExtension, Row, ToArg};
 
 /// Devices registered with `device add` (they authenticate with a secret).
 pub const KIND_OUTPOST: &str = "outpost";
@@ -42,12 +47,9 @@ pub const WAITING: &str = "WAITING NOTIFICATION";
 /// Status of an assignment sent to its device, no result yet.
 pub const NOTIFIED: &str = "NOTIFIED";
 
-/// A database error with context.
-pub type DbResult<T> = Result<T, rusqlite::Error>;
-
 /// Open handle on the state database.
 pub struct Db {
-    conn: Connection,
+    conn: Conn,
     /// Authentication failures being counted (only blocks and trust are
     /// written to SQLite).
     failures: guard::FailureCounts,
@@ -132,36 +134,6 @@ const POLL_PENDING: &str = "SELECT a.package, p.priority, a.force, p.https FROM 
 const POLL_NOTIFY: &str = "UPDATE assignments SET status = ?1, updated = ?2 WHERE device = ?3 AND status = ?4";
 
 impl Db {
-    /// Open (creating the schema if needed). A new database file is created
-    /// mode 0600 (SQLite gives its `-wal` and `-shm` files the same mode);
-    /// an existing one keeps its mode (`serve` tightens it, see
-    /// [`crate::files`]).
-    pub fn open(path: &Path) -> DbResult<Self> {
-        if let Err(e) = crate::files::create_private(path) {
-            return Err(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
-                Some(format!("cannot create {}: {e}", path.display())),
-            ));
-        }
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        // Every statement of the hot paths (authentication, poll, report,
-        // the fragment route's package lookup) is prepared once and reused.
-        conn.set_prepared_statement_cache_capacity(64);
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.execute_batch(SCHEMA)?;
-        conn.execute_batch(guard::SCHEMA)?;
-        conn.execute_batch(evict::SCHEMA)?;
-        conn.execute_batch(credentials::SCHEMA)?;
-        conn.execute_batch(depots::SCHEMA)?;
-        conn.execute_batch(console::SCHEMA)?;
-        conn.execute_batch(fleet::SCHEMA)?;
-        conn.execute_batch(rollout::SCHEMA)?;
-        Ok(Self { conn, failures: guard::FailureCounts::default() })
-    }
-
     /// Register an Outpost device; `false` if the id exists. Applies `--all` packages.
     /// Without a client certificate: see [`Db::add_device_with_cert`].
     pub fn add_device(&mut self, id: &str, secret_sha256: &[u8; 32]) -> DbResult<bool> {
@@ -189,7 +161,7 @@ impl Db {
         tx.execute("DELETE FROM ocs_history WHERE device = ?1", [device])?;
         for id in ids {
             tx.execute(
-                "INSERT OR IGNORE INTO ocs_history(device, package) VALUES (?1, ?2)",
+                "INSERT INTO ocs_history(device, package) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
                 params![device, *id as i64],
             )?;
         }
@@ -279,8 +251,8 @@ impl Db {
                     params![package as i64, force],
                 )?;
                 tx.execute(
-                    "INSERT OR IGNORE INTO assignments(package, device, status, updated, force)
-                     SELECT ?1, id, ?2, ?3, ?4 FROM devices",
+                    "INSERT INTO assignments(package, device, status, updated, force)
+                     SELECT ?1, id, ?2, ?3, ?4 FROM devices WHERE true ON CONFLICT DO NOTHING",
                     params![package as i64, WAITING, now, force],
                 )?
             }
@@ -306,9 +278,9 @@ impl Db {
     /// harm (a poll's NOTIFIED and last contact, a device's facts, a
     /// lockout trust row): else every poll would wait for the disk.
     pub(crate) fn relaxed<T>(&mut self, f: impl FnOnce(&mut Self) -> DbResult<T>) -> DbResult<T> {
-        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        self.conn.set_durable(false)?;
         let out = f(self);
-        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        self.conn.set_durable(true)?;
         out
     }
 
@@ -338,7 +310,7 @@ impl Db {
     pub fn status(&self, package: Option<u64>) -> DbResult<Vec<StatusRow>> {
         let mut st = self.conn.prepare(
             "SELECT a.package, p.name, a.device, a.status, a.updated FROM assignments a
-             JOIN packages p ON p.id = a.package WHERE ?1 IS NULL OR a.package = ?1
+             JOIN packages p ON p.id = a.package WHERE CAST(?1 AS BIGINT) IS NULL OR a.package = ?1
              ORDER BY a.package, a.device",
         )?;
         st.query_map([package.map(|p| p as i64)], |r| {
@@ -355,7 +327,7 @@ impl Db {
 }
 
 /// Whether `id` is a device of the OCS kind.
-fn is_ocs(conn: &Connection, id: &str) -> DbResult<bool> {
+fn is_ocs(conn: &Conn, id: &str) -> DbResult<bool> {
     Ok(conn
         .query_row("SELECT 1 FROM devices WHERE id = ?1 AND kind = ?2", [id, KIND_OCS], |_| Ok(()))
         .optional()?
@@ -364,17 +336,17 @@ fn is_ocs(conn: &Connection, id: &str) -> DbResult<bool> {
 
 /// Insert a device in `tx`, created at `now` (RFC 3339), applying `--all`
 /// packages; `false` if the id exists.
-fn insert_device(tx: &Connection, id: &str, kind: &str, secret_sha256: Option<&[u8]>, now: &str) -> DbResult<bool> {
+fn insert_device(tx: &Conn, id: &str, kind: &str, secret_sha256: Option<&[u8]>, now: &str) -> DbResult<bool> {
     let n = tx.execute(
-        "INSERT OR IGNORE INTO devices(id, kind, secret_sha256, created) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO devices(id, kind, secret_sha256, created) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
         params![id, kind, secret_sha256, now],
     )?;
     if n == 0 {
         return Ok(false);
     }
     tx.execute(
-        "INSERT OR IGNORE INTO assignments(package, device, status, updated, force)
-         SELECT package, ?1, ?2, ?3, force FROM assign_all",
+        "INSERT INTO assignments(package, device, status, updated, force)
+         SELECT package, ?1, ?2, ?3, force FROM assign_all WHERE true ON CONFLICT DO NOTHING",
         params![id, WAITING, now],
     )?;
     Ok(true)
@@ -389,13 +361,7 @@ mod tests {
     }
 
     fn db() -> Db {
-        let p = std::env::temp_dir().join(format!(
-            "outpost-db-{}-{:?}.db",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_file(&p);
-        Db::open(&p).unwrap()
+        test_db("db")
     }
 
     #[test]
@@ -460,7 +426,11 @@ mod tests {
     fn a_poll_finds_its_rows_through_an_index_not_a_scan() {
         let d = db();
         for sql in [POLL_IN_HISTORY, POLL_PENDING, POLL_NOTIFY] {
-            let mut st = d.conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let Some(lite) = d.conn.as_sqlite() else {
+                eprintln!("skipped: SQLite's query plans (PostgreSQL plans small test tables as scans anyway)");
+                return;
+            };
+            let mut st = lite.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
             let n = st.parameter_count();
             let args: Vec<&dyn rusqlite::ToSql> = (0..n).map(|_| &"x" as &dyn rusqlite::ToSql).collect();
             let plan: Vec<String> =
@@ -477,10 +447,15 @@ mod tests {
         d.add_device("pc1", &[1; 32]).unwrap();
         d.add_package(&pkg(10, "EXECUTE", 5, 1, 100)).unwrap();
         d.assign(10, Some("pc1"), false).unwrap();
-        let sync = |d: &Db| d.conn.query_row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0)).unwrap();
-        assert_eq!(sync(&d), 2, "FULL");
+        let sync = |d: &Db| match d.backend() {
+            Backend::Sqlite => d.conn.query_row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0)).unwrap() == 2,
+            Backend::Postgres => {
+                d.conn.query_row("SHOW synchronous_commit", [], |r| r.get::<_, String>(0)).unwrap() == "on"
+            }
+        };
+        assert!(sync(&d), "FULL / on");
         assert_eq!(d.poll("pc1").unwrap().len(), 1);
-        assert_eq!(sync(&d), 2, "a report after a poll is synced before it is acknowledged");
+        assert!(sync(&d), "a report after a poll is synced before it is acknowledged");
         assert!(d.report("pc1", "r1", 10, "SUCCESS").unwrap());
     }
 }

@@ -205,7 +205,7 @@ pub fn handle(
         }
     };
     let Ok(mut db) = state.db.lock() else { return Response::text(500, "database lock poisoned") };
-    let db_err = |e: rusqlite::Error| {
+    let db_err = |e: crate::db::DbError| {
         log::error!(target: "outpost", "database: {e}");
         Response::text(500, "database error")
     };

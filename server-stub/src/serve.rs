@@ -113,7 +113,20 @@ fn tls_config(dir: &Path, cert: Arc<Live>) -> Result<Arc<TlsConfig>, String> {
 /// Run until a termination signal; then stop accepting, let requests in
 /// flight finish (up to 5 s) and return.
 pub fn run(dir: &Path) -> Result<(), String> {
-    let cfg = ServerConfig::load(dir)?;
+    run_on(dir, None, None)
+}
+
+/// As [`run`], listening on `https` and `http` instead of `[listen]` where
+/// given: several instances on one directory (and one PostgreSQL
+/// database), each on its own ports.
+pub fn run_on(dir: &Path, https: Option<String>, http: Option<String>) -> Result<(), String> {
+    let mut cfg = ServerConfig::load(dir)?;
+    if let Some(a) = https {
+        cfg.listen.https = a;
+    }
+    if let Some(a) = http {
+        cfg.listen.http = a;
+    }
     let limits = cfg.limits.clone();
     let nofile = match outpost_hal::linux::raise_nofile_limit() {
         Ok(l) => l.soft,
@@ -125,7 +138,7 @@ pub fn run(dir: &Path) -> Result<(), String> {
     let gate = Gate::new(limits.connection_cap(nofile), limits.max_connections_per_address);
     let cert = Live::start(dir, crate::time::unix_now())?;
     let tls = TlsAcceptor::from(tls_config(dir, cert.clone())?);
-    let db = Db::open(&dir.join("state.db")).map_err(|e| format!("state.db: {e}"))?;
+    let db = Db::open_in(dir)?;
     let state = Arc::new(State {
         dir: dir.to_owned(),
         cfg: cfg.clone(),

@@ -61,7 +61,7 @@ fn run() -> Result<(), String> {
     let (Some(dir), Some(n), Some(package), Some(out)) = (dir, devices, package, out) else {
         return Err(USAGE.into());
     };
-    let mut db = Db::open(&dir.join("state.db")).map_err(|e| e.to_string())?;
+    let mut db = Db::open_in(&dir)?;
     for chunk in (1..=n).collect::<Vec<_>>().chunks(10_000) {
         let rows: Vec<(String, [u8; 32])> =
             chunk.iter().map(|&i| (format!("scale-{i}"), sha256(secret(i).as_bytes()))).collect();

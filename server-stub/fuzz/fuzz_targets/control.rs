@@ -71,6 +71,7 @@ fn fixture() -> &'static Fixture {
             security: Default::default(),
             limits: Default::default(),
             server: Default::default(),
+            database: Default::default(),
         };
         pki::write_private(&dir.join("server.toml"), cfg.to_toml().as_bytes()).expect("server.toml");
         let run_dir = dir.clone();

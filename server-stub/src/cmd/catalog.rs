@@ -7,7 +7,7 @@ use outpost_server::db::{Db, PackageRow};
 use super::open_db;
 use crate::cli::{PackageDeleteArgs, PackageIdArgs, PackageListArgs};
 
-fn db_err(e: rusqlite::Error) -> String {
+fn db_err(e: outpost_server::db::DbError) -> String {
     format!("state.db: {e}")
 }
 

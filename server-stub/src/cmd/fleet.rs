@@ -9,7 +9,7 @@ use outpost_server::time::{rfc3339, unix_now};
 use super::open_db;
 use crate::cli::{DeviceListArgs, GroupCmd, RolloutArgs, WaveArgs};
 
-fn db_err(e: rusqlite::Error) -> String {
+fn db_err(e: outpost_server::db::DbError) -> String {
     format!("state.db: {e}")
 }
 

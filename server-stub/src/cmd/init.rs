@@ -46,9 +46,30 @@ fn port_of(addr: &str) -> Result<u16, NotHostPort> {
 
 /// Creates the CA (or takes an existing one), TLS certificate, signing key, database and server.toml in `a.dir`.
 pub fn run(a: InitArgs) -> Result<(), String> {
-    let InitArgs { dir, https, http, san: sans, fragment_loc, ca_cert, ca_key, ca_chain, cert_days, download_dir } = a;
+    let InitArgs {
+        dir,
+        https,
+        http,
+        san: sans,
+        fragment_loc,
+        ca_cert,
+        ca_key,
+        ca_chain,
+        cert_days,
+        download_dir,
+        database,
+    } = a;
     for a in [&https, &http] {
         port_of(a)?;
+    }
+    let database = outpost_server::config::Database { url: database };
+    if let Some(url) = &database.url {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(format!("--database {:?} is not a postgres:// URL", outpost_server::db::redact(url)));
+        }
+        // Reached, and its tables made, before anything is written here.
+        outpost_server::db::Db::open_postgres(url)
+            .map_err(|e| format!("database {}: {e}", outpost_server::db::redact(url)))?;
     }
     let taken = ["server.toml", "tls/ca-key.pem", "tls/server-key.pem", "keys/signing.pk8", "state.db"];
     if let Some(t) = taken.iter().find(|t| dir.join(t).exists()) {
@@ -94,7 +115,9 @@ pub fn run(a: InitArgs) -> Result<(), String> {
         }
     }
     pki::create_signing_key(&dir)?;
-    open_db(&dir)?;
+    if database.url.is_none() {
+        open_db(&dir)?;
+    }
     let cfg = ServerConfig {
         listen: Listen { https, http },
         public: Public {
@@ -107,6 +130,7 @@ pub fn run(a: InitArgs) -> Result<(), String> {
         security: Default::default(),
         limits: Default::default(),
         server,
+        database,
     };
     pki::write_private(&dir.join("server.toml"), cfg.to_toml().as_bytes())
         .map_err(|e| format!("cannot write server.toml: {e}"))?;

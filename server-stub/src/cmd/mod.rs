@@ -19,7 +19,8 @@ use std::path::Path;
 
 use outpost_server::db::Db;
 
-/// Opens `DIR/state.db`, with the message every command gives when it cannot.
+/// Opens the server's database (`DIR/state.db`, or `[database] url`), with
+/// the message every command gives when it cannot.
 fn open_db(dir: &Path) -> Result<Db, String> {
-    Db::open(&dir.join("state.db")).map_err(|e| format!("state.db: {e}"))
+    Db::open_in(dir)
 }

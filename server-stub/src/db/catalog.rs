@@ -1,6 +1,6 @@
 //! What `package list`, `package show` and `package delete` read and write.
 
-use rusqlite::params;
+use crate::params;
 
 use super::{Db, DbResult, NOTIFIED, WAITING};
 
@@ -77,7 +77,7 @@ impl Db {
         let tx = self.conn.transaction()?;
         let id = id as i64;
         tx.execute(
-            "INSERT OR IGNORE INTO deleted_packages(id, deleted) VALUES (?1, ?2)",
+            "INSERT INTO deleted_packages(id, deleted) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
             params![id, crate::time::now_rfc3339()],
         )?;
         tx.execute("DELETE FROM assign_all WHERE package = ?1", [id])?;

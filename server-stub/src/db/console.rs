@@ -4,7 +4,8 @@
 //! and a bounded history of each device's status changes (kept by a
 //! trigger on `assignments`, so no other statement has to remember it).
 
-use rusqlite::{OptionalExtension, params};
+use super::sql::OptionalExtension;
+use crate::params;
 
 use super::{Db, DbResult, NOTIFIED, WAITING};
 
@@ -122,7 +123,7 @@ fn i(v: u64) -> i64 {
 
 /// Store one progress row in `tx` if `package` is assigned to `device` and
 /// still `NOTIFIED` (a report ends the download; its row is dropped).
-fn put_one(tx: &rusqlite::Connection, device: &str, package: u64, p: &ProgressRow) -> DbResult<usize> {
+fn put_one(tx: &super::Conn, device: &str, package: u64, p: &ProgressRow) -> DbResult<usize> {
     tx.execute(
         "INSERT INTO progress(device, package, held, total, rate, at)
          SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS
@@ -215,9 +216,10 @@ impl Db {
     pub fn package_summaries(&self) -> DbResult<Vec<PackageSummary>> {
         let mut st = self.conn.prepare(
             "SELECT p.id, p.name, p.priority, p.size,
-                 COALESCE(SUM(a.status = ?1), 0), COALESCE(SUM(a.status = ?2), 0),
-                 COALESCE(SUM(a.status LIKE 'SUCCESS%'), 0),
-                 COALESCE(SUM(a.status NOT IN (?1, ?2) AND a.status NOT LIKE 'SUCCESS%'), 0)
+                 COALESCE(SUM(CASE WHEN a.status = ?1 THEN 1 ELSE 0 END), 0),
+                 COALESCE(SUM(CASE WHEN a.status = ?2 THEN 1 ELSE 0 END), 0),
+                 COALESCE(SUM(CASE WHEN a.status LIKE 'SUCCESS%' THEN 1 ELSE 0 END), 0),
+                 COALESCE(SUM(CASE WHEN a.status NOT IN (?1, ?2) AND a.status NOT LIKE 'SUCCESS%' THEN 1 ELSE 0 END), 0)
              FROM packages p LEFT JOIN assignments a ON a.package = p.id GROUP BY p.id ORDER BY p.id",
         )?;
         st.query_map([WAITING, NOTIFIED], |r| {
@@ -243,7 +245,7 @@ impl Db {
                  g.held, g.total, g.rate, g.at
              FROM assignments a JOIN packages p ON p.id = a.package JOIN devices d ON d.id = a.device
              LEFT JOIN progress g ON g.device = a.device AND g.package = a.package
-             WHERE (?1 IS NULL OR a.package = ?1) AND (?2 IS NULL OR a.device = ?2)
+             WHERE (CAST(?1 AS BIGINT) IS NULL OR a.package = ?1) AND (CAST(?2 AS TEXT) IS NULL OR a.device = ?2)
              ORDER BY a.package, a.device",
         )?;
         st.query_map(params![package.map(i), device], |r| {
@@ -295,13 +297,7 @@ mod tests {
     use crate::db::NewPackage;
 
     fn db() -> Db {
-        let p = std::env::temp_dir().join(format!(
-            "outpost-console-{}-{:?}.db",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_file(&p);
-        Db::open(&p).unwrap()
+        crate::db::test_db("console")
     }
 
     #[test]

@@ -22,9 +22,10 @@
 //! rotation keeps its secret and key in clear (the device has not got them
 //! yet), in `state.db` (0600), until it is used.
 
+use super::sql::OptionalExtension;
+use crate::params;
 use outpost_agent::engine::identity::Credentials;
 use outpost_agent::engine::manifest::sha256;
-use rusqlite::{OptionalExtension, params};
 
 use super::{Db, DbResult, KIND_OUTPOST};
 use crate::ct::constant_time_eq;
@@ -236,7 +237,7 @@ impl Db {
 
 /// `None` when `device` is an Outpost device that is not revoked; else why
 /// nothing can be changed for it.
-fn outpost_state(tx: &rusqlite::Connection, device: &str) -> DbResult<Option<Change>> {
+fn outpost_state(tx: &super::Conn, device: &str) -> DbResult<Option<Change>> {
     let q = tx.query_row(
         "SELECT r.device IS NOT NULL FROM devices d LEFT JOIN revoked_devices r ON r.device = d.id
          WHERE d.id = ?1 AND d.kind = ?2",
@@ -255,11 +256,7 @@ mod tests {
     use super::*;
 
     fn db(tag: &str) -> Db {
-        let p = std::env::temp_dir().join(format!("outpost-creds-{tag}-{}.db", std::process::id()));
-        for ext in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{ext}", p.display()));
-        }
-        Db::open(&p).unwrap()
+        crate::db::test_db(tag)
     }
 
     fn creds(secret: &str, cert: &[u8]) -> Credentials {

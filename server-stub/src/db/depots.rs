@@ -2,7 +2,7 @@
 //! nginx, a CDN), each for the devices in its networks. Polls list those
 //! that apply ([`crate::depot::for_client`]).
 
-use rusqlite::params;
+use crate::params;
 
 use super::{Db, DbResult};
 use crate::cidr::Cidr;

@@ -3,7 +3,8 @@
 //! and their static members, and packages deleted with `package delete`
 //! (their row stays, so the history of what was installed where stays).
 
-use rusqlite::{OptionalExtension, params};
+use super::sql::OptionalExtension;
+use crate::params;
 
 use super::{Db, DbResult};
 use outpost_agent::engine::facts::Facts;
@@ -138,7 +139,7 @@ impl Db {
     /// Create a group (dynamic with a `filter`); `false` if the name exists.
     pub fn add_group(&mut self, name: &str, filter: Option<&str>) -> DbResult<bool> {
         Ok(self.conn.execute(
-            "INSERT OR IGNORE INTO fleet_groups(name, filter, created) VALUES (?1, ?2, ?3)",
+            "INSERT INTO fleet_groups(name, filter, created) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
             params![name, filter, crate::time::now_rfc3339()],
         )? > 0)
     }
@@ -160,10 +161,10 @@ impl Db {
 
     /// Add a device to a static group; `false` if it was there.
     pub fn group_add_device(&mut self, group: &str, device: &str) -> DbResult<bool> {
-        Ok(self
-            .conn
-            .execute("INSERT OR IGNORE INTO group_members(grp, device) VALUES (?1, ?2)", params![group, device])?
-            > 0)
+        Ok(self.conn.execute(
+            "INSERT INTO group_members(grp, device) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            params![group, device],
+        )? > 0)
     }
 
     /// Remove a device from a static group; `false` if it was not there.

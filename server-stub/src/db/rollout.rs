@@ -4,7 +4,8 @@
 //! only those are withdrawn when a device leaves its group). The decisions
 //! are `fleet::rollout`'s; this file only reads and writes.
 
-use rusqlite::{OptionalExtension, params};
+use super::sql::OptionalExtension;
+use crate::params;
 
 use super::{Db, DbResult, NOTIFIED, WAITING};
 
@@ -87,9 +88,9 @@ impl Db {
     /// Record a rollout, running its first wave from `now`; its id.
     pub fn add_rollout(&mut self, r: &NewRollout<'_>, now: u64) -> DbResult<u64> {
         let waves: Vec<String> = r.waves.iter().map(u8::to_string).collect();
-        self.conn.execute(
+        self.conn.query_row(
             "INSERT INTO rollouts(package, grp, force, waves, wave_wait, halt_above, wave, wave_started, state,
-             reason, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, 'running', '', ?8)",
+             reason, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, 'running', '', ?8) RETURNING id",
             params![
                 to_i(r.package),
                 r.group,
@@ -100,8 +101,8 @@ impl Db {
                 to_i(now),
                 crate::time::now_rfc3339()
             ],
-        )?;
-        Ok(self.conn.last_insert_rowid() as u64)
+            |r| r.get::<_, u64>(0),
+        )
     }
 
     /// Every rollout (`live`: all but cancelled ones), oldest first.
@@ -166,7 +167,7 @@ impl Db {
     /// Place a device in a wave of a rollout (once: a device keeps its wave).
     pub fn add_rollout_member(&mut self, id: u64, device: &str, wave: usize) -> DbResult<()> {
         self.conn.execute(
-            "INSERT OR IGNORE INTO rollout_members(rollout, device, wave) VALUES (?1, ?2, ?3)",
+            "INSERT INTO rollout_members(rollout, device, wave) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
             params![to_i(id), device, wave as i64],
         )?;
         Ok(())
@@ -177,12 +178,12 @@ impl Db {
     pub fn rollout_assign(&mut self, r: &RolloutRow, device: &str) -> DbResult<bool> {
         let tx = self.conn.transaction()?;
         let n = tx.execute(
-            "INSERT OR IGNORE INTO assignments(package, device, status, updated, force) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO assignments(package, device, status, updated, force) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
             params![to_i(r.package), device, WAITING, crate::time::now_rfc3339(), r.force],
         )?;
         if n > 0 {
             tx.execute(
-                "INSERT OR IGNORE INTO rollout_assigned(rollout, device) VALUES (?1, ?2)",
+                "INSERT INTO rollout_assigned(rollout, device) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
                 params![to_i(r.id), device],
             )?;
         }

@@ -23,7 +23,7 @@ use std::fmt;
 #[derive(Debug)]
 pub enum FleetError {
     /// The database failed.
-    Db(rusqlite::Error),
+    Db(crate::db::DbError),
     /// A filter does not parse (stored ones were checked when created).
     Expr(expr::ExprError),
     /// No group of that name.
@@ -48,8 +48,8 @@ impl fmt::Display for FleetError {
 
 impl std::error::Error for FleetError {}
 
-impl From<rusqlite::Error> for FleetError {
-    fn from(e: rusqlite::Error) -> Self {
+impl From<crate::db::DbError> for FleetError {
+    fn from(e: crate::db::DbError) -> Self {
         Self::Db(e)
     }
 }

@@ -54,7 +54,7 @@ pub fn valid_admin_name(s: &str) -> bool {
     (1..=MAX_NAME).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
-fn db_error(e: &rusqlite::Error) -> Response {
+fn db_error(e: &crate::db::DbError) -> Response {
     log::error!(target: "outpost", "database: {e}");
     Response::text(500, "database error")
 }

@@ -3,9 +3,7 @@ use crate::db::NewPackage;
 use outpost_agent::engine::facts::Facts;
 
 fn db(name: &str) -> Db {
-    let p = std::env::temp_dir().join(format!("outpost-fleet-{name}-{}.db", std::process::id()));
-    let _ = std::fs::remove_file(&p);
-    let d = Db::open(&p).unwrap();
+    let d = crate::db::test_db(name);
     d.add_package(&NewPackage { id: 7, name: "p", action: "EXECUTE", priority: 5, frags: 0, size: 0, https: false })
         .unwrap();
     d

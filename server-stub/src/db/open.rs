@@ -1,0 +1,103 @@
+//! Opening the state database: `DIR/state.db` (SQLite, the default) or
+//! the PostgreSQL database `[database] url` of `server.toml` names, with
+//! the schema created if needed.
+
+use std::path::Path;
+
+use super::sql::{Backend, Conn, DbResult, Error};
+use super::{Db, SCHEMA, console, credentials, depots, evict, fleet, guard, rollout};
+
+/// The PostgreSQL schema (the SQLite one, in PostgreSQL's types).
+const PG_SCHEMA: &str = include_str!("schema_pg.sql");
+
+impl Db {
+    /// Open `path` with SQLite (creating the schema if needed). A new
+    /// database file is created mode 0600 (SQLite gives its `-wal` and
+    /// `-shm` files the same mode); an existing one keeps its mode
+    /// (`serve` tightens it, see [`crate::files`]).
+    pub fn open(path: &Path) -> DbResult<Self> {
+        if let Err(e) = crate::files::create_private(path) {
+            return Err(Error::Other(format!("cannot create {}: {e}", path.display())));
+        }
+        let conn = rusqlite::Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let conn = Conn::sqlite(conn);
+        for schema in [
+            SCHEMA,
+            guard::SCHEMA,
+            evict::SCHEMA,
+            credentials::SCHEMA,
+            depots::SCHEMA,
+            console::SCHEMA,
+            fleet::SCHEMA,
+            rollout::SCHEMA,
+        ] {
+            conn.execute_batch(schema)?;
+        }
+        Ok(Self::with(conn))
+    }
+
+    /// Connect to the PostgreSQL database at `url` (creating the schema if
+    /// needed, one instance at a time).
+    pub fn open_postgres(url: &str) -> DbResult<Self> {
+        let conn = Conn::postgres(url)?;
+        conn.execute_batch(&format!("BEGIN;\n{PG_SCHEMA}\nCOMMIT;"))?;
+        Ok(Self::with(conn))
+    }
+
+    /// The database of the server in `dir`: `[database] url` of its
+    /// `server.toml` if set, else `DIR/state.db`. Errors say which.
+    pub fn open_in(dir: &Path) -> Result<Self, String> {
+        match database_url(dir)? {
+            Some(url) => Self::open_postgres(&url).map_err(|e| format!("database {}: {e}", redact(&url))),
+            None => Self::open(&dir.join("state.db")).map_err(|e| format!("state.db: {e}")),
+        }
+    }
+
+    fn with(conn: Conn) -> Self {
+        Self { conn, failures: guard::FailureCounts::default() }
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.conn.backend()
+    }
+
+    /// The connection, for what the typed methods do not cover (`migrate`).
+    pub fn conn(&self) -> &Conn {
+        &self.conn
+    }
+}
+
+/// `[database] url` of `DIR/server.toml`, if the file is there and sets it.
+fn database_url(dir: &Path) -> Result<Option<String>, String> {
+    if !dir.join("server.toml").exists() {
+        return Ok(None);
+    }
+    Ok(crate::config::ServerConfig::load(dir)?.database.url)
+}
+
+/// `url` without its password, for messages and logs.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else { return url.to_string() };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn a_password_in_a_url_is_never_shown() {
+        assert_eq!(redact("postgres://outpost:s3cret@db:5432/outpost"), "postgres://outpost:***@db:5432/outpost");
+        assert_eq!(redact("postgres://outpost@127.0.0.1/x"), "postgres://outpost@127.0.0.1/x");
+        assert_eq!(redact("host=/run/postgresql user=x"), "host=/run/postgresql user=x");
+    }
+}
