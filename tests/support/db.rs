@@ -136,10 +136,13 @@ pub fn test_database() -> Option<TestDatabase> {
     base_url().map(|base| TestDatabase::create(&base, None))
 }
 
-/// One value of a result row as text, the same on both backends: integers in
-/// decimal, blobs (`BLOB`, `BYTEA`) in lower-case hex, booleans `1` / `0`,
-/// SQL NULL as `None`.
-pub type Value = Option<String>;
+/// How one value of a result row reads, the same on both backends: integers
+/// in decimal, blobs (`BLOB`, `BYTEA`) in lower-case hex, booleans `1` / `0`,
+/// SQL NULL as [`NULL`].
+pub type Value = String;
+
+/// What SQL NULL reads as in [`Value`]s.
+pub const NULL: &str = "NULL";
 
 /// Where a server directory keeps its state: `DIR/server.toml`'s
 /// `[database] url`, or `None` for `DIR/state.db`.
@@ -158,18 +161,18 @@ fn sqlite(dir: &Path) -> rusqlite::Connection {
 fn sqlite_value(v: rusqlite::types::ValueRef<'_>) -> Value {
     use rusqlite::types::ValueRef;
     match v {
-        ValueRef::Null => None,
-        ValueRef::Integer(i) => Some(i.to_string()),
-        ValueRef::Real(f) => Some(f.to_string()),
-        ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
-        ValueRef::Blob(b) => Some(outpost_agent::engine::digest::hex(b)),
+        ValueRef::Null => NULL.to_string(),
+        ValueRef::Integer(i) => i.to_string(),
+        ValueRef::Real(f) => f.to_string(),
+        ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+        ValueRef::Blob(b) => outpost_agent::engine::digest::hex(b),
     }
 }
 
 fn pg_value(row: &postgres::Row, i: usize) -> Value {
     use postgres::types::Type;
     let t = row.columns()[i].type_();
-    match *t {
+    let value = match *t {
         Type::INT2 => row.get::<_, Option<i16>>(i).map(|v| v.to_string()),
         Type::INT4 => row.get::<_, Option<i32>>(i).map(|v| v.to_string()),
         Type::INT8 => row.get::<_, Option<i64>>(i).map(|v| v.to_string()),
@@ -179,7 +182,8 @@ fn pg_value(row: &postgres::Row, i: usize) -> Value {
         Type::BYTEA => row.get::<_, Option<Vec<u8>>>(i).map(|v| outpost_agent::engine::digest::hex(&v)),
         Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => row.get(i),
         _ => panic!("column {} is of type {t}: cast it to TEXT in the query", row.columns()[i].name()),
-    }
+    };
+    value.unwrap_or_else(|| NULL.to_string())
 }
 
 impl crate::Server {
@@ -205,13 +209,13 @@ impl crate::Server {
         }
     }
 
-    /// The one value of a query that returns one row of one column, not NULL.
-    pub fn sql_value(&self, query: &str) -> String {
+    /// The one value of a query that returns one row of one column.
+    pub fn sql_value(&self, query: &str) -> Value {
         let rows = self.sql_rows(query);
         match &rows[..] {
             [row] => match &row[..] {
-                [Some(v)] => v.clone(),
-                _ => panic!("{query}: one non-NULL column expected, got {row:?}"),
+                [v] => v.clone(),
+                _ => panic!("{query}: one column expected, got {row:?}"),
             },
             _ => panic!("{query}: one row expected, got {rows:?}"),
         }
@@ -272,10 +276,9 @@ mod tests {
             }
         }
         let srv = crate::Server { dir, https_port: 1, http_port: 2, child: None, database };
-        let s = |v: &str| Some(v.to_string());
         assert_eq!(
             srv.sql_rows("SELECT n, s, b, z, n > 0 FROM t ORDER BY n"),
-            [[s("-2"), s("two"), s(""), s("z"), s("0")], [s("1"), s("one"), s("00ff"), None, s("1")]]
+            [["-2", "two", "", "z", "0"], ["1", "one", "00ff", NULL, "1"]]
         );
         assert_eq!(srv.sql_value("SELECT COUNT(*) FROM t"), "2");
 

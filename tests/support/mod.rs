@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 mod db;
-pub use db::{POSTGRES_ENV, TestDatabase, Value, backend_is_postgres, database_url, test_database};
+pub use db::{NULL, POSTGRES_ENV, TestDatabase, Value, backend_is_postgres, database_url, test_database};
 
 /// Path of a workspace binary (debug profile), built beforehand.
 pub fn bin(name: &str) -> PathBuf {
