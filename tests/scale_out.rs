@@ -174,9 +174,12 @@ fn two_instances_behind_nginx_one_killed_mid_deployment_every_report_recorded_on
         "SELECT device, COUNT(*) FROM status_history WHERE package = {pkg} AND status = 'SUCCESS' GROUP BY device"
     ));
     assert!(history.len() == DEVICES && history.iter().all(|r| r[1] == "1"), "{history:?}");
-    // The instance that lived served devices after the other died.
+    // Both instances answered devices (nginx spread them), and the one that
+    // lived took reports.
+    let log1 = fs::read_to_string(dir.join("serve-1.log")).unwrap();
     let log2 = fs::read_to_string(dir.join("serve-2.log")).unwrap();
-    assert!(log2.contains("poll") || log2.contains("report"), "instance 2 answered nothing: {log2}");
+    assert!(log1.contains("notified of"), "instance 1 answered no poll: {log1}");
+    assert!(log2.contains("notified of") && log2.contains("-> SUCCESS"), "instance 2 took no poll or report: {log2}");
     eprintln!("{at_kill} of {DEVICES} had reported when instance 1 was killed; agent runs per device: {runs:?}");
     let _ = two.kill();
     let _ = lb.kill();
