@@ -103,6 +103,22 @@ pub enum Cmd {
         #[arg(long)]
         not_notified: bool,
     },
+    /// Move the server's state from DIR/state.db into an empty PostgreSQL database, then
+    /// point server.toml at it ([database] url). Stop serve first; state.db is kept as it was.
+    Migrate {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Where the state is now (only sqlite).
+        #[arg(long, value_name = "sqlite", value_parser = ["sqlite"])]
+        from: String,
+        /// Where it goes (only postgres).
+        #[arg(long, value_name = "postgres", value_parser = ["postgres"])]
+        to: String,
+        /// The PostgreSQL database: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (it must
+        /// exist and hold no device and no package).
+        #[arg(long, value_name = "URL")]
+        database: String,
+    },
     /// Show, per package, the counts the OCS console shows, every device's status, and blocked clients.
     Status {
         #[arg(long)]

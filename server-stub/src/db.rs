@@ -24,7 +24,7 @@ mod sql;
 #[cfg(test)]
 mod testdb;
 #[cfg(test)]
-pub(crate) use testdb::test_db;
+pub(crate) use testdb::{test_db, test_db_pair};
 
 pub use catalog::PackageRow;
 pub use console::{AdminHash, DeviceRow, HistoryRow, PackageSummary, ProgressRow};

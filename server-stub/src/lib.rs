@@ -32,6 +32,7 @@ pub mod http;
 pub mod limits;
 pub mod lockout;
 pub mod metrics;
+pub mod migrate;
 pub mod objects;
 pub mod ocs;
 pub mod out;

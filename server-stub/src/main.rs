@@ -66,6 +66,15 @@ fn run(cmd: Cmd) -> Result<(), String> {
         Cmd::Serve { dir, https, http } => files::check_at_serve(&dir).and_then(|()| serve::run_on(&dir, https, http)),
         Cmd::Validate { dir, package } => cmd::assign::validate(&dir, package),
         Cmd::Unaffect { dir, package, not_notified } => cmd::assign::unaffect(&dir, package, not_notified),
+        Cmd::Migrate { dir, from: _, to: _, database } => outpost_server::migrate::sqlite_to_postgres(&dir, &database)
+            .map(|copied| {
+                let rows: usize = copied.iter().map(|(_, n)| n).sum();
+                println!(
+                    "migrated {rows} rows in {} tables to {}; server.toml now uses it (state.db is kept as it was)",
+                    copied.len(),
+                    outpost_server::db::redact(&database)
+                );
+            }),
         Cmd::Status { dir, package, json, blocked } => admin::status(&dir, package, json, blocked),
         Cmd::Unblock { dir, address } => admin::unblock(&dir, &address),
         Cmd::Admin { cmd: AdminCmd::Add { dir, user } } => cmd::admin::add(&dir, &user),

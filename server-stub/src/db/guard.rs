@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use super::sql::{Conn, OptionalExtension};
 use crate::params;
 
-use super::{Db, DbResult, KIND_OCS};
+use super::{Backend, Db, DbResult, KIND_OCS};
 use crate::lockout::{self, Client, Counter, Gate, Policy, Scope};
 use crate::ratelimit::Bucket;
 
@@ -187,24 +187,31 @@ impl Db {
         let c = client.to_string();
         let (mut claim, last_success, _) = read_counter(&self.conn, &c, scope.as_str(), identity)?;
         let (mut address, _, _) = read_counter(&self.conn, &c, ANY, ANY)?;
+        // On a database shared by several instances the counts are too:
+        // a guesser spreading over them is counted once.
+        let shared = self.conn.backend() == Backend::Postgres;
         let (claim_key, address_key) =
             ((c.clone(), scope.as_str(), identity.to_string()), (c.clone(), ANY, ANY.into()));
-        self.failures.load(&claim_key, &mut claim);
-        self.failures.load(&address_key, &mut address);
+        if !shared {
+            self.failures.load(&claim_key, &mut claim);
+            self.failures.load(&address_key, &mut address);
+        }
         let out = Failure {
             claim_blocked: claim.fail(policy, policy.max_auth_failures, now),
             address_blocked: address.fail(policy, policy.max_address_auth_failures, now),
         };
-        self.failures.store(now, policy, claim_key, &claim);
-        self.failures.store(now, policy, address_key, &address);
-        if !out.claim_blocked && !out.address_blocked {
-            return Ok(out);
+        if !shared {
+            self.failures.store(now, policy, claim_key, &claim);
+            self.failures.store(now, policy, address_key, &address);
+            if !out.claim_blocked && !out.address_blocked {
+                return Ok(out);
+            }
         }
         let tx = self.conn.transaction()?;
-        if out.claim_blocked {
+        if out.claim_blocked || shared {
             write_counter(&tx, (&c, scope.as_str(), identity), &claim, last_success)?;
         }
-        if out.address_blocked {
+        if out.address_blocked || shared {
             write_counter(&tx, (&c, ANY, ANY), &address, 0)?;
         }
         // Forget idle rows, so the table holds only live blocks and trust.
@@ -430,6 +437,10 @@ mod tests {
         for i in 0..9 {
             d.auth_failed(T0 + i, &p, a, Scope::Api, "pc").unwrap();
         }
+        if d.backend() == Backend::Postgres {
+            assert_eq!(rows(&d), 2, "shared by instances: the claim's and the address's counts are written");
+            return;
+        }
         assert_eq!(rows(&d), 0, "nine failures, no row written");
         assert!(d.auth_failed(T0 + 9, &p, a, Scope::Api, "pc").unwrap().claim_blocked);
         assert_eq!(rows(&d), 1, "the block is");
@@ -462,5 +473,24 @@ mod tests {
         assert!(!d.should_log(T0 + 59, "k", 60).unwrap());
         assert!(d.should_log(T0 + 59, "other", 60).unwrap());
         assert!(d.should_log(T0 + 60, "k", 60).unwrap());
+    }
+
+    #[test]
+    fn instances_sharing_a_database_count_one_guesser_together() {
+        let Some((mut one, mut two)) = crate::db::test_db_pair("shared") else {
+            eprintln!("skipped: needs OUTPOST_TEST_POSTGRES (SQLite has one instance per database)");
+            return;
+        };
+        let p = Policy::default();
+        let a = client("192.0.2.61");
+        for i in 0..5 {
+            assert!(!one.auth_failed(T0 + i, &p, a, Scope::Api, "pc").unwrap().claim_blocked);
+        }
+        for i in 5..9 {
+            assert!(!two.auth_failed(T0 + i, &p, a, Scope::Api, "pc").unwrap().claim_blocked);
+        }
+        assert!(two.auth_failed(T0 + 9, &p, a, Scope::Api, "pc").unwrap().claim_blocked, "the tenth, on either");
+        let gate = one.auth_gate(T0 + 10, a, Scope::Api, "pc").unwrap();
+        assert!(matches!(gate, Gate::Blocked { .. }), "and the other sees the block: {gate:?}");
     }
 }

@@ -34,7 +34,11 @@ impl Db {
     pub fn report_all(&mut self, rows: &[ReportRow]) -> DbResult<Vec<bool>> {
         let tx = self.conn.transaction()?;
         let now = now_rfc3339();
-        let mut out = Vec::with_capacity(rows.len());
+        let mut out = vec![false; rows.len()];
+        // In key order: instances sharing a PostgreSQL database then take
+        // the rows' locks in one order, and two batches never deadlock.
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        order.sort_by(|&a, &b| (&rows[a].device, &rows[a].report_id).cmp(&(&rows[b].device, &rows[b].report_id)));
         {
             let mut seen = tx.prepare_cached(
                 "INSERT INTO reports(device, report_id, received) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
@@ -42,9 +46,10 @@ impl Db {
             let mut apply = tx.prepare_cached(
                 "UPDATE assignments SET status = ?1, updated = ?2, force = 0 WHERE device = ?3 AND package = ?4",
             )?;
-            for r in rows {
+            for i in order {
+                let r = &rows[i];
                 let fresh = seen.execute(params![r.device, r.report_id, now])? > 0;
-                out.push(fresh && apply.execute(params![r.status, now, r.device, r.package as i64])? > 0);
+                out[i] = fresh && apply.execute(params![r.status, now, r.device, r.package as i64])? > 0;
             }
         }
         tx.commit()?;
@@ -82,5 +87,54 @@ mod tests {
         let status: Vec<_> = db.status(Some(1)).unwrap().into_iter().map(|r| r.status).collect();
         assert_eq!(status, ["SUCCESS", "ERR_EXECUTE"]);
         assert_eq!(db.report_all(&batch[..1]).unwrap(), [false], "a retry of a recorded report changes nothing");
+    }
+
+    #[test]
+    fn two_instances_record_a_report_sent_to_both_once() {
+        let Some((mut one, mut two)) = crate::db::test_db_pair("reports2") else {
+            eprintln!("skipped: needs OUTPOST_TEST_POSTGRES (SQLite has one instance per database)");
+            return;
+        };
+        one.add_package(&NewPackage {
+            id: 1,
+            name: "p",
+            action: "store",
+            priority: 5,
+            frags: 1,
+            size: 1,
+            https: false,
+        })
+        .unwrap();
+        let devices: Vec<String> = (0..200).map(|i| format!("d{i}")).collect();
+        for d in &devices {
+            one.add_device(d, &[0; 32]).unwrap();
+            one.assign(1, Some(d), false).unwrap();
+        }
+        // Every device's report reaches both instances at once (an agent
+        // retrying against the other while the first still works on it),
+        // in batches whose rows come in opposite orders.
+        let batch = |status: &str, rev: bool| -> Vec<ReportRow> {
+            let mut v: Vec<ReportRow> = devices
+                .iter()
+                .map(|d| ReportRow {
+                    device: d.clone(),
+                    report_id: format!("r-{d}"),
+                    package: 1,
+                    status: status.into(),
+                })
+                .collect();
+            if rev {
+                v.reverse();
+            }
+            v
+        };
+        let (a, b) = (batch("SUCCESS", false), batch("EXIT_CODE_1", true));
+        let (ra, rb) = std::thread::scope(|s| {
+            let ta = s.spawn(|| a.chunks(10).map(|c| one.report_all(c).unwrap()).collect::<Vec<_>>().concat());
+            let tb = s.spawn(|| b.chunks(10).map(|c| two.report_all(c).unwrap()).collect::<Vec<_>>().concat());
+            (ta.join().unwrap(), tb.join().unwrap())
+        });
+        let recorded = ra.iter().chain(&rb).filter(|x| **x).count();
+        assert_eq!(recorded, devices.len(), "each report recorded by exactly one instance");
     }
 }

@@ -13,6 +13,7 @@ use super::{Cache, DbResult, Error, STATEMENT_CACHE};
 
 /// A client and its prepared statements.
 pub(super) struct PgConn {
+    url: String,
     client: Client,
     cache: Cache<Statement>,
 }
@@ -23,10 +24,23 @@ impl PgConn {
     /// SECURITY.md).
     pub(super) fn connect(url: &str) -> DbResult<Self> {
         let client = Client::connect(url, NoTls)?;
-        Ok(Self { client, cache: Cache::new(STATEMENT_CACHE) })
+        Ok(Self { url: url.to_string(), client, cache: Cache::new(STATEMENT_CACHE) })
+    }
+
+    /// A connection the server closed (a restart, a failover) is opened
+    /// again at the next statement, with its statements prepared again;
+    /// the statement that found it closed failed (and its request with it).
+    fn reconnect_if_closed(&mut self) -> DbResult<()> {
+        if self.client.is_closed() {
+            log::warn!(target: "outpost", "the PostgreSQL connection was closed: connecting again");
+            self.client = Client::connect(&self.url, NoTls)?;
+            self.cache = Cache::new(STATEMENT_CACHE);
+        }
+        Ok(())
     }
 
     fn statement(&mut self, sql: &str) -> DbResult<Statement> {
+        self.reconnect_if_closed()?;
         if let Some(st) = self.cache.get(sql) {
             return Ok(st);
         }
@@ -49,6 +63,7 @@ impl PgConn {
     }
 
     pub(super) fn batch(&mut self, sql: &str) -> DbResult<()> {
+        self.reconnect_if_closed()?;
         Ok(self.client.batch_execute(sql)?)
     }
 }
