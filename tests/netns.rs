@@ -132,7 +132,23 @@ fn link_up_wakes_the_agent_out_of_its_backoff() {
     };
     let https = format!("{SERVER_IP}:8443");
     let http = format!("{SERVER_IP}:8080");
-    server(&["init", "--https", &https, "--http", &http, "--san", SERVER_IP]);
+    // On PostgreSQL the server reaches the cluster through its Unix socket:
+    // 127.0.0.1 in the server's namespace is not the host's.
+    let database = outpost_tests::test_database();
+    let socket_url = database.as_ref().map(|db| db.socket_url());
+    let mut init = vec!["init", "--https", &https, "--http", &http, "--san", SERVER_IP];
+    match &socket_url {
+        None => {}
+        Some(Some(url)) => init.extend_from_slice(&["--database", url]),
+        Some(None) => {
+            eprintln!(
+                "SKIPPED link_up_wakes_the_agent_out_of_its_backoff: the PostgreSQL cluster has no Unix socket, \
+                 and a server in a network namespace cannot reach its 127.0.0.1"
+            );
+            return;
+        }
+    }
+    server(&init);
     let package = server(&["package", "add", "--action", "execute", "--command", "true"]);
     let cfg = t.join("pc.toml");
     let state = t.join("pc-state");

@@ -51,8 +51,7 @@ fn outbox(state: &Path) -> usize {
 
 /// Reports the server has received from `device` (each report id once).
 fn reports_received(srv: &Server, device: &str) -> i64 {
-    let db = rusqlite::Connection::open(srv.dir.join("state.db")).unwrap();
-    db.query_row("SELECT COUNT(*) FROM reports WHERE device = ?1", [device], |r| r.get(0)).unwrap()
+    srv.sql_value(&format!("SELECT COUNT(*) FROM reports WHERE device = '{device}'")).parse().unwrap()
 }
 
 fn state_of(t: &TempDir, device: &str) -> PathBuf {

@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use outpost_tests::{Server, TempDir, agent, bin, free_port, random_bytes, run, targz, text, tune_agent, wait_for_port};
+use outpost_tests::{
+    Server, TempDir, agent, bin, free_port, random_bytes, run, targz, text, tune_agent, wait_for_port,
+};
 
 const DEVICES: usize = 16;
 
@@ -37,8 +39,10 @@ fn balancer(dir: &Path, public: (u16, u16), backends: &[(u16, u16)]) -> Child {
     fs::create_dir_all(dir).unwrap();
     let p = dir.display();
     let upstream = |name: &str, pick: fn(&(u16, u16)) -> u16| {
-        let servers: String =
-            backends.iter().map(|b| format!("    server 127.0.0.1:{} max_fails=1 fail_timeout=60s;\n", pick(b))).collect();
+        let servers: String = backends
+            .iter()
+            .map(|b| format!("    server 127.0.0.1:{} max_fails=1 fail_timeout=60s;\n", pick(b)))
+            .collect();
         format!("  upstream {name} {{\n{servers}  }}\n")
     };
     let conf = dir.join("nginx.conf");
@@ -79,9 +83,12 @@ fn instance(dir: &Path, (https, http): (u16, u16), log: &str) -> Child {
 }
 
 #[test]
+#[allow(clippy::disallowed_methods)] // real processes: bounded real-time waits
 fn two_instances_behind_nginx_one_killed_mid_deployment_every_report_recorded_once() {
     if !outpost_tests::backend_is_postgres() {
-        eprintln!("skipped: needs the PostgreSQL backend (OUTPOST_TEST_POSTGRES); SQLite has one instance per database");
+        eprintln!(
+            "skipped: needs the PostgreSQL backend (OUTPOST_TEST_POSTGRES); SQLite has one instance per database"
+        );
         return;
     }
     let t = TempDir::new("scale-out");
@@ -153,10 +160,7 @@ fn two_instances_behind_nginx_one_killed_mid_deployment_every_report_recorded_on
     let runs: Vec<usize> = workers.into_iter().map(|w| w.join().expect("every device finishes")).collect();
     let statuses = srv.statuses();
     for id in &ids {
-        assert!(
-            statuses.iter().any(|(p, d, s)| *p == pkg && d == id && s == "SUCCESS"),
-            "{id}: {statuses:?}"
-        );
+        assert!(statuses.iter().any(|(p, d, s)| *p == pkg && d == id && s == "SUCCESS"), "{id}: {statuses:?}");
     }
     let installed = fs::read_to_string(&sums).unwrap();
     let lines: Vec<&str> = installed.lines().collect();

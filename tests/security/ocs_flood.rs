@@ -104,12 +104,9 @@ fn a_full_device_table_makes_room_by_evicting_stale_fakes() {
     // Time passes: the server reads the wall clock, so age the rows instead
     // (timestamps are RFC 3339 text), with the server stopped.
     assert!(srv.stop(), "server stopped cleanly");
-    let db = rusqlite::Connection::open(srv.dir.join("state.db")).expect("state.db");
-    let aged = db
-        .execute("UPDATE devices SET created = '2020-01-01T00:00:00Z', last_seen = '2020-01-01T00:00:00Z'", [])
-        .expect("age the devices");
+    let aged =
+        srv.sql_execute("UPDATE devices SET created = '2020-01-01T00:00:00Z', last_seen = '2020-01-01T00:00:00Z'");
     assert_eq!(aged, 3);
-    drop(db);
     srv.start();
 
     assert_eq!(ocs_post(&srv, &prolog(&fake(3)), None).0, 200, "the stale fake makes room");

@@ -16,7 +16,6 @@
 //!   signed only by the key it brings is refused, and so is that key's package.
 
 use std::fs;
-use std::process::Command;
 
 use outpost_agent::engine::trust::{Bundle, TrustedCa, TrustedKey};
 use outpost_tests::{Server, TempDir, agent, https_from, text};
@@ -106,12 +105,10 @@ fn a_ca_offered_over_a_connection_the_agent_cannot_verify_is_never_learned() {
     // certificate for the same address, and a bundle listing that CA,
     // signed with the real key.
     let other = Server::init(t.join("other"), &[]);
-    let mitm_dir = t.join("mitm");
-    ok(&Command::new("cp").arg("-a").arg(&real.dir).arg(&mitm_dir).output().unwrap());
+    let mut mitm = real.copy_to(t.join("mitm"));
     for f in ["ca-cert.pem", "ca-key.pem", "server-cert.pem", "server-key.pem"] {
-        fs::copy(other.dir.join("tls").join(f), mitm_dir.join("tls").join(f)).unwrap();
+        fs::copy(other.dir.join("tls").join(f), mitm.dir.join("tls").join(f)).unwrap();
     }
-    let mut mitm = Server::at(mitm_dir, &real);
     ok(&mitm.cmd(&["ca", "rotate"]));
     let forged = fs::read(mitm.dir.join("trust/bundle")).unwrap();
     let (b, _, sigs) = Bundle::decode(&forged).unwrap();

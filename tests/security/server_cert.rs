@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use outpost_server::time::unix_now;
-use outpost_tests::{Made, Server, TempDir, agent, bin, free_port, https_from, openssl, openssl_signed, run, text};
+use outpost_tests::{
+    Made, Server, TempDir, agent, bin, free_port, https_from, openssl, openssl_signed, run, test_database, text,
+};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 
@@ -379,10 +381,14 @@ fn init_refuses_a_key_that_is_not_the_cas_a_certificate_that_is_no_ca_and_a_chai
     assert!(fs::read_to_string(&sec1).unwrap().starts_with("-----BEGIN EC PRIVATE KEY-----"));
 
     let dir = t.join("srv");
+    let database = test_database();
     let init = |extra: &[&Path]| {
         let (https, http) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
         let mut c = Command::new(bin("outpost-server"));
         c.args(["init", "--dir"]).arg(&dir).args(["--https", &https, "--http", &http]);
+        if let Some(db) = &database {
+            c.args(["--database", db.url()]);
+        }
         for (flag, f) in ["--ca-cert", "--ca-key", "--ca-chain"].iter().zip(extra) {
             c.arg(flag).arg(f);
         }

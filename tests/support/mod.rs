@@ -11,6 +11,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+mod db;
+pub use db::{NULL, POSTGRES_ENV, TestDatabase, Value, backend_is_postgres, database_url, test_database};
+
 /// Path of a workspace binary (debug profile), built beforehand.
 pub fn bin(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -153,6 +156,8 @@ pub struct Server {
     /// HTTP port.
     pub http_port: u16,
     child: Option<Child>,
+    /// The PostgreSQL database made for it (dropped with it), on that backend.
+    database: Option<TestDatabase>,
 }
 
 impl Server {
@@ -161,22 +166,47 @@ impl Server {
         Self::init_with_http(dir, free_port(), extra)
     }
 
-    /// `init` with a chosen HTTP port.
+    /// `init` with a chosen HTTP port. On the PostgreSQL backend
+    /// ([`backend_is_postgres`]) the server gets a database of its own
+    /// (`--database`), unless `extra` names one.
     pub fn init_with_http(dir: PathBuf, http_port: u16, extra: &[&str]) -> Self {
         let https_port = free_port();
         let https = format!("127.0.0.1:{https_port}");
         let http = format!("127.0.0.1:{http_port}");
         let mut args = vec!["init", "--dir", dir.to_str().unwrap(), "--https", &https, "--http", &http];
         args.extend_from_slice(extra);
+        let database = if extra.contains(&"--database") { None } else { test_database() };
+        if let Some(db) = &database {
+            args.extend_from_slice(&["--database", db.url()]);
+        }
         let o = run(Command::new(bin("outpost-server")).args(&args));
         assert!(o.status.success(), "init failed: {}", text(&o));
-        Self { dir, https_port, http_port, child: None }
+        Self { dir, https_port, http_port, child: None, database }
     }
 
     /// Another server directory on `like`'s ports (a copy of it, say), not
     /// started: what stands in its place while `like` is stopped.
     pub fn at(dir: PathBuf, like: &Server) -> Self {
-        Self { dir, https_port: like.https_port, http_port: like.http_port, child: None }
+        Self { dir, https_port: like.https_port, http_port: like.http_port, child: None, database: None }
+    }
+
+    /// A copy of this (stopped) server at `dir`, on the same ports, not
+    /// started: its directory (`cp -a`) and its state, `state.db` with the
+    /// directory or, on PostgreSQL, a new database copied from its own, which
+    /// the copy's `server.toml` names. The two share nothing afterwards.
+    pub fn copy_to(&self, dir: PathBuf) -> Self {
+        assert!(self.child.is_none(), "stop the server before copying it");
+        let o = run(Command::new("cp").arg("-a").arg(&self.dir).arg(&dir));
+        assert!(o.status.success(), "cp -a: {}", text(&o));
+        let database = self.database.as_ref().map(|db| {
+            let copy = db.copy();
+            let toml = dir.join("server.toml");
+            let old = std::fs::read_to_string(&toml).expect("server.toml");
+            assert_eq!(old.matches(db.url()).count(), 1, "server.toml names {} once: {old}", db.url());
+            std::fs::write(&toml, old.replace(db.url(), copy.url())).expect("write server.toml");
+            copy
+        });
+        Self { dir, https_port: self.https_port, http_port: self.http_port, child: None, database }
     }
 
     /// Run `outpost-server <args…> --dir DIR`.
