@@ -2,9 +2,16 @@
 //! `scripts/bench-throughput`, one thread per connection.
 //!
 //! ```text
-//! outpost-loadgen --target 127.0.0.1:8443 --mode handshake --ca ca-cert.pem \
-//!     --requests polls.jsonl --conns 32 --duration 10 [--warmup 1] [--peer-pid PID]…
+//! outpost-loadgen --target 127.0.0.1:8443 [--target 127.0.0.1:9443]… --mode handshake \
+//!     --ca ca-cert.pem --requests polls.jsonl --conns 32 --duration 10 [--warmup 1] \
+//!     [--peer-pid PID[,PID…]]…
 //! ```
+//!
+//! With several `--target`s, connections go round-robin over them: the
+//! `k`-th connection of worker `w` goes to target `(w + k) mod T`, so that
+//! kept-alive connections are spread evenly and, in `handshake` mode, every
+//! worker alternates. No load balancer in the path: each server instance is
+//! connected to directly.
 //!
 //! Modes:
 //! - `handshake`: every request on a new TCP connection with a full TLS
@@ -26,7 +33,11 @@
 //! latency p50/p99/p99.9 (ms, connect and handshake included in `handshake`
 //! mode), status counts, errors (I/O, TLS, and any status but 200 or 206),
 //! and the CPU seconds this process and the `--peer-pid` processes used in
-//! the window, so that a load generator that is itself the bottleneck shows.
+//! the window, so that a load generator that is itself the bottleneck shows:
+//! `peer_cpu_s` in all, `peer_cpu_each_s` per `--peer-pid` argument (one
+//! argument may list several processes, comma-separated, e.g. the server
+//! instances, then the database's; a process that starts or ends within the
+//! window is not counted).
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -60,7 +71,7 @@ impl Mode {
 }
 
 struct Opts {
-    target: SocketAddr,
+    targets: Vec<SocketAddr>,
     name: String,
     mode: Mode,
     ca: Option<String>,
@@ -69,17 +80,18 @@ struct Opts {
     duration: Duration,
     warmup: Duration,
     timeout: Duration,
-    peers: Vec<u32>,
+    /// Groups of peer processes, one per `--peer-pid` argument.
+    peers: Vec<Vec<u32>>,
     verify_every: u64,
 }
 
-const USAGE: &str = "usage: outpost-loadgen --target HOST:PORT --mode handshake|keepalive|plain \
+const USAGE: &str = "usage: outpost-loadgen --target HOST:PORT [--target HOST:PORT]... --mode handshake|keepalive|plain \
 [--ca CA.pem] [--name SERVER_NAME] --requests FILE.jsonl [--conns N] [--duration SECS] [--warmup SECS] \
-[--timeout SECS] [--verify-every K] [--peer-pid PID]...";
+[--timeout SECS] [--verify-every K] [--peer-pid PID[,PID...]]...";
 
 fn parse_args() -> Result<Opts, String> {
     let mut args = std::env::args().skip(1);
-    let (mut target, mut name, mut mode, mut ca, mut requests) = (None, None, None, None, None);
+    let (mut targets, mut name, mut mode, mut ca, mut requests) = (Vec::new(), None, None, None, None);
     let (mut conns, mut duration, mut warmup, mut timeout, mut peers) = (16, 10.0, 1.0, 10.0, Vec::new());
     let mut verify_every = 1;
     let secs = |v: String| {
@@ -88,7 +100,7 @@ fn parse_args() -> Result<Opts, String> {
     while let Some(a) = args.next() {
         let mut val = || args.next().ok_or_else(|| format!("{a} needs a value"));
         match a.as_str() {
-            "--target" => target = Some(val()?),
+            "--target" => targets.push(val()?),
             "--name" => name = Some(val()?),
             "--mode" => {
                 mode = Some(match val()?.as_str() {
@@ -107,17 +119,28 @@ fn parse_args() -> Result<Opts, String> {
             "--verify-every" => {
                 verify_every = val()?.parse().ok().filter(|k| *k > 0).ok_or("--verify-every needs a positive count")?;
             }
-            "--peer-pid" => peers.push(val()?.parse().map_err(|e| format!("--peer-pid: {e}"))?),
+            "--peer-pid" => peers.push(
+                val()?
+                    .split(',')
+                    .map(|p| p.trim().parse().map_err(|e| format!("--peer-pid {p:?}: {e}")))
+                    .collect::<Result<Vec<u32>, _>>()?,
+            ),
             "-h" | "--help" => return Err(USAGE.into()),
             _ => return Err(format!("unknown argument {a:?}\n{USAGE}")),
         }
     }
-    let target_s = target.ok_or("--target is required")?;
-    let addr = target_s
-        .to_socket_addrs()
-        .map_err(|e| format!("--target {target_s}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("--target {target_s}: no address"))?;
+    if targets.is_empty() {
+        return Err("--target is required".into());
+    }
+    let targets = targets
+        .iter()
+        .map(|t| {
+            t.to_socket_addrs()
+                .map_err(|e| format!("--target {t}: {e}"))?
+                .next()
+                .ok_or_else(|| format!("--target {t}: no address"))
+        })
+        .collect::<Result<Vec<SocketAddr>, String>>()?;
     let mode = mode.ok_or("--mode is required")?;
     if mode != Mode::Plain && ca.is_none() {
         return Err("--ca is required for TLS modes".into());
@@ -126,8 +149,8 @@ fn parse_args() -> Result<Opts, String> {
         return Err("--conns and --duration must be positive".into());
     }
     Ok(Opts {
-        target: addr,
-        name: name.unwrap_or_else(|| addr.ip().to_string()),
+        name: name.unwrap_or_else(|| targets[0].ip().to_string()),
+        targets,
         mode,
         ca,
         requests: requests.ok_or("--requests is required")?,
@@ -322,8 +345,8 @@ impl Tally {
     }
 }
 
-fn connect(sh: &Shared) -> io::Result<Conn> {
-    let tcp = TcpStream::connect_timeout(&sh.opts.target, sh.opts.timeout)?;
+fn connect(sh: &Shared, target: &SocketAddr) -> io::Result<Conn> {
+    let tcp = TcpStream::connect_timeout(target, sh.opts.timeout)?;
     tcp.set_nodelay(true)?;
     tcp.set_read_timeout(Some(sh.opts.timeout))?;
     tcp.set_write_timeout(Some(sh.opts.timeout))?;
@@ -447,6 +470,8 @@ fn worker(sh: &Shared, w: usize) -> Tally {
     let (from, to) = sh.window;
     let mut next = w % sh.requests.len();
     let mut conn: Option<(Conn, usize)> = None;
+    // Round-robin over the targets, one step per connection.
+    let mut next_target = w % sh.opts.targets.len();
     while !sh.stop.load(Ordering::Relaxed) {
         let start = Instant::now();
         let req = &sh.requests[next];
@@ -454,7 +479,11 @@ fn worker(sh: &Shared, w: usize) -> Tally {
         let result = (|| {
             let (c, have) = match &mut conn {
                 Some(c) => c,
-                None => conn.insert((connect(sh)?, 0)),
+                None => {
+                    let target = &sh.opts.targets[next_target];
+                    next_target = (next_target + 1) % sh.opts.targets.len();
+                    conn.insert((connect(sh, target)?, 0))
+                }
             };
             c.write_all(req)?;
             c.flush()?;
@@ -546,10 +575,11 @@ fn run(opts: Opts) -> Result<serde_json::Value, String> {
     }
     std::thread::sleep(window.0.saturating_duration_since(Instant::now()));
     let cpu0 = cpu_seconds(None);
-    let peer0: Vec<Option<f64>> = sh.opts.peers.iter().map(|p| cpu_seconds(Some(*p))).collect();
+    let peer_cpu = |g: &Vec<u32>| g.iter().map(|p| cpu_seconds(Some(*p))).collect::<Vec<_>>();
+    let peer0: Vec<Vec<Option<f64>>> = sh.opts.peers.iter().map(peer_cpu).collect();
     std::thread::sleep(window.1.saturating_duration_since(Instant::now()));
     let cpu1 = cpu_seconds(None);
-    let peer1: Vec<Option<f64>> = sh.opts.peers.iter().map(|p| cpu_seconds(Some(*p))).collect();
+    let peer1: Vec<Vec<Option<f64>>> = sh.opts.peers.iter().map(peer_cpu).collect();
     sh.stop.store(true, Ordering::Relaxed);
     for h in threads {
         h.join().map_err(|_| "a worker panicked")?;
@@ -564,19 +594,22 @@ fn run(opts: Opts) -> Result<serde_json::Value, String> {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
     };
-    let peer_cpu = peer0
+    // Per group: the processes read at both ends of the window (None if none was).
+    let peer_each: Vec<Option<f64>> = peer0
         .iter()
         .zip(&peer1)
-        .map(|(a, b)| match (a, b) {
-            (Some(a), Some(b)) => Some(b - a),
-            _ => None,
+        .map(|(g0, g1)| {
+            g0.iter()
+                .zip(g1)
+                .filter_map(|(a, b)| Some(b.as_ref()? - a.as_ref()?))
+                .fold(None, |s, c| Some(s.unwrap_or(0.0) + c))
         })
-        .sum::<Option<f64>>()
-        .filter(|_| !sh.opts.peers.is_empty());
+        .collect();
+    let peer_cpu = peer_each.iter().copied().sum::<Option<f64>>().filter(|_| !sh.opts.peers.is_empty());
     let round = |x: f64, d: i32| (x * 10f64.powi(d)).round() / 10f64.powi(d);
     Ok(serde_json::json!({
         "mode": sh.opts.mode.name(),
-        "target": sh.opts.target.to_string(),
+        "target": sh.opts.targets.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "),
         "conns": sh.opts.conns,
         "duration_s": secs,
         "requests": ok,
@@ -593,6 +626,7 @@ fn run(opts: Opts) -> Result<serde_json::Value, String> {
         "verify_every": sh.opts.verify_every,
         "loadgen_cpu_s": own_cpu.map(|c| round(c, 2)),
         "peer_cpu_s": peer_cpu.map(|c| round(c, 2)),
+        "peer_cpu_each_s": peer_each.iter().map(|c| c.map(|c| round(c, 2))).collect::<Vec<_>>(),
         "loadgen_cpu_per_peer_cpu": match (own_cpu, peer_cpu) {
             (Some(a), Some(b)) if b > 0.0 => Some(round(a / b, 3)),
             _ => None,
