@@ -34,23 +34,27 @@ fn stream_module() -> PathBuf {
 }
 
 /// nginx balancing `public` → `backends` for the HTTPS and the HTTP port,
-/// moving to the next backend when one refuses connections.
+/// each connection to a backend at random (an agent opens two connections
+/// a run, so round robin would send every poll to one instance), moving to
+/// the next backend when one refuses connections (max_fails=0:
+/// a probe that closes early marks no backend down; a dead one refuses at
+/// once on loopback, and the next one is tried).
 fn balancer(dir: &Path, public: (u16, u16), backends: &[(u16, u16)]) -> Child {
     fs::create_dir_all(dir).unwrap();
     let p = dir.display();
     let upstream = |name: &str, pick: fn(&(u16, u16)) -> u16| {
         let servers: String = backends
             .iter()
-            .map(|b| format!("    server 127.0.0.1:{} max_fails=1 fail_timeout=60s;\n", pick(b)))
+            .map(|b| format!("    server 127.0.0.1:{} max_fails=0;\n", pick(b)))
             .collect();
-        format!("  upstream {name} {{\n{servers}  }}\n")
+        format!("  upstream {name} {{\n    random;\n{servers}  }}\n")
     };
     let conf = dir.join("nginx.conf");
     fs::write(
         &conf,
         format!(
             "load_module {};\ndaemon off;\nmaster_process off;\nworker_processes 1;\npid {p}/nginx.pid;\n\
-             error_log {p}/error.log;\nevents {{ worker_connections 1024; }}\nstream {{\n{}{}\
+             error_log {p}/error.log info;\nevents {{ worker_connections 1024; }}\nstream {{\n{}{}\
              \x20 server {{ listen 127.0.0.1:{}; proxy_pass tls_up; proxy_connect_timeout 1s; }}\n\
              \x20 server {{ listen 127.0.0.1:{}; proxy_pass plain_up; proxy_connect_timeout 1s; }}\n}}\n",
             stream_module().display(),
@@ -62,6 +66,18 @@ fn balancer(dir: &Path, public: (u16, u16), backends: &[(u16, u16)]) -> Child {
     )
     .unwrap();
     outpost_tests::spawn_nginx(dir, &conf, public.0)
+}
+
+/// Children killed when the test ends, passed or not.
+struct Reap(Vec<Child>);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 /// `serve` on `dir`, listening on its own ports.
@@ -116,9 +132,11 @@ fn two_instances_behind_nginx_one_killed_mid_deployment_every_report_recorded_on
     }
 
     let backends = [(free_port(), free_port()), (free_port(), free_port())];
-    let mut one = instance(&dir, backends[0], "serve-1.log");
-    let mut two = instance(&dir, backends[1], "serve-2.log");
-    let mut lb = balancer(&t.join("nginx"), (srv.https_port, srv.http_port), &backends);
+    let mut one = Reap(vec![instance(&dir, backends[0], "serve-1.log")]);
+    let _others = Reap(vec![
+        instance(&dir, backends[1], "serve-2.log"),
+        balancer(&t.join("nginx"), (srv.https_port, srv.http_port), &backends),
+    ]);
 
     // Each device runs its agent until its package is installed, the next
     // one starting 150 ms after the previous.
@@ -153,8 +171,8 @@ fn two_instances_behind_nginx_one_killed_mid_deployment_every_report_recorded_on
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    one.kill().unwrap();
-    one.wait().unwrap();
+    one.0[0].kill().unwrap();
+    one.0[0].wait().unwrap();
     assert!(at_kill < DEVICES, "the instance was killed after the deployment ended ({at_kill} of {DEVICES})");
 
     let runs: Vec<usize> = workers.into_iter().map(|w| w.join().expect("every device finishes")).collect();
@@ -178,10 +196,8 @@ fn two_instances_behind_nginx_one_killed_mid_deployment_every_report_recorded_on
     // lived took reports.
     let log1 = fs::read_to_string(dir.join("serve-1.log")).unwrap();
     let log2 = fs::read_to_string(dir.join("serve-2.log")).unwrap();
-    assert!(log1.contains("notified of"), "instance 1 answered no poll: {log1}");
+    let balanced = fs::read_to_string(t.join("nginx").join("error.log")).unwrap_or_default();
+    assert!(log1.contains("notified of"), "instance 1 answered no poll: {log1}\n--- nginx:\n{balanced}");
     assert!(log2.contains("notified of") && log2.contains("-> SUCCESS"), "instance 2 took no poll or report: {log2}");
     eprintln!("{at_kill} of {DEVICES} had reported when instance 1 was killed; agent runs per device: {runs:?}");
-    let _ = two.kill();
-    let _ = lb.kill();
-    let _ = (two.wait(), lb.wait());
 }

@@ -24,7 +24,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_rustls::TlsAcceptor;
@@ -37,7 +37,7 @@ use smol::net::{TcpListener, TcpStream};
 use crate::access::Origin;
 use crate::cidr::Cidr;
 use crate::config::ServerConfig;
-use crate::db::Db;
+use crate::db::Pool;
 use crate::http::{self, Connection, ReadError, Request, Response};
 use crate::limits::{ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, Gate, Limits, MAX_OCS_IN_FLIGHT};
 use crate::pki::Fingerprint;
@@ -63,8 +63,8 @@ pub struct State {
     pub dir: PathBuf,
     /// Configuration.
     pub cfg: ServerConfig,
-    /// The database (short critical sections only).
-    pub db: Mutex<Db>,
+    /// The database connections (short critical sections only).
+    pub db: Pool,
     /// Reports waiting for, or in, a group commit ([`crate::group_commit`]).
     pub reports: ReportCommit,
     /// Authentication failures logged per client, at most a line a minute.
@@ -138,11 +138,11 @@ pub fn run_on(dir: &Path, https: Option<String>, http: Option<String>) -> Result
     let gate = Gate::new(limits.connection_cap(nofile), limits.max_connections_per_address);
     let cert = Live::start(dir, crate::time::unix_now())?;
     let tls = TlsAcceptor::from(tls_config(dir, cert.clone())?);
-    let db = Db::open_in(dir)?;
+    let db = Pool::open_in(dir)?;
     let state = Arc::new(State {
         dir: dir.to_owned(),
         cfg: cfg.clone(),
-        db: Mutex::new(db),
+        db,
         reports: ReportCommit::default(),
         failure_log: crate::faillog::FailureLog::default(),
         cert,

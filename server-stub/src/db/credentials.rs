@@ -137,21 +137,22 @@ impl Db {
     /// with `require_cert`, a client certificate is needed. Using staged
     /// credentials promotes them, in the same transaction.
     pub fn authenticate(&mut self, device: &str, p: &Presented<'_>, require_cert: bool) -> DbResult<Verdict> {
-        let tx = self.conn.transaction()?;
-        type Row = (Option<Vec<u8>>, Option<Vec<u8>>, bool);
-        let row: Option<Row> = tx
+        // One read, outside any transaction: a request costs one round trip
+        // to PostgreSQL here, not four. Only a promotion writes.
+        type Row = (Option<Vec<u8>>, Option<Vec<u8>>, bool, Option<Vec<u8>>, Option<Vec<u8>>);
+        let row: Option<Row> = self
+            .conn
             .prepare_cached(
-                "SELECT d.secret_sha256, c.cert_sha256, r.device IS NOT NULL FROM devices d
+                "SELECT d.secret_sha256, c.cert_sha256, r.device IS NOT NULL, s.secret_sha256, s.cert FROM devices d
                  LEFT JOIN device_certs c ON c.device = d.id LEFT JOIN revoked_devices r ON r.device = d.id
+                 LEFT JOIN rotations s ON s.device = d.id
                  WHERE d.id = ?1 AND d.kind = ?2",
             )?
-            .query_row(params![device, KIND_OUTPOST], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_row(params![device, KIND_OUTPOST], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
             .optional()?;
-        let staged: Option<(Vec<u8>, Vec<u8>)> = tx
-            .prepare_cached("SELECT secret_sha256, cert FROM rotations WHERE device = ?1")?
-            .query_row([device], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        let (current, current_cert, revoked) = row.unwrap_or((None, None, false));
+        let (current, current_cert, revoked, staged_secret, staged_cert) =
+            row.unwrap_or((None, None, false, None, None));
+        let staged: Option<(Vec<u8>, Vec<u8>)> = staged_secret.zip(staged_cert);
         // Both comparisons, whatever exists: the same work for every claim.
         let matches = |stored: Option<&Vec<u8>>| {
             let zero = vec![0u8; 32];
@@ -175,6 +176,17 @@ impl Db {
             return Ok(Verdict::Current);
         }
         let Some((secret_sha256, cert)) = staged else { return Ok(Verdict::Refused(Refusal::WrongSecret)) };
+        let tx = self.conn.transaction()?;
+        // Still staged? (Another instance may have promoted it meanwhile:
+        // then these are the current credentials already.)
+        if tx
+            .execute("DELETE FROM rotations WHERE device = ?1 AND secret_sha256 = ?2", params![device, secret_sha256])?
+            == 0
+        {
+            let now: Option<Vec<u8>> =
+                tx.query_row("SELECT secret_sha256 FROM devices WHERE id = ?1", [device], |r| r.get(0))?;
+            return Ok(if matches(now.as_ref()) { Verdict::Current } else { Verdict::Refused(Refusal::WrongSecret) });
+        }
         tx.execute("UPDATE devices SET secret_sha256 = ?1 WHERE id = ?2", params![secret_sha256, device])?;
         tx.execute("DELETE FROM device_certs WHERE device = ?1", [device])?;
         if !cert.is_empty() {
@@ -183,7 +195,6 @@ impl Db {
                 params![device, &sha256(&cert)[..]],
             )?;
         }
-        tx.execute("DELETE FROM rotations WHERE device = ?1", [device])?;
         tx.commit()?;
         Ok(Verdict::Rotated)
     }

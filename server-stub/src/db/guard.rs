@@ -148,6 +148,33 @@ fn read_counter(conn: &Conn, client: &str, scope: &str, identity: &str) -> DbRes
     Ok(row.map_or_else(|| (Counter::default(), 0, false), |(c, s)| (c, s, true)))
 }
 
+/// A claim's row and its client's address-wide row, in one query.
+type Read = (Counter, u64, bool);
+fn read_claim_and_address(conn: &Conn, client: &str, scope: &str, identity: &str) -> DbResult<(Read, Read)> {
+    let mut st = conn.prepare_cached(
+        "SELECT scope, identity, failures, window_start, blocked_until, last_success FROM auth_counters
+         WHERE client = ?1 AND ((scope = ?2 AND identity = ?3) OR (scope = ?4 AND identity = ?4))",
+    )?;
+    let rows = st.query_map(params![client, scope, identity, ANY], |r| {
+        let c = Counter {
+            failures: u32::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+            window_start: to_u(r.get(3)?),
+            blocked_until: to_u(r.get(4)?),
+        };
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, c, to_u(r.get(5)?)))
+    })?;
+    let (mut claim, mut address) = ((Counter::default(), 0, false), (Counter::default(), 0, false));
+    for row in rows {
+        let (s, i, c, last) = row?;
+        if s == scope && i == identity {
+            claim = (c, last, true);
+        } else {
+            address = (c, last, true);
+        }
+    }
+    Ok((claim, address))
+}
+
 fn write_counter(
     conn: &Conn,
     (client, scope, identity): (&str, &str, &str),
@@ -168,8 +195,8 @@ impl Db {
     /// Whether `identity` from `client` may have its secret checked at `now`.
     pub fn auth_gate(&self, now: u64, client: Client, scope: Scope, identity: &str) -> DbResult<Gate> {
         let c = client.to_string();
-        let (claim, last_success, _) = read_counter(&self.conn, &c, scope.as_str(), identity)?;
-        let (address, _, _) = read_counter(&self.conn, &c, ANY, ANY)?;
+        let ((claim, last_success, _), (address, _, _)) =
+            read_claim_and_address(&self.conn, &c, scope.as_str(), identity)?;
         let trusted = scope.trusts_identities() && lockout::is_trusted(last_success, now);
         Ok(lockout::gate(now, &claim, &address, trusted))
     }
@@ -185,8 +212,8 @@ impl Db {
         identity: &str,
     ) -> DbResult<Failure> {
         let c = client.to_string();
-        let (mut claim, last_success, _) = read_counter(&self.conn, &c, scope.as_str(), identity)?;
-        let (mut address, _, _) = read_counter(&self.conn, &c, ANY, ANY)?;
+        let ((mut claim, last_success, _), (mut address, _, _)) =
+            read_claim_and_address(&self.conn, &c, scope.as_str(), identity)?;
         // On a database shared by several instances the counts are too:
         // a guesser spreading over them is counted once.
         let shared = self.conn.backend() == Backend::Postgres;

@@ -200,22 +200,30 @@ impl Conn {
 
     /// Begin a transaction; it rolls back unless [`Tx::commit`] is called.
     pub fn transaction(&self) -> DbResult<Tx<'_>> {
-        self.execute_batch("BEGIN")?;
+        match &self.inner {
+            Inner::Lite(c) => c.execute_batch("BEGIN")?,
+            Inner::Pg(c) => c.borrow_mut().begin()?,
+        }
         Ok(Tx { conn: self, open: true })
     }
 
     /// Whether commits wait until the data is on disk (the default), or
-    /// not (SQLite `synchronous = NORMAL` in WAL mode, PostgreSQL
-    /// `synchronous_commit = off`): for writes a power cut may lose without
-    /// harm.
+    /// not (SQLite `synchronous = NORMAL` in WAL mode; PostgreSQL
+    /// `SET LOCAL synchronous_commit = off`, sent with the `BEGIN` of each
+    /// transaction meanwhile, so it costs no round trip; a statement outside
+    /// a transaction stays durable): for writes a power cut may lose
+    /// without harm.
     pub fn set_durable(&self, durable: bool) -> DbResult<()> {
         match &self.inner {
-            Inner::Lite(c) => Ok(c.pragma_update(None, "synchronous", if durable { "FULL" } else { "NORMAL" })?),
-            Inner::Pg(c) => c.borrow_mut().batch(if durable {
-                "SET synchronous_commit = on"
-            } else {
-                "SET synchronous_commit = off"
-            }),
+            Inner::Lite(c) => {
+                let sql = if durable { "PRAGMA synchronous = FULL" } else { "PRAGMA synchronous = NORMAL" };
+                c.prepare_cached(sql)?.execute([])?;
+                Ok(())
+            }
+            Inner::Pg(c) => {
+                c.borrow_mut().durable = durable;
+                Ok(())
+            }
         }
     }
 }

@@ -13,6 +13,8 @@ use super::{Cache, DbResult, Error, STATEMENT_CACHE};
 
 /// A client and its prepared statements.
 pub(super) struct PgConn {
+    /// Whether transactions begun now wait for their commit to be flushed.
+    pub(super) durable: bool,
     url: String,
     client: Client,
     cache: Cache<Statement>,
@@ -24,7 +26,7 @@ impl PgConn {
     /// SECURITY.md).
     pub(super) fn connect(url: &str) -> DbResult<Self> {
         let client = Client::connect(url, NoTls)?;
-        Ok(Self { url: url.to_string(), client, cache: Cache::new(STATEMENT_CACHE) })
+        Ok(Self { durable: true, url: url.to_string(), client, cache: Cache::new(STATEMENT_CACHE) })
     }
 
     /// A connection the server closed (a restart, a failover) is opened
@@ -60,6 +62,12 @@ impl PgConn {
         let st = self.statement(sql)?;
         let refs: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
         self.client.query(&st, &refs)?.iter().map(pg_row).collect()
+    }
+
+    /// `BEGIN`, with `SET LOCAL synchronous_commit = off` in the same
+    /// message when commits need not wait for the disk.
+    pub(super) fn begin(&mut self) -> DbResult<()> {
+        self.batch(if self.durable { "BEGIN" } else { "BEGIN; SET LOCAL synchronous_commit = off" })
     }
 
     pub(super) fn batch(&mut self, sql: &str) -> DbResult<()> {
