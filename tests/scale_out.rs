@@ -43,10 +43,8 @@ fn balancer(dir: &Path, public: (u16, u16), backends: &[(u16, u16)]) -> Child {
     fs::create_dir_all(dir).unwrap();
     let p = dir.display();
     let upstream = |name: &str, pick: fn(&(u16, u16)) -> u16| {
-        let servers: String = backends
-            .iter()
-            .map(|b| format!("    server 127.0.0.1:{} max_fails=0;\n", pick(b)))
-            .collect();
+        let servers: String =
+            backends.iter().map(|b| format!("    server 127.0.0.1:{} max_fails=0;\n", pick(b))).collect();
         format!("  upstream {name} {{\n    random;\n{servers}  }}\n")
     };
     let conf = dir.join("nginx.conf");

@@ -206,7 +206,7 @@ fn poll(state: &State, req: &Request, peer: IpAddr, cert: Option<Fingerprint>) -
     let pending = match state.db.lock() {
         Ok(mut db) => {
             crate::fleet::contact::on_contact(&mut db, device, facts.as_ref(), peer, unix_now());
-            db.poll(device).and_then(|p| Ok((p, db.staged_rotation(device)?, db.depots()?)))
+            db.poll_device(device).and_then(|p| Ok((p, db.staged_rotation(device)?, db.depots()?)))
         }
         Err(_) => return Response::text(500, "database lock poisoned"),
     };

@@ -130,7 +130,7 @@ CREATE TABLE IF NOT EXISTS reports(
 const POLL_IN_HISTORY: &str = "UPDATE assignments SET status = 'SUCCESS_ALREADY_IN_HISTORY', updated = ?1
      WHERE device = ?2 AND force = 0 AND status IN (?3, ?4)
      AND package IN (SELECT package FROM ocs_history WHERE device = ?2)";
-const POLL_PENDING: &str = "SELECT a.package, p.priority, a.force, p.https FROM assignments a
+const POLL_PENDING: &str = "SELECT a.package, p.priority, a.force, p.https, a.status FROM assignments a
      JOIN packages p ON p.id = a.package
      WHERE a.device = ?1 AND a.status IN (?2, ?3) ORDER BY p.priority, a.package";
 const POLL_NOTIFY: &str = "UPDATE assignments SET status = ?1, updated = ?2 WHERE device = ?3 AND status = ?4";
@@ -271,7 +271,13 @@ impl Db {
         // cut without harm: the device is told again. So its commit does
         // not wait for an fsync; the next durable commit (a report, an
         // assignment) syncs it with its own.
-        self.relaxed(|db| db.poll_in(device))
+        self.relaxed(|db| db.poll_in(device, true))
+    }
+
+    /// [`Db::poll`] for an Outpost device, which has no OCS history to
+    /// look at: a statement fewer (a round trip fewer on PostgreSQL).
+    pub fn poll_device(&mut self, device: &str) -> DbResult<Vec<Pending>> {
+        self.relaxed(|db| db.poll_in(device, false))
     }
 
     /// Run `f` with commits that do not wait for an fsync (SQLite's
@@ -286,26 +292,32 @@ impl Db {
         out
     }
 
-    fn poll_in(&mut self, device: &str) -> DbResult<Vec<Pending>> {
+    fn poll_in(&mut self, device: &str, ocs_history: bool) -> DbResult<Vec<Pending>> {
         let tx = self.conn.transaction()?;
         let now = now_rfc3339();
-        tx.prepare_cached(POLL_IN_HISTORY)?.execute(params![now, device, WAITING, NOTIFIED])?;
-        let out = {
+        if ocs_history {
+            tx.prepare_cached(POLL_IN_HISTORY)?.execute(params![now, device, WAITING, NOTIFIED])?;
+        }
+        let rows = {
             let mut st = tx.prepare_cached(POLL_PENDING)?;
             st.query_map(params![device, WAITING, NOTIFIED], |r| {
-                Ok(Pending {
+                let p = Pending {
                     package: r.get::<_, i64>(0)? as u64,
                     priority: r.get(1)?,
                     force: r.get(2)?,
                     https: r.get(3)?,
-                })
+                };
+                Ok((p, r.get::<_, String>(4)? == WAITING))
             })?
             .collect::<DbResult<Vec<_>>>()?
         };
-        tx.prepare_cached(POLL_NOTIFY)?.execute(params![NOTIFIED, now, device, WAITING])?;
+        // Only a device told of something new has rows to mark.
+        if rows.iter().any(|(_, waiting)| *waiting) {
+            tx.prepare_cached(POLL_NOTIFY)?.execute(params![NOTIFIED, now, device, WAITING])?;
+        }
         tx.prepare_cached("UPDATE devices SET last_seen = ?1 WHERE id = ?2")?.execute(params![now, device])?;
         tx.commit()?;
-        Ok(out)
+        Ok(rows.into_iter().map(|(p, _)| p).collect())
     }
 
     /// Every assignment, optionally of one package.
