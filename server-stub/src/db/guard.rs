@@ -152,8 +152,12 @@ fn read_counter(conn: &Conn, client: &str, scope: &str, identity: &str) -> DbRes
 type Read = (Counter, u64, bool);
 fn read_claim_and_address(conn: &Conn, client: &str, scope: &str, identity: &str) -> DbResult<(Read, Read)> {
     let mut st = conn.prepare_cached(
+        // Two primary-key lookups (an OR here made PostgreSQL scan the table).
         "SELECT scope, identity, failures, window_start, blocked_until, last_success FROM auth_counters
-         WHERE client = ?1 AND ((scope = ?2 AND identity = ?3) OR (scope = ?4 AND identity = ?4))",
+         WHERE client = ?1 AND scope = ?2 AND identity = ?3
+         UNION ALL
+         SELECT scope, identity, failures, window_start, blocked_until, last_success FROM auth_counters
+         WHERE client = ?1 AND scope = ?4 AND identity = ?4",
     )?;
     let rows = st.query_map(params![client, scope, identity, ANY], |r| {
         let c = Counter {

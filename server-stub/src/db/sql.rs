@@ -207,12 +207,18 @@ impl Conn {
         Ok(Tx { conn: self, open: true })
     }
 
+    fn end(&self, commit: bool) -> DbResult<()> {
+        match &self.inner {
+            Inner::Lite(c) => Ok(c.execute_batch(if commit { "COMMIT" } else { "ROLLBACK" })?),
+            Inner::Pg(c) => c.borrow_mut().end(commit),
+        }
+    }
+
     /// Whether commits wait until the data is on disk (the default), or
     /// not (SQLite `synchronous = NORMAL` in WAL mode; PostgreSQL
-    /// `SET LOCAL synchronous_commit = off`, sent with the `BEGIN` of each
-    /// transaction meanwhile, so it costs no round trip; a statement outside
-    /// a transaction stays durable): for writes a power cut may lose
-    /// without harm.
+    /// `synchronous_commit = off`, set with the `BEGIN` of a transaction
+    /// or, for a write outside one, on the session, only when it changes):
+    /// for writes a power cut may lose without harm.
     pub fn set_durable(&self, durable: bool) -> DbResult<()> {
         match &self.inner {
             Inner::Lite(c) => {
@@ -266,7 +272,7 @@ impl Tx<'_> {
     /// Commit it.
     pub fn commit(mut self) -> DbResult<()> {
         self.open = false;
-        self.conn.execute_batch("COMMIT")
+        self.conn.end(true)
     }
 }
 
@@ -280,7 +286,7 @@ impl std::ops::Deref for Tx<'_> {
 impl Drop for Tx<'_> {
     fn drop(&mut self) {
         if self.open {
-            let _ = self.conn.execute_batch("ROLLBACK");
+            let _ = self.conn.end(false);
         }
     }
 }

@@ -13,8 +13,12 @@ use super::{Cache, DbResult, Error, STATEMENT_CACHE};
 
 /// A client and its prepared statements.
 pub(super) struct PgConn {
-    /// Whether transactions begun now wait for their commit to be flushed.
+    /// Whether commits made now must wait for their flush ([`super::Conn::set_durable`]).
     pub(super) durable: bool,
+    /// What the session's `synchronous_commit` is set to (on at connect).
+    session_durable: bool,
+    /// Inside `BEGIN` … `COMMIT`/`ROLLBACK`.
+    in_tx: bool,
     url: String,
     client: Client,
     cache: Cache<Statement>,
@@ -26,7 +30,14 @@ impl PgConn {
     /// SECURITY.md).
     pub(super) fn connect(url: &str) -> DbResult<Self> {
         let client = Client::connect(url, NoTls)?;
-        Ok(Self { durable: true, url: url.to_string(), client, cache: Cache::new(STATEMENT_CACHE) })
+        Ok(Self {
+            durable: true,
+            session_durable: true,
+            in_tx: false,
+            url: url.to_string(),
+            client,
+            cache: Cache::new(STATEMENT_CACHE),
+        })
     }
 
     /// A connection the server closed (a restart, a failover) is opened
@@ -37,6 +48,7 @@ impl PgConn {
             log::warn!(target: "outpost", "the PostgreSQL connection was closed: connecting again");
             self.client = Client::connect(&self.url, NoTls)?;
             self.cache = Cache::new(STATEMENT_CACHE);
+            (self.session_durable, self.in_tx) = (true, false);
         }
         Ok(())
     }
@@ -51,7 +63,20 @@ impl PgConn {
         Ok(st)
     }
 
+    /// A write outside a transaction commits by itself: the session's
+    /// setting decides, so it is switched first when it is not what is
+    /// asked (a round trip only on a change).
+    fn settle_autocommit(&mut self) -> DbResult<()> {
+        if !self.in_tx && self.session_durable != self.durable {
+            let sql = if self.durable { "SET synchronous_commit = on" } else { "SET synchronous_commit = off" };
+            self.batch(sql)?;
+            self.session_durable = self.durable;
+        }
+        Ok(())
+    }
+
     pub(super) fn execute(&mut self, sql: &str, args: &[Arg<'_>]) -> DbResult<usize> {
+        self.settle_autocommit()?;
         let st = self.statement(sql)?;
         let refs: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
         let n = self.client.execute(&st, &refs)?;
@@ -59,15 +84,31 @@ impl PgConn {
     }
 
     pub(super) fn query(&mut self, sql: &str, args: &[Arg<'_>]) -> DbResult<Vec<Row>> {
+        if !sql.trim_start().starts_with("SELECT") {
+            self.settle_autocommit()?; // INSERT … RETURNING
+        }
         let st = self.statement(sql)?;
         let refs: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
         self.client.query(&st, &refs)?.iter().map(pg_row).collect()
     }
 
-    /// `BEGIN`, with `SET LOCAL synchronous_commit = off` in the same
-    /// message when commits need not wait for the disk.
+    /// `BEGIN`, with `SET LOCAL synchronous_commit` in the same message
+    /// when the session's setting is not what this transaction needs.
     pub(super) fn begin(&mut self) -> DbResult<()> {
-        self.batch(if self.durable { "BEGIN" } else { "BEGIN; SET LOCAL synchronous_commit = off" })
+        let sql = match (self.durable, self.session_durable) {
+            (true, false) => "BEGIN; SET LOCAL synchronous_commit = on",
+            (false, true) => "BEGIN; SET LOCAL synchronous_commit = off",
+            _ => "BEGIN",
+        };
+        self.batch(sql)?;
+        self.in_tx = true;
+        Ok(())
+    }
+
+    /// `COMMIT` or `ROLLBACK`.
+    pub(super) fn end(&mut self, commit: bool) -> DbResult<()> {
+        self.in_tx = false;
+        self.batch(if commit { "COMMIT" } else { "ROLLBACK" })
     }
 
     pub(super) fn batch(&mut self, sql: &str) -> DbResult<()> {

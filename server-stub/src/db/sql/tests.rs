@@ -48,3 +48,26 @@ fn durability_is_switched_and_back() {
     c.set_durable(true).unwrap();
     assert_eq!(sync(&c), 2, "FULL");
 }
+
+#[test]
+fn on_postgres_a_relaxed_write_outside_a_transaction_leaves_the_next_durable_ones_durable() {
+    let Some((db, _)) = crate::db::test_db_pair("durable") else {
+        eprintln!("skipped: needs OUTPOST_TEST_POSTGRES");
+        return;
+    };
+    let c = db.conn();
+    c.execute_batch("CREATE TABLE t(k TEXT PRIMARY KEY)").unwrap();
+    let show = |c: &Conn| c.query_row("SHOW synchronous_commit", [], |r| r.get::<_, String>(0)).unwrap();
+    c.set_durable(false).unwrap();
+    c.execute("INSERT INTO t(k) VALUES ('relaxed')", []).unwrap();
+    assert_eq!(show(c), "off", "the relaxed write committed without waiting");
+    let tx = c.transaction().unwrap();
+    assert_eq!(show(&tx), "off", "and so does a relaxed transaction");
+    drop(tx);
+    c.set_durable(true).unwrap();
+    let tx = c.transaction().unwrap();
+    assert_eq!(show(&tx), "on", "a durable transaction waits, whatever the session says");
+    tx.commit().unwrap();
+    c.execute("INSERT INTO t(k) VALUES ('durable')", []).unwrap();
+    assert_eq!(show(c), "on", "a durable write outside a transaction waits too");
+}
