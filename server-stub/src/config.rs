@@ -39,18 +39,25 @@ pub struct Database {
     /// `postgres://user[:password]@host[:port]/database`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// Connections each `serve` holds to it (default
+    /// [`crate::db::POSTGRES_CONNECTIONS`]; 1 to 64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<usize>,
 }
 
 impl Database {
     /// Not set (the table is then left out of `server.toml`).
     pub fn is_default(&self) -> bool {
-        self.url.is_none()
+        self.url.is_none() && self.connections.is_none()
     }
 }
 
 impl std::fmt::Debug for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Database").field("url", &self.url.as_deref().map(crate::db::redact)).finish()
+        f.debug_struct("Database")
+            .field("url", &self.url.as_deref().map(crate::db::redact))
+            .field("connections", &self.connections)
+            .finish()
     }
 }
 
@@ -204,6 +211,9 @@ impl ServerConfig {
             && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
         {
             return Err(format!("server.toml: database.url {:?} is not a postgres:// URL", crate::db::redact(url)));
+        }
+        if self.database.connections.is_some_and(|n| !(1..=64).contains(&n)) {
+            return Err("server.toml: database.connections must be 1 to 64".into());
         }
         self.security.validate()
     }

@@ -62,7 +62,7 @@ pub fn run(a: InitArgs) -> Result<(), String> {
     for a in [&https, &http] {
         port_of(a)?;
     }
-    let database = outpost_server::config::Database { url: database };
+    let database = outpost_server::config::Database { url: database, connections: None };
     if let Some(url) = &database.url {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(format!("--database {:?} is not a postgres:// URL", outpost_server::db::redact(url)));

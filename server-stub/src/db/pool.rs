@@ -22,10 +22,16 @@ pub struct Pool {
 
 impl Pool {
     /// The database of the server in `dir` ([`Db::open_in`]): one
-    /// connection to SQLite, [`POSTGRES_CONNECTIONS`] to PostgreSQL.
+    /// connection to SQLite, `[database] connections` (default
+    /// [`POSTGRES_CONNECTIONS`]) to PostgreSQL.
     pub fn open_in(dir: &Path) -> Result<Self, String> {
         let first = Db::open_in(dir)?;
-        let n = if first.backend() == Backend::Postgres { POSTGRES_CONNECTIONS } else { 1 };
+        let n = match first.backend() {
+            Backend::Postgres => {
+                crate::config::ServerConfig::load(dir)?.database.connections.unwrap_or(POSTGRES_CONNECTIONS)
+            }
+            Backend::Sqlite => 1,
+        };
         let mut conns = vec![Mutex::new(first)];
         while conns.len() < n {
             conns.push(Mutex::new(Db::open_in(dir)?));
