@@ -184,6 +184,25 @@ impl Server {
         Self { dir, https_port, http_port, child: None, database }
     }
 
+    /// `init` on SQLite whatever the backend of the run (what `migrate`
+    /// starts from).
+    pub fn init_sqlite(dir: PathBuf) -> Self {
+        let (https_port, http_port) = (free_port(), free_port());
+        let https = format!("127.0.0.1:{https_port}");
+        let http = format!("127.0.0.1:{http_port}");
+        let o = run(Command::new(bin("outpost-server")).args([
+            "init",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--https",
+            &https,
+            "--http",
+            &http,
+        ]));
+        assert!(o.status.success(), "init failed: {}", text(&o));
+        Self { dir, https_port, http_port, child: None, database: None }
+    }
+
     /// Another server directory on `like`'s ports (a copy of it, say), not
     /// started: what stands in its place while `like` is stopped.
     pub fn at(dir: PathBuf, like: &Server) -> Self {
