@@ -11,12 +11,10 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use outpost_tests::{
-    Server, TempDir, agent, bin, free_port, random_bytes, run, targz, text, tune_agent, wait_for_port,
-};
+use outpost_tests::{Server, TempDir, agent, free_port, random_bytes, run, targz, text, tune_agent, wait_for_port};
 
 const DEVICES: usize = 16;
 
@@ -80,17 +78,7 @@ impl Drop for Reap {
 
 /// `serve` on `dir`, listening on its own ports.
 fn instance(dir: &Path, (https, http): (u16, u16), log: &str) -> Child {
-    let log = fs::File::create(dir.join(log)).unwrap();
-    let child = Command::new(bin("outpost-server"))
-        .args(["serve", "--dir"])
-        .arg(dir)
-        .args(["--https", &format!("127.0.0.1:{https}"), "--http", &format!("127.0.0.1:{http}")])
-        .env("OUTPOST_LOG", "debug")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn serve");
+    let child = outpost_tests::spawn_serve(dir, Some((https, http)), log);
     wait_for_port(https);
     wait_for_port(http);
     child

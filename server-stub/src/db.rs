@@ -37,7 +37,9 @@ pub use open::redact;
 pub use pool::{POSTGRES_CONNECTIONS, Pool};
 pub use reports::ReportRow;
 pub use rollout::{MemberRow, NewRollout, RolloutRow};
-pub use sql::{Arg, Backend, Cell, Conn, DbResult, Error as DbError, FromCell, OptionalExtension, Row, ToArg};
+pub use sql::{
+    Arg, Backend, Cell, Conn, DbResult, Error as DbError, FromCell, OptionalExtension, Params, Row, Stmt, ToArg, Tx,
+};
 
 /// Devices registered with `device add` (they authenticate with a secret).
 pub const KIND_OUTPOST: &str = "outpost";

@@ -9,7 +9,8 @@
 //!                       │ HTTPS: control API, info, manifest
 //!                       │ HTTP:  fragments (or nginx / a CDN from the same dir)
 //!  serve ◄──── poll / report ──── outpost-agent
-//!    └─► SQLite (DIR/state.db): devices, packages, assignments, statuses
+//!    └─► SQLite (DIR/state.db), or PostgreSQL ([database] url) shared by
+//!        several serve instances: devices, packages, assignments, statuses
 //! ```
 
 pub mod access;

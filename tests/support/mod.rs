@@ -310,17 +310,7 @@ impl Server {
 
     /// Start `serve` and wait until both ports accept.
     pub fn start(&mut self) {
-        let log = std::fs::File::create(self.dir.join("serve.log")).expect("log file");
-        let child = Command::new(bin("outpost-server"))
-            .args(["serve", "--dir"])
-            .arg(&self.dir)
-            .env("OUTPOST_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn serve");
-        self.child = Some(child);
+        self.child = Some(spawn_serve(&self.dir, None, "serve.log"));
         wait_for_port(self.https_port);
         wait_for_port(self.http_port);
     }
@@ -340,6 +330,19 @@ impl Drop for Server {
             let _ = c.wait();
         }
     }
+}
+
+/// `outpost-server serve --dir DIR` (on `listen`'s HTTPS and HTTP ports
+/// instead of `[listen]`, if given), its log at debug level in `DIR/log`.
+/// The caller waits for the ports.
+pub fn spawn_serve(dir: &Path, listen: Option<(u16, u16)>, log: &str) -> Child {
+    let log = std::fs::File::create(dir.join(log)).expect("log file");
+    let mut c = Command::new(bin("outpost-server"));
+    c.args(["serve", "--dir"]).arg(dir);
+    if let Some((https, http)) = listen {
+        c.args(["--https", &format!("127.0.0.1:{https}"), "--http", &format!("127.0.0.1:{http}")]);
+    }
+    c.env("OUTPOST_LOG", "debug").stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn().expect("spawn serve")
 }
 
 /// Run `outpost-agent --config CFG <args…>` with extra environment.
