@@ -25,7 +25,7 @@ mod sql;
 #[cfg(test)]
 mod testdb;
 #[cfg(test)]
-pub(crate) use testdb::{test_db, test_db_pair};
+pub(crate) use testdb::{test_db, test_db_many, test_db_pair};
 
 pub use catalog::PackageRow;
 pub use console::{AdminHash, DeviceRow, HistoryRow, PackageSummary, ProgressRow};

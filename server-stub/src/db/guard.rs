@@ -134,7 +134,7 @@ fn read_counter(conn: &Conn, client: &str, scope: &str, identity: &str) -> DbRes
     let row = conn
         .prepare_cached(
             "SELECT failures, window_start, blocked_until, last_success FROM auth_counters
-             WHERE client = ?1 AND scope = ?2 AND identity = ?3",
+             WHERE client = ?1 AND scope = ?2 AND identity = ?3 FOR UPDATE",
         )?
         .query_row(params![client, scope, identity], |r| {
             let c = Counter {
@@ -179,6 +179,39 @@ fn read_claim_and_address(conn: &Conn, client: &str, scope: &str, identity: &str
     Ok((claim, address))
 }
 
+/// PostgreSQL: a counter row, made if missing and locked until the end of
+/// the transaction (`FOR UPDATE`).
+fn lock_counter(tx: &Conn, (client, scope, identity): (&str, &str, &str)) -> DbResult<(Counter, u64)> {
+    tx.execute(
+        "INSERT INTO auth_counters(client, scope, identity, failures, window_start, blocked_until, last_success)
+         VALUES (?1, ?2, ?3, 0, 0, 0, 0) ON CONFLICT DO NOTHING",
+        params![client, scope, identity],
+    )?;
+    tx.query_row(
+        "SELECT failures, window_start, blocked_until, last_success FROM auth_counters
+         WHERE client = ?1 AND scope = ?2 AND identity = ?3 FOR UPDATE",
+        params![client, scope, identity],
+        |r| {
+            let c = Counter {
+                failures: u32::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                window_start: to_u(r.get(1)?),
+                blocked_until: to_u(r.get(2)?),
+            };
+            Ok((c, to_u(r.get(3)?)))
+        },
+    )
+}
+
+/// Forget idle rows, so the table holds only live blocks and trust.
+fn forget_idle(tx: &Conn, now: u64, policy: &Policy) -> DbResult<()> {
+    tx.execute(
+        "DELETE FROM auth_counters WHERE blocked_until <= ?1 AND (failures = 0 OR window_start + ?2 <= ?1)
+         AND (last_success = 0 OR last_success + ?3 <= ?1)",
+        params![to_i(now), to_i(policy.auth_failures_interval), to_i(lockout::TRUST_SECS)],
+    )?;
+    Ok(())
+}
+
 fn write_counter(
     conn: &Conn,
     (client, scope, identity): (&str, &str, &str),
@@ -205,8 +238,11 @@ impl Db {
         Ok(lockout::gate(now, &claim, &address, trusted))
     }
 
-    /// Count a failed authentication of `identity` from `client` at `now`,
-    /// in memory; write the rows to SQLite only when a block starts.
+    /// Count a failed authentication of `identity` from `client` at `now`:
+    /// on SQLite in memory, the rows written only when a block starts; on
+    /// PostgreSQL, which several instances and connections share, in the
+    /// rows themselves, locked while they change (concurrent failures
+    /// must not count as one).
     pub fn auth_failed(
         &mut self,
         now: u64,
@@ -216,41 +252,48 @@ impl Db {
         identity: &str,
     ) -> DbResult<Failure> {
         let c = client.to_string();
+        let claim_id = (c.as_str(), scope.as_str(), identity);
+        let address_id = (c.as_str(), ANY, ANY);
+        if self.conn.backend() == Backend::Postgres {
+            return self.relaxed(|db| {
+                let tx = db.conn.transaction()?;
+                // Claim before address, in every transaction: no deadlock.
+                let (mut claim, last_success) = lock_counter(&tx, claim_id)?;
+                let (mut address, _) = lock_counter(&tx, address_id)?;
+                let out = Failure {
+                    claim_blocked: claim.fail(policy, policy.max_auth_failures, now),
+                    address_blocked: address.fail(policy, policy.max_address_auth_failures, now),
+                };
+                write_counter(&tx, claim_id, &claim, last_success)?;
+                write_counter(&tx, address_id, &address, 0)?;
+                forget_idle(&tx, now, policy)?;
+                tx.commit()?;
+                Ok(out)
+            });
+        }
         let ((mut claim, last_success, _), (mut address, _, _)) =
             read_claim_and_address(&self.conn, &c, scope.as_str(), identity)?;
-        // On a database shared by several instances the counts are too:
-        // a guesser spreading over them is counted once.
-        let shared = self.conn.backend() == Backend::Postgres;
         let (claim_key, address_key) =
             ((c.clone(), scope.as_str(), identity.to_string()), (c.clone(), ANY, ANY.into()));
-        if !shared {
-            self.failures.load(&claim_key, &mut claim);
-            self.failures.load(&address_key, &mut address);
-        }
+        self.failures.load(&claim_key, &mut claim);
+        self.failures.load(&address_key, &mut address);
         let out = Failure {
             claim_blocked: claim.fail(policy, policy.max_auth_failures, now),
             address_blocked: address.fail(policy, policy.max_address_auth_failures, now),
         };
-        if !shared {
-            self.failures.store(now, policy, claim_key, &claim);
-            self.failures.store(now, policy, address_key, &address);
-            if !out.claim_blocked && !out.address_blocked {
-                return Ok(out);
-            }
+        self.failures.store(now, policy, claim_key, &claim);
+        self.failures.store(now, policy, address_key, &address);
+        if !out.claim_blocked && !out.address_blocked {
+            return Ok(out);
         }
         let tx = self.conn.transaction()?;
-        if out.claim_blocked || shared {
-            write_counter(&tx, (&c, scope.as_str(), identity), &claim, last_success)?;
+        if out.claim_blocked {
+            write_counter(&tx, claim_id, &claim, last_success)?;
         }
-        if out.address_blocked || shared {
-            write_counter(&tx, (&c, ANY, ANY), &address, 0)?;
+        if out.address_blocked {
+            write_counter(&tx, address_id, &address, 0)?;
         }
-        // Forget idle rows, so the table holds only live blocks and trust.
-        tx.execute(
-            "DELETE FROM auth_counters WHERE blocked_until <= ?1 AND (failures = 0 OR window_start + ?2 <= ?1)
-             AND (last_success = 0 OR last_success + ?3 <= ?1)",
-            params![to_i(now), to_i(policy.auth_failures_interval), to_i(lockout::TRUST_SECS)],
-        )?;
+        forget_idle(&tx, now, policy)?;
         tx.commit()?;
         Ok(out)
     }
@@ -523,5 +566,28 @@ mod tests {
         assert!(two.auth_failed(T0 + 9, &p, a, Scope::Api, "pc").unwrap().claim_blocked, "the tenth, on either");
         let gate = one.auth_gate(T0 + 10, a, Scope::Api, "pc").unwrap();
         assert!(matches!(gate, Gate::Blocked { .. }), "and the other sees the block: {gate:?}");
+    }
+
+    #[test]
+    fn concurrent_failures_on_shared_connections_each_count() {
+        let Some(conns) = crate::db::test_db_many("concurrent", 4) else {
+            eprintln!("skipped: needs OUTPOST_TEST_POSTGRES (SQLite has one connection per server)");
+            return;
+        };
+        let p = &Policy { max_auth_failures: 40, ..Policy::default() };
+        let a = client("192.0.2.62");
+        // 4 connections, 10 failures each, at once: the 40th blocks.
+        let blocked = std::thread::scope(|s| {
+            let workers: Vec<_> = conns
+                .into_iter()
+                .map(|mut d| {
+                    s.spawn(move || {
+                        (0..10).filter(|_| d.auth_failed(T0, p, a, Scope::Api, "pc").unwrap().claim_blocked).count()
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).sum::<usize>()
+        });
+        assert_eq!(blocked, 1, "exactly the 40th failure started the block: none was lost");
     }
 }

@@ -31,6 +31,13 @@ pub(crate) fn test_db_pair(tag: &str) -> Option<(Db, Db)> {
     Some((Db::open_postgres(&url).expect("open"), Db::open_postgres(&url).expect("open")))
 }
 
+/// `n` connections to one new PostgreSQL database; `None` without
+/// `OUTPOST_TEST_POSTGRES`.
+pub(crate) fn test_db_many(tag: &str, n: usize) -> Option<Vec<Db>> {
+    let url = postgres_db(&name(tag))?;
+    Some((0..n).map(|_| Db::open_postgres(&url).expect("open")).collect())
+}
+
 /// A new, empty database named after `tag`.
 pub(crate) fn test_db(tag: &str) -> Db {
     let name = name(tag);
