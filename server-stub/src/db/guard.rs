@@ -134,7 +134,7 @@ fn read_counter(conn: &Conn, client: &str, scope: &str, identity: &str) -> DbRes
     let row = conn
         .prepare_cached(
             "SELECT failures, window_start, blocked_until, last_success FROM auth_counters
-             WHERE client = ?1 AND scope = ?2 AND identity = ?3 FOR UPDATE",
+             WHERE client = ?1 AND scope = ?2 AND identity = ?3",
         )?
         .query_row(params![client, scope, identity], |r| {
             let c = Counter {
