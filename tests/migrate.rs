@@ -35,6 +35,8 @@ fn an_installation_moves_from_sqlite_to_postgres_with_its_history_and_its_agents
     assert!(o.status.success(), "migrate: {}", text(&o));
     assert!(text(&o).contains("server.toml now uses it"), "{}", text(&o));
     assert!(fs::read_to_string(srv.dir.join("server.toml")).unwrap().contains(db.url()));
+    assert!(!srv.dir.join("state.db").exists(), "nothing opens the old state by itself any more");
+    assert!(srv.dir.join("state.db.migrated").exists(), "it is kept for a way back");
     assert_eq!(srv.cmd(&["status", "--json"]).stdout, before.stdout, "the same statuses, now from PostgreSQL");
     let history = srv.sql_rows(&format!("SELECT status FROM status_history WHERE package = {first} ORDER BY rowid"));
     let history: Vec<&str> = history.iter().map(|r| r[0].as_str()).collect();

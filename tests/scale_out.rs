@@ -76,12 +76,12 @@ impl Drop for Reap {
     }
 }
 
-/// `serve` on `dir`, listening on its own ports.
-fn instance(dir: &Path, (https, http): (u16, u16), log: &str) -> Child {
-    let child = outpost_tests::spawn_serve(dir, Some((https, http)), log);
+/// `serve` on `dir`, listening on its own ports, in `reap` before it is
+/// waited for.
+fn instance(reap: &mut Reap, dir: &Path, (https, http): (u16, u16), log: &str) {
+    reap.0.push(outpost_tests::spawn_serve(dir, Some((https, http)), log));
     wait_for_port(https);
     wait_for_port(http);
-    child
 }
 
 #[test]
@@ -118,11 +118,11 @@ fn two_instances_behind_nginx_one_killed_mid_deployment_every_report_recorded_on
     }
 
     let backends = [(free_port(), free_port()), (free_port(), free_port())];
-    let mut one = Reap(vec![instance(&dir, backends[0], "serve-1.log")]);
-    let _others = Reap(vec![
-        instance(&dir, backends[1], "serve-2.log"),
-        balancer(&t.join("nginx"), (srv.https_port, srv.http_port), &backends),
-    ]);
+    let mut one = Reap(Vec::new());
+    instance(&mut one, &dir, backends[0], "serve-1.log");
+    let mut others = Reap(Vec::new());
+    instance(&mut others, &dir, backends[1], "serve-2.log");
+    others.0.push(balancer(&t.join("nginx"), (srv.https_port, srv.http_port), &backends));
 
     // Each device runs its agent until its package is installed, the next
     // one starting 150 ms after the previous.
@@ -170,7 +170,14 @@ fn two_instances_behind_nginx_one_killed_mid_deployment_every_report_recorded_on
     let lines: Vec<&str> = installed.lines().collect();
     assert_eq!(lines.len(), DEVICES, "one installation per device: {installed}");
     assert!(lines.iter().all(|l| *l == lines[0]), "every device installed the same payload: {installed}");
-    // Exactly once: one report row per device, one SUCCESS in its history.
+    // Exactly once: the instances together applied one SUCCESS per device
+    // (a report is logged where it changed something; a retry of it that
+    // reached the other instance changed nothing), and the tables agree.
+    let applied: usize = ["serve-1.log", "serve-2.log"]
+        .iter()
+        .map(|l| fs::read_to_string(dir.join(l)).unwrap().matches(&format!("package {pkg} -> SUCCESS")).count())
+        .sum();
+    assert_eq!(applied, DEVICES, "reports applied, over both instances");
     let reports = srv.sql_rows("SELECT device, COUNT(*) FROM reports GROUP BY device ORDER BY device");
     assert_eq!(reports.len(), DEVICES, "{reports:?}");
     assert!(reports.iter().all(|r| r[1] == "1"), "a device reported twice: {reports:?}");

@@ -104,7 +104,7 @@ pub enum Cmd {
         not_notified: bool,
     },
     /// Move the server's state from DIR/state.db into an empty PostgreSQL database, then
-    /// point server.toml at it ([database] url). Stop serve first; state.db is kept as it was.
+    /// point server.toml at it ([database] url). Stop serve first; state.db is kept as state.db.migrated.
     Migrate {
         #[arg(long)]
         dir: PathBuf,
@@ -115,8 +115,9 @@ pub enum Cmd {
         #[arg(long, value_name = "postgres", value_parser = ["postgres"])]
         to: String,
         /// The PostgreSQL database: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (it must
-        /// exist and hold no device and no package).
-        #[arg(long, value_name = "URL")]
+        /// exist and hold no device and no package). With a password, give it in the
+        /// environment (OUTPOST_DATABASE_URL), not on the command line.
+        #[arg(long, value_name = "URL", env = "OUTPOST_DATABASE_URL", hide_env_values = true)]
         database: String,
     },
     /// Show, per package, the counts the OCS console shows, every device's status, and blocked clients.
@@ -188,8 +189,10 @@ pub struct InitArgs {
     pub download_dir: Option<PathBuf>,
     /// Keep the server's state in this PostgreSQL database ([database] url) instead of
     /// DIR/state.db: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE. The database must
-    /// exist; its tables are created. Several serve instances may share it.
-    #[arg(long, value_name = "URL")]
+    /// exist; its tables are created. Several serve instances may share it. With a
+    /// password, give it in the environment (OUTPOST_DATABASE_URL), not on the command
+    /// line, where other users see it (ps).
+    #[arg(long, value_name = "URL", env = "OUTPOST_DATABASE_URL", hide_env_values = true)]
     pub database: Option<String>,
     /// Use this existing CA (one PEM certificate) instead of making one: a root, or an
     /// intermediate (then give --ca-chain). It must be a CA allowed to sign certificates

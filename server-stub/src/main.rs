@@ -70,7 +70,7 @@ fn run(cmd: Cmd) -> Result<(), String> {
             .map(|copied| {
                 let rows: usize = copied.iter().map(|(_, n)| n).sum();
                 println!(
-                    "migrated {rows} rows in {} tables to {}; server.toml now uses it (state.db is kept as it was)",
+                    "migrated {rows} rows in {} tables to {}; server.toml now uses it (state.db is kept as state.db.migrated)",
                     copied.len(),
                     outpost_server::db::redact(&database)
                 );

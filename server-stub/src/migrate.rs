@@ -7,8 +7,10 @@
 //! ```
 //!
 //! The target must be empty (no device, no package): nothing is merged.
-//! `state.db` is left as it was, for a way back. `serve` must be stopped
-//! while it runs (a report arriving in between would be lost to the copy).
+//! `state.db` is kept as it was, renamed `state.db.migrated` (a way back,
+//! that nothing opens by itself). The copy holds SQLite's write lock, so a
+//! `serve` still running cannot write what the copy would miss (stop it
+//! first). Each table is read whole into memory before it is written.
 
 use std::path::Path;
 
@@ -70,6 +72,10 @@ pub fn sqlite_to_postgres(dir: &Path, url: &str) -> Result<Vec<(&'static str, us
         return Err(format!("database {shown} holds devices or packages already: migrate needs an empty one"));
     }
     let lite = from.conn().as_sqlite().ok_or("state.db is not SQLite")?;
+    // One snapshot of every table, and no writer meanwhile (a serve still
+    // running gets "database is locked" instead of writing what the copy
+    // would miss).
+    lite.execute_batch("BEGIN IMMEDIATE").map_err(|e| format!("state.db: {e} (is serve still running?)"))?;
     let tx = pg.transaction().map_err(|e| format!("{shown}: {e}"))?;
     let mut copied = Vec::with_capacity(TABLES.len());
     for table in TABLES {
@@ -110,6 +116,17 @@ pub fn sqlite_to_postgres(dir: &Path, url: &str) -> Result<Vec<(&'static str, us
         }
     }
     tx.commit().map_err(|e| format!("{shown}: {e}"))?;
+    let _ = lite.execute_batch("ROLLBACK");
+    drop(from);
+    // state.db is kept for a way back, under a name nothing opens by
+    // itself: a server.toml that lost its [database] table must not bring
+    // the old state back to life silently.
+    for ext in ["", "-wal", "-shm"] {
+        let (old, new) = (dir.join(format!("state.db{ext}")), dir.join(format!("state.db.migrated{ext}")));
+        if old.exists() {
+            std::fs::rename(&old, &new).map_err(|e| format!("{}: {e}", old.display()))?;
+        }
+    }
     cfg.database.url = Some(url.to_string());
     let (next, path) = (dir.join("server.toml.new"), dir.join("server.toml"));
     let _ = std::fs::remove_file(&next);

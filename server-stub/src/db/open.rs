@@ -80,14 +80,25 @@ fn database_url(dir: &Path) -> Result<Option<String>, String> {
     Ok(crate::config::ServerConfig::load(dir)?.database.url)
 }
 
-/// `url` without its password, for messages and logs.
+/// `url` without its password (`user:PASSWORD@`, or a `password=`
+/// parameter), for messages and logs.
 pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let Some((userinfo, host)) = rest.rsplit_once('@') else { return url.to_string() };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+    let mut out = match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+                None => url.to_string(),
+            },
+            None => url.to_string(),
+        },
         None => url.to_string(),
+    };
+    while let Some(at) = out.find("password=").filter(|at| !out[at + 9..].starts_with("***")) {
+        let start = at + "password=".len();
+        let end = out[start..].find(['&', ' ']).map_or(out.len(), |e| start + e);
+        out.replace_range(start..end, "***");
     }
+    out
 }
 
 #[cfg(test)]
@@ -99,5 +110,10 @@ mod tests {
         assert_eq!(redact("postgres://outpost:s3cret@db:5432/outpost"), "postgres://outpost:***@db:5432/outpost");
         assert_eq!(redact("postgres://outpost@127.0.0.1/x"), "postgres://outpost@127.0.0.1/x");
         assert_eq!(redact("host=/run/postgresql user=x"), "host=/run/postgresql user=x");
+        assert_eq!(
+            redact("postgres://u@db/x?password=s3cret&sslmode=disable"),
+            "postgres://u@db/x?password=***&sslmode=disable"
+        );
+        assert_eq!(redact("postgres://u:a@db/x?password=b"), "postgres://u:***@db/x?password=***");
     }
 }

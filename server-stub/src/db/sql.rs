@@ -271,8 +271,11 @@ pub struct Tx<'c> {
 impl Tx<'_> {
     /// Commit it.
     pub fn commit(mut self) -> DbResult<()> {
-        self.open = false;
-        self.conn.end(true)
+        let r = self.conn.end(true);
+        // A COMMIT that failed leaves the transaction open: `Drop` rolls it
+        // back, so the connection is not left inside it.
+        self.open = r.is_err();
+        r
     }
 }
 

@@ -29,7 +29,9 @@ impl PgConn {
     /// another host goes through a TLS tunnel the operator sets up (see
     /// SECURITY.md).
     pub(super) fn connect(url: &str) -> DbResult<Self> {
-        let client = Client::connect(url, NoTls)?;
+        let mut client = Client::connect(url, NoTls)?;
+        // Durable by default, whatever the role's or database's default.
+        client.batch_execute("SET synchronous_commit = on")?;
         Ok(Self {
             durable: true,
             session_durable: true,
@@ -47,6 +49,7 @@ impl PgConn {
         if self.client.is_closed() {
             log::warn!(target: "outpost", "the PostgreSQL connection was closed: connecting again");
             self.client = Client::connect(&self.url, NoTls)?;
+            self.client.batch_execute("SET synchronous_commit = on")?;
             self.cache = Cache::new(STATEMENT_CACHE);
             (self.session_durable, self.in_tx) = (true, false);
         }
