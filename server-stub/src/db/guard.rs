@@ -366,8 +366,13 @@ impl Db {
         }
         let c = client.to_string();
         let per_hour = limits.new_devices_per_hour;
-        let bucket = self
-            .conn
+        let tx = self.conn.transaction()?;
+        if tx.backend() == Backend::Postgres {
+            // Instances and connections register one at a time: the bucket
+            // and the device count are read and written by one at once.
+            tx.execute("SELECT pg_advisory_xact_lock(1869902704)", [])?;
+        }
+        let bucket = tx
             .query_row("SELECT units, updated FROM ocs_new_devices WHERE client = ?1", [&c], |r| {
                 Ok(Bucket { units: to_u(r.get(0)?), updated: to_u(r.get(1)?) })
             })
@@ -377,9 +382,7 @@ impl Db {
             Ok(b) => b,
             Err(retry_after) => return Ok(Registration::RateLimited { retry_after }),
         };
-        let count: i64 =
-            self.conn.query_row("SELECT COUNT(*) FROM devices WHERE kind = ?1", [KIND_OCS], |r| r.get(0))?;
-        let tx = self.conn.transaction()?;
+        let count: i64 = tx.query_row("SELECT COUNT(*) FROM devices WHERE kind = ?1", [KIND_OCS], |r| r.get(0))?;
         let evicted = if to_u(count) >= limits.max_devices {
             match super::evict::evict_stalest(&tx, now, limits.stale_after_days)? {
                 Some(evicted) => Some(evicted),
@@ -589,5 +592,33 @@ mod tests {
             workers.into_iter().map(|w| w.join().unwrap()).sum::<usize>()
         });
         assert_eq!(blocked, 1, "exactly the 40th failure started the block: none was lost");
+    }
+
+    #[test]
+    fn concurrent_registrations_on_shared_connections_keep_the_bucket() {
+        let Some(conns) = crate::db::test_db_many("register", 4) else {
+            eprintln!("skipped: needs OUTPOST_TEST_POSTGRES (SQLite has one connection per server)");
+            return;
+        };
+        let lim = OcsLimits { new_devices_per_hour: 5, max_devices: 1000, stale_after_days: 7 };
+        let a = client("192.0.2.63");
+        let new = std::thread::scope(|s| {
+            let workers: Vec<_> = conns
+                .into_iter()
+                .enumerate()
+                .map(|(w, mut d)| {
+                    s.spawn(move || {
+                        (0..5)
+                            .filter(|i| {
+                                let id = format!("fake{w}{i}-2026-01-01-00-00-00");
+                                d.register_ocs_device(T0, a, lim, &id).unwrap() == Registration::New
+                            })
+                            .count()
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).sum::<usize>()
+        });
+        assert_eq!(new, 5, "20 new DEVICEIDs at once from one client, 5 an hour allowed");
     }
 }
