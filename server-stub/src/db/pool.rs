@@ -45,16 +45,6 @@ impl Pool {
         Self { conns, next: AtomicUsize::new(0) }
     }
 
-    /// How many connections it holds.
-    pub fn len(&self) -> usize {
-        self.conns.len()
-    }
-
-    /// Always false: a pool holds at least one connection.
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-
     /// A free connection, or, when all are busy, the next one in turn once
     /// it is free. An error only if a thread panicked holding it.
     pub fn lock(&self) -> LockResult<MutexGuard<'_, Db>> {
