@@ -286,3 +286,27 @@ fn an_ocs_agents_inventory_gives_its_facts_and_tag() {
     assert_eq!(d[0]["arch"], std::env::consts::ARCH, "{}", d[0]);
     assert_eq!(d[0]["address"], "127.0.0.1");
 }
+
+/// A poll that changes nothing but the time and free space waits for the
+/// next second's write (`outpost_server::contacts`), and is written at the
+/// latest when the server stops; fails if waiting contacts are never written.
+#[test]
+fn a_contact_that_waits_is_recorded_by_the_time_serve_stops() {
+    let t = TempDir::new("fleet-contacts");
+    let mut srv = Server::init(t.join("srv"), &[]);
+    let a = srv.device_add("pc-a", t.path());
+    srv.start();
+    run_once(&a);
+    let first = srv.sql_value("SELECT last_seen FROM devices WHERE id = 'pc-a'");
+    assert!(first.ends_with('Z'), "the first contact is written at once: {first}");
+    let old = "2020-01-01T00:00:00Z";
+    srv.sql_execute(&format!("UPDATE devices SET last_seen = '{old}' WHERE id = 'pc-a'"));
+    srv.sql_execute("UPDATE device_facts SET last_contact = 0, free = 1 WHERE device = 'pc-a'");
+    run_once(&a);
+    assert!(srv.stop(), "serve exits 0 on SIGTERM");
+    let seen = srv.sql_value("SELECT last_seen FROM devices WHERE id = 'pc-a'");
+    assert!(seen.as_str() > old, "last contact recorded: {seen}");
+    let row = &srv
+        .sql_rows("SELECT CAST(last_contact AS TEXT), CAST(free AS TEXT) FROM device_facts WHERE device = 'pc-a'")[0];
+    assert!(row[0].parse::<u64>().unwrap() > 0 && row[1].parse::<u64>().unwrap() > 1, "{row:?}");
+}

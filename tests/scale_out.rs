@@ -190,7 +190,8 @@ fn two_instances_behind_nginx_one_killed_mid_deployment_every_report_recorded_on
     let log1 = fs::read_to_string(dir.join("serve-1.log")).unwrap();
     let log2 = fs::read_to_string(dir.join("serve-2.log")).unwrap();
     let balanced = fs::read_to_string(t.join("nginx").join("error.log")).unwrap_or_default();
-    assert!(log1.contains("notified of"), "instance 1 answered no poll: {log1}\n--- nginx:\n{balanced}");
-    assert!(log2.contains("notified of") && log2.contains("-> SUCCESS"), "instance 2 took no poll or report: {log2}");
+    let polled = "POST /api/v1/poll -> 200";
+    assert!(log1.contains(polled), "instance 1 answered no poll: {log1}\n--- nginx:\n{balanced}");
+    assert!(log2.contains(polled) && log2.contains("-> SUCCESS"), "instance 2 took no poll or report: {log2}");
     eprintln!("{at_kill} of {DEVICES} had reported when instance 1 was killed; agent runs per device: {runs:?}");
 }

@@ -156,13 +156,14 @@ fn serve_file(path: &Path, req: &Request) -> Response {
 /// checked on every request), with lockout ([`crate::auth`]). `Err` is the
 /// response to send: 401 (missing header, unknown or revoked device, wrong
 /// secret or certificate; the same answer for each), 429 (blocked after too
-/// many failures, secret not checked) or 500.
+/// many failures, secret not checked) or 500. `Ok`: the device, and whether
+/// new credentials wait for it (`device rotate`).
 fn authenticate<'r>(
     state: &State,
     req: &'r Request,
     peer: IpAddr,
     cert: Option<Fingerprint>,
-) -> Result<&'r str, Response> {
+) -> Result<(&'r str, bool), Response> {
     let unauthorized = || {
         let mut r = Response::text(401, "unknown device, wrong secret or wrong client certificate");
         r.headers.push(("WWW-Authenticate", "Outpost".into()));
@@ -170,10 +171,14 @@ fn authenticate<'r>(
     };
     let (device, secret) = req.header("authorization").and_then(proto::parse_auth_header).ok_or_else(unauthorized)?;
     let require = state.cfg.security.require_client_cert;
+    let staged = std::cell::Cell::new(false);
     let verify = |db: &mut crate::db::Db| {
         let presented = Presented { secret_sha256: &sha256(secret.as_bytes()), cert: cert.as_ref() };
         Ok(match db.authenticate(device, &presented, require)? {
-            Verdict::Current => Ok(()),
+            Verdict::Current { staged: s } => {
+                staged.set(s);
+                Ok(())
+            }
             Verdict::Rotated => {
                 log::info!(
                     target: "outpost",
@@ -185,11 +190,11 @@ fn authenticate<'r>(
         })
     };
     crate::auth::check(state, peer, Scope::Api, device, unix_now(), verify, unauthorized)?;
-    Ok(device)
+    Ok((device, staged.get()))
 }
 
 fn poll(state: &State, req: &Request, peer: IpAddr, cert: Option<Fingerprint>) -> Response {
-    let device = match authenticate(state, req, peer, cert) {
+    let (device, staged) = match authenticate(state, req, peer, cert) {
         Ok(d) => d,
         Err(r) => return r,
     };
@@ -203,10 +208,21 @@ fn poll(state: &State, req: &Request, peer: IpAddr, cert: Option<Fingerprint>) -
         }
         None => None,
     };
+    let now = unix_now();
+    // Most contacts wait for the next second's flush (`crate::contacts`).
+    let deferred = state.contacts.defer(device, facts.as_ref(), peer, now);
     let pending = match state.db.lock() {
         Ok(mut db) => {
-            crate::fleet::contact::on_contact(&mut db, device, facts.as_ref(), peer, unix_now());
-            db.poll_device(device).and_then(|p| Ok((p, db.staged_rotation(device)?, db.depots()?)))
+            let address = peer.to_string();
+            let contact = (!deferred).then_some((facts.as_ref(), address.as_str(), now));
+            let polled = crate::fleet::contact::poll(&mut db, device, contact);
+            if !deferred && polled.is_ok() {
+                state.contacts.recorded(device, facts.as_ref());
+            }
+            polled.and_then(|p| {
+                let identity = if staged { db.staged_rotation(device)? } else { None };
+                Ok((p, identity, db.depots()?))
+            })
         }
         Err(_) => return Response::text(500, "database lock poisoned"),
     };
@@ -217,11 +233,12 @@ fn poll(state: &State, req: &Request, peer: IpAddr, cert: Option<Fingerprint>) -
             return Response::text(500, "database error");
         }
     };
+    let new = pending.iter().filter(|p| p.new).count();
     let reply = PollReply {
         poll_interval: state.cfg.agents.poll_interval,
         max_bandwidth: state.cfg.agents.max_bandwidth,
         full_speed_windows: state.cfg.agents.full_speed_windows.clone(),
-        trust_version: crate::rollover::published_version(&state.dir),
+        trust_version: state.trust_version.get(&state.dir),
         offers: pending
             .into_iter()
             .map(|p| Offer {
@@ -240,8 +257,9 @@ fn poll(state: &State, req: &Request, peer: IpAddr, cert: Option<Fingerprint>) -
     if reply.identity.is_some() {
         log::info!(target: "outpost", "device {device}: sent its new credentials (device rotate)");
     }
-    if !reply.offers.is_empty() {
-        log::info!(target: "outpost", "device {device}: notified of {} package(s)", reply.offers.len());
+    // Once per package, not at every poll until its report.
+    if new > 0 {
+        log::info!(target: "outpost", "device {device}: notified of {new} package(s)");
     }
     Response::text(200, reply.encode())
 }
@@ -249,7 +267,7 @@ fn poll(state: &State, req: &Request, peer: IpAddr, cert: Option<Fingerprint>) -
 /// The trust bundle (`crate::rollover`), to a registered device only, over
 /// TLS only: agents take it from no other channel.
 fn trust(state: &State, req: &Request, peer: IpAddr, cert: Option<Fingerprint>) -> Response {
-    let device = match authenticate(state, req, peer, cert) {
+    let (device, _) = match authenticate(state, req, peer, cert) {
         Ok(d) => d,
         Err(r) => return r,
     };
@@ -268,7 +286,7 @@ fn trust(state: &State, req: &Request, peer: IpAddr, cert: Option<Fingerprint>) 
 }
 
 fn report(state: &State, req: &Request, peer: IpAddr, cert: Option<Fingerprint>) -> Response {
-    let device = match authenticate(state, req, peer, cert) {
+    let (device, _) = match authenticate(state, req, peer, cert) {
         Ok(d) => d,
         Err(r) => return r,
     };

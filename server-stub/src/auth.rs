@@ -45,7 +45,8 @@ pub fn check(
     let client = Client::of(peer);
     let counted = scope.counted_identity(identity);
     let Ok(mut db) = state.db.lock() else { return Err(Response::text(500, "database lock poisoned")) };
-    match db.auth_gate(now, client, scope, counted).map_err(|e| db_error(&e))? {
+    let read = db.auth_gate_read(now, client, scope, counted).map_err(|e| db_error(&e))?;
+    match read.gate {
         Gate::Blocked { retry_after } => {
             log::debug!(target: "outpost", "{peer}: {} claim {identity:?} refused unchecked: blocked", scope.as_str());
             return Err(too_many(retry_after, "too many authentication failures; retry later"));
@@ -56,7 +57,7 @@ pub fn check(
         // OCS Basic: one agent's success must not clear the address's
         // failures (a guesser behind the same NAT would get fresh tries).
         if scope.trusts_identities() {
-            db.auth_succeeded(now, client, scope, counted).map_err(|e| db_error(&e))?;
+            db.auth_succeeded_after(now, client, scope, counted, &read).map_err(|e| db_error(&e))?;
         }
         return Ok(());
     };

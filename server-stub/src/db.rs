@@ -25,14 +25,14 @@ mod sql;
 #[cfg(test)]
 mod testdb;
 #[cfg(test)]
-pub(crate) use testdb::{test_db, test_db_many, test_db_pair};
+pub(crate) use testdb::{test_db, test_db_many, test_db_pair, test_db_url};
 
 pub use catalog::PackageRow;
 pub use console::{AdminHash, DeviceRow, HistoryRow, PackageSummary, ProgressRow};
 pub use credentials::{Change, Presented, Refusal, Verdict};
 pub use depots::Depot;
 pub use fleet::{DeviceRow as FleetDeviceRow, GroupRow, valid_group_name};
-pub use guard::{BlockRow, Failure, OcsLimits, Registration};
+pub use guard::{BlockRow, Failure, GateRead, OcsLimits, Registration};
 pub use open::redact;
 pub use pool::{POSTGRES_CONNECTIONS, Pool};
 pub use reports::ReportRow;
@@ -104,6 +104,8 @@ pub struct Pending {
     pub force: bool,
     /// Fragments over HTTPS (`PROTO="HTTPS"`).
     pub https: bool,
+    /// Told of at this poll for the first time (it was WAITING).
+    pub new: bool,
 }
 
 const SCHEMA: &str = "
@@ -136,6 +138,36 @@ const POLL_PENDING: &str = "SELECT a.package, p.priority, a.force, p.https, a.st
      JOIN packages p ON p.id = a.package
      WHERE a.device = ?1 AND a.status IN (?2, ?3) ORDER BY p.priority, a.package";
 const POLL_NOTIFY: &str = "UPDATE assignments SET status = ?1, updated = ?2 WHERE device = ?3 AND status = ?4";
+
+/// A device's assignments to tell it of (`POLL_PENDING`), `new` if still
+/// WAITING.
+fn pending_rows(conn: &Conn, device: &str) -> DbResult<Vec<Pending>> {
+    let mut st = conn.prepare_cached(POLL_PENDING)?;
+    st.query_map(params![device, WAITING, NOTIFIED], |r| {
+        Ok(Pending {
+            package: r.get::<_, i64>(0)? as u64,
+            priority: r.get(1)?,
+            force: r.get(2)?,
+            https: r.get(3)?,
+            new: r.get::<_, String>(4)? == WAITING,
+        })
+    })?
+    .collect()
+}
+
+/// [`Db::poll`] in the caller's transaction `tx`.
+pub(crate) fn poll_tx(tx: &Tx<'_>, device: &str, ocs_history: bool) -> DbResult<Vec<Pending>> {
+    let now = now_rfc3339();
+    if ocs_history {
+        tx.prepare_cached(POLL_IN_HISTORY)?.execute(params![now, device, WAITING, NOTIFIED])?;
+    }
+    let rows = pending_rows(tx, device)?;
+    // Only a device told of something new has rows to mark.
+    if rows.iter().any(|p| p.new) {
+        tx.prepare_cached(POLL_NOTIFY)?.execute(params![NOTIFIED, now, device, WAITING])?;
+    }
+    Ok(rows)
+}
 
 impl Db {
     /// Register an Outpost device; `false` if the id exists. Applies `--all` packages.
@@ -269,16 +301,22 @@ impl Db {
     /// an OCS agent listed in its history are not sent again unless forced:
     /// they are marked `SUCCESS_ALREADY_IN_HISTORY`, as the OCS server does.
     pub fn poll(&mut self, device: &str) -> DbResult<Vec<Pending>> {
-        // What a poll writes (NOTIFIED, last contact) may be lost to a power
-        // cut without harm: the device is told again. So its commit does
-        // not wait for an fsync; the next durable commit (a report, an
-        // assignment) syncs it with its own.
+        // What a poll writes (NOTIFIED) may be lost to a power cut without
+        // harm: the device is told again. So its commit does not wait for
+        // an fsync; the next durable commit (a report, an assignment) syncs
+        // it with its own. (The last contact is [`Db::record_contact`]'s.)
         self.relaxed(|db| db.poll_in(device, true))
     }
 
     /// [`Db::poll`] for an Outpost device, which has no OCS history to
-    /// look at: a statement fewer (a round trip fewer on PostgreSQL).
+    /// look at: a statement fewer (a round trip fewer on PostgreSQL). A
+    /// device with nothing new to be told of (nearly every poll) costs one
+    /// read and no transaction.
     pub fn poll_device(&mut self, device: &str) -> DbResult<Vec<Pending>> {
+        let rows = pending_rows(&self.conn, device)?;
+        if !rows.iter().any(|p| p.new) {
+            return Ok(rows);
+        }
         self.relaxed(|db| db.poll_in(device, false))
     }
 
@@ -294,32 +332,11 @@ impl Db {
         out
     }
 
-    fn poll_in(&mut self, device: &str, ocs_history: bool) -> DbResult<Vec<Pending>> {
+    pub(crate) fn poll_in(&mut self, device: &str, ocs_history: bool) -> DbResult<Vec<Pending>> {
         let tx = self.conn.transaction()?;
-        let now = now_rfc3339();
-        if ocs_history {
-            tx.prepare_cached(POLL_IN_HISTORY)?.execute(params![now, device, WAITING, NOTIFIED])?;
-        }
-        let rows = {
-            let mut st = tx.prepare_cached(POLL_PENDING)?;
-            st.query_map(params![device, WAITING, NOTIFIED], |r| {
-                let p = Pending {
-                    package: r.get::<_, i64>(0)? as u64,
-                    priority: r.get(1)?,
-                    force: r.get(2)?,
-                    https: r.get(3)?,
-                };
-                Ok((p, r.get::<_, String>(4)? == WAITING))
-            })?
-            .collect::<DbResult<Vec<_>>>()?
-        };
-        // Only a device told of something new has rows to mark.
-        if rows.iter().any(|(_, waiting)| *waiting) {
-            tx.prepare_cached(POLL_NOTIFY)?.execute(params![NOTIFIED, now, device, WAITING])?;
-        }
-        tx.prepare_cached("UPDATE devices SET last_seen = ?1 WHERE id = ?2")?.execute(params![now, device])?;
+        let rows = poll_tx(&tx, device, ocs_history)?;
         tx.commit()?;
-        Ok(rows.into_iter().map(|(p, _)| p).collect())
+        Ok(rows)
     }
 
     /// Every assignment, optionally of one package.

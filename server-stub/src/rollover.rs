@@ -59,6 +59,35 @@ pub fn published_version(dir: &Path) -> u64 {
     fs::read(dir.join(BUNDLE)).ok().and_then(|b| Bundle::peek_version(&b)).unwrap_or(0)
 }
 
+/// [`published_version`] remembered by the bundle file's identity (inode,
+/// size, modification time): a poll costs one `stat`, not a read and a
+/// decode. A bundle published with `trust publish` (a new file, renamed in
+/// place) is seen at the next poll.
+#[derive(Default)]
+pub struct VersionCache(std::sync::Mutex<Option<(FileId, u64)>>);
+
+/// A file's inode, size and modification time (seconds, nanoseconds).
+type FileId = (u64, u64, i64, i64);
+
+impl VersionCache {
+    /// The version `dir` publishes now (0: none).
+    pub fn get(&self, dir: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(m) = fs::metadata(dir.join(BUNDLE)) else { return 0 };
+        let id = (m.ino(), m.len(), m.mtime(), m.mtime_nsec());
+        if let Ok(Some((known, v))) = self.0.lock().as_deref()
+            && *known == id
+        {
+            return *v;
+        }
+        let v = published_version(dir);
+        if let Ok(mut c) = self.0.lock() {
+            *c = Some((id, v));
+        }
+        v
+    }
+}
+
 /// The published bundle's bytes, `None` if there is none.
 pub fn published(dir: &Path) -> Option<Vec<u8>> {
     fs::read(dir.join(BUNDLE)).ok()

@@ -67,6 +67,12 @@ pub struct State {
     pub db: Pool,
     /// Reports waiting for, or in, a group commit ([`crate::group_commit`]).
     pub reports: ReportCommit,
+    /// The threads that answer polls, one per database connection.
+    pub polls: crate::workers::Workers,
+    /// The published trust bundle's version, by the file's identity.
+    pub trust_version: crate::rollover::VersionCache,
+    /// Contacts waiting to be written, a second at a time ([`crate::contacts`]).
+    pub contacts: crate::contacts::Contacts,
     /// Authentication failures logged per client, at most a line a minute.
     pub failure_log: crate::faillog::FailureLog,
     /// The server certificate, renewed and reloaded while serving.
@@ -139,11 +145,15 @@ pub fn run_on(dir: &Path, https: Option<String>, http: Option<String>) -> Result
     let cert = Live::start(dir, crate::time::unix_now())?;
     let tls = TlsAcceptor::from(tls_config(dir, cert.clone())?);
     let db = Pool::open_in(dir)?;
+    let polls = crate::workers::Workers::start("poll", db.connections())?;
     let state = Arc::new(State {
         dir: dir.to_owned(),
         cfg: cfg.clone(),
         db,
         reports: ReportCommit::default(),
+        contacts: crate::contacts::Contacts::default(),
+        trust_version: crate::rollover::VersionCache::default(),
+        polls,
         failure_log: crate::faillog::FailureLog::default(),
         cert,
         metrics: crate::metrics::Metrics::default(),
@@ -193,6 +203,7 @@ pub fn run_on(dir: &Path, https: Option<String>, http: Option<String>) -> Result
             Ok::<(), String>(())
         };
         ex.spawn(live::watch(state.cert.clone())).detach();
+        ex.spawn(flush_contacts_forever(state.clone())).detach();
         let accepting = smol::future::zip(
             accept_loop(&ex, &state, https, Side::Https, Some(tls)),
             accept_loop(&ex, &state, plain, Side::Http, None),
@@ -209,6 +220,7 @@ pub fn run_on(dir: &Path, https: Option<String>, http: Option<String>) -> Result
             }
             smol::Timer::after(Duration::from_millis(100)).await;
         }
+        flush_contacts(&state).await;
         Ok(())
     }));
     drop(stop);
@@ -216,6 +228,44 @@ pub fn run_on(dir: &Path, https: Option<String>, http: Option<String>) -> Result
         let _ = h.join();
     }
     served
+}
+
+/// How often the contacts that wait are written ([`crate::contacts`]).
+const CONTACT_FLUSH: Duration = Duration::from_secs(1);
+
+/// Write the contacts that wait, every [`CONTACT_FLUSH`].
+async fn flush_contacts_forever(state: Arc<State>) {
+    loop {
+        smol::Timer::after(CONTACT_FLUSH).await;
+        flush_contacts(&state).await;
+    }
+}
+
+/// Contacts written in one transaction, at most: the database is locked
+/// for a few milliseconds at a time, not for a whole second's polls.
+const CONTACTS_PER_COMMIT: usize = 1024;
+
+/// Write the contacts that wait now, on the blocking pool.
+async fn flush_contacts(state: &Arc<State>) {
+    let mut contacts = state.contacts.take();
+    if contacts.is_empty() {
+        return;
+    }
+    // In key order, each commit writes its own run of pages, not a few
+    // rows on every page of the tables.
+    contacts.sort_unstable_by(|a, b| a.device.cmp(&b.device));
+    let state = state.clone();
+    smol::unblock(move || {
+        for chunk in contacts.chunks(CONTACTS_PER_COMMIT) {
+            match state.db.lock() {
+                Ok(mut db) => crate::fleet::contact::on_contacts(&mut db, chunk, crate::time::unix_now()),
+                Err(_) => {
+                    log::error!(target: "outpost", "database lock poisoned: {} contacts not recorded", chunk.len())
+                }
+            }
+        }
+    })
+    .await;
 }
 
 /// Accept connections on `listener` forever: admit each through the gate,
@@ -378,9 +428,12 @@ fn origin_of(state: &State, peer: SocketAddr, req: &Request) -> Origin {
 
 /// The path of the OCS endpoint (see [`crate::api::route`]).
 const OCS_PATH: &str = "/ocsinventory";
+/// The path of an Outpost agent's poll (see [`crate::api::route`]).
+const POLL_PATH: &str = "/api/v1/poll";
 
 /// Route `req` on the blocking pool, never on an executor thread: an OCS
 /// body is inflated and parsed there, and the database lock waited for.
+/// Polls go to the poll workers ([`crate::workers`]).
 async fn route(
     state: &Arc<State>,
     req: Request,
@@ -388,6 +441,20 @@ async fn route(
     origin: Origin,
     cert: Option<Fingerprint>,
 ) -> (Request, Response) {
+    if side == Side::Https && req.path == POLL_PATH {
+        // Polls, by the thousand a second, on the poll workers.
+        let (method, path, connection) = (req.method.clone(), req.path.clone(), req.connection);
+        let st = state.clone();
+        let done = state.polls.run(move || {
+            let resp = crate::api::route(&st, &req, side, origin, cert);
+            (req, resp)
+        });
+        return done.await.unwrap_or_else(|| {
+            log::error!(target: "outpost", "a poll's handler panicked");
+            let req = Request { method, path, headers: Vec::new(), body: Vec::new(), connection };
+            (req, Response::text(500, "internal error"))
+        });
+    }
     let _slot = if req.path == OCS_PATH { Some(state.ocs_slots.acquire().await) } else { None };
     let state = state.clone();
     smol::unblock(move || {

@@ -311,6 +311,7 @@ mod tests {
         d.poll("a").unwrap();
         d.report("a", "r1", 7, "SUCCESS").unwrap();
         d.poll("b").unwrap();
+        d.record_contact("b", None, "127.0.0.1", 1_000_000).unwrap();
         let s = &d.package_summaries().unwrap()[0];
         assert_eq!((s.waiting, s.notified, s.success, s.errors), (0, 1, 1, 0));
         let pr = ProgressRow { held: 5, total: 10, rate: 2, at: 99 };

@@ -77,8 +77,12 @@ impl Refusal {
 /// The outcome of [`Db::authenticate`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// The current credentials.
-    Current,
+    /// The current credentials; `staged`: new ones wait to be sent to the
+    /// device at its poll ([`Db::staged_rotation`]).
+    Current {
+        /// A rotation is staged.
+        staged: bool,
+    },
     /// The staged ones, used for the first time: they are current now and
     /// the old ones are refused from now on.
     Rotated,
@@ -173,7 +177,7 @@ impl Db {
             (None, _) => {}
         }
         if is_current {
-            return Ok(Verdict::Current);
+            return Ok(Verdict::Current { staged: staged.is_some() });
         }
         let Some((secret_sha256, cert)) = staged else { return Ok(Verdict::Refused(Refusal::WrongSecret)) };
         let tx = self.conn.transaction()?;
@@ -185,7 +189,11 @@ impl Db {
         {
             let now: Option<Vec<u8>> =
                 tx.query_row("SELECT secret_sha256 FROM devices WHERE id = ?1", [device], |r| r.get(0))?;
-            return Ok(if matches(now.as_ref()) { Verdict::Current } else { Verdict::Refused(Refusal::WrongSecret) });
+            return Ok(if matches(now.as_ref()) {
+                Verdict::Current { staged: false }
+            } else {
+                Verdict::Refused(Refusal::WrongSecret)
+            });
         }
         tx.execute("UPDATE devices SET secret_sha256 = ?1 WHERE id = ?2", params![secret_sha256, device])?;
         tx.execute("DELETE FROM device_certs WHERE device = ?1", [device])?;
@@ -296,9 +304,9 @@ mod tests {
         let mut d = db("cert");
         assert!(d.add_device_with_cert("pc1", &sha256(b"s1"), Some(&sha256(b"cert1"))).unwrap());
         d.add_device_with_cert("pc2", &sha256(b"s2"), Some(&sha256(b"cert2"))).unwrap();
-        assert_eq!(auth(&mut d, "s1", Some(b"cert1"), true), Verdict::Current);
+        assert_eq!(auth(&mut d, "s1", Some(b"cert1"), true), Verdict::Current { staged: false });
         assert_eq!(auth(&mut d, "s1", None, true), Verdict::Refused(Refusal::NoCertificate), "a stolen secret alone");
-        assert_eq!(auth(&mut d, "s1", None, false), Verdict::Current, "not required: older agents");
+        assert_eq!(auth(&mut d, "s1", None, false), Verdict::Current { staged: false }, "not required: older agents");
         assert_eq!(auth(&mut d, "s1", Some(b"cert2"), false), Verdict::Refused(Refusal::WrongCertificate), "pc2's");
         assert_eq!(auth(&mut d, "s2", Some(b"cert2"), true), Verdict::Refused(Refusal::WrongSecret), "pc2's secret");
         assert_eq!(auth(&mut d, "nope", Some(b"cert1"), true), Verdict::Refused(Refusal::WrongSecret));
@@ -310,13 +318,17 @@ mod tests {
         d.add_device_with_cert("pc1", &sha256(b"old"), Some(&sha256(b"oldcert"))).unwrap();
         assert_eq!(d.stage_rotation("pc1", &creds("new", b"newcert")).unwrap(), Change::Done);
         assert_eq!(d.staged_rotation("pc1").unwrap(), Some(creds("new", b"newcert")));
-        assert_eq!(auth(&mut d, "old", Some(b"oldcert"), true), Verdict::Current, "the old still works");
+        assert_eq!(
+            auth(&mut d, "old", Some(b"oldcert"), true),
+            Verdict::Current { staged: true },
+            "the old still works"
+        );
         assert_eq!(auth(&mut d, "new", Some(b"oldcert"), true), Verdict::Refused(Refusal::WrongCertificate));
         assert_eq!(auth(&mut d, "new", Some(b"newcert"), true), Verdict::Rotated);
         assert_eq!(d.staged_rotation("pc1").unwrap(), None, "the key is forgotten once delivered and used");
         assert_eq!(auth(&mut d, "old", Some(b"oldcert"), true), Verdict::Refused(Refusal::WrongSecret));
         assert_eq!(auth(&mut d, "new", Some(b"oldcert"), true), Verdict::Refused(Refusal::WrongCertificate));
-        assert_eq!(auth(&mut d, "new", Some(b"newcert"), true), Verdict::Current);
+        assert_eq!(auth(&mut d, "new", Some(b"newcert"), true), Verdict::Current { staged: false });
         // Rotating again before use replaces the staged credentials.
         d.stage_rotation("pc1", &creds("newer", b"c3")).unwrap();
         assert_eq!(d.stage_rotation("pc1", &creds("newest", b"")).unwrap(), Change::Replaced);

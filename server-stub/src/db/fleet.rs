@@ -3,10 +3,11 @@
 //! and their static members, and packages deleted with `package delete`
 //! (their row stays, so the history of what was installed where stays).
 
-use super::sql::OptionalExtension;
+use super::sql::{OptionalExtension, Tx};
 use crate::params;
+use crate::time::rfc3339;
 
-use super::{Db, DbResult};
+use super::{Db, DbResult, Pending};
 use outpost_agent::engine::facts::Facts;
 
 pub(super) const SCHEMA: &str = "
@@ -51,13 +52,70 @@ pub fn valid_group_name(s: &str) -> bool {
     (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
+/// Whether `facts` may change `device`'s groups: it has no facts row yet,
+/// or they differ from those recorded (free space aside: it moves at every
+/// poll).
+fn facts_changed(tx: &Tx<'_>, device: &str, facts: Option<&Facts>) -> DbResult<bool> {
+    type Row = (String, String, String, String, String, String);
+    let old: Option<Row> = tx
+        .prepare_cached(
+            "SELECT COALESCE(host, ''), COALESCE(os, ''), COALESCE(os_version, ''), COALESCE(arch, ''),
+             COALESCE(agent, ''), COALESCE(tags, '') FROM device_facts WHERE device = ?1",
+        )?
+        .query_row([device], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+        .optional()?;
+    Ok(match (&old, facts) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some((host, os, os_version, arch, agent, tags)), Some(f)) => {
+            (host, os, os_version, arch, agent) != (&f.host, &f.os, &f.os_version, &f.arch, &f.agent)
+                || !tags.split('\n').filter(|t| !t.is_empty()).eq(f.tags.iter().map(String::as_str))
+        }
+    })
+}
+
+/// Write one contact: the device's last contact, its address and, if it
+/// sent them, its facts.
+fn contact_in(tx: &Tx<'_>, device: &str, facts: Option<&Facts>, address: &str, now: u64) -> DbResult<()> {
+    tx.prepare_cached("UPDATE devices SET last_seen = ?1 WHERE id = ?2")?.execute(params![rfc3339(now), device])?;
+    match facts {
+        None => tx
+            .prepare_cached(
+                "INSERT INTO device_facts(device, address, last_contact) SELECT id, ?2, ?3 FROM devices WHERE id = ?1
+                 ON CONFLICT(device) DO UPDATE SET address = ?2, last_contact = ?3",
+            )?
+            .execute(params![device, address, to_i(now)])?,
+        Some(f) => tx
+            .prepare_cached(
+                "INSERT INTO device_facts(device, address, last_contact, host, os, os_version, arch, agent, free, tags)
+                 SELECT id, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10 FROM devices WHERE id = ?1
+                 ON CONFLICT(device) DO UPDATE SET address = ?2, last_contact = ?3, host = ?4, os = ?5,
+                 os_version = ?6, arch = ?7, agent = ?8, free = ?9, tags = ?10",
+            )?
+            .execute(params![
+                device,
+                address,
+                to_i(now),
+                f.host,
+                f.os,
+                f.os_version,
+                f.arch,
+                f.agent,
+                f.free.map(to_i),
+                f.tags.join("\n")
+            ])?,
+    };
+    Ok(())
+}
+
 fn to_i(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 impl Db {
     /// Record a contact of `device` from `address` at `now`, with the facts
-    /// it sent (`None`: keep the facts it sent before).
+    /// it sent (`None`: keep the facts it sent before), and its last contact
+    /// (`devices.last_seen`).
     /// Not durable at once (`Db::relaxed`): a power cut may lose the
     /// last contact, which the next one writes again. Returns whether
     /// group membership may have changed: the device had no facts row yet,
@@ -66,45 +124,47 @@ impl Db {
     pub fn record_contact(&mut self, device: &str, facts: Option<&Facts>, address: &str, now: u64) -> DbResult<bool> {
         self.relaxed(|db| {
             let tx = db.conn.transaction()?;
-            type Row = (String, String, String, String, String, String);
-            let old: Option<Row> = tx
-                .prepare_cached(
-                    "SELECT COALESCE(host, ''), COALESCE(os, ''), COALESCE(os_version, ''), COALESCE(arch, ''),
-                     COALESCE(agent, ''), COALESCE(tags, '') FROM device_facts WHERE device = ?1",
-                )?
-                .query_row([device], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
-                .optional()?;
-            let changed = match (&old, facts) {
-                (None, _) => true,
-                (Some(_), None) => false,
-                (Some((host, os, os_version, arch, agent, tags)), Some(f)) => {
-                    (host, os, os_version, arch, agent) != (&f.host, &f.os, &f.os_version, &f.arch, &f.agent)
-                        || !tags.split('\n').filter(|t| !t.is_empty()).eq(f.tags.iter().map(String::as_str))
-                }
-            };
-            tx.prepare_cached(
-                "INSERT INTO device_facts(device, address, last_contact) SELECT id, ?2, ?3 FROM devices WHERE id = ?1
-                 ON CONFLICT(device) DO UPDATE SET address = ?2, last_contact = ?3",
-            )?
-            .execute(params![device, address, to_i(now)])?;
-            if let Some(f) = facts {
-                tx.prepare_cached(
-                    "UPDATE device_facts SET host = ?2, os = ?3, os_version = ?4, arch = ?5, agent = ?6, free = ?7,
-                     tags = ?8 WHERE device = ?1",
-                )?
-                .execute(params![
-                    device,
-                    f.host,
-                    f.os,
-                    f.os_version,
-                    f.arch,
-                    f.agent,
-                    f.free.map(to_i),
-                    f.tags.join("\n")
-                ])?;
-            }
+            let changed = facts_changed(&tx, device, facts)?;
+            contact_in(&tx, device, facts, address, now)?;
             tx.commit()?;
             Ok(changed)
+        })
+    }
+
+    /// An Outpost device's poll with its contact: [`Db::record_contact`]
+    /// (unless `contact` is `None`: it waits, [`crate::contacts`]) and
+    /// [`Db::poll_device`] in one transaction, or none when there is
+    /// nothing to write. Returns whether groups may have changed, and what
+    /// to tell the device of.
+    pub fn contact_and_poll(
+        &mut self,
+        device: &str,
+        contact: Option<(Option<&Facts>, &str, u64)>,
+    ) -> DbResult<(bool, Vec<Pending>)> {
+        let Some((facts, address, now)) = contact else { return Ok((false, self.poll_device(device)?)) };
+        self.relaxed(|db| {
+            let tx = db.conn.transaction()?;
+            let changed = facts_changed(&tx, device, facts)?;
+            contact_in(&tx, device, facts, address, now)?;
+            let pending = super::poll_tx(&tx, device, false)?;
+            tx.commit()?;
+            Ok((changed, pending))
+        })
+    }
+
+    /// [`Db::record_contact`] for many contacts known to change no group
+    /// (their facts are those last recorded, [`crate::contacts`]), in one
+    /// transaction: one commit for the polls of a second, and no reads.
+    pub fn record_contacts<'a>(
+        &mut self,
+        contacts: impl IntoIterator<Item = (&'a str, Option<&'a Facts>, &'a str, u64)>,
+    ) -> DbResult<()> {
+        self.relaxed(|db| {
+            let tx = db.conn.transaction()?;
+            for (device, facts, address, now) in contacts {
+                contact_in(&tx, device, facts, address, now)?;
+            }
+            tx.commit()
         })
     }
 

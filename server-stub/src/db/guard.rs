@@ -152,8 +152,18 @@ fn read_counter(conn: &Conn, client: &str, scope: &str, identity: &str) -> DbRes
     Ok(row.map_or_else(|| (Counter::default(), 0, false), |(c, s)| (c, s, true)))
 }
 
-/// A claim's row and its client's address-wide row, in one query.
+/// A counter row: the counter, its last success, whether it exists.
 type Read = (Counter, u64, bool);
+
+/// What [`Db::auth_gate_read`] decided and read.
+#[derive(Debug, Clone, Copy)]
+pub struct GateRead {
+    /// Whether to check the secret.
+    pub gate: Gate,
+    claim: Read,
+}
+
+/// A claim's row and its client's address-wide row, in one query.
 fn read_claim_and_address(conn: &Conn, client: &str, scope: &str, identity: &str) -> DbResult<(Read, Read)> {
     let mut st = conn.prepare_cached(
         // Two primary-key lookups (an OR here made PostgreSQL scan the table).
@@ -224,11 +234,16 @@ fn write_counter(
 impl Db {
     /// Whether `identity` from `client` may have its secret checked at `now`.
     pub fn auth_gate(&self, now: u64, client: Client, scope: Scope, identity: &str) -> DbResult<Gate> {
+        Ok(self.auth_gate_read(now, client, scope, identity)?.gate)
+    }
+
+    /// [`Db::auth_gate`], with what it read of the claim, for
+    /// [`Db::auth_succeeded_after`] (a read fewer per request).
+    pub fn auth_gate_read(&self, now: u64, client: Client, scope: Scope, identity: &str) -> DbResult<GateRead> {
         let c = client.to_string();
-        let ((claim, last_success, _), (address, _, _)) =
-            read_claim_and_address(&self.conn, &c, scope.as_str(), identity)?;
-        let trusted = scope.trusts_identities() && lockout::is_trusted(last_success, now);
-        Ok(lockout::gate(now, &claim, &address, trusted))
+        let (claim, (address, _, _)) = read_claim_and_address(&self.conn, &c, scope.as_str(), identity)?;
+        let trusted = scope.trusts_identities() && lockout::is_trusted(claim.1, now);
+        Ok(GateRead { gate: lockout::gate(now, &claim.0, &address, trusted), claim })
     }
 
     /// Count a failed authentication of `identity` from `client` at `now`:
@@ -295,8 +310,26 @@ impl Db {
     /// and it is trusted from `client`. Writes only when something changes
     /// or the trust is older than [`lockout::TRUST_REFRESH_SECS`].
     pub fn auth_succeeded(&mut self, now: u64, client: Client, scope: Scope, identity: &str) -> DbResult<()> {
+        let claim = read_counter(&self.conn, &client.to_string(), scope.as_str(), identity)?;
+        self.succeeded_with(now, client, scope, identity, claim)
+    }
+
+    /// [`Db::auth_succeeded`] with the claim as `read` by the gate of the
+    /// same request.
+    pub fn auth_succeeded_after(
+        &mut self,
+        now: u64,
+        client: Client,
+        scope: Scope,
+        identity: &str,
+        read: &GateRead,
+    ) -> DbResult<()> {
+        self.succeeded_with(now, client, scope, identity, read.claim)
+    }
+
+    fn succeeded_with(&mut self, now: u64, client: Client, scope: Scope, identity: &str, claim: Read) -> DbResult<()> {
         let c = client.to_string();
-        let (claim, last_success, existed) = read_counter(&self.conn, &c, scope.as_str(), identity)?;
+        let (claim, last_success, existed) = claim;
         self.failures.0.remove(&(c.clone(), scope.as_str(), identity.to_string()));
         let stale = now >= last_success.saturating_add(lockout::TRUST_REFRESH_SECS);
         if !existed || claim.failures > 0 || stale {

@@ -42,9 +42,25 @@ impl Db {
 
     /// Connect to the PostgreSQL database at `url` (creating the schema if
     /// needed, one instance at a time).
+    ///
+    /// The schema's DDL runs only when the database does not say it holds
+    /// this version of it (`outpost_schema`): on every connection, its
+    /// `CREATE INDEX IF NOT EXISTS` and `CREATE OR REPLACE TRIGGER` lock the
+    /// tables one after the other, and a command opening its connection
+    /// could deadlock with a request's transaction that took the same
+    /// tables in another order.
     pub fn open_postgres(url: &str) -> DbResult<Self> {
         let conn = Conn::postgres(url)?;
-        conn.execute_batch(&format!("BEGIN;\n{PG_SCHEMA}\nCOMMIT;"))?;
+        let version = pg_schema_version();
+        let current = conn
+            .query_row("SELECT version FROM outpost_schema", crate::params![], |r| r.get::<_, String>(0))
+            .is_ok_and(|v| v == version);
+        if !current {
+            conn.execute_batch(&format!(
+                "BEGIN;\n{PG_SCHEMA}\nCREATE TABLE IF NOT EXISTS outpost_schema(version TEXT NOT NULL);
+                 DELETE FROM outpost_schema; INSERT INTO outpost_schema(version) VALUES ('{version}');\nCOMMIT;"
+            ))?;
+        }
         Ok(Self::with(conn))
     }
 
@@ -70,6 +86,11 @@ impl Db {
     pub fn conn(&self) -> &Conn {
         &self.conn
     }
+}
+
+/// The version of [`PG_SCHEMA`]: its SHA-256, in hex.
+fn pg_schema_version() -> String {
+    outpost_agent::engine::digest::hex(&outpost_agent::engine::manifest::sha256(PG_SCHEMA.as_bytes()))
 }
 
 /// `[database] url` of `DIR/server.toml`, if the file is there and sets it.
@@ -103,7 +124,7 @@ pub fn redact(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::*;
 
     #[test]
     fn a_password_in_a_url_is_never_shown() {
@@ -115,5 +136,24 @@ mod tests {
             "postgres://u@db/x?password=***&sslmode=disable"
         );
         assert_eq!(redact("postgres://u:a@db/x?password=b"), "postgres://u:***@db/x?password=***");
+    }
+
+    /// Fails if a connection's opening runs the schema's DDL again: its
+    /// `CREATE INDEX IF NOT EXISTS` waits for the table a request's
+    /// transaction holds (and, taking tables in another order, deadlocked
+    /// with one: `postgres: 40P01` in `tests/scale_out.rs`).
+    #[test]
+    fn on_postgres_opening_a_connection_waits_for_no_running_transaction() {
+        let Some(url) = crate::db::test_db_url("open-locks") else { return };
+        let first = Db::open_postgres(&url).expect("open");
+        first
+            .conn()
+            .execute_batch("BEGIN; UPDATE devices SET last_seen = NULL; UPDATE assignments SET force = 0")
+            .unwrap();
+        let (done, opened) = std::sync::mpsc::channel();
+        std::thread::spawn(move || done.send(Db::open_postgres(&url).map(|_| ()).map_err(|e| e.to_string())));
+        let result = opened.recv_timeout(std::time::Duration::from_secs(10));
+        first.conn().execute_batch("COMMIT").unwrap();
+        assert!(matches!(result, Ok(Ok(()))), "a second connection opened beside a transaction: {result:?}");
     }
 }

@@ -45,6 +45,11 @@ impl Pool {
         Self { conns, next: AtomicUsize::new(0) }
     }
 
+    /// How many connections it holds.
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
     /// A free connection, or, when all are busy, the next one in turn once
     /// it is free. An error only if a thread panicked holding it.
     pub fn lock(&self) -> LockResult<MutexGuard<'_, Db>> {

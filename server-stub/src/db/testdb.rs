@@ -24,6 +24,12 @@ fn postgres_db(name: &str) -> Option<String> {
     Some(format!("{head}/{name}"))
 }
 
+/// The URL of a new PostgreSQL database; `None` without
+/// `OUTPOST_TEST_POSTGRES`.
+pub(crate) fn test_db_url(tag: &str) -> Option<String> {
+    postgres_db(&name(tag))
+}
+
 /// Two connections to one new PostgreSQL database (two instances of the
 /// server); `None` without `OUTPOST_TEST_POSTGRES`.
 pub(crate) fn test_db_pair(tag: &str) -> Option<(Db, Db)> {

@@ -1,15 +1,18 @@
 //! What the server does with each contact of a device: record its facts
 //! (an Outpost poll's `facts` line, an OCS agent's INVENTORY) and its
 //! address and time, then move rollouts on (`super::rollout::evaluate`),
-//! before the device is told what to install. A failure here is logged and
-//! does not fail the poll.
+//! before the device is told what to install. A failure to record an OCS
+//! contact is logged and does not fail the request; an Outpost poll's
+//! contact shares its transaction with the poll's NOTIFIED marks
+//! ([`poll`]), so a failure there fails the poll (`500`).
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use outpost_agent::engine::facts::Facts;
 
-use crate::db::Db;
+use crate::contacts::Contact;
+use crate::db::{Db, DbResult, Pending};
 
 /// Longest text read from an OCS value.
 const MAX_VALUE: usize = outpost_agent::engine::facts::MAX_VALUE_LEN;
@@ -25,13 +28,47 @@ static LAST_EVALUATED: AtomicU64 = AtomicU64::new(0);
 /// rollout lives, and polls come by the thousand a second.
 pub fn on_contact(db: &mut Db, device: &str, facts: Option<&Facts>, address: IpAddr, now: u64) {
     let r = db.record_contact(device, facts, &address.to_string(), now).map_err(super::FleetError::Db);
-    let r = r.and_then(|changed| {
-        let due = LAST_EVALUATED.fetch_max(now, Ordering::Relaxed) < now;
-        if changed || due { super::rollout::evaluate(db, now) } else { Ok(()) }
-    });
-    if let Err(e) = r {
+    if let Err(e) = r.and_then(|changed| evaluate_if(db, changed, now)) {
         log::error!(target: "outpost", "fleet: device {device}: {e}");
     }
+}
+
+/// An Outpost device's poll, with its contact unless that waits
+/// ([`crate::contacts`]): one transaction for both ([`Db::contact_and_poll`]);
+/// if the contact may change a group, rollouts move on and the device is
+/// told of what they assigned it at this same poll.
+pub fn poll(db: &mut Db, device: &str, contact: Option<(Option<&Facts>, &str, u64)>) -> DbResult<Vec<Pending>> {
+    let (changed, pending) = db.contact_and_poll(device, contact)?;
+    let Some((_, _, now)) = contact.filter(|_| changed) else { return Ok(pending) };
+    if let Err(e) = evaluate_if(db, true, now) {
+        log::error!(target: "outpost", "fleet: device {device}: {e}");
+    }
+    let again = db.poll_device(device)?;
+    // Marked NOTIFIED by the first read: still new to the device.
+    Ok(again
+        .into_iter()
+        .map(|mut p| {
+            p.new |= pending.iter().any(|q| q.package == p.package && q.new);
+            p
+        })
+        .collect())
+}
+
+/// The contacts that waited ([`crate::contacts`]: none changes a group),
+/// recorded in one transaction; then rollouts move on if a second has
+/// passed since they last did.
+pub fn on_contacts(db: &mut Db, contacts: &[Contact], now: u64) {
+    let rows = contacts.iter().map(|c| (c.device.as_str(), c.facts.as_ref(), c.address.as_str(), c.now));
+    let r = db.record_contacts(rows).map_err(super::FleetError::Db);
+    if let Err(e) = r.and_then(|()| evaluate_if(db, false, now)) {
+        log::error!(target: "outpost", "fleet: {} contacts: {e}", contacts.len());
+    }
+}
+
+/// Move rollouts on if a group may have changed or a second has passed.
+fn evaluate_if(db: &mut Db, changed: bool, now: u64) -> Result<(), super::FleetError> {
+    let due = LAST_EVALUATED.fetch_max(now, Ordering::Relaxed) < now;
+    if changed || due { super::rollout::evaluate(db, now) } else { Ok(()) }
 }
 
 /// Reports came in: rollouts may move on.

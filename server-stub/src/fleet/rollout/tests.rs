@@ -146,3 +146,29 @@ fn a_contact_says_when_groups_may_have_changed() {
     let f = tags(&["site:paris"]);
     assert!(d.record_contact("pc1", Some(&f), "127.0.0.1", 1003).unwrap(), "a tag changed");
 }
+
+#[test]
+fn a_poll_records_its_contact_and_its_notified_marks_together_and_a_waiting_one_writes_nothing() {
+    let mut d = db("contact-poll");
+    d.add_device("pc1", &[0; 32]).unwrap();
+    d.assign(7, Some("pc1"), false).unwrap();
+    let f = tags(&["kiosk"]);
+    let (changed, pending) = d.contact_and_poll("pc1", Some((Some(&f), "127.0.0.9", 1000))).unwrap();
+    assert!(changed, "its first contact");
+    assert_eq!(pending.iter().map(|p| (p.package, p.new)).collect::<Vec<_>>(), [(7, true)]);
+    let (seen, address): (Option<String>, String) = d
+        .conn()
+        .query_row(
+            "SELECT d.last_seen, f.address FROM devices d JOIN device_facts f ON f.device = d.id WHERE d.id = 'pc1'",
+            crate::params![],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((seen.as_deref(), address.as_str()), (Some("1970-01-01T00:16:40Z"), "127.0.0.9"));
+    let (changed, pending) = d.contact_and_poll("pc1", None).unwrap();
+    assert!(!changed);
+    assert_eq!(pending.iter().map(|p| (p.package, p.new)).collect::<Vec<_>>(), [(7, false)], "told before");
+    let seen: Option<String> =
+        d.conn().query_row("SELECT last_seen FROM devices WHERE id = 'pc1'", crate::params![], |r| r.get(0)).unwrap();
+    assert_eq!(seen.as_deref(), Some("1970-01-01T00:16:40Z"), "a contact that waits is not written here");
+}

@@ -1,0 +1,178 @@
+//! Devices' contacts written a second at a time. Every poll records the
+//! device's last contact, address and facts ([`crate::db::Db::record_contact`]);
+//! written at once, that is a write transaction per poll, and at thousands
+//! of polls a second SQLite's WAL then writes the same few pages thousands
+//! of times a second. So a contact that can change nothing but times,
+//! addresses and free space is kept here and written with the others of
+//! the same second in one transaction ([`Contacts::take`], by the flusher in
+//! [`crate::serve`]).
+//!
+//! Written at once, as before, is a contact that may change a group's
+//! members (the device's first contact since the server started, or facts
+//! that differ from the last ones it sent here): rollouts and dynamic
+//! groups see it before the poll is answered. Memory is bounded: at most
+//! [`MAX_PENDING`] contacts wait (a contact past that is written at once)
+//! and [`MAX_KNOWN`] devices are remembered (about 32 bytes each; past that the
+//! memory starts again, and each device's next contact is written at once).
+//! A contact waiting here is lost if the process is killed: the device's
+//! next poll writes it again, as a power cut may lose a relaxed commit.
+
+use std::collections::HashMap;
+use std::collections::hash_map::{Entry, RandomState};
+use std::hash::BuildHasher;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+use outpost_agent::engine::facts::Facts;
+
+/// Contacts waiting for the next flush, at most.
+pub const MAX_PENDING: usize = 65_536;
+/// Devices whose last facts are remembered, at most.
+pub const MAX_KNOWN: usize = 1 << 21;
+
+/// A contact waiting to be written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Contact {
+    /// The device.
+    pub device: String,
+    /// Its facts, if it sent any since the last flush (the newest).
+    pub facts: Option<Facts>,
+    /// Where it came from, last.
+    pub address: String,
+    /// When, last (Unix seconds).
+    pub now: u64,
+}
+
+/// The contacts of a `serve` process.
+#[derive(Default)]
+pub struct Contacts {
+    inner: Mutex<Inner>,
+    hasher: RandomState,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Device (hashed) to the hash of its last recorded facts (`None`: it
+    /// sent none yet).
+    known: HashMap<u64, Option<u64>>,
+    /// Device (hashed) to its contact waiting for the flush.
+    pending: HashMap<u64, Contact>,
+}
+
+impl Contacts {
+    /// Keep the contact of `device` for the next flush if it changes no
+    /// group's members: `true`. `false`: record it now (the caller does),
+    /// then [`Contacts::recorded`].
+    pub fn defer(&self, device: &str, facts: Option<&Facts>, address: IpAddr, now: u64) -> bool {
+        let (id, sent) = (self.hash(device), facts.map(|f| self.facts_hash(f)));
+        let Ok(mut inner) = self.inner.lock() else { return false };
+        let same = match (inner.known.get(&id), sent) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(known), Some(s)) => *known == Some(s),
+        };
+        if !same {
+            return false;
+        }
+        let full = inner.pending.len() >= MAX_PENDING;
+        match inner.pending.entry(id) {
+            Entry::Occupied(mut e) => {
+                let c = e.get_mut();
+                if facts.is_some() {
+                    c.facts = facts.cloned();
+                }
+                c.address = address.to_string();
+                c.now = c.now.max(now);
+            }
+            Entry::Vacant(_) if full => return false,
+            Entry::Vacant(e) => {
+                let facts = facts.cloned();
+                e.insert(Contact { device: device.to_string(), facts, address: address.to_string(), now });
+            }
+        }
+        true
+    }
+
+    /// `device`'s contact with `facts` was written: later ones with the
+    /// same facts may wait.
+    pub fn recorded(&self, device: &str, facts: Option<&Facts>) {
+        let (id, sent) = (self.hash(device), facts.map(|f| self.facts_hash(f)));
+        let Ok(mut inner) = self.inner.lock() else { return };
+        if inner.known.len() >= MAX_KNOWN && !inner.known.contains_key(&id) {
+            inner.known.clear();
+        }
+        let known = inner.known.entry(id).or_insert(None);
+        if sent.is_some() {
+            *known = sent;
+        }
+    }
+
+    /// The contacts waiting, to be written now (they wait no more).
+    pub fn take(&self) -> Vec<Contact> {
+        match self.inner.lock() {
+            Ok(mut inner) => inner.pending.drain().map(|(_, c)| c).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Contacts waiting now.
+    pub fn pending(&self) -> usize {
+        self.inner.lock().map_or(0, |i| i.pending.len())
+    }
+
+    fn hash(&self, device: &str) -> u64 {
+        self.hasher.hash_one(device)
+    }
+
+    /// What group membership can depend on: everything but free space.
+    fn facts_hash(&self, f: &Facts) -> u64 {
+        self.hasher.hash_one((&f.host, &f.os, &f.os_version, &f.arch, &f.agent, &f.tags))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(tag: &str, free: u64) -> Facts {
+        Facts { host: "h".into(), tags: vec![tag.into()], free: Some(free), ..Facts::default() }
+    }
+
+    const ADDR: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    #[test]
+    fn a_first_contact_is_written_at_once_then_the_same_facts_wait() {
+        let c = Contacts::default();
+        assert!(!c.defer("pc1", Some(&facts("a", 1)), ADDR, 10), "never recorded here: at once");
+        c.recorded("pc1", Some(&facts("a", 1)));
+        assert!(c.defer("pc1", Some(&facts("a", 2)), ADDR, 11), "free space alone moved");
+        assert!(c.defer("pc1", None, ADDR, 12), "no facts: nothing new");
+        let taken = c.take();
+        assert_eq!(taken.len(), 1, "one row per device, however many polls");
+        assert_eq!((taken[0].now, taken[0].facts.as_ref().and_then(|f| f.free)), (12, Some(2)), "the newest of each");
+        assert_eq!(c.pending(), 0);
+    }
+
+    #[test]
+    fn changed_facts_are_written_at_once() {
+        let c = Contacts::default();
+        c.recorded("pc1", Some(&facts("a", 1)));
+        assert!(!c.defer("pc1", Some(&facts("b", 1)), ADDR, 11), "a tag changed: groups may change");
+        assert!(c.defer("pc1", Some(&facts("a", 1)), ADDR, 11));
+        c.recorded("pc2", None);
+        assert!(!c.defer("pc2", Some(&facts("a", 1)), ADDR, 11), "its first facts");
+    }
+
+    #[test]
+    fn the_waiting_contacts_are_bounded() {
+        let c = Contacts::default();
+        for i in 0..MAX_PENDING {
+            c.recorded(&format!("pc{i}"), None);
+            assert!(c.defer(&format!("pc{i}"), None, ADDR, 1));
+        }
+        c.recorded("one-more", None);
+        assert!(!c.defer("one-more", None, ADDR, 1), "full: written at once");
+        assert!(c.defer("pc0", None, ADDR, 2), "a waiting device still merges");
+        assert_eq!(c.take().len(), MAX_PENDING);
+    }
+}
