@@ -63,10 +63,12 @@ pub fn route(state: &State, req: &Request, side: Side, origin: Origin, cert: Opt
             }
             // A package published with PROTO=HTTPS has its fragments on the
             // TLS listener only: not on the plain one, for anyone to read.
-            if side == Side::Http && https_only(state, id) {
+            let path = state.cfg.download_dir(&state.dir).join(id).join(name);
+            // The file first: a request for none costs the database nothing.
+            if side == Side::Http && (!path.is_file() || https_only(state, id)) {
                 return Response::text(404, "not found");
             }
-            serve_file(&state.cfg.download_dir(&state.dir).join(id).join(name), req)
+            serve_file(&path, req)
         }
         _ => Response::text(404, "not found"),
     }
@@ -117,11 +119,24 @@ fn admin_refusal(state: &State, req: &Request, origin: Origin) -> Option<Respons
 /// database cannot say, its fragments are withheld from plain HTTP.
 fn https_only(state: &State, id: &str) -> bool {
     let Ok(id) = id.parse::<u64>() else { return true };
-    let Ok(db) = state.db.lock() else { return true };
-    db.package_is_https(id).unwrap_or_else(|e| {
-        log::error!(target: "outpost", "database: {e}");
-        true
-    })
+    let mut unknown = false;
+    let known = state.https_only.get(id, || {
+        let db = state.db.lock().ok()?;
+        match db.package_https(id) {
+            Ok(Some(https)) => Some(https),
+            Ok(None) => {
+                unknown = true;
+                None
+            }
+            Err(e) => {
+                log::error!(target: "outpost", "database: {e}");
+                None
+            }
+        }
+    });
+    // No such package: its files (if any) are served as before; a
+    // database error refuses.
+    known.unwrap_or(!unknown)
 }
 
 fn post_only(req: &Request, f: impl FnOnce() -> Response) -> Response {

@@ -2,20 +2,25 @@
 //! device's last contact, address and facts ([`crate::db::Db::record_contact`]);
 //! written at once, that is a write transaction per poll, and at thousands
 //! of polls a second SQLite's WAL then writes the same few pages thousands
-//! of times a second. So a contact that can change nothing but times,
-//! addresses and free space is kept here and written with the others of
-//! the same second in one transaction ([`Contacts::take`], by the flusher in
-//! [`crate::serve`]).
+//! of times a second. So a contact whose facts are those last recorded here
+//! (free space aside) is kept here and written with the others of the same
+//! second in one transaction ([`Contacts::take`], by the flusher in
+//! [`crate::serve`]), which then moves rollouts on: a group whose filter
+//! reads free space, address or last contact sees them within a second.
 //!
 //! Written at once, as before, is a contact that may change a group's
-//! members (the device's first contact since the server started, or facts
-//! that differ from the last ones it sent here): rollouts and dynamic
-//! groups see it before the poll is answered. Memory is bounded: at most
-//! [`MAX_PENDING`] contacts wait (a contact past that is written at once)
-//! and [`MAX_KNOWN`] devices are remembered (about 32 bytes each; past that the
-//! memory starts again, and each device's next contact is written at once).
-//! A contact waiting here is lost if the process is killed: the device's
-//! next poll writes it again, as a power cut may lose a relaxed commit.
+//! members by what the device says of itself (its first contact since the
+//! server started, or a host, OS, architecture, agent version or tag that
+//! differs from the last ones it sent here): rollouts and dynamic groups see
+//! it before the poll is answered. On PostgreSQL, each instance remembers
+//! what it recorded itself. Memory is bounded: at most [`MAX_PENDING`]
+//! contacts wait (each a device id, an address, a time and a free-space
+//! figure; a contact past that is written at once) and [`MAX_KNOWN`] devices
+//! are remembered (about 50 bytes each; past that the memory starts again,
+//! and each device's next contact is written at once). A contact waiting
+//! here is lost if the process is killed, or if its flush fails (logged):
+//! the device's next poll writes it again, as a power cut may lose a
+//! relaxed commit.
 
 use std::collections::HashMap;
 use std::collections::hash_map::{Entry, RandomState};
@@ -28,17 +33,18 @@ use outpost_agent::engine::facts::Facts;
 /// Contacts waiting for the next flush, at most.
 pub const MAX_PENDING: usize = 65_536;
 /// Devices whose last facts are remembered, at most.
-pub const MAX_KNOWN: usize = 1 << 21;
+pub const MAX_KNOWN: usize = 1 << 20;
 
 /// A contact waiting to be written.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Contact {
     /// The device.
     pub device: String,
-    /// Its facts, if it sent any since the last flush (the newest).
-    pub facts: Option<Facts>,
+    /// The free space its facts said, if it sent facts since the last
+    /// flush (the newest; the rest of its facts are those recorded).
+    pub free: Option<Option<u64>>,
     /// Where it came from, last.
-    pub address: String,
+    pub address: IpAddr,
     /// When, last (Unix seconds).
     pub now: u64,
 }
@@ -72,22 +78,24 @@ impl Contacts {
             (Some(known), Some(s)) => *known == Some(s),
         };
         if !same {
+            // Written now: an older contact waiting would undo it.
+            inner.pending.remove(&id);
             return false;
         }
         let full = inner.pending.len() >= MAX_PENDING;
         match inner.pending.entry(id) {
             Entry::Occupied(mut e) => {
                 let c = e.get_mut();
-                if facts.is_some() {
-                    c.facts = facts.cloned();
+                if let Some(f) = facts {
+                    c.free = Some(f.free);
                 }
-                c.address = address.to_string();
+                c.address = address;
                 c.now = c.now.max(now);
             }
             Entry::Vacant(_) if full => return false,
             Entry::Vacant(e) => {
-                let facts = facts.cloned();
-                e.insert(Contact { device: device.to_string(), facts, address: address.to_string(), now });
+                let free = facts.map(|f| f.free);
+                e.insert(Contact { device: device.to_string(), free, address, now });
             }
         }
         true
@@ -149,7 +157,7 @@ mod tests {
         assert!(c.defer("pc1", None, ADDR, 12), "no facts: nothing new");
         let taken = c.take();
         assert_eq!(taken.len(), 1, "one row per device, however many polls");
-        assert_eq!((taken[0].now, taken[0].facts.as_ref().and_then(|f| f.free)), (12, Some(2)), "the newest of each");
+        assert_eq!((taken[0].now, taken[0].free), (12, Some(Some(2))), "the newest of each");
         assert_eq!(c.pending(), 0);
     }
 
@@ -157,7 +165,9 @@ mod tests {
     fn changed_facts_are_written_at_once() {
         let c = Contacts::default();
         c.recorded("pc1", Some(&facts("a", 1)));
+        assert!(c.defer("pc1", None, ADDR, 10));
         assert!(!c.defer("pc1", Some(&facts("b", 1)), ADDR, 11), "a tag changed: groups may change");
+        assert!(c.take().is_empty(), "the older contact waiting is dropped: it would undo the newer");
         assert!(c.defer("pc1", Some(&facts("a", 1)), ADDR, 11));
         c.recorded("pc2", None);
         assert!(!c.defer("pc2", Some(&facts("a", 1)), ADDR, 11), "its first facts");

@@ -259,9 +259,14 @@ impl Db {
     /// Whether package `id` was published with its fragments over HTTPS
     /// only (`PROTO=HTTPS`); `false` for an unknown one.
     pub fn package_is_https(&self, id: u64) -> DbResult<bool> {
+        Ok(self.package_https(id)?.unwrap_or(false))
+    }
+
+    /// [`Db::package_is_https`], `None` for a package that does not exist.
+    pub fn package_https(&self, id: u64) -> DbResult<Option<bool>> {
         let q =
             self.conn.prepare_cached("SELECT https FROM packages WHERE id = ?1")?.query_row([id as i64], |r| r.get(0));
-        Ok(q.optional()?.unwrap_or(false))
+        q.optional()
     }
 
     /// Whether a device exists.

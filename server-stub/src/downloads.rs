@@ -82,6 +82,35 @@ pub fn set_modes(pkg: &Path, public: bool) -> io::Result<()> {
     fs::set_permissions(pkg, fs::Permissions::from_mode(dir_mode))
 }
 
+/// Which packages publish their fragments on the TLS listener only
+/// (`PROTO=HTTPS`), remembered per package: a package's protocol never
+/// changes once it is added, so a plain-HTTP fragment request costs the
+/// database one read per package, not one per request (each took the
+/// database lock that polls wait on). At most [`HttpsOnly::MAX`] packages
+/// are remembered; past that the memory starts again.
+#[derive(Default)]
+pub struct HttpsOnly(std::sync::Mutex<std::collections::HashMap<u64, bool>>);
+
+impl HttpsOnly {
+    /// Packages remembered, at most.
+    pub const MAX: usize = 4096;
+
+    /// Whether package `id` is HTTPS-only, from memory or from `lookup`
+    /// (which is remembered when it answers).
+    pub fn get(&self, id: u64, lookup: impl FnOnce() -> Option<bool>) -> Option<bool> {
+        if let Some(&known) = self.0.lock().ok()?.get(&id) {
+            return Some(known);
+        }
+        let found = lookup()?;
+        let mut map = self.0.lock().ok()?;
+        if map.len() >= Self::MAX {
+            map.clear();
+        }
+        map.insert(id, found);
+        Some(found)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +147,13 @@ mod tests {
             assert_eq!((mode(&pkg), mode(&f)), (dm, fm), "package {name}");
         }
         fs::remove_dir_all(&t).unwrap();
+    }
+
+    #[test]
+    fn a_package_is_looked_up_once_and_an_error_is_not_remembered() {
+        let c = HttpsOnly::default();
+        assert_eq!(c.get(7, || None), None, "the lookup failed");
+        assert_eq!(c.get(7, || Some(true)), Some(true));
+        assert_eq!(c.get(7, || panic!("looked up again")), Some(true));
     }
 }

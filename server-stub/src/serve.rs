@@ -67,6 +67,8 @@ pub struct State {
     pub db: Pool,
     /// Reports waiting for, or in, a group commit ([`crate::group_commit`]).
     pub reports: ReportCommit,
+    /// Which packages are HTTPS-only ([`crate::downloads::HttpsOnly`]).
+    pub https_only: crate::downloads::HttpsOnly,
     /// The threads that answer polls, one per database connection.
     pub polls: crate::workers::Workers,
     /// The published trust bundle's version, by the file's identity.
@@ -154,6 +156,7 @@ pub fn run_on(dir: &Path, https: Option<String>, http: Option<String>) -> Result
         contacts: crate::contacts::Contacts::default(),
         trust_version: crate::rollover::VersionCache::default(),
         polls,
+        https_only: crate::downloads::HttpsOnly::default(),
         failure_log: crate::faillog::FailureLog::default(),
         cert,
         metrics: crate::metrics::Metrics::default(),
@@ -257,6 +260,8 @@ async fn flush_contacts(state: &Arc<State>) {
     let state = state.clone();
     smol::unblock(move || {
         for chunk in contacts.chunks(CONTACTS_PER_COMMIT) {
+            // Let a poll waiting for the lock have it between two chunks.
+            std::thread::yield_now();
             match state.db.lock() {
                 Ok(mut db) => crate::fleet::contact::on_contacts(&mut db, chunk, crate::time::unix_now()),
                 Err(_) => {

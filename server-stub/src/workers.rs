@@ -5,12 +5,18 @@
 //! poll (the profile of kept-alive polls was a third context switches).
 //! Here, a few long-lived threads take polls from one queue: when polls
 //! come faster than they are answered, a worker takes the next one without
-//! sleeping, and no two workers wait on a connection the other holds
-//! unless there are more workers than connections.
+//! sleeping, and workers wait on no connection one another holds unless
+//! there are more workers than connections. Other requests (reports,
+//! fragment lookups, the status page) still run on the blocking pool and
+//! take the same connections; the plain-HTTP fragment route asks the
+//! database once per package, not per request
+//! ([`crate::downloads::HttpsOnly`]).
 //!
 //! The queue is unbounded, but each connection has at most one request in
 //! flight, so it holds at most as many jobs as the server has connections.
-//! A job that panics ends its own request (500), not its worker.
+//! Where panics unwind (tests), a job that panics ends its own request
+//! (500), not its worker; the release profile aborts on a panic, as it does
+//! everywhere in the server.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 

@@ -152,17 +152,27 @@ impl Db {
         })
     }
 
-    /// [`Db::record_contact`] for many contacts known to change no group
-    /// (their facts are those last recorded, [`crate::contacts`]), in one
-    /// transaction: one commit for the polls of a second, and no reads.
+    /// [`Db::record_contact`] for many contacts whose facts are those last
+    /// recorded but for free space (`Some(free)` if they sent facts,
+    /// [`crate::contacts`]), in one transaction: one commit for the polls
+    /// of a second, and no reads. A row a newer contact wrote meanwhile is
+    /// left as it is.
     pub fn record_contacts<'a>(
         &mut self,
-        contacts: impl IntoIterator<Item = (&'a str, Option<&'a Facts>, &'a str, u64)>,
+        contacts: impl IntoIterator<Item = (&'a str, Option<Option<u64>>, &'a str, u64)>,
     ) -> DbResult<()> {
         self.relaxed(|db| {
             let tx = db.conn.transaction()?;
-            for (device, facts, address, now) in contacts {
-                contact_in(&tx, device, facts, address, now)?;
+            for (device, free, address, now) in contacts {
+                tx.prepare_cached("UPDATE devices SET last_seen = ?1 WHERE id = ?2 AND (last_seen IS NULL OR last_seen < ?1)")?
+                    .execute(params![rfc3339(now), device])?;
+                tx.prepare_cached(
+                    "INSERT INTO device_facts(device, address, last_contact, free) SELECT id, ?2, ?3, ?4 FROM devices WHERE id = ?1
+                     ON CONFLICT(device) DO UPDATE SET address = ?2, last_contact = ?3,
+                     free = CASE WHEN ?5 = 1 THEN ?4 ELSE device_facts.free END
+                     WHERE device_facts.last_contact IS NULL OR device_facts.last_contact < ?3",
+                )?
+                .execute(params![device, address, to_i(now), free.flatten().map(to_i), i64::from(free.is_some())])?;
             }
             tx.commit()
         })

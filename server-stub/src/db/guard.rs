@@ -333,11 +333,19 @@ impl Db {
         self.failures.0.remove(&(c.clone(), scope.as_str(), identity.to_string()));
         let stale = now >= last_success.saturating_add(lockout::TRUST_REFRESH_SECS);
         if !existed || claim.failures > 0 || stale {
-            let cleared = Counter { failures: 0, window_start: 0, blocked_until: claim.blocked_until };
             // Losing this row to a power cut costs nothing (the next success
             // writes it again), so its commit does not wait for an fsync:
-            // else every device's first poll of the day would.
-            self.relaxed(|db| write_counter(&db.conn, (&c, scope.as_str(), identity), &cleared, now))?;
+            // else every device's first poll of the day would. A block is
+            // left as the row holds it now, not as `claim` read it: on
+            // PostgreSQL another instance may have set one since.
+            self.relaxed(|db| {
+                db.conn.execute(
+                    "INSERT INTO auth_counters(client, scope, identity, failures, window_start, blocked_until, last_success)
+                     VALUES (?1, ?2, ?3, 0, 0, 0, ?4)
+                     ON CONFLICT(client, scope, identity) DO UPDATE SET failures = 0, window_start = 0, last_success = ?4",
+                    params![c, scope.as_str(), identity, to_i(now)],
+                )
+            })?;
         }
         Ok(())
     }

@@ -1,5 +1,6 @@
 -- The server's state on PostgreSQL: the same tables as the SQLite schema
--- (db.rs and db/*.rs SCHEMA), in PostgreSQL's types. Run at every open,
+-- (db.rs and db/*.rs SCHEMA), in PostgreSQL's types. Run at an open when
+-- the database's outpost_schema does not hold this text's SHA-256 (db/open.rs),
 -- under an advisory lock so that instances starting together do not race.
 SELECT pg_advisory_xact_lock(1869902703);
 CREATE TABLE IF NOT EXISTS devices(

@@ -39,9 +39,12 @@ pub fn on_contact(db: &mut Db, device: &str, facts: Option<&Facts>, address: IpA
 /// told of what they assigned it at this same poll.
 pub fn poll(db: &mut Db, device: &str, contact: Option<(Option<&Facts>, &str, u64)>) -> DbResult<Vec<Pending>> {
     let (changed, pending) = db.contact_and_poll(device, contact)?;
-    let Some((_, _, now)) = contact.filter(|_| changed) else { return Ok(pending) };
-    if let Err(e) = evaluate_if(db, true, now) {
+    let Some((_, _, now)) = contact else { return Ok(pending) };
+    if let Err(e) = evaluate_if(db, changed, now) {
         log::error!(target: "outpost", "fleet: device {device}: {e}");
+    }
+    if !changed {
+        return Ok(pending);
     }
     let again = db.poll_device(device)?;
     // Marked NOTIFIED by the first read: still new to the device.
@@ -58,7 +61,8 @@ pub fn poll(db: &mut Db, device: &str, contact: Option<(Option<&Facts>, &str, u6
 /// recorded in one transaction; then rollouts move on if a second has
 /// passed since they last did.
 pub fn on_contacts(db: &mut Db, contacts: &[Contact], now: u64) {
-    let rows = contacts.iter().map(|c| (c.device.as_str(), c.facts.as_ref(), c.address.as_str(), c.now));
+    let addresses: Vec<String> = contacts.iter().map(|c| c.address.to_string()).collect();
+    let rows = contacts.iter().zip(&addresses).map(|(c, a)| (c.device.as_str(), c.free, a.as_str(), c.now));
     let r = db.record_contacts(rows).map_err(super::FleetError::Db);
     if let Err(e) = r.and_then(|()| evaluate_if(db, false, now)) {
         log::error!(target: "outpost", "fleet: {} contacts: {e}", contacts.len());

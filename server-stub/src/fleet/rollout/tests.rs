@@ -171,4 +171,21 @@ fn a_poll_records_its_contact_and_its_notified_marks_together_and_a_waiting_one_
     let seen: Option<String> =
         d.conn().query_row("SELECT last_seen FROM devices WHERE id = 'pc1'", crate::params![], |r| r.get(0)).unwrap();
     assert_eq!(seen.as_deref(), Some("1970-01-01T00:16:40Z"), "a contact that waits is not written here");
+    // A flush of an older contact leaves what a newer one wrote.
+    d.record_contacts([("pc1", Some(Some(5)), "127.0.0.8", 999)]).unwrap();
+    let row: (Option<String>, String, Option<i64>) = d
+        .conn()
+        .query_row(
+            "SELECT d.last_seen, f.address, f.free FROM devices d JOIN device_facts f ON f.device = d.id WHERE d.id = 'pc1'",
+            crate::params![],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!((row.0.as_deref(), row.1.as_str(), row.2), (Some("1970-01-01T00:16:40Z"), "127.0.0.9", None));
+    d.record_contacts([("pc1", Some(Some(5)), "127.0.0.8", 1001)]).unwrap();
+    let free: Option<i64> = d
+        .conn()
+        .query_row("SELECT free FROM device_facts WHERE device = 'pc1'", crate::params![], |r| r.get(0))
+        .unwrap();
+    assert_eq!(free, Some(5), "a newer one is written, free space with it");
 }
