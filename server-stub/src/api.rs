@@ -65,7 +65,7 @@ pub fn route(state: &State, req: &Request, side: Side, origin: Origin, cert: Opt
             // TLS listener only: not on the plain one, for anyone to read.
             let path = state.cfg.download_dir(&state.dir).join(id).join(name);
             // The file first: a request for none costs the database nothing.
-            if side == Side::Http && (!path.is_file() || https_only(state, id)) {
+            if side == Side::Http && (!path.exists() || https_only(state, id)) {
                 return Response::text(404, "not found");
             }
             serve_file(&path, req)
