@@ -57,7 +57,7 @@ pub fn check(
         // OCS Basic: one agent's success must not clear the address's
         // failures (a guesser behind the same NAT would get fresh tries).
         if scope.trusts_identities() {
-            db.auth_succeeded_after(now, client, scope, counted, &read).map_err(|e| db_error(&e))?;
+            db.auth_succeeded(now, client, scope, counted, &read).map_err(|e| db_error(&e))?;
         }
         return Ok(());
     };

@@ -141,17 +141,6 @@ fn counter_at(r: &Row, i: usize) -> DbResult<(Counter, u64)> {
     Ok((c, to_u(r.get(i + 3)?)))
 }
 
-fn read_counter(conn: &Conn, client: &str, scope: &str, identity: &str) -> DbResult<(Counter, u64, bool)> {
-    let row = conn
-        .prepare_cached(
-            "SELECT failures, window_start, blocked_until, last_success FROM auth_counters
-             WHERE client = ?1 AND scope = ?2 AND identity = ?3",
-        )?
-        .query_row(params![client, scope, identity], |r| counter_at(r, 0))
-        .optional()?;
-    Ok(row.map_or_else(|| (Counter::default(), 0, false), |(c, s)| (c, s, true)))
-}
-
 /// A counter row: the counter, its last success, whether it exists.
 type Read = (Counter, u64, bool);
 
@@ -238,7 +227,7 @@ impl Db {
     }
 
     /// [`Db::auth_gate`], with what it read of the claim, for
-    /// [`Db::auth_succeeded_after`] (a read fewer per request).
+    /// [`Db::auth_succeeded`] (a read fewer per request).
     pub fn auth_gate_read(&self, now: u64, client: Client, scope: Scope, identity: &str) -> DbResult<GateRead> {
         let c = client.to_string();
         let (claim, (address, _, _)) = read_claim_and_address(&self.conn, &c, scope.as_str(), identity)?;
@@ -307,16 +296,10 @@ impl Db {
     }
 
     /// Record a successful authentication: the claim's failures are cleared
-    /// and it is trusted from `client`. Writes only when something changes
-    /// or the trust is older than [`lockout::TRUST_REFRESH_SECS`].
-    pub fn auth_succeeded(&mut self, now: u64, client: Client, scope: Scope, identity: &str) -> DbResult<()> {
-        let claim = read_counter(&self.conn, &client.to_string(), scope.as_str(), identity)?;
-        self.succeeded_with(now, client, scope, identity, claim)
-    }
-
-    /// [`Db::auth_succeeded`] with the claim as `read` by the gate of the
-    /// same request.
-    pub fn auth_succeeded_after(
+    /// and it is trusted from `client`. `read` is what the gate of the same
+    /// request read ([`Db::auth_gate_read`]). Writes only when something
+    /// changes or the trust is older than [`lockout::TRUST_REFRESH_SECS`].
+    pub fn auth_succeeded(
         &mut self,
         now: u64,
         client: Client,
@@ -324,12 +307,8 @@ impl Db {
         identity: &str,
         read: &GateRead,
     ) -> DbResult<()> {
-        self.succeeded_with(now, client, scope, identity, read.claim)
-    }
-
-    fn succeeded_with(&mut self, now: u64, client: Client, scope: Scope, identity: &str, claim: Read) -> DbResult<()> {
         let c = client.to_string();
-        let (claim, last_success, existed) = claim;
+        let (claim, last_success, existed) = read.claim;
         self.failures.0.remove(&(c.clone(), scope.as_str(), identity.to_string()));
         let stale = now >= last_success.saturating_add(lockout::TRUST_REFRESH_SECS);
         if !existed || claim.failures > 0 || stale {

@@ -38,7 +38,8 @@ fn rotating_identities_blocks_the_address_but_not_devices_that_work_there() {
     let mut d = db("rotate");
     let p = Policy::default();
     let nat = client("198.51.100.2");
-    d.auth_succeeded(T0, nat, Scope::Api, "worker").unwrap();
+    let read = d.auth_gate_read(T0, nat, Scope::Api, "worker").unwrap();
+    d.auth_succeeded(T0, nat, Scope::Api, "worker", &read).unwrap();
     let mut blocked = 0;
     for i in 0..100 {
         let f = d.auth_failed(T0 + 1, &p, nat, Scope::Api, &format!("made-up-{i}")).unwrap();
@@ -59,7 +60,8 @@ fn success_clears_failures_and_rows_are_forgotten_when_idle() {
     for _ in 0..9 {
         d.auth_failed(T0, &p, a, Scope::Ocs, "pc-2026-01-01-00-00-00").unwrap();
     }
-    d.auth_succeeded(T0, a, Scope::Ocs, "pc-2026-01-01-00-00-00").unwrap();
+    let read = d.auth_gate_read(T0, a, Scope::Ocs, "pc-2026-01-01-00-00-00").unwrap();
+    d.auth_succeeded(T0, a, Scope::Ocs, "pc-2026-01-01-00-00-00", &read).unwrap();
     let f = d.auth_failed(T0 + 1, &p, a, Scope::Ocs, "pc-2026-01-01-00-00-00").unwrap();
     assert!(!f.claim_blocked, "the count started again");
     // A later failure from elsewhere prunes a's address row (idle) but keeps its trust.
