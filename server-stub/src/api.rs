@@ -9,7 +9,7 @@ use std::path::Path;
 
 use outpost_agent::engine::digest::hex;
 use outpost_agent::engine::manifest::sha256;
-use outpost_agent::engine::proto::{self, Offer, PollReply};
+use outpost_agent::engine::proto;
 
 use crate::access::Origin;
 use crate::db::{Presented, ReportRow, Verdict};
@@ -18,6 +18,9 @@ use crate::lockout::Scope;
 use crate::pki::Fingerprint;
 use crate::serve::{Side, State};
 use crate::time::unix_now;
+
+mod poll;
+pub use poll::from_memory as poll_from_memory;
 
 /// Answer `req`, which came on `side`'s listener from `origin`, over a
 /// connection whose client presented the certificate `cert` (verified to
@@ -29,7 +32,7 @@ pub fn route(state: &State, req: &Request, side: Side, origin: Origin, cert: Opt
         (_, ["", "ocsinventory"]) => post_only(req, || {
             crate::ocs::handle(state, &req.body, req.header("authorization"), client, req.header("user-agent"))
         }),
-        (Side::Https, ["", "api", "v1", "poll"]) => post_only(req, || poll(state, req, client, cert)),
+        (Side::Https, ["", "api", "v1", "poll"]) => post_only(req, || poll::poll(state, req, client, cert)),
         (Side::Https, ["", "api", "v1", "report"]) => post_only(req, || report(state, req, client, cert)),
         (Side::Https, ["", "api", "v1", "trust"]) => post_only(req, || trust(state, req, client, cert)),
         (Side::Https, ["", "admin", rest @ ..]) => admin(state, req, origin, rest),
@@ -206,77 +209,6 @@ fn authenticate<'r>(
     };
     crate::auth::check(state, peer, Scope::Api, device, unix_now(), verify, unauthorized)?;
     Ok((device, staged.get()))
-}
-
-fn poll(state: &State, req: &Request, peer: IpAddr, cert: Option<Fingerprint>) -> Response {
-    let (device, staged) = match authenticate(state, req, peer, cert) {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
-    state.metrics.poll(crate::metrics::Front::Outpost);
-    crate::web::progress::store(state, device, &req.body);
-    let facts = match outpost_agent::engine::facts::Facts::from_poll(&req.body) {
-        Some(Ok(f)) => Some(f),
-        Some(Err(e)) => {
-            log::warn!(target: "outpost", "device {device}: {e}; its facts are not updated");
-            None
-        }
-        None => None,
-    };
-    let now = unix_now();
-    // Most contacts wait for the next second's flush (`crate::contacts`).
-    let deferred = state.contacts.defer(device, facts.as_ref(), peer, now);
-    let pending = match state.db.lock() {
-        Ok(mut db) => {
-            let address = peer.to_string();
-            let contact = (!deferred).then_some((facts.as_ref(), address.as_str(), now));
-            let polled = crate::fleet::contact::poll(&mut db, device, contact);
-            if !deferred && polled.is_ok() {
-                state.contacts.recorded(device, facts.as_ref());
-            }
-            polled.and_then(|p| {
-                let identity = if staged { db.staged_rotation(device)? } else { None };
-                Ok((p, identity, db.depots()?))
-            })
-        }
-        Err(_) => return Response::text(500, "database lock poisoned"),
-    };
-    let (pending, identity, depots) = match pending {
-        Ok(p) => p,
-        Err(e) => {
-            log::error!(target: "outpost", "database: {e}");
-            return Response::text(500, "database error");
-        }
-    };
-    let new = pending.iter().filter(|p| p.new).count();
-    let reply = PollReply {
-        poll_interval: state.cfg.agents.poll_interval,
-        max_bandwidth: state.cfg.agents.max_bandwidth,
-        full_speed_windows: state.cfg.agents.full_speed_windows.clone(),
-        trust_version: state.trust_version.get(&state.dir),
-        offers: pending
-            .into_iter()
-            .map(|p| Offer {
-                id: p.package,
-                priority: p.priority,
-                force: p.force,
-                info_loc: state.cfg.public.info_loc.clone(),
-                // PROTO="HTTPS" fragments come from the HTTPS listener.
-                pack_loc: if p.https { &state.cfg.public.info_loc } else { &state.cfg.public.fragment_loc }.clone(),
-            })
-            .collect(),
-        identity,
-        // Fragment locations for this device's address (`depot add`).
-        depots: crate::depot::for_client(&depots, peer),
-    };
-    if reply.identity.is_some() {
-        log::info!(target: "outpost", "device {device}: sent its new credentials (device rotate)");
-    }
-    // Once per package, not at every poll until its report.
-    if new > 0 {
-        log::info!(target: "outpost", "device {device}: notified of {new} package(s)");
-    }
-    Response::text(200, reply.encode())
 }
 
 /// The trust bundle (`crate::rollover`), to a registered device only, over

@@ -11,6 +11,7 @@ use crate::params;
 use crate::time::now_rfc3339;
 
 mod catalog;
+pub mod changes;
 mod console;
 mod credentials;
 mod depots;

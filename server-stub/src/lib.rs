@@ -40,6 +40,7 @@ pub mod ocs;
 pub mod out;
 pub mod package;
 pub mod pki;
+pub mod poll_cache;
 pub mod ratelimit;
 pub mod rollover;
 pub mod sendfile;

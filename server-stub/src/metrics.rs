@@ -31,6 +31,7 @@ pub enum Front {
 pub struct Metrics {
     polls: AtomicU64,
     ocs_polls: AtomicU64,
+    polls_from_memory: AtomicU64,
     reports: Mutex<BTreeMap<String, u64>>,
     bytes_https: AtomicU64,
     bytes_http: AtomicU64,
@@ -61,6 +62,12 @@ impl Metrics {
             Front::Ocs => &self.ocs_polls,
         }
         .fetch_add(1, Relaxed);
+    }
+
+    /// An Outpost poll answered from memory ([`crate::poll_cache`]); it is
+    /// counted by [`Metrics::poll`] as well.
+    pub fn poll_from_memory(&self) {
+        self.polls_from_memory.fetch_add(1, Relaxed);
     }
 
     /// A status report applied or acknowledged, with its status.
@@ -111,6 +118,13 @@ impl Metrics {
         );
         let _ = writeln!(o, "outpost_polls_total{{protocol=\"outpost\"}} {}", self.polls.load(Relaxed));
         let _ = writeln!(o, "outpost_polls_total{{protocol=\"ocs\"}} {}", self.ocs_polls.load(Relaxed));
+        head(
+            &mut o,
+            "outpost_polls_from_memory_total",
+            "counter",
+            "Outpost polls answered without reading the database (nothing changed since the device's last poll).",
+        );
+        let _ = writeln!(o, "outpost_polls_from_memory_total {}", self.polls_from_memory.load(Relaxed));
         head(&mut o, "outpost_reports_total", "counter", "Status reports received (both protocols), by status.");
         if let Ok(m) = self.reports.lock() {
             for (status, n) in m.iter() {

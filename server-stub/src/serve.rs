@@ -71,6 +71,8 @@ pub struct State {
     pub https_only: crate::downloads::HttpsOnly,
     /// The threads that answer polls, one per database connection.
     pub polls: crate::workers::Workers,
+    /// Answers to polls that change nothing ([`crate::poll_cache`]).
+    pub poll_cache: crate::poll_cache::PollCache,
     /// The published trust bundle's version, by the file's identity.
     pub trust_version: crate::rollover::VersionCache,
     /// Contacts waiting to be written, a second at a time ([`crate::contacts`]).
@@ -148,6 +150,11 @@ pub fn run_on(dir: &Path, https: Option<String>, http: Option<String>) -> Result
     let tls = TlsAcceptor::from(tls_config(dir, cert.clone())?);
     let db = Pool::open_in(dir)?;
     let polls = crate::workers::Workers::start("poll", db.connections())?;
+    // This process's own commits move the poll cache's epoch on in memory.
+    crate::db::changes::serving();
+    let sqlite = db.lock().map_err(|e| e.to_string())?.backend() == crate::db::Backend::Sqlite;
+    let poll_cache =
+        crate::poll_cache::PollCache::new(sqlite.then(|| crate::db::changes::file_of(&dir.join("state.db"))));
     let state = Arc::new(State {
         dir: dir.to_owned(),
         cfg: cfg.clone(),
@@ -156,6 +163,7 @@ pub fn run_on(dir: &Path, https: Option<String>, http: Option<String>) -> Result
         contacts: crate::contacts::Contacts::default(),
         trust_version: crate::rollover::VersionCache::default(),
         polls,
+        poll_cache,
         https_only: crate::downloads::HttpsOnly::default(),
         failure_log: crate::faillog::FailureLog::default(),
         cert,
@@ -447,6 +455,10 @@ async fn route(
     cert: Option<Fingerprint>,
 ) -> (Request, Response) {
     if side == Side::Https && req.path == POLL_PATH {
+        // A poll that changes nothing, from memory, here.
+        if let Some(resp) = crate::api::poll_from_memory(state, &req, origin.client, cert) {
+            return (req, resp);
+        }
         // Polls, by the thousand a second, on the poll workers.
         let (method, path, connection) = (req.method.clone(), req.path.clone(), req.connection);
         let st = state.clone();

@@ -15,8 +15,10 @@
 //! other CA's certificate was never looked at and the request got as far as
 //! a 401, which the test tells from a refused handshake), revocation (the
 //! revoked flag ignored and the secret kept: the open connection kept
-//! polling), the promotion (the old secret kept working after the rotation
-//! was used).
+//! polling; and, with answers kept in memory, the change file that tells
+//! the server of a command's commit, `db/changes.rs`: the revoked device's
+//! poll was answered from memory), the promotion (the old secret kept
+//! working after the rotation was used).
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -95,10 +97,23 @@ impl Session {
     /// `POST /api/v1/poll` as `device` with `secret`, keeping the
     /// connection: the status and the body.
     fn poll(&mut self, device: &str, secret: &str) -> std::io::Result<(u16, Vec<u8>)> {
-        let req = format!(
+        self.send(&format!(
             "POST /api/v1/poll HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Outpost {device} {secret}\r\n\
              Content-Length: 10\r\n\r\noutpost 1\n"
-        );
+        ))
+    }
+
+    /// How many polls the server answered from memory (`/metrics`).
+    fn polls_from_memory(&mut self) -> u64 {
+        let (status, body) = self.send("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").expect("/metrics");
+        assert_eq!(status, 200);
+        let text = String::from_utf8_lossy(&body).into_owned();
+        let line = text.lines().find_map(|l| l.strip_prefix("outpost_polls_from_memory_total "));
+        line.and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no count of polls from memory:\n{text}"))
+    }
+
+    /// Send the request `req`, keeping the connection: the status and the body.
+    fn send(&mut self, req: &str) -> std::io::Result<(u16, Vec<u8>)> {
         self.0.write_all(req.as_bytes())?;
         let mut r = BufReader::new(&mut self.0);
         let (mut status, mut len) = (0, 0);
@@ -206,8 +221,21 @@ fn revoke_takes_effect_at_once_even_on_an_open_connection() {
     srv.start();
     let mut open = Session::open(&srv, tls(&srv, Some((&pc1.cert, &pc1.key)))).unwrap();
     assert_eq!(open.poll("pc1", &pc1.secret).unwrap().0, 200);
+    // The secret alone (no certificate is required here), kept alive: the
+    // second poll is answered from memory (src/poll_cache.rs), and the
+    // revocation, made by another process, must reach such answers too.
+    let mut bare = Session::open(&srv, tls(&srv, None)).unwrap();
+    assert_eq!(bare.poll("pc1", &pc1.secret).unwrap().0, 200);
+    let before = bare.polls_from_memory();
+    assert_eq!(bare.poll("pc1", &pc1.secret).unwrap().0, 200);
+    assert_eq!(bare.polls_from_memory(), before + 1, "the poll before the revocation was answered from memory");
     let o = srv.cmd(&["device", "revoke", "--id", "pc1"]);
     assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("revoked"), "{}", text(&o));
+    assert_eq!(
+        bare.poll("pc1", &pc1.secret).unwrap().0,
+        401,
+        "kept alive, the secret alone, after answers from memory"
+    );
     assert_eq!(open.poll("pc1", &pc1.secret).unwrap().0, 401, "the same kept-alive connection, next request");
     assert_eq!(poll_with(&srv, "pc1", &pc1.secret, Some(&pc1)).unwrap(), 401, "secret and certificate");
     assert_eq!(poll_with(&srv, "pc1", &pc1.secret, None).unwrap(), 401, "the secret alone");

@@ -24,7 +24,7 @@ impl Db {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        let conn = Conn::sqlite(conn);
+        let conn = Conn::sqlite(conn, Some(super::changes::file_of(path)));
         for schema in [
             SCHEMA,
             guard::SCHEMA,

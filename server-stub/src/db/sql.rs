@@ -19,6 +19,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
+use std::path::PathBuf;
 
 /// Which database a connection talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,15 +116,35 @@ pub struct Conn {
 }
 
 enum Inner {
-    Lite(rusqlite::Connection),
+    Lite(Lite),
     Pg(Box<RefCell<pg::PgConn>>),
 }
 
+/// A SQLite connection, with what [`super::changes`] needs: whether
+/// commits wait for the disk now, and the file that says a change was made.
+struct Lite {
+    conn: rusqlite::Connection,
+    durable: std::cell::Cell<bool>,
+    changes: Option<PathBuf>,
+}
+
+impl Lite {
+    /// After a write that committed (or one inside a transaction, which
+    /// its commit reports): the rows it changed, `before` the total before.
+    fn wrote(&self, before: u64) {
+        let c = &self.conn;
+        if self.durable.get() && c.is_autocommit() && c.total_changes() != before {
+            super::changes::changed(self.changes.as_deref());
+        }
+    }
+}
+
 impl Conn {
-    /// A SQLite connection.
-    pub fn sqlite(conn: rusqlite::Connection) -> Self {
+    /// A SQLite connection; `changes`: the file that tells a server of
+    /// changes made from another process ([`super::changes`]).
+    pub fn sqlite(conn: rusqlite::Connection, changes: Option<PathBuf>) -> Self {
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        Self { inner: Inner::Lite(conn) }
+        Self { inner: Inner::Lite(Lite { conn, durable: std::cell::Cell::new(true), changes }) }
     }
 
     /// Connect to PostgreSQL at `url` (`postgres://user[:password]@host[:port]/db`).
@@ -142,7 +163,7 @@ impl Conn {
     /// The SQLite connection, for what only SQLite has (pragmas, query plans).
     pub fn as_sqlite(&self) -> Option<&rusqlite::Connection> {
         match &self.inner {
-            Inner::Lite(c) => Some(c),
+            Inner::Lite(c) => Some(&c.conn),
             Inner::Pg(_) => None,
         }
     }
@@ -151,7 +172,12 @@ impl Conn {
     pub fn execute(&self, sql: &str, params: impl Params) -> DbResult<usize> {
         let args = params.args();
         match &self.inner {
-            Inner::Lite(c) => Ok(c.prepare_cached(sql)?.execute(rusqlite::params_from_iter(args.iter()))?),
+            Inner::Lite(c) => {
+                let before = c.conn.total_changes();
+                let n = c.conn.prepare_cached(sql)?.execute(rusqlite::params_from_iter(args.iter()))?;
+                c.wrote(before);
+                Ok(n)
+            }
             Inner::Pg(c) => c.borrow_mut().execute(sql, &args),
         }
     }
@@ -161,7 +187,7 @@ impl Conn {
         let args = params.args();
         match &self.inner {
             Inner::Lite(c) => {
-                let mut st = c.prepare_cached(sql)?;
+                let mut st = c.conn.prepare_cached(sql)?;
                 let n = st.column_count();
                 let mut rows = st.query(rusqlite::params_from_iter(args.iter()))?;
                 let mut out = Vec::new();
@@ -193,23 +219,40 @@ impl Conn {
     /// Run several statements without parameters (a schema).
     pub fn execute_batch(&self, sql: &str) -> DbResult<()> {
         match &self.inner {
-            Inner::Lite(c) => Ok(c.execute_batch(sql)?),
+            Inner::Lite(c) => {
+                let before = c.conn.total_changes();
+                c.conn.execute_batch(sql)?;
+                c.wrote(before);
+                Ok(())
+            }
             Inner::Pg(c) => c.borrow_mut().batch(sql),
         }
     }
 
     /// Begin a transaction; it rolls back unless [`Tx::commit`] is called.
     pub fn transaction(&self) -> DbResult<Tx<'_>> {
-        match &self.inner {
-            Inner::Lite(c) => c.execute_batch("BEGIN")?,
-            Inner::Pg(c) => c.borrow_mut().begin()?,
-        }
-        Ok(Tx { conn: self, open: true })
+        let before = match &self.inner {
+            Inner::Lite(c) => {
+                c.conn.execute_batch("BEGIN")?;
+                c.conn.total_changes()
+            }
+            Inner::Pg(c) => {
+                c.borrow_mut().begin()?;
+                0
+            }
+        };
+        Ok(Tx { conn: self, open: true, before })
     }
 
-    fn end(&self, commit: bool) -> DbResult<()> {
+    fn end(&self, commit: bool, before: u64) -> DbResult<()> {
         match &self.inner {
-            Inner::Lite(c) => Ok(c.execute_batch(if commit { "COMMIT" } else { "ROLLBACK" })?),
+            Inner::Lite(c) => {
+                c.conn.execute_batch(if commit { "COMMIT" } else { "ROLLBACK" })?;
+                if commit {
+                    c.wrote(before);
+                }
+                Ok(())
+            }
             Inner::Pg(c) => c.borrow_mut().end(commit),
         }
     }
@@ -223,7 +266,8 @@ impl Conn {
         match &self.inner {
             Inner::Lite(c) => {
                 let sql = if durable { "PRAGMA synchronous = FULL" } else { "PRAGMA synchronous = NORMAL" };
-                c.prepare_cached(sql)?.execute([])?;
+                c.conn.prepare_cached(sql)?.execute([])?;
+                c.durable.set(durable);
                 Ok(())
             }
             Inner::Pg(c) => {
@@ -266,12 +310,14 @@ impl Stmt<'_> {
 pub struct Tx<'c> {
     conn: &'c Conn,
     open: bool,
+    /// SQLite's count of changed rows when it began.
+    before: u64,
 }
 
 impl Tx<'_> {
     /// Commit it.
     pub fn commit(mut self) -> DbResult<()> {
-        let r = self.conn.end(true);
+        let r = self.conn.end(true, self.before);
         // A COMMIT that failed leaves the transaction open: `Drop` rolls it
         // back, so the connection is not left inside it.
         self.open = r.is_err();
@@ -289,7 +335,7 @@ impl std::ops::Deref for Tx<'_> {
 impl Drop for Tx<'_> {
     fn drop(&mut self) {
         if self.open {
-            let _ = self.conn.end(false);
+            let _ = self.conn.end(false, self.before);
         }
     }
 }

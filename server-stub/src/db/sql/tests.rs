@@ -1,7 +1,7 @@
 use super::{Backend, Conn, Error, OptionalExtension};
 
 fn conn() -> Conn {
-    let c = Conn::sqlite(rusqlite::Connection::open_in_memory().unwrap());
+    let c = Conn::sqlite(rusqlite::Connection::open_in_memory().unwrap(), None);
     c.execute_batch("CREATE TABLE t(k TEXT PRIMARY KEY, n INTEGER, b BLOB, f INTEGER NOT NULL DEFAULT 0)").unwrap();
     c
 }

@@ -1,0 +1,217 @@
+//! Answers to polls from memory. Nearly every poll of a fleet at rest is
+//! the same as its device's last one: same credentials, same address,
+//! nothing new to tell. Such a poll is answered on the connection's own
+//! thread, with no read of the database (four, on a poll worker,
+//! otherwise), when:
+//! - the device's last poll was answered by the whole path (lockout gate,
+//!   credentials, assignments, depots) less than [`TTL_SECS`] ago, with
+//!   no credentials waiting (`device rotate`); what it was told of as new
+//!   then is NOTIFIED since, and kept so;
+//! - it sends no progress lines (the whole path stores them);
+//! - it presents the same secret (compared in constant time) and client
+//!   certificate, from the same address;
+//! - nothing that decides an answer changed since: the state's epoch
+//!   ([`crate::db::changes`]), read before the whole path read the
+//!   database, is still the same. Any commit that waited for the disk
+//!   moves it on (an assignment, a report, a revocation, a block, a
+//!   depot, from this process or from a command run beside it), and
+//!   every answer kept is dropped;
+//! - its contact can wait for the next flush ([`crate::contacts`]).
+//!
+//! SQLite only: instances on PostgreSQL see one another's writes only in
+//! the database, so every poll there takes the whole path. Bounded: at
+//! most [`MAX_ENTRIES`] answers (about 200 bytes each); past that, they
+//! are all dropped and kept again as devices poll.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use crate::db::Pending;
+use crate::db::changes::{self, Epoch};
+use crate::pki::Fingerprint;
+
+/// Longest time an answer is kept: then the whole path runs again (it
+/// refreshes the lockout's trust in the device, among others).
+pub const TTL_SECS: u64 = 600;
+/// Most answers kept.
+pub const MAX_ENTRIES: usize = 1 << 17;
+
+/// What a device was told: its offers and its depots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The packages (none new: each was told of once).
+    pub offers: Vec<Pending>,
+    /// The depots for its address.
+    pub depots: Vec<String>,
+}
+
+/// Who asked: what must match for an answer to be given again.
+pub struct Asker<'a> {
+    /// The device.
+    pub device: &'a str,
+    /// SHA-256 of the secret it presented.
+    pub secret_sha256: &'a [u8; 32],
+    /// Its client certificate.
+    pub cert: Option<&'a Fingerprint>,
+    /// Its address.
+    pub peer: IpAddr,
+}
+
+struct Entry {
+    secret_sha256: [u8; 32],
+    cert: Option<Fingerprint>,
+    peer: IpAddr,
+    until: u64,
+    answer: Answer,
+}
+
+struct Inner {
+    /// The epoch every entry was read at.
+    epoch: Option<Epoch>,
+    map: HashMap<Box<str>, Entry>,
+}
+
+/// The answers kept.
+pub struct PollCache {
+    /// `DIR/state.changes`; `None`: nothing is kept (PostgreSQL).
+    file: Option<PathBuf>,
+    inner: Mutex<Inner>,
+}
+
+impl PollCache {
+    /// Keep answers read from the SQLite database whose change file is
+    /// `file`; none if `None`.
+    pub fn new(file: Option<PathBuf>) -> Self {
+        Self { file, inner: Mutex::new(Inner { epoch: None, map: HashMap::new() }) }
+    }
+
+    /// The epoch to read the database at, if answers are kept.
+    pub fn epoch(&self) -> Option<Epoch> {
+        self.file.as_deref().map(changes::epoch)
+    }
+
+    /// The answer kept for `asker` at `now`, if it may be given again.
+    pub fn get(&self, asker: &Asker<'_>, now: u64) -> Option<Answer> {
+        let epoch = self.epoch()?;
+        let mut inner = self.inner.lock().ok()?;
+        if inner.epoch != Some(epoch) {
+            inner.map.clear();
+            inner.epoch = None;
+            return None;
+        }
+        let e = inner.map.get(asker.device)?;
+        // Both comparisons, whatever the first says.
+        let secret = crate::ct::constant_time_eq(&e.secret_sha256, asker.secret_sha256);
+        let same = secret & (e.cert.as_ref() == asker.cert) & (e.peer == asker.peer);
+        if !same || now >= e.until {
+            inner.map.remove(asker.device);
+            return None;
+        }
+        Some(e.answer.clone())
+    }
+
+    /// Keep `answer` for `asker`, read at `epoch` (before the database) at
+    /// `now`, its packages no longer new (they were NOTIFIED: a write that
+    /// changes no other answer and does not move the epoch on); not if the
+    /// state changed since (and then what was kept for the device is
+    /// dropped).
+    pub fn put(&self, asker: &Asker<'_>, epoch: Epoch, now: u64, mut answer: Answer) {
+        for p in &mut answer.offers {
+            p.new = false;
+        }
+        let keep = self.epoch() == Some(epoch);
+        let Ok(mut inner) = self.inner.lock() else { return };
+        if !keep {
+            inner.map.remove(asker.device);
+            return;
+        }
+        if inner.epoch != Some(epoch) || inner.map.len() >= MAX_ENTRIES {
+            inner.map.clear();
+            inner.epoch = Some(epoch);
+        }
+        let entry = Entry {
+            secret_sha256: *asker.secret_sha256,
+            cert: asker.cert.copied(),
+            peer: asker.peer,
+            until: now.saturating_add(TTL_SECS),
+            answer,
+        };
+        inner.map.insert(asker.device.into(), entry);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(new: bool) -> Answer {
+        let p = Pending { package: 7, priority: 5, force: false, https: false, new };
+        Answer { offers: vec![p], depots: vec!["depot.example/dl".into()] }
+    }
+
+    /// `f` at an epoch that did not move while it ran (other tests of this
+    /// process commit, and move it on).
+    fn stable<T>(cache: &PollCache, f: impl Fn(Epoch) -> T) -> T {
+        loop {
+            let e = cache.epoch().unwrap();
+            let out = f(e);
+            if cache.epoch() == Some(e) {
+                return out;
+            }
+        }
+    }
+
+    #[test]
+    fn an_answer_is_given_again_only_to_the_same_credentials_and_address_until_the_state_changes() {
+        let dir = std::env::temp_dir().join(format!("outpost-poll-cache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = changes::file_of(&dir.join("state.db"));
+        let cache = PollCache::new(Some(file));
+        let (secret, other, cert) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+        let peer: IpAddr = "198.18.0.2".parse().unwrap();
+        let asker = Asker { device: "pc-1", secret_sha256: &secret, cert: Some(&cert), peer };
+        let t = 1_800_000_000;
+        let again = |a: &Asker<'_>, kept: Answer, at: u64| {
+            stable(&cache, |e| {
+                cache.put(&asker, e, t, kept.clone());
+                cache.get(a, at)
+            })
+        };
+
+        assert_eq!(again(&asker, answer(false), t + 1), Some(answer(false)));
+        assert_eq!(again(&asker, answer(true), t), Some(answer(false)), "told of once: no longer new");
+        for (wrong, why) in [
+            (Asker { secret_sha256: &other, ..asker }, "another secret"),
+            (Asker { cert: None, ..asker }, "no certificate"),
+            (Asker { peer: "198.18.0.3".parse().unwrap(), ..asker }, "another address"),
+        ] {
+            let (got, then) = stable(&cache, |e| {
+                cache.put(&asker, e, t, answer(false));
+                (cache.get(&wrong, t), cache.get(&asker, t))
+            });
+            assert_eq!((got, then), (None, None), "{why}, and forgotten");
+        }
+        assert_eq!(again(&asker, answer(false), t + TTL_SECS), None, "too old");
+
+        // A command run beside the server (this process does not serve)
+        // commits to the database: the answer is dropped.
+        let mut db = crate::db::Db::open(&dir.join("state.db")).unwrap();
+        assert_eq!(again(&asker, answer(false), t), Some(answer(false)));
+        let before = cache.epoch().unwrap().file;
+        assert!(db.add_device("pc-2", &[9; 32]).unwrap());
+        assert_ne!(cache.epoch().unwrap().file, before, "the change file was replaced");
+        assert_eq!(cache.get(&asker, t), None, "a commit moved the epoch on");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn nothing_is_kept_without_a_change_file() {
+        let cache = PollCache::new(None);
+        assert_eq!(cache.epoch(), None);
+        let asker = Asker { device: "pc-1", secret_sha256: &[1; 32], cert: None, peer: "198.18.0.2".parse().unwrap() };
+        assert_eq!(cache.get(&asker, 0), None);
+    }
+}
