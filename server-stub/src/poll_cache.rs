@@ -18,15 +18,23 @@
 //!   every answer kept is dropped;
 //! - its contact can wait for the next flush ([`crate::contacts`]).
 //!
+//! Every durable commit drops every answer kept: a report, an OCS
+//! inventory, a lockout block, a command. A fleet whose devices report
+//! all the time gains less; one at rest, most. Nothing is lost either way:
+//! a poll without a kept answer takes the whole path, as every poll did.
+//!
 //! SQLite only: instances on PostgreSQL see one another's writes only in
 //! the database, so every poll there takes the whole path. Bounded: at
-//! most [`MAX_ENTRIES`] answers (about 200 bytes each); past that, they
-//! are all dropped and kept again as devices poll.
+//! most [`MAX_ENTRIES`] answers (about 200 bytes each with a package and
+//! no depot; a device's offers and depots are bounded by what it is
+//! assigned and [`outpost_agent::engine::limits::MAX_DEPOTS`]); past that,
+//! they are all dropped and kept again as devices poll.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::db::Pending;
 use crate::db::changes::{self, Epoch};
@@ -63,7 +71,7 @@ struct Entry {
     secret_sha256: [u8; 32],
     cert: Option<Fingerprint>,
     peer: IpAddr,
-    until: u64,
+    until: Instant,
     answer: Answer,
 }
 
@@ -87,29 +95,35 @@ impl PollCache {
         Self { file, inner: Mutex::new(Inner { epoch: None, map: HashMap::new() }) }
     }
 
+    /// Whether answers are kept (SQLite).
+    pub fn enabled(&self) -> bool {
+        self.file.is_some()
+    }
+
     /// The epoch to read the database at, if answers are kept.
     pub fn epoch(&self) -> Option<Epoch> {
         self.file.as_deref().map(changes::epoch)
     }
 
-    /// The answer kept for `asker` at `now`, if it may be given again.
-    pub fn get(&self, asker: &Asker<'_>, now: u64) -> Option<Answer> {
+    /// The answer kept for `asker` at `now`, if it may be given again. One
+    /// that does not match is left as it is: a client guessing secrets
+    /// must not make the device's own polls take the whole path.
+    pub fn get(&self, asker: &Asker<'_>, now: Instant) -> Option<Answer> {
         let epoch = self.epoch()?;
         let mut inner = self.inner.lock().ok()?;
         if inner.epoch != Some(epoch) {
-            inner.map.clear();
+            // Dropped outside the lock: up to MAX_ENTRIES frees.
+            let stale = std::mem::take(&mut inner.map);
             inner.epoch = None;
+            drop(inner);
+            drop(stale);
             return None;
         }
         let e = inner.map.get(asker.device)?;
         // Both comparisons, whatever the first says.
         let secret = crate::ct::constant_time_eq(&e.secret_sha256, asker.secret_sha256);
         let same = secret & (e.cert.as_ref() == asker.cert) & (e.peer == asker.peer);
-        if !same || now >= e.until {
-            inner.map.remove(asker.device);
-            return None;
-        }
-        Some(e.answer.clone())
+        (same && now < e.until).then(|| e.answer.clone())
     }
 
     /// Keep `answer` for `asker`, read at `epoch` (before the database) at
@@ -117,7 +131,7 @@ impl PollCache {
     /// changes no other answer and does not move the epoch on); not if the
     /// state changed since (and then what was kept for the device is
     /// dropped).
-    pub fn put(&self, asker: &Asker<'_>, epoch: Epoch, now: u64, mut answer: Answer) {
+    pub fn put(&self, asker: &Asker<'_>, epoch: Epoch, now: Instant, mut answer: Answer) {
         for p in &mut answer.offers {
             p.new = false;
         }
@@ -127,18 +141,21 @@ impl PollCache {
             inner.map.remove(asker.device);
             return;
         }
+        let mut stale = HashMap::new();
         if inner.epoch != Some(epoch) || inner.map.len() >= MAX_ENTRIES {
-            inner.map.clear();
+            stale = std::mem::take(&mut inner.map);
             inner.epoch = Some(epoch);
         }
         let entry = Entry {
             secret_sha256: *asker.secret_sha256,
             cert: asker.cert.copied(),
             peer: asker.peer,
-            until: now.saturating_add(TTL_SECS),
+            until: now + Duration::from_secs(TTL_SECS),
             answer,
         };
         inner.map.insert(asker.device.into(), entry);
+        drop(inner);
+        drop(stale);
     }
 }
 
@@ -173,15 +190,15 @@ mod tests {
         let (secret, other, cert) = ([1u8; 32], [2u8; 32], [3u8; 32]);
         let peer: IpAddr = "198.18.0.2".parse().unwrap();
         let asker = Asker { device: "pc-1", secret_sha256: &secret, cert: Some(&cert), peer };
-        let t = 1_800_000_000;
-        let again = |a: &Asker<'_>, kept: Answer, at: u64| {
+        let t = Instant::now();
+        let again = |a: &Asker<'_>, kept: Answer, at: Instant| {
             stable(&cache, |e| {
                 cache.put(&asker, e, t, kept.clone());
                 cache.get(a, at)
             })
         };
 
-        assert_eq!(again(&asker, answer(false), t + 1), Some(answer(false)));
+        assert_eq!(again(&asker, answer(false), t + Duration::from_secs(1)), Some(answer(false)));
         assert_eq!(again(&asker, answer(true), t), Some(answer(false)), "told of once: no longer new");
         for (wrong, why) in [
             (Asker { secret_sha256: &other, ..asker }, "another secret"),
@@ -192,9 +209,9 @@ mod tests {
                 cache.put(&asker, e, t, answer(false));
                 (cache.get(&wrong, t), cache.get(&asker, t))
             });
-            assert_eq!((got, then), (None, None), "{why}, and forgotten");
+            assert_eq!((got, then), (None, Some(answer(false))), "{why}; the device's own answer is kept");
         }
-        assert_eq!(again(&asker, answer(false), t + TTL_SECS), None, "too old");
+        assert_eq!(again(&asker, answer(false), t + Duration::from_secs(TTL_SECS)), None, "too old");
 
         // A command run beside the server (this process does not serve)
         // commits to the database: the answer is dropped.
@@ -212,6 +229,6 @@ mod tests {
         let cache = PollCache::new(None);
         assert_eq!(cache.epoch(), None);
         let asker = Asker { device: "pc-1", secret_sha256: &[1; 32], cert: None, peer: "198.18.0.2".parse().unwrap() };
-        assert_eq!(cache.get(&asker, 0), None);
+        assert_eq!(cache.get(&asker, Instant::now()), None);
     }
 }

@@ -19,8 +19,10 @@
 //!  servercert::live::watch, every TICK: reload tls/server-*.pem if changed, renew when due
 //! ```
 //!
-//! No request is handled on an executor thread, so one that is slow to
-//! handle (a large OCS body, the database lock held) stalls no other client.
+//! No request is handled on an executor thread but a poll answered from
+//! memory (`crate::poll_cache`: a lookup, no database, no file read), so
+//! one that is slow to handle (a large OCS body, the database lock held)
+//! stalls no other client.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -150,11 +152,15 @@ pub fn run_on(dir: &Path, https: Option<String>, http: Option<String>) -> Result
     let tls = TlsAcceptor::from(tls_config(dir, cert.clone())?);
     let db = Pool::open_in(dir)?;
     let polls = crate::workers::Workers::start("poll", db.connections())?;
-    // This process's own commits move the poll cache's epoch on in memory.
-    crate::db::changes::serving();
+    // On SQLite, polls that change nothing are answered from memory while
+    // nothing changes (`crate::poll_cache`): this process's commits say so
+    // in memory, other processes' in DIR/state.changes.
     let sqlite = db.lock().map_err(|e| e.to_string())?.backend() == crate::db::Backend::Sqlite;
-    let poll_cache =
-        crate::poll_cache::PollCache::new(sqlite.then(|| crate::db::changes::file_of(&dir.join("state.db"))));
+    let changes = sqlite.then(|| crate::db::changes::file_of(&dir.join("state.db")));
+    if let Some(f) = &changes {
+        crate::db::changes::serving(f).map_err(|e| format!("{}: {e}", f.display()))?;
+    }
+    let poll_cache = crate::poll_cache::PollCache::new(changes);
     let state = Arc::new(State {
         dir: dir.to_owned(),
         cfg: cfg.clone(),

@@ -6,6 +6,7 @@
 //! [`crate::poll_cache`]).
 
 use std::net::IpAddr;
+use std::time::Instant;
 
 use outpost_agent::engine::facts::Facts;
 use outpost_agent::engine::manifest::sha256;
@@ -23,12 +24,14 @@ use crate::time::unix_now;
 /// wait: its answer, with no read of the database. `None`: take the whole
 /// path ([`poll`]), which also says why a poll is refused.
 pub fn from_memory(state: &State, req: &Request, peer: IpAddr, cert: Option<Fingerprint>) -> Option<Response> {
-    if req.method != "POST" {
+    if req.method != "POST" || !state.poll_cache.enabled() {
         return None;
     }
     let (device, secret) = req.header("authorization").and_then(proto::parse_auth_header)?;
-    // Progress lines are stored, and facts that do not parse logged, by
-    // the whole path.
+    let asker = Asker { device, secret_sha256: &sha256(secret.as_bytes()), cert: cert.as_ref(), peer };
+    let answer = state.poll_cache.get(&asker, Instant::now())?;
+    // The body is read only now, for a device known: progress lines are
+    // stored, and facts that do not parse logged, by the whole path.
     if !matches!(proto::decode_progress(&req.body), Ok(l) if l.is_empty()) {
         return None;
     }
@@ -37,10 +40,7 @@ pub fn from_memory(state: &State, req: &Request, peer: IpAddr, cert: Option<Fing
         Some(Err(_)) => return None,
         None => None,
     };
-    let now = unix_now();
-    let asker = Asker { device, secret_sha256: &sha256(secret.as_bytes()), cert: cert.as_ref(), peer };
-    let answer = state.poll_cache.get(&asker, now)?;
-    if !state.contacts.defer(device, facts.as_ref(), peer, now) {
+    if !state.contacts.defer(device, facts.as_ref(), peer, unix_now()) {
         return None;
     }
     state.metrics.poll(Front::Outpost);
@@ -100,7 +100,7 @@ pub(super) fn poll(state: &State, req: &Request, peer: IpAddr, cert: Option<Fing
         && let Some((_, secret)) = req.header("authorization").and_then(proto::parse_auth_header)
     {
         let asker = Asker { device, secret_sha256: &sha256(secret.as_bytes()), cert: cert.as_ref(), peer };
-        state.poll_cache.put(&asker, epoch, now, Answer { offers: pending.clone(), depots: depots.clone() });
+        state.poll_cache.put(&asker, epoch, Instant::now(), Answer { offers: pending.clone(), depots: depots.clone() });
     }
     if identity.is_some() {
         log::info!(target: "outpost", "device {device}: sent its new credentials (device rotate)");

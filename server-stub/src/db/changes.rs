@@ -8,15 +8,21 @@
 //! - in this process, a counter;
 //! - in a process that does not serve (`outpost-server assign`,
 //!   `device revoke`, … while `serve` runs), also the file
-//!   `DIR/state.changes`, replaced by a new one at each change, so that
-//!   the server sees it with a `stat` (inode, time, size), no read of the
-//!   database.
+//!   `DIR/state.changes`, which grows by a byte at each change: the server
+//!   sees it with a `stat` (its inode and size, which never comes back to
+//!   an earlier value), no read of the database. A command that cannot
+//!   grow it fails (its change is committed; the server would see it only
+//!   when answers kept expire, [`crate::poll_cache::TTL_SECS`]). `serve`
+//!   starts the file anew.
 //!
 //! Whoever reads the epoch before the database, and keeps an answer with
 //! it, knows the answer stale as soon as the epoch differs: a commit after
 //! the read moves it on after committing. A write to the database by
-//! another program (the `sqlite3` shell) is not seen: touch
-//! `DIR/state.changes` after it, or stop `serve` first.
+//! another program (the `sqlite3` shell) is not seen: append to
+//! `DIR/state.changes` after it (`echo >> DIR/state.changes`), or stop
+//! `serve` first. SQLite's own `PRAGMA data_version` would see those too,
+//! but also every write the server itself makes (a second's contacts),
+//! and answers would last a second.
 
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -34,47 +40,67 @@ pub fn file_of(db: &Path) -> PathBuf {
     db.with_extension("changes")
 }
 
-/// This process serves: its own changes are seen through the counter.
-pub fn serving() {
+/// This process serves the database whose change file is `file`: its own
+/// changes are seen through the counter, and the file starts anew (a new
+/// inode: what it said before concerns no answer kept now).
+pub fn serving(file: &Path) -> std::io::Result<()> {
     SERVING.store(true, Ordering::SeqCst);
+    let tmp = file.with_extension("changes.new");
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    open(&tmp, true)?;
+    std::fs::rename(&tmp, file)
 }
 
 /// The state's epoch, as of now. Read it before reading the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Epoch {
     local: u64,
-    /// Inode, modification time (s, ns) and size of `DIR/state.changes`.
-    pub(crate) file: Option<(u64, i64, i64, u64)>,
+    /// Inode and size of `DIR/state.changes`.
+    pub(crate) file: Option<(u64, u64)>,
 }
 
 /// The epoch of the database whose change file is `file`.
 pub fn epoch(file: &Path) -> Epoch {
     let local = LOCAL.load(Ordering::Acquire);
-    let file = std::fs::metadata(file).ok().map(|m| (m.ino(), m.mtime(), m.mtime_nsec(), m.size()));
+    let file = std::fs::metadata(file).ok().map(|m| (m.ino(), m.size()));
     Epoch { local, file }
 }
 
 /// A change was committed to the database whose change file is `file`.
-pub(crate) fn changed(file: Option<&Path>) {
+/// `Err`: a server running on it could not be told.
+pub(crate) fn changed(file: Option<&Path>) -> Result<(), String> {
     LOCAL.fetch_add(1, Ordering::AcqRel);
     if SERVING.load(Ordering::SeqCst) {
-        return;
+        return Ok(());
     }
-    if let Some(f) = file
-        && let Err(e) = replace(f)
-    {
-        log::warn!(target: "outpost", "{}: {e}; a running server may answer polls from before this change for up to {} s", f.display(), crate::poll_cache::TTL_SECS);
-    }
+    let Some(f) = file else { return Ok(()) };
+    grow(f).map_err(|e| {
+        format!(
+            "the change is committed, but {} could not be written ({e}): a server running on this directory \
+             may answer polls as before it for up to {} s",
+            f.display(),
+            crate::poll_cache::TTL_SECS
+        )
+    })
 }
 
-/// Replace `file` by a new one (a new inode: seen even within the
-/// resolution of a file's time).
-fn replace(file: &Path) -> std::io::Result<()> {
-    let tmp = file.with_extension(format!("changes.{}.tmp", std::process::id()));
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-    writeln!(f, "{} {}", std::process::id(), LOCAL.load(Ordering::Relaxed))?;
-    drop(f);
-    std::fs::rename(&tmp, file)
+/// Open `file` to append to it, never through a link; `new`: it must not exist.
+fn open(file: &Path, new: bool) -> std::io::Result<std::fs::File> {
+    let mut o = std::fs::OpenOptions::new();
+    if new {
+        o.write(true).create_new(true)
+    } else {
+        o.append(true).create(true)
+    };
+    o.custom_flags(libc::O_NOFOLLOW).mode(0o600).open(file)
+}
+
+/// One byte more in `file`.
+fn grow(file: &Path) -> std::io::Result<()> {
+    open(file, false)?.write_all(b".")
 }
 
 #[cfg(test)]
@@ -89,17 +115,21 @@ mod tests {
         let file = file_of(&dir.join("state.db"));
         assert_eq!(file, dir.join("state.changes"));
         // Other tests of this process commit too: the file's part alone.
-        let before = epoch(&file).file;
-        assert_eq!(before, None);
-        replace(&file).unwrap();
+        assert_eq!(epoch(&file).file, None);
+        grow(&file).unwrap();
         let once = epoch(&file).file;
         assert!(once.is_some(), "the file appeared");
         assert_eq!(once, epoch(&file).file, "nothing changed since");
-        replace(&file).unwrap();
-        assert_ne!(once, epoch(&file).file, "replaced within the same tick: a new inode");
+        grow(&file).unwrap();
+        assert_ne!(once, epoch(&file).file, "grown within the same tick");
         let now = epoch(&file);
         LOCAL.fetch_add(1, Ordering::AcqRel);
         assert_ne!(now, epoch(&file), "a change in this process");
+        // Never written through a link.
+        std::fs::remove_file(&file).unwrap();
+        std::os::unix::fs::symlink(dir.join("elsewhere"), &file).unwrap();
+        assert!(grow(&file).is_err());
+        assert!(!dir.join("elsewhere").exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

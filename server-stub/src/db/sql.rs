@@ -129,13 +129,15 @@ struct Lite {
 }
 
 impl Lite {
-    /// After a write that committed (or one inside a transaction, which
-    /// its commit reports): the rows it changed, `before` the total before.
-    fn wrote(&self, before: u64) {
+    /// After a statement that committed (or one inside a transaction,
+    /// which its commit reports): if it changed rows (`before`: SQLite's
+    /// count before it) and waited for the disk, the epoch moves on.
+    fn wrote(&self, before: u64) -> DbResult<()> {
         let c = &self.conn;
         if self.durable.get() && c.is_autocommit() && c.total_changes() != before {
-            super::changes::changed(self.changes.as_deref());
+            super::changes::changed(self.changes.as_deref()).map_err(Error::Other)?;
         }
+        Ok(())
     }
 }
 
@@ -175,7 +177,7 @@ impl Conn {
             Inner::Lite(c) => {
                 let before = c.conn.total_changes();
                 let n = c.conn.prepare_cached(sql)?.execute(rusqlite::params_from_iter(args.iter()))?;
-                c.wrote(before);
+                c.wrote(before)?;
                 Ok(n)
             }
             Inner::Pg(c) => c.borrow_mut().execute(sql, &args),
@@ -187,6 +189,7 @@ impl Conn {
         let args = params.args();
         match &self.inner {
             Inner::Lite(c) => {
+                let before = c.conn.total_changes();
                 let mut st = c.conn.prepare_cached(sql)?;
                 let n = st.column_count();
                 let mut rows = st.query(rusqlite::params_from_iter(args.iter()))?;
@@ -194,6 +197,9 @@ impl Conn {
                 while let Some(r) = rows.next()? {
                     out.push(values::lite_row(r, n)?);
                 }
+                drop(rows);
+                // `INSERT … RETURNING` writes through a query.
+                c.wrote(before)?;
                 Ok(out)
             }
             Inner::Pg(c) => c.borrow_mut().query(sql, &args),
@@ -222,8 +228,7 @@ impl Conn {
             Inner::Lite(c) => {
                 let before = c.conn.total_changes();
                 c.conn.execute_batch(sql)?;
-                c.wrote(before);
-                Ok(())
+                c.wrote(before)
             }
             Inner::Pg(c) => c.borrow_mut().batch(sql),
         }
@@ -248,10 +253,7 @@ impl Conn {
         match &self.inner {
             Inner::Lite(c) => {
                 c.conn.execute_batch(if commit { "COMMIT" } else { "ROLLBACK" })?;
-                if commit {
-                    c.wrote(before);
-                }
-                Ok(())
+                if commit { c.wrote(before) } else { Ok(()) }
             }
             Inner::Pg(c) => c.borrow_mut().end(commit),
         }
@@ -265,9 +267,12 @@ impl Conn {
     pub fn set_durable(&self, durable: bool) -> DbResult<()> {
         match &self.inner {
             Inner::Lite(c) => {
+                // Set first: a failure to go back to durable commits must
+                // not leave the epoch still (it moves on too often, never
+                // too seldom).
+                c.durable.set(durable);
                 let sql = if durable { "PRAGMA synchronous = FULL" } else { "PRAGMA synchronous = NORMAL" };
                 c.conn.prepare_cached(sql)?.execute([])?;
-                c.durable.set(durable);
                 Ok(())
             }
             Inner::Pg(c) => {
