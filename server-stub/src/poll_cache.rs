@@ -190,7 +190,7 @@ mod tests {
         let (secret, other, cert) = ([1u8; 32], [2u8; 32], [3u8; 32]);
         let peer: IpAddr = "198.18.0.2".parse().unwrap();
         let asker = Asker { device: "pc-1", secret_sha256: &secret, cert: Some(&cert), peer };
-        let t = Instant::now();
+        let t = crate::time::monotonic_now();
         let again = |a: &Asker<'_>, kept: Answer, at: Instant| {
             stable(&cache, |e| {
                 cache.put(&asker, e, t, kept.clone());
@@ -229,6 +229,6 @@ mod tests {
         let cache = PollCache::new(None);
         assert_eq!(cache.epoch(), None);
         let asker = Asker { device: "pc-1", secret_sha256: &[1; 32], cert: None, peer: "198.18.0.2".parse().unwrap() };
-        assert_eq!(cache.get(&asker, Instant::now()), None);
+        assert_eq!(cache.get(&asker, crate::time::monotonic_now()), None);
     }
 }

@@ -6,7 +6,6 @@
 //! [`crate::poll_cache`]).
 
 use std::net::IpAddr;
-use std::time::Instant;
 
 use outpost_agent::engine::facts::Facts;
 use outpost_agent::engine::manifest::sha256;
@@ -29,7 +28,7 @@ pub fn from_memory(state: &State, req: &Request, peer: IpAddr, cert: Option<Fing
     }
     let (device, secret) = req.header("authorization").and_then(proto::parse_auth_header)?;
     let asker = Asker { device, secret_sha256: &sha256(secret.as_bytes()), cert: cert.as_ref(), peer };
-    let answer = state.poll_cache.get(&asker, Instant::now())?;
+    let answer = state.poll_cache.get(&asker, crate::time::monotonic_now())?;
     // The body is read only now, for a device known: progress lines are
     // stored, and facts that do not parse logged, by the whole path.
     if !matches!(proto::decode_progress(&req.body), Ok(l) if l.is_empty()) {
@@ -100,7 +99,12 @@ pub(super) fn poll(state: &State, req: &Request, peer: IpAddr, cert: Option<Fing
         && let Some((_, secret)) = req.header("authorization").and_then(proto::parse_auth_header)
     {
         let asker = Asker { device, secret_sha256: &sha256(secret.as_bytes()), cert: cert.as_ref(), peer };
-        state.poll_cache.put(&asker, epoch, Instant::now(), Answer { offers: pending.clone(), depots: depots.clone() });
+        state.poll_cache.put(
+            &asker,
+            epoch,
+            crate::time::monotonic_now(),
+            Answer { offers: pending.clone(), depots: depots.clone() },
+        );
     }
     if identity.is_some() {
         log::info!(target: "outpost", "device {device}: sent its new credentials (device rotate)");
