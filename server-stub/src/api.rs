@@ -7,12 +7,11 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use outpost_agent::engine::digest::hex;
 use outpost_agent::engine::manifest::sha256;
 use outpost_agent::engine::proto;
 
 use crate::access::Origin;
-use crate::db::{Presented, ReportRow, Verdict};
+use crate::db::{Presented, Verdict};
 use crate::http::{self, Body, RangeAnswer, Request, Response};
 use crate::lockout::Scope;
 use crate::pki::Fingerprint;
@@ -20,6 +19,7 @@ use crate::serve::{Side, State};
 use crate::time::unix_now;
 
 mod poll;
+pub mod report;
 pub use poll::from_memory as poll_from_memory;
 
 /// Answer `req`, which came on `side`'s listener from `origin`, over a
@@ -33,7 +33,9 @@ pub fn route(state: &State, req: &Request, side: Side, origin: Origin, cert: Opt
             crate::ocs::handle(state, &req.body, req.header("authorization"), client, req.header("user-agent"))
         }),
         (Side::Https, ["", "api", "v1", "poll"]) => post_only(req, || poll::poll(state, req, client, cert)),
-        (Side::Https, ["", "api", "v1", "report"]) => post_only(req, || report(state, req, client, cert)),
+        // A POST is checked on a poll worker and recorded by the group
+        // commit, in `crate::serve` (`report::check`, `report::record`).
+        (Side::Https, ["", "api", "v1", "report"]) => Response::text(405, "use POST"),
         (Side::Https, ["", "api", "v1", "trust"]) => post_only(req, || trust(state, req, client, cert)),
         (Side::Https, ["", "admin", rest @ ..]) => admin(state, req, origin, rest),
         (Side::Https, ["", "metrics"]) => match admin_refusal(state, req, origin) {
@@ -229,66 +231,5 @@ fn trust(state: &State, req: &Request, peer: IpAddr, cert: Option<Fingerprint>) 
             }
         }
         None => Response::text(404, "no trust bundle published"),
-    }
-}
-
-fn report(state: &State, req: &Request, peer: IpAddr, cert: Option<Fingerprint>) -> Response {
-    let (device, _) = match authenticate(state, req, peer, cert) {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
-    let reports = match proto::decode_reports(&req.body) {
-        Ok(r) => r,
-        Err(e) => return Response::text(400, e.to_string()),
-    };
-    let rows: Vec<ReportRow> = reports
-        .iter()
-        .map(|r| ReportRow {
-            device: device.to_string(),
-            report_id: hex(&r.id.to_be_bytes()),
-            package: r.package,
-            status: r.status.to_string(),
-        })
-        .collect();
-    let changed = match state.reports.submit(rows, |batch| commit_reports(state, batch)) {
-        Some(Ok(changed)) => changed,
-        Some(Err(e)) => {
-            log::error!(target: "outpost", "database: {e}");
-            return Response::text(500, "database error");
-        }
-        None => return Response::text(500, "database error"),
-    };
-    let mut acks = Vec::new();
-    for (r, changed) in reports.iter().zip(changed) {
-        state.metrics.report(&r.status.to_string());
-        if changed {
-            log::info!(target: "outpost", "device {device}: package {} -> {}", r.package, r.status);
-        }
-        acks.push(r.id);
-    }
-    Response::text(200, proto::encode_acks(&acks))
-}
-
-/// Record the reports of several requests in one transaction (one fsync;
-/// see [`crate::group_commit`]): each request's answer is whether each of
-/// its reports changed something, or the database error, which fails them
-/// all (nothing was recorded; the agents send them again).
-fn commit_reports(state: &State, batch: Vec<Vec<ReportRow>>) -> Vec<Result<Vec<bool>, String>> {
-    let all: Vec<ReportRow> = batch.iter().flatten().cloned().collect();
-    let result = match state.db.lock() {
-        Ok(mut db) => {
-            let changed = db.report_all(&all).map_err(|e| e.to_string());
-            // Rollouts move on with the results (once per group).
-            crate::fleet::contact::after_reports(&mut db, unix_now());
-            changed
-        }
-        Err(_) => Err("database lock poisoned".to_string()),
-    };
-    match result {
-        Ok(changed) => {
-            let mut changed = changed.into_iter();
-            batch.iter().map(|rows| Ok(changed.by_ref().take(rows.len()).collect())).collect()
-        }
-        Err(e) => batch.iter().map(|_| Err(e.clone())).collect(),
     }
 }

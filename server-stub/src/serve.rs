@@ -178,6 +178,13 @@ pub fn run_on(dir: &Path, https: Option<String>, http: Option<String>) -> Result
         ocs_slots: Semaphore::new(MAX_OCS_IN_FLIGHT),
         limits,
     });
+    // The group commit of reports; weak: the state (and its database
+    // connections) goes when serving ends, and the committer with it.
+    let weak = Arc::downgrade(&state);
+    state.reports.start("reports", MAX_REPORT_BATCH, move |batch| match weak.upgrade() {
+        Some(st) => crate::api::report::commit(&st, batch),
+        None => Vec::new(),
+    })?;
 
     let (sig_read, sig_write) = std::os::unix::net::UnixStream::pair().map_err(|e| e.to_string())?;
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -449,6 +456,10 @@ fn origin_of(state: &State, peer: SocketAddr, req: &Request) -> Origin {
 const OCS_PATH: &str = "/ocsinventory";
 /// The path of an Outpost agent's poll (see [`crate::api::route`]).
 const POLL_PATH: &str = "/api/v1/poll";
+/// The path of an Outpost agent's reports ([`crate::api::report`]).
+const REPORT_PATH: &str = "/api/v1/report";
+/// Most report requests in one group commit.
+const MAX_REPORT_BATCH: usize = 1024;
 
 /// Route `req` on the blocking pool, never on an executor thread: an OCS
 /// body is inflated and parsed there, and the database lock waited for.
@@ -477,6 +488,26 @@ async fn route(
             let req = Request { method, path, headers: Vec::new(), body: Vec::new(), connection };
             (req, Response::text(500, "internal error"))
         });
+    }
+    if side == Side::Https && req.path == REPORT_PATH && req.method == "POST" {
+        // Checked on a poll worker; recorded by the group commit, which
+        // the request awaits holding no thread.
+        let (method, path, connection) = (req.method.clone(), req.path.clone(), req.connection);
+        let st = state.clone();
+        let checked = state.polls.run(move || {
+            let c = crate::api::report::check(&st, &req, origin.client, cert);
+            (req, c)
+        });
+        let Some((req, checked)) = checked.await else {
+            log::error!(target: "outpost", "a report's handler panicked");
+            let req = Request { method, path, headers: Vec::new(), body: Vec::new(), connection };
+            return (req, Response::text(500, "internal error"));
+        };
+        let resp = match checked {
+            Ok(c) => crate::api::report::record(state, c).await,
+            Err(r) => r,
+        };
+        return (req, resp);
     }
     let _slot = if req.path == OCS_PATH { Some(state.ocs_slots.acquire().await) } else { None };
     let state = state.clone();
