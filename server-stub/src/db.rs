@@ -95,7 +95,7 @@ pub struct NewPackage<'a> {
 }
 
 /// A package offered to a device.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Pending {
     /// Package id.
     pub package: u64,

@@ -25,15 +25,17 @@
 //!
 //! SQLite only: instances on PostgreSQL see one another's writes only in
 //! the database, so every poll there takes the whole path. Bounded: at
-//! most [`MAX_ENTRIES`] answers (about 200 bytes each with a package and
-//! no depot; a device's offers and depots are bounded by what it is
-//! assigned and [`outpost_agent::engine::limits::MAX_DEPOTS`]); past that,
+//! most [`MAX_ENTRIES`] answers, about 90 bytes each (a device's name and
+//! credentials are kept as hashes; devices told the same share one
+//! answer, whose offers and depots are bounded by what is assigned and
+//! [`outpost_agent::engine::limits::MAX_DEPOTS`]); past that,
 //! they are all dropped and kept again as devices poll.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::db::Pending;
@@ -47,7 +49,7 @@ pub const TTL_SECS: u64 = 600;
 pub const MAX_ENTRIES: usize = 1 << 17;
 
 /// What a device was told: its offers and its depots.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Answer {
     /// The packages (none new: each was told of once).
     pub offers: Vec<Pending>,
@@ -56,6 +58,7 @@ pub struct Answer {
 }
 
 /// Who asked: what must match for an answer to be given again.
+#[derive(Clone, Copy)]
 pub struct Asker<'a> {
     /// The device.
     pub device: &'a str,
@@ -67,24 +70,58 @@ pub struct Asker<'a> {
     pub peer: IpAddr,
 }
 
+impl Asker<'_> {
+    /// What it presented, in one digest: its secret's hash and its
+    /// certificate (or none).
+    fn credentials(&self) -> [u8; 32] {
+        let mut m = [0u8; 65];
+        m[..32].copy_from_slice(self.secret_sha256);
+        if let Some(c) = self.cert {
+            m[32..64].copy_from_slice(c);
+            m[64] = 1;
+        }
+        outpost_agent::engine::manifest::sha256(&m)
+    }
+}
+
+/// One answer kept (about 90 bytes; the answer itself is shared by every
+/// device told the same).
 struct Entry {
-    secret_sha256: [u8; 32],
-    cert: Option<Fingerprint>,
+    /// A second hash of the device's name, independent of the map's key:
+    /// two names whose keys collide are told apart.
+    check: u64,
+    credentials: [u8; 32],
     peer: IpAddr,
     until: Instant,
-    answer: Answer,
+    answer: Arc<Answer>,
 }
 
 struct Inner {
     /// The epoch every entry was read at.
     epoch: Option<Epoch>,
-    map: HashMap<Box<str>, Entry>,
+    /// By the device's name, hashed.
+    map: HashMap<u64, Entry>,
+    /// The distinct answers of the entries.
+    answers: HashSet<Arc<Answer>>,
+}
+
+impl Inner {
+    /// Drop everything, outside the lock (up to MAX_ENTRIES frees): the
+    /// caller drops what this returns once it has let go of the lock.
+    fn take(&mut self, epoch: Option<Epoch>) -> (HashMap<u64, Entry>, HashSet<Arc<Answer>>) {
+        self.epoch = epoch;
+        (std::mem::take(&mut self.map), std::mem::take(&mut self.answers))
+    }
 }
 
 /// The answers kept.
 pub struct PollCache {
     /// `DIR/state.changes`; `None`: nothing is kept (PostgreSQL).
     file: Option<PathBuf>,
+    /// Keys of the map and checks of the entries: two hashers, each with
+    /// its own random keys.
+    keys: std::collections::hash_map::RandomState,
+    checks: std::collections::hash_map::RandomState,
     inner: Mutex<Inner>,
 }
 
@@ -92,7 +129,8 @@ impl PollCache {
     /// Keep answers read from the SQLite database whose change file is
     /// `file`; none if `None`.
     pub fn new(file: Option<PathBuf>) -> Self {
-        Self { file, inner: Mutex::new(Inner { epoch: None, map: HashMap::new() }) }
+        let inner = Inner { epoch: None, map: HashMap::new(), answers: HashSet::new() };
+        Self { file, keys: Default::default(), checks: Default::default(), inner: Mutex::new(inner) }
     }
 
     /// Whether answers are kept (SQLite).
@@ -108,21 +146,21 @@ impl PollCache {
     /// The answer kept for `asker` at `now`, if it may be given again. One
     /// that does not match is left as it is: a client guessing secrets
     /// must not make the device's own polls take the whole path.
-    pub fn get(&self, asker: &Asker<'_>, now: Instant) -> Option<Answer> {
+    pub fn get(&self, asker: &Asker<'_>, now: Instant) -> Option<Arc<Answer>> {
         let epoch = self.epoch()?;
+        let (key, check, credentials) =
+            (self.keys.hash_one(asker.device), self.checks.hash_one(asker.device), asker.credentials());
         let mut inner = self.inner.lock().ok()?;
         if inner.epoch != Some(epoch) {
-            // Dropped outside the lock: up to MAX_ENTRIES frees.
-            let stale = std::mem::take(&mut inner.map);
-            inner.epoch = None;
+            let stale = inner.take(None);
             drop(inner);
             drop(stale);
             return None;
         }
-        let e = inner.map.get(asker.device)?;
-        // Both comparisons, whatever the first says.
-        let secret = crate::ct::constant_time_eq(&e.secret_sha256, asker.secret_sha256);
-        let same = secret & (e.cert.as_ref() == asker.cert) & (e.peer == asker.peer);
+        let e = inner.map.get(&key)?;
+        // Every comparison, whatever the others say.
+        let same =
+            crate::ct::constant_time_eq(&e.credentials, &credentials) & (e.check == check) & (e.peer == asker.peer);
         (same && now < e.until).then(|| e.answer.clone())
     }
 
@@ -136,24 +174,27 @@ impl PollCache {
             p.new = false;
         }
         let keep = self.epoch() == Some(epoch);
+        let (key, check, credentials) =
+            (self.keys.hash_one(asker.device), self.checks.hash_one(asker.device), asker.credentials());
         let Ok(mut inner) = self.inner.lock() else { return };
         if !keep {
-            inner.map.remove(asker.device);
+            inner.map.remove(&key);
             return;
         }
-        let mut stale = HashMap::new();
+        let mut stale = Default::default();
         if inner.epoch != Some(epoch) || inner.map.len() >= MAX_ENTRIES {
-            stale = std::mem::take(&mut inner.map);
-            inner.epoch = Some(epoch);
+            stale = inner.take(Some(epoch));
         }
-        let entry = Entry {
-            secret_sha256: *asker.secret_sha256,
-            cert: asker.cert.copied(),
-            peer: asker.peer,
-            until: now + Duration::from_secs(TTL_SECS),
-            answer,
+        let answer = match inner.answers.get(&answer) {
+            Some(a) => a.clone(),
+            None => {
+                let a = Arc::new(answer);
+                inner.answers.insert(a.clone());
+                a
+            }
         };
-        inner.map.insert(asker.device.into(), entry);
+        let until = now + Duration::from_secs(TTL_SECS);
+        inner.map.insert(key, Entry { check, credentials, peer: asker.peer, until, answer });
         drop(inner);
         drop(stale);
     }
@@ -194,7 +235,7 @@ mod tests {
         let again = |a: &Asker<'_>, kept: Answer, at: Instant| {
             stable(&cache, |e| {
                 cache.put(&asker, e, t, kept.clone());
-                cache.get(a, at)
+                cache.get(a, at).map(|a| (*a).clone())
             })
         };
 
@@ -207,11 +248,20 @@ mod tests {
         ] {
             let (got, then) = stable(&cache, |e| {
                 cache.put(&asker, e, t, answer(false));
-                (cache.get(&wrong, t), cache.get(&asker, t))
+                (cache.get(&wrong, t).map(|a| (*a).clone()), cache.get(&asker, t).map(|a| (*a).clone()))
             });
             assert_eq!((got, then), (None, Some(answer(false))), "{why}; the device's own answer is kept");
         }
         assert_eq!(again(&asker, answer(false), t + Duration::from_secs(TTL_SECS)), None, "too old");
+        let shared = stable(&cache, |e| {
+            for d in ["pc-1", "pc-2", "pc-3"] {
+                cache.put(&Asker { device: d, ..asker }, e, t, answer(false));
+            }
+            let two = cache.get(&Asker { device: "pc-2", ..asker }, t).map(|a| (*a).clone());
+            let i = cache.inner.lock().unwrap();
+            (i.map.len(), i.answers.len(), two)
+        });
+        assert_eq!(shared, (3, 1, Some(answer(false))), "three devices told the same share one answer");
 
         // A command run beside the server (this process does not serve)
         // commits to the database: the answer is dropped.
@@ -220,7 +270,7 @@ mod tests {
         let before = cache.epoch().unwrap().file;
         assert!(db.add_device("pc-2", &[9; 32]).unwrap());
         assert_ne!(cache.epoch().unwrap().file, before, "the change file was replaced");
-        assert_eq!(cache.get(&asker, t), None, "a commit moved the epoch on");
+        assert!(cache.get(&asker, t).is_none(), "a commit moved the epoch on");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -229,6 +279,6 @@ mod tests {
         let cache = PollCache::new(None);
         assert_eq!(cache.epoch(), None);
         let asker = Asker { device: "pc-1", secret_sha256: &[1; 32], cert: None, peer: "198.18.0.2".parse().unwrap() };
-        assert_eq!(cache.get(&asker, crate::time::monotonic_now()), None);
+        assert!(cache.get(&asker, crate::time::monotonic_now()).is_none());
     }
 }

@@ -44,7 +44,7 @@ pub fn from_memory(state: &State, req: &Request, peer: IpAddr, cert: Option<Fing
     }
     state.metrics.poll(Front::Outpost);
     state.metrics.poll_from_memory();
-    Some(reply(state, answer.offers, None, answer.depots))
+    Some(reply(state, answer.offers.clone(), None, answer.depots.clone()))
 }
 
 /// The whole path of a poll.
