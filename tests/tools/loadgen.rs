@@ -29,7 +29,9 @@
 //! `w, w + n, w + 2n, …` round the list, so every template is used.
 //!
 //! Only requests that complete within the measured window (after
-//! `--warmup`) count. It prints one line of JSON: requests/s, body bytes/s,
+//! `--warmup`) count. With `--passes K` the run ends once every template
+//! was sent K times, if `--duration` has not ended it first (the window
+//! is then as long as that took). It prints one line of JSON: requests/s, body bytes/s,
 //! latency p50/p99/p99.9 (ms, connect and handshake included in `handshake`
 //! mode), status counts, errors (I/O, TLS, and any status but 200 or 206),
 //! and the CPU seconds this process and the `--peer-pid` processes used in
@@ -83,17 +85,20 @@ struct Opts {
     /// Groups of peer processes, one per `--peer-pid` argument.
     peers: Vec<Vec<u32>>,
     verify_every: u64,
+    /// Stop once every template was sent this many times (or `--duration` ends).
+    passes: Option<u64>,
 }
 
 const USAGE: &str = "usage: outpost-loadgen --target HOST:PORT [--target HOST:PORT]... --mode handshake|keepalive|plain \
 [--ca CA.pem] [--name SERVER_NAME] --requests FILE.jsonl [--conns N] [--duration SECS] [--warmup SECS] \
-[--timeout SECS] [--verify-every K] [--peer-pid PID[,PID...]]...";
+[--timeout SECS] [--verify-every K] [--passes K] [--peer-pid PID[,PID...]]...";
 
 fn parse_args() -> Result<Opts, String> {
     let mut args = std::env::args().skip(1);
     let (mut targets, mut name, mut mode, mut ca, mut requests) = (Vec::new(), None, None, None, None);
     let (mut conns, mut duration, mut warmup, mut timeout, mut peers) = (16, 10.0, 1.0, 10.0, Vec::new());
     let mut verify_every = 1;
+    let mut passes = None;
     let secs = |v: String| {
         v.parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).ok_or_else(|| format!("bad seconds {v:?}"))
     };
@@ -118,6 +123,9 @@ fn parse_args() -> Result<Opts, String> {
             "--timeout" => timeout = secs(val()?)?,
             "--verify-every" => {
                 verify_every = val()?.parse().ok().filter(|k| *k > 0).ok_or("--verify-every needs a positive count")?;
+            }
+            "--passes" => {
+                passes = Some(val()?.parse().ok().filter(|k| *k > 0).ok_or("--passes needs a positive count")?);
             }
             "--peer-pid" => peers.push(
                 val()?
@@ -160,6 +168,7 @@ fn parse_args() -> Result<Opts, String> {
         timeout: Duration::from_secs_f64(timeout.max(0.001)),
         peers,
         verify_every,
+        passes,
     })
 }
 
@@ -319,6 +328,8 @@ struct Shared {
     server_name: Option<ServerName<'static>>,
     requests: Vec<Vec<u8>>,
     stop: AtomicBool,
+    /// Workers that are done (`--passes`).
+    done: AtomicU64,
     /// The measured window, set by the main thread before any worker starts.
     window: (Instant, Instant),
 }
@@ -472,7 +483,14 @@ fn worker(sh: &Shared, w: usize) -> Tally {
     let mut conn: Option<(Conn, usize)> = None;
     // Round-robin over the targets, one step per connection.
     let mut next_target = w % sh.opts.targets.len();
-    while !sh.stop.load(Ordering::Relaxed) {
+    // This worker's share of a pass over the templates.
+    let n = sh.requests.len();
+    let share = if w < n { ((n - 1 - w) / sh.opts.conns + 1) as u64 } else { 0 };
+    let mut left = sh.opts.passes.map(|k| k * share);
+    while !sh.stop.load(Ordering::Relaxed) && left != Some(0) {
+        if let Some(l) = &mut left {
+            *l -= 1;
+        }
         let start = Instant::now();
         let req = &sh.requests[next];
         next = (next + sh.opts.conns) % sh.requests.len();
@@ -558,7 +576,15 @@ fn run(opts: Opts) -> Result<serde_json::Value, String> {
     let requests = load_requests(&opts.requests, &opts.name, opts.mode == Mode::Handshake)?;
     let t0 = Instant::now();
     let window = (t0 + opts.warmup, t0 + opts.warmup + opts.duration);
-    let sh = Arc::new(Shared { opts, tls, server_name, requests, stop: AtomicBool::new(false), window });
+    let sh = Arc::new(Shared {
+        opts,
+        tls,
+        server_name,
+        requests,
+        stop: AtomicBool::new(false),
+        done: AtomicU64::new(0),
+        window,
+    });
     let total = Arc::new(Mutex::new(Tally::default()));
     let mut threads = Vec::new();
     for w in 0..sh.opts.conns {
@@ -569,6 +595,7 @@ fn run(opts: Opts) -> Result<serde_json::Value, String> {
             .spawn(move || {
                 let t = worker(&sh, w);
                 total.lock().unwrap_or_else(std::sync::PoisonError::into_inner).merge(t);
+                sh.done.fetch_add(1, Ordering::Relaxed);
             })
             .map_err(|e| format!("cannot start a worker: {e}"))?;
         threads.push(h);
@@ -577,7 +604,15 @@ fn run(opts: Opts) -> Result<serde_json::Value, String> {
     let cpu0 = cpu_seconds(None);
     let peer_cpu = |g: &Vec<u32>| g.iter().map(|p| cpu_seconds(Some(*p))).collect::<Vec<_>>();
     let peer0: Vec<Vec<Option<f64>>> = sh.opts.peers.iter().map(peer_cpu).collect();
-    std::thread::sleep(window.1.saturating_duration_since(Instant::now()));
+    // Until the window ends, or every worker is done (`--passes`).
+    while sh.done.load(Ordering::Relaxed) < sh.opts.conns as u64 {
+        let left = window.1.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(20)));
+    }
+    let end = Instant::now().min(window.1);
     let cpu1 = cpu_seconds(None);
     let peer1: Vec<Vec<Option<f64>>> = sh.opts.peers.iter().map(peer_cpu).collect();
     sh.stop.store(true, Ordering::Relaxed);
@@ -586,7 +621,8 @@ fn run(opts: Opts) -> Result<serde_json::Value, String> {
     }
     let mut t = std::mem::take(&mut *total.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
     t.lat_us.sort_unstable();
-    let secs = sh.opts.duration.as_secs_f64();
+    // The window as it was: shorter if every pass ended first.
+    let secs = end.saturating_duration_since(window.0).as_secs_f64().max(1e-3);
     let ok: u64 = t.status.iter().filter(|(s, _)| matches!(s, 200 | 206)).map(|(_, n)| n).sum();
     let bad_status: u64 = t.status.iter().filter(|(s, _)| !matches!(s, 200 | 206)).map(|(_, n)| n).sum();
     let io_errors: u64 = t.errors.values().sum();
