@@ -299,13 +299,11 @@ fn a_contact_that_waits_is_recorded_by_the_time_serve_stops() {
     run_once(&a);
     let first = srv.sql_value("SELECT last_seen FROM devices WHERE id = 'pc-a'");
     assert!(first.ends_with('Z'), "the first contact is written at once: {first}");
-    let old = "2020-01-01T00:00:00Z";
-    srv.sql_execute(&format!("UPDATE devices SET last_seen = '{old}' WHERE id = 'pc-a'"));
     srv.sql_execute("UPDATE device_facts SET last_contact = 0, free = 1 WHERE device = 'pc-a'");
     run_once(&a);
     assert!(srv.stop(), "serve exits 0 on SIGTERM");
-    let seen = srv.sql_value("SELECT last_seen FROM devices WHERE id = 'pc-a'");
-    assert!(seen.as_str() > old, "last contact recorded: {seen}");
+    // Written to `device_facts` only (`devices.last_seen` is a contact
+    // written at once; readers take the later, `db::console` tests).
     let row = &srv
         .sql_rows("SELECT CAST(last_contact AS TEXT), CAST(free AS TEXT) FROM device_facts WHERE device = 'pc-a'")[0];
     assert!(row[0].parse::<u64>().unwrap() > 0 && row[1].parse::<u64>().unwrap() > 1, "{row:?}");

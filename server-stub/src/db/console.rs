@@ -242,9 +242,10 @@ impl Db {
     pub fn device_rows(&self, package: Option<u64>, device: Option<&str>) -> DbResult<Vec<DeviceRow>> {
         let mut st = self.conn.prepare(
             "SELECT a.package, p.name, a.device, a.status, a.updated, d.last_seen,
-                 g.held, g.total, g.rate, g.at
+                 g.held, g.total, g.rate, g.at, f.last_contact
              FROM assignments a JOIN packages p ON p.id = a.package JOIN devices d ON d.id = a.device
              LEFT JOIN progress g ON g.device = a.device AND g.package = a.package
+             LEFT JOIN device_facts f ON f.device = a.device
              WHERE (CAST(?1 AS BIGINT) IS NULL OR a.package = ?1) AND (CAST(?2 AS TEXT) IS NULL OR a.device = ?2)
              ORDER BY a.package, a.device",
         )?;
@@ -256,7 +257,7 @@ impl Db {
                 device: r.get(2)?,
                 status: r.get(3)?,
                 updated: r.get(4)?,
-                last_seen: r.get(5)?,
+                last_seen: last_seen(r.get(5)?, r.get(10)?),
                 progress: match held {
                     Some(h) => {
                         Some(ProgressRow { held: u(h), total: u(r.get(7)?), rate: u(r.get(8)?), at: u(r.get(9)?) })
@@ -271,7 +272,14 @@ impl Db {
     /// A device's last poll (RFC 3339): `None` for an unknown device,
     /// `Some(None)` for one that never polled.
     pub fn device_last_seen(&self, id: &str) -> DbResult<Option<Option<String>>> {
-        self.conn.query_row("SELECT last_seen FROM devices WHERE id = ?1", [id], |r| r.get(0)).optional()
+        self.conn
+            .query_row(
+                "SELECT d.last_seen, f.last_contact FROM devices d LEFT JOIN device_facts f ON f.device = d.id
+                 WHERE d.id = ?1",
+                [id],
+                |r| Ok(last_seen(r.get(0)?, r.get(1)?)),
+            )
+            .optional()
     }
 
     /// A device's status changes, newest first.
@@ -289,6 +297,15 @@ impl Db {
     pub fn device_count(&self) -> DbResult<u64> {
         self.conn.query_row("SELECT COUNT(*) FROM devices", [], |r| r.get::<_, i64>(0)).map(u)
     }
+}
+
+/// A device's last contact (RFC 3339): the later of `devices.last_seen`
+/// (written with a contact that is recorded at once: a device's first,
+/// changed facts, an OCS agent's) and `device_facts.last_contact` (every
+/// contact, also those written a second at a time, `crate::contacts`).
+fn last_seen(seen: Option<String>, contact: Option<i64>) -> Option<String> {
+    let contact = contact.filter(|c| *c > 0).map(|c| crate::time::rfc3339(c as u64));
+    seen.into_iter().chain(contact).max()
 }
 
 #[cfg(test)]
@@ -322,6 +339,13 @@ mod tests {
         assert!(rows[1].last_seen.is_some());
         assert!(matches!(d.device_last_seen("b").unwrap(), Some(Some(_))));
         assert_eq!(d.device_last_seen("nope").unwrap(), None);
+        // A contact written a second at a time updates `device_facts` only:
+        // it is the last one seen all the same.
+        let later = 4_000_000_000;
+        d.record_contacts([("b", None, "127.0.0.1", later)]).unwrap();
+        let seen = Some(Some(crate::time::rfc3339(later)));
+        assert_eq!(d.device_last_seen("b").unwrap(), seen);
+        assert_eq!(Some(d.device_rows(Some(7), Some("b")).unwrap()[0].last_seen.clone()), seen);
         d.report("b", "r2", 7, "SUCCESS").unwrap();
         assert_eq!(d.device_rows(Some(7), None).unwrap()[1].progress, None, "the report ends the download");
         let h: Vec<String> = d.device_history("a").unwrap().into_iter().map(|h| h.status).collect();

@@ -163,9 +163,10 @@ impl Db {
     ) -> DbResult<()> {
         self.relaxed(|db| {
             let tx = db.conn.transaction()?;
+            // `devices.last_seen` is left as it is: readers take the later
+            // of it and `last_contact` (`console::last_seen`), and a second's
+            // contacts write one table, not two.
             for (device, free, address, now) in contacts {
-                tx.prepare_cached("UPDATE devices SET last_seen = ?1 WHERE id = ?2 AND (last_seen IS NULL OR last_seen < ?1)")?
-                    .execute(params![rfc3339(now), device])?;
                 tx.prepare_cached(
                     "INSERT INTO device_facts(device, address, last_contact, free) SELECT id, ?2, ?3, ?4 FROM devices WHERE id = ?1
                      ON CONFLICT(device) DO UPDATE SET address = ?2, last_contact = ?3,
