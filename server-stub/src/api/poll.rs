@@ -21,7 +21,7 @@ use crate::time::unix_now;
 
 /// The poll `req` from `peer`, if its answer is kept and its contact may
 /// wait: its answer, with no read of the database. `None`: take the whole
-/// path ([`poll`]), which also says why a poll is refused.
+/// path (`poll`), which also says why a poll is refused.
 pub fn from_memory(state: &State, req: &Request, peer: IpAddr, cert: Option<Fingerprint>) -> Option<Response> {
     if req.method != "POST" || !state.poll_cache.enabled() {
         return None;

@@ -2,7 +2,7 @@
 //! epoch [`crate::poll_cache`] keeps each answer with.
 //!
 //! A commit on SQLite that changed rows and waited for the disk (not
-//! [`super::Db::relaxed`]: those writes — last contacts, NOTIFIED marks,
+//! `Db::relaxed`: those writes — last contacts, NOTIFIED marks,
 //! a lockout's trust rows, progress — change no other device's answer)
 //! moves the epoch on, after the commit:
 //! - in this process, a counter;
