@@ -77,7 +77,9 @@ fn guessing_a_device_secret_is_blocked_after_ten_failures() {
     assert_eq!(poll(&srv, "pc1", &secret), 200);
     let before = polls_from_memory(&srv);
     assert_eq!(poll(&srv, "pc1", &secret), 200);
-    assert_eq!(polls_from_memory(&srv), before + 1, "answered from memory");
+    // (On PostgreSQL no answer is kept: every poll takes the whole path.)
+    let kept = u64::from(!outpost_tests::backend_is_postgres());
+    assert_eq!(polls_from_memory(&srv), before + kept, "answered from memory");
     for i in 0..10 {
         assert_eq!(poll(&srv, "pc1", WRONG), 401, "guess {i}");
     }
