@@ -254,6 +254,30 @@ pub fn run_on(dir: &Path, https: Option<String>, http: Option<String>) -> Result
     served
 }
 
+/// Run `f` on `req` on a poll worker ([`crate::workers`]), and give `req`
+/// back with what `f` returned; `Err` if `f` panicked (where panics
+/// unwind): `req` without its headers and body, and a 500.
+async fn on_worker<T: Send + 'static>(
+    state: &Arc<State>,
+    req: Request,
+    what: &str,
+    f: impl FnOnce(&State, &Request) -> T + Send + 'static,
+) -> Result<(Request, T), (Request, Response)> {
+    let (method, path, connection) = (req.method.clone(), req.path.clone(), req.connection);
+    let st = state.clone();
+    let done = state.polls.run(move || {
+        let out = f(&st, &req);
+        (req, out)
+    });
+    done.await.ok_or_else(|| {
+        log::error!(target: "outpost", "a {what}'s handler panicked");
+        (
+            Request { method, path, headers: Vec::new(), body: Vec::new(), connection },
+            Response::text(500, "internal error"),
+        )
+    })
+}
+
 /// How often the contacts that wait are written ([`crate::contacts`]).
 const CONTACT_FLUSH: Duration = Duration::from_secs(1);
 
@@ -477,31 +501,17 @@ async fn route(
             return (req, resp);
         }
         // Polls, by the thousand a second, on the poll workers.
-        let (method, path, connection) = (req.method.clone(), req.path.clone(), req.connection);
-        let st = state.clone();
-        let done = state.polls.run(move || {
-            let resp = crate::api::route(&st, &req, side, origin, cert);
-            (req, resp)
-        });
-        return done.await.unwrap_or_else(|| {
-            log::error!(target: "outpost", "a poll's handler panicked");
-            let req = Request { method, path, headers: Vec::new(), body: Vec::new(), connection };
-            (req, Response::text(500, "internal error"))
-        });
+        let polled = on_worker(state, req, "poll", move |st, req| crate::api::route(st, req, side, origin, cert));
+        return polled.await.unwrap_or_else(|refused| refused);
     }
     if side == Side::Https && req.path == REPORT_PATH && req.method == "POST" {
         // Checked on a poll worker; recorded by the group commit, which
         // the request awaits holding no thread.
-        let (method, path, connection) = (req.method.clone(), req.path.clone(), req.connection);
-        let st = state.clone();
-        let checked = state.polls.run(move || {
-            let c = crate::api::report::check(&st, &req, origin.client, cert);
-            (req, c)
-        });
-        let Some((req, checked)) = checked.await else {
-            log::error!(target: "outpost", "a report's handler panicked");
-            let req = Request { method, path, headers: Vec::new(), body: Vec::new(), connection };
-            return (req, Response::text(500, "internal error"));
+        let checked =
+            on_worker(state, req, "report", move |st, req| crate::api::report::check(st, req, origin.client, cert));
+        let (req, checked) = match checked.await {
+            Ok(c) => c,
+            Err(refused) => return refused,
         };
         let resp = match checked {
             Ok(c) => crate::api::report::record(state, c).await,

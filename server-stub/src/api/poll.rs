@@ -44,7 +44,7 @@ pub fn from_memory(state: &State, req: &Request, peer: IpAddr, cert: Option<Fing
     }
     state.metrics.poll(Front::Outpost);
     state.metrics.poll_from_memory();
-    Some(reply(state, answer.offers.clone(), None, answer.depots.clone()))
+    Some(reply(state, &answer.offers, None, &answer.depots))
 }
 
 /// The whole path of a poll.
@@ -94,18 +94,6 @@ pub(super) fn poll(state: &State, req: &Request, peer: IpAddr, cert: Option<Fing
     let new = pending.iter().filter(|p| p.new).count();
     // Fragment locations for this device's address (`depot add`).
     let depots = crate::depot::for_client(&depots, peer);
-    if let Some(epoch) = epoch
-        && !staged
-        && let Some((_, secret)) = req.header("authorization").and_then(proto::parse_auth_header)
-    {
-        let asker = Asker { device, secret_sha256: &sha256(secret.as_bytes()), cert: cert.as_ref(), peer };
-        state.poll_cache.put(
-            &asker,
-            epoch,
-            crate::time::monotonic_now(),
-            Answer { offers: pending.clone(), depots: depots.clone() },
-        );
-    }
     if identity.is_some() {
         log::info!(target: "outpost", "device {device}: sent its new credentials (device rotate)");
     }
@@ -113,16 +101,24 @@ pub(super) fn poll(state: &State, req: &Request, peer: IpAddr, cert: Option<Fing
     if new > 0 {
         log::info!(target: "outpost", "device {device}: notified of {new} package(s)");
     }
-    reply(state, pending, identity, depots)
+    let resp = reply(state, &pending, identity, &depots);
+    if let Some(epoch) = epoch
+        && !staged
+        && let Some((_, secret)) = req.header("authorization").and_then(proto::parse_auth_header)
+    {
+        let asker = Asker { device, secret_sha256: &sha256(secret.as_bytes()), cert: cert.as_ref(), peer };
+        state.poll_cache.put(&asker, epoch, crate::time::monotonic_now(), Answer { offers: pending, depots });
+    }
+    resp
 }
 
 /// The reply that tells of `pending`, with the new credentials
 /// `identity` and the `depots` for the device's address.
 fn reply(
     state: &State,
-    pending: Vec<Pending>,
+    pending: &[Pending],
     identity: Option<outpost_agent::engine::identity::Credentials>,
-    depots: Vec<String>,
+    depots: &[String],
 ) -> Response {
     let public = &state.cfg.public;
     let reply = PollReply {
@@ -131,7 +127,7 @@ fn reply(
         full_speed_windows: state.cfg.agents.full_speed_windows.clone(),
         trust_version: state.trust_version.get(&state.dir),
         offers: pending
-            .into_iter()
+            .iter()
             .map(|p| Offer {
                 id: p.package,
                 priority: p.priority,
@@ -142,7 +138,7 @@ fn reply(
             })
             .collect(),
         identity,
-        depots,
+        depots: depots.to_vec(),
     };
     Response::text(200, reply.encode())
 }
