@@ -123,14 +123,15 @@ CREATE TABLE IF NOT EXISTS assignments(
     package INTEGER NOT NULL REFERENCES packages(id), device TEXT NOT NULL REFERENCES devices(id),
     status TEXT NOT NULL, updated TEXT NOT NULL, force INTEGER NOT NULL,
     PRIMARY KEY(package, device));
-CREATE INDEX IF NOT EXISTS assignments_by_device ON assignments(device, status);
+DROP INDEX IF EXISTS assignments_by_device;
+CREATE INDEX IF NOT EXISTS assignments_of_device ON assignments(device);
 CREATE TABLE IF NOT EXISTS reports(
     device TEXT NOT NULL, report_id TEXT NOT NULL, received TEXT NOT NULL,
     PRIMARY KEY(device, report_id));
 ";
 
 /// A poll's statements. Each finds the device's rows through the
-/// `assignments_by_device` index, so a poll costs the same with ten devices
+/// `assignments_of_device` index, so a poll costs the same with ten devices
 /// or a hundred thousand (the primary key starts with the package).
 const POLL_IN_HISTORY: &str = "UPDATE assignments SET status = 'SUCCESS_ALREADY_IN_HISTORY', updated = ?1
      WHERE device = ?2 AND force = 0 AND status IN (?3, ?4)
@@ -336,6 +337,25 @@ impl Db {
         let out = f(self);
         self.conn.set_durable(true)?;
         out
+    }
+
+    /// Run `f`, whose durable commits leave the epoch of the answers kept
+    /// ([`changes`]) where it is when this process serves: the caller
+    /// tells those answers itself which devices the commits concern
+    /// ([`crate::poll_cache::PollCache::reported`]), after them and before
+    /// it answers anyone.
+    pub(crate) fn told<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> T {
+        /// Back to the epoch even if `f` panics (the group commit goes on
+        /// after a panic).
+        struct Reset<'a>(&'a mut Db);
+        impl Drop for Reset<'_> {
+            fn drop(&mut self) {
+                self.0.conn.set_told(false);
+            }
+        }
+        self.conn.set_told(true);
+        let reset = Reset(self);
+        f(reset.0)
     }
 
     pub(crate) fn poll_in(&mut self, device: &str, ocs_history: bool) -> DbResult<Vec<Pending>> {

@@ -13,15 +13,21 @@
 //! - nothing that decides an answer changed since: the state's epoch
 //!   ([`crate::db::changes`]), read before the whole path read the
 //!   database, is still the same. Any commit that waited for the disk
-//!   moves it on (an assignment, a report, a revocation, a block, a
-//!   depot, from this process or from a command run beside it), and
+//!   moves it on (an assignment, a revocation, a block, a depot, an OCS
+//!   inventory, from this process or from a command run beside it), and
 //!   every answer kept is dropped;
+//! - the device has not reported since that read: a report changes its
+//!   own answer only, so the group commit of reports tells the cache
+//!   which devices it recorded ([`PollCache::reported`]) instead of
+//!   moving the epoch on; their answers are dropped, and one read before
+//!   their report is not kept;
 //! - its contact can wait for the next flush ([`crate::contacts`]).
 //!
-//! Every durable commit drops every answer kept: a report, an OCS
-//! inventory, a lockout block, a command. A fleet whose devices report
-//! all the time gains less; one at rest, most. Nothing is lost either way:
-//! a poll without a kept answer takes the whole path, as every poll did.
+//! A device's report is authenticated from its answer kept too
+//! ([`PollCache::knows`]): the same credentials from the same address
+//! that the whole path let in, with nothing changed since. Nothing is
+//! lost either way: a poll without a kept answer takes the whole path, as
+//! every poll did.
 //!
 //! SQLite only: instances on PostgreSQL see one another's writes only in
 //! the database, so every poll there takes the whole path. Bounded: at
@@ -35,6 +41,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -47,6 +54,19 @@ use crate::pki::Fingerprint;
 pub const TTL_SECS: u64 = 600;
 /// Most answers kept.
 pub const MAX_ENTRIES: usize = 1 << 17;
+/// Most devices remembered as reported ([`PollCache::reported`]); past
+/// that, answers read before the last report are not kept at all.
+pub const MAX_REPORTED: usize = 1 << 16;
+
+/// What an answer is read at: the state's epoch and the reports recorded.
+/// Take it before reading the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The state's epoch.
+    pub epoch: Epoch,
+    /// Reports recorded in this process so far ([`PollCache::reported`]).
+    pub reports: u64,
+}
 
 /// What a device was told: its offers and its depots.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -103,6 +123,12 @@ struct Inner {
     map: HashMap<u64, Entry>,
     /// The distinct answers of the entries.
     answers: HashSet<Arc<Answer>>,
+    /// Devices (keys of `map`) by the report count at which they last
+    /// reported, at most [`MAX_REPORTED`].
+    reported: HashMap<u64, u64>,
+    /// Answers read before this report count are not kept: who reported
+    /// then was forgotten.
+    floor: u64,
 }
 
 impl Inner {
@@ -123,14 +149,23 @@ pub struct PollCache {
     keys: std::collections::hash_map::RandomState,
     checks: std::collections::hash_map::RandomState,
     inner: Mutex<Inner>,
+    /// Reports recorded: moved on by [`PollCache::reported`], under the lock.
+    reports: AtomicU64,
 }
 
 impl PollCache {
     /// Keep answers read from the SQLite database whose change file is
     /// `file`; none if `None`.
     pub fn new(file: Option<PathBuf>) -> Self {
-        let inner = Inner { epoch: None, map: HashMap::new(), answers: HashSet::new() };
-        Self { file, keys: Default::default(), checks: Default::default(), inner: Mutex::new(inner) }
+        let inner = Inner {
+            epoch: None,
+            map: HashMap::new(),
+            answers: HashSet::new(),
+            reported: HashMap::new(),
+            floor: 0,
+        };
+        let (keys, checks) = (Default::default(), Default::default());
+        Self { file, keys, checks, inner: Mutex::new(inner), reports: AtomicU64::new(0) }
     }
 
     /// Whether answers are kept (SQLite).
@@ -138,16 +173,47 @@ impl PollCache {
         self.file.is_some()
     }
 
-    /// The epoch to read the database at, if answers are kept.
-    pub fn epoch(&self) -> Option<Epoch> {
-        self.file.as_deref().map(changes::epoch)
+    /// What to read the database at, if answers are kept.
+    pub fn snapshot(&self) -> Option<Snapshot> {
+        // The count first: a report recorded between the two reads is
+        // then seen as after this snapshot (its answer is not kept).
+        let reports = self.reports.load(Ordering::Acquire);
+        Some(Snapshot { epoch: changes::epoch(self.file.as_deref()?), reports })
+    }
+
+    /// Whether `asker` may be let in without the whole path: it would get
+    /// an answer kept ([`PollCache::get`]), so the whole path let the same
+    /// credentials in from the same address, and nothing changed since.
+    pub fn knows(&self, asker: &Asker<'_>, now: Instant) -> bool {
+        self.get(asker, now).is_some()
+    }
+
+    /// The reports of `devices` were committed: their answers are dropped,
+    /// and one read before now is not kept. Call it after the commit and
+    /// before the devices are answered.
+    pub fn reported<'a>(&self, devices: impl IntoIterator<Item = &'a str>) {
+        if !self.enabled() {
+            return;
+        }
+        let Ok(mut inner) = self.inner.lock() else { return };
+        let count = self.reports.load(Ordering::Acquire) + 1;
+        for d in devices {
+            let key = self.keys.hash_one(d);
+            inner.map.remove(&key);
+            inner.reported.insert(key, count);
+        }
+        if inner.reported.len() > MAX_REPORTED {
+            inner.reported.clear();
+            inner.floor = count;
+        }
+        self.reports.store(count, Ordering::Release);
     }
 
     /// The answer kept for `asker` at `now`, if it may be given again. One
     /// that does not match is left as it is: a client guessing secrets
     /// must not make the device's own polls take the whole path.
     pub fn get(&self, asker: &Asker<'_>, now: Instant) -> Option<Arc<Answer>> {
-        let epoch = self.epoch()?;
+        let epoch = changes::epoch(self.file.as_deref()?);
         let (key, check, credentials) =
             (self.keys.hash_one(asker.device), self.checks.hash_one(asker.device), asker.credentials());
         let mut inner = self.inner.lock().ok()?;
@@ -164,20 +230,23 @@ impl PollCache {
         (same && now < e.until).then(|| e.answer.clone())
     }
 
-    /// Keep `answer` for `asker`, read at `epoch` (before the database) at
+    /// Keep `answer` for `asker`, read at `at` (before the database) at
     /// `now`, its packages no longer new (they were NOTIFIED: a write that
     /// changes no other answer and does not move the epoch on); not if the
-    /// state changed since (and then what was kept for the device is
-    /// dropped).
-    pub fn put(&self, asker: &Asker<'_>, epoch: Epoch, now: Instant, mut answer: Answer) {
+    /// state changed since or the device reported since (and then what was
+    /// kept for the device is dropped).
+    pub fn put(&self, asker: &Asker<'_>, at: Snapshot, now: Instant, mut answer: Answer) {
         for p in &mut answer.offers {
             p.new = false;
         }
-        let keep = self.epoch() == Some(epoch);
+        let Some(file) = self.file.as_deref() else { return };
+        let epoch = at.epoch;
+        let keep = changes::epoch(file) == epoch;
         let (key, check, credentials) =
             (self.keys.hash_one(asker.device), self.checks.hash_one(asker.device), asker.credentials());
         let Ok(mut inner) = self.inner.lock() else { return };
-        if !keep {
+        let reported_since = at.reports < inner.floor || inner.reported.get(&key).is_some_and(|&r| r > at.reports);
+        if !keep || reported_since {
             inner.map.remove(&key);
             return;
         }
@@ -209,13 +278,13 @@ mod tests {
         Answer { offers: vec![p], depots: vec!["depot.example/dl".into()] }
     }
 
-    /// `f` at an epoch that did not move while it ran (other tests of this
-    /// process commit, and move it on).
-    fn stable<T>(cache: &PollCache, f: impl Fn(Epoch) -> T) -> T {
+    /// `f` at an epoch that did not move while it ran (other tests of
+    /// this process commit, and move it on).
+    fn stable<T>(cache: &PollCache, f: impl Fn(Snapshot) -> T) -> T {
         loop {
-            let e = cache.epoch().unwrap();
+            let e = cache.snapshot().unwrap();
             let out = f(e);
-            if cache.epoch() == Some(e) {
+            if cache.snapshot().map(|s| s.epoch) == Some(e.epoch) {
                 return out;
             }
         }
@@ -267,17 +336,55 @@ mod tests {
         // commits to the database: the answer is dropped.
         let mut db = crate::db::Db::open(&dir.join("state.db")).unwrap();
         assert_eq!(again(&asker, answer(false), t), Some(answer(false)));
-        let before = cache.epoch().unwrap().file;
+        let before = cache.snapshot().unwrap().epoch.file;
         assert!(db.add_device("pc-2", &[9; 32]).unwrap());
-        assert_ne!(cache.epoch().unwrap().file, before, "the change file was replaced");
+        assert_ne!(cache.snapshot().unwrap().epoch.file, before, "the change file was replaced");
         assert!(cache.get(&asker, t).is_none(), "a commit moved the epoch on");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_report_drops_its_devices_answer_and_one_read_before_it_is_not_kept() {
+        let dir = std::env::temp_dir().join(format!("outpost-poll-cache-r-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let cache = PollCache::new(Some(changes::file_of(&dir.join("state.db"))));
+        let asker = Asker { device: "pc-1", secret_sha256: &[1; 32], cert: None, peer: "198.18.0.2".parse().unwrap() };
+        let other = Asker { device: "pc-2", ..asker };
+        let t = crate::time::monotonic_now();
+        let got = |a: &Asker<'_>| cache.get(a, t).map(|a| (*a).clone());
+        let (kept, dropped, stale, fresh) = stable(&cache, |e| {
+            cache.put(&asker, e, t, answer(false));
+            cache.put(&other, e, t, answer(false));
+            let kept = (got(&asker), got(&other));
+            cache.reported(["pc-1"]);
+            let dropped = (got(&asker), got(&other));
+            // A poll that read the database before the report commits.
+            cache.put(&asker, e, t, answer(false));
+            let stale = got(&asker);
+            let now = Snapshot { reports: e.reports + 1, ..e };
+            cache.put(&asker, now, t, answer(false));
+            (kept, dropped, stale, got(&asker))
+        });
+        assert_eq!(kept, (Some(answer(false)), Some(answer(false))));
+        assert_eq!(dropped, (None, Some(answer(false))), "pc-1's answer only");
+        assert_eq!(stale, None, "read before the report: not kept");
+        assert_eq!(fresh, Some(answer(false)), "read after it: kept");
+
+        // Past MAX_REPORTED devices, nothing read before is kept.
+        let e = cache.snapshot().unwrap();
+        let names: Vec<String> = (0..=MAX_REPORTED).map(|i| format!("d{i}")).collect();
+        cache.reported(names.iter().map(String::as_str));
+        assert!(cache.inner.lock().unwrap().reported.is_empty(), "bounded");
+        cache.put(&Asker { device: "pc-3", ..asker }, e, t, answer(false));
+        assert_eq!(got(&Asker { device: "pc-3", ..asker }), None, "read before the forgotten reports");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn nothing_is_kept_without_a_change_file() {
         let cache = PollCache::new(None);
-        assert_eq!(cache.epoch(), None);
+        assert_eq!(cache.snapshot(), None);
         let asker = Asker { device: "pc-1", secret_sha256: &[1; 32], cert: None, peer: "198.18.0.2".parse().unwrap() };
         assert!(cache.get(&asker, crate::time::monotonic_now()).is_none());
     }

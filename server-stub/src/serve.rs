@@ -505,8 +505,16 @@ async fn route(
         return polled.await.unwrap_or_else(|refused| refused);
     }
     if side == Side::Https && req.path == REPORT_PATH && req.method == "POST" {
-        // Checked on a poll worker; recorded by the group commit, which
-        // the request awaits holding no thread.
+        // Checked here if the device's answer is kept, else on a poll
+        // worker; recorded by the group commit, which the request awaits
+        // holding no thread.
+        if let Some(checked) = crate::api::report::check_from_memory(state, &req, origin.client, cert) {
+            let resp = match checked {
+                Ok(c) => crate::api::report::record(state, c).await,
+                Err(r) => r,
+            };
+            return (req, resp);
+        }
         let checked =
             on_worker(state, req, "report", move |st, req| crate::api::report::check(st, req, origin.client, cert));
         let (req, checked) = match checked.await {

@@ -29,7 +29,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use outpost_agent::engine::identity::{Credentials, Identity};
-use outpost_agent::engine::proto::PollReply;
+use outpost_agent::engine::proto::{PollReply, Report, encode_reports};
+use outpost_agent::engine::status::StatusCode;
 use outpost_agent::rt::config::Config;
 use outpost_tests::{Server, TempDir, agent, text};
 use rustls::pki_types::pem::PemObject;
@@ -101,6 +102,24 @@ impl Session {
             "POST /api/v1/poll HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Outpost {device} {secret}\r\n\
              Content-Length: 10\r\n\r\noutpost 1\n"
         ))
+    }
+
+    /// `POST /api/v1/report` as `device` with `secret`: report `id` says
+    /// `package` ended with SUCCESS; the status and the body.
+    fn report(&mut self, device: &str, secret: &str, id: u64, package: u64) -> std::io::Result<(u16, Vec<u8>)> {
+        let body = encode_reports(&[Report { id, package, status: StatusCode::Success }]);
+        self.send(&format!(
+            "POST /api/v1/report HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Outpost {device} {secret}\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        ))
+    }
+
+    /// The packages a poll offers (status 200 asserted).
+    fn offers(&mut self, device: &str, secret: &str) -> Vec<u64> {
+        let (status, body) = self.poll(device, secret).expect("poll");
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        PollReply::decode(&body).expect("poll reply").offers.iter().map(|o| o.id).collect()
     }
 
     /// How many polls the server answered from memory (`/metrics`).
@@ -234,6 +253,11 @@ fn revoke_takes_effect_at_once_even_on_an_open_connection() {
     let o = srv.cmd(&["device", "revoke", "--id", "pc1"]);
     assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("revoked"), "{}", text(&o));
     assert_eq!(
+        bare.report("pc1", &pc1.secret, 1, 1).unwrap().0,
+        401,
+        "a report, kept alive, after answers from memory (reports are let in from them too)"
+    );
+    assert_eq!(
         bare.poll("pc1", &pc1.secret).unwrap().0,
         401,
         "kept alive, the secret alone, after answers from memory"
@@ -245,6 +269,34 @@ fn revoke_takes_effect_at_once_even_on_an_open_connection() {
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("(401)"), "{}", text(&o));
     let o = srv.cmd(&["device", "rotate", "--id", "pc1"]);
     assert!(!o.status.success(), "no way back by rotation: {}", text(&o));
+}
+
+#[test]
+fn a_report_drops_the_answer_kept_for_its_device_and_no_other() {
+    // A report changes its device's answer only: it does not move the
+    // epoch that drops every answer kept (src/poll_cache.rs), it drops
+    // its device's. Without that, the device's next poll would be offered
+    // again, from memory, the package it just reported installed.
+    let t = TempDir::new("sec-cc-report");
+    let mut srv = Server::init(t.join("srv"), &[]);
+    let (one, two) = (creds_of(&srv.device_add("pc1", t.path())), creds_of(&srv.device_add("pc2", t.path())));
+    let pkg = srv.package_add(&["--action", "execute", "--command", "true"]);
+    srv.start();
+    srv.assign(pkg, "pc1", &[]);
+    srv.assign(pkg, "pc2", &[]);
+    let mut s = Session::open(&srv, tls(&srv, None)).unwrap();
+    for (d, c) in [("pc1", &one), ("pc2", &two)] {
+        assert_eq!(s.offers(d, &c.secret), [pkg], "{d}: told of it (the whole path)");
+        assert_eq!(s.offers(d, &c.secret), [pkg], "{d}: again (its answer is kept)");
+    }
+    let kept = u64::from(!outpost_tests::backend_is_postgres());
+    let before = s.polls_from_memory();
+    let (status, body) = s.report("pc1", &one.secret, 0x51, pkg).unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(srv.status_of(pkg, "pc1"), "SUCCESS");
+    assert_eq!(s.offers("pc1", &one.secret), Vec::<u64>::new(), "pc1 reported: nothing to offer");
+    assert_eq!(s.offers("pc2", &two.secret), [pkg], "pc2 did not");
+    assert_eq!(s.polls_from_memory(), before + kept, "pc2's answer was still kept; pc1's was not");
 }
 
 /// The agent's stored credentials (`STATE/identity`), checked private.

@@ -51,7 +51,7 @@ pub fn from_memory(state: &State, req: &Request, peer: IpAddr, cert: Option<Fing
 pub(super) fn poll(state: &State, req: &Request, peer: IpAddr, cert: Option<Fingerprint>) -> Response {
     // Read before the database: an answer kept is dropped at any change
     // committed after this.
-    let epoch = state.poll_cache.epoch();
+    let snapshot = state.poll_cache.snapshot();
     let (device, staged) = match super::authenticate(state, req, peer, cert) {
         Ok(d) => d,
         Err(r) => return r,
@@ -102,12 +102,12 @@ pub(super) fn poll(state: &State, req: &Request, peer: IpAddr, cert: Option<Fing
         log::info!(target: "outpost", "device {device}: notified of {new} package(s)");
     }
     let resp = reply(state, &pending, identity, &depots);
-    if let Some(epoch) = epoch
+    if let Some(snapshot) = snapshot
         && !staged
         && let Some((_, secret)) = req.header("authorization").and_then(proto::parse_auth_header)
     {
         let asker = Asker { device, secret_sha256: &sha256(secret.as_bytes()), cert: cert.as_ref(), peer };
-        state.poll_cache.put(&asker, epoch, crate::time::monotonic_now(), Answer { offers: pending, depots });
+        state.poll_cache.put(&asker, snapshot, crate::time::monotonic_now(), Answer { offers: pending, depots });
     }
     resp
 }

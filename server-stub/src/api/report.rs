@@ -1,18 +1,22 @@
 //! `POST /api/v1/report`: an Outpost device reports what became of its
 //! packages. [`check`] authenticates it and reads the reports (on a poll
-//! worker: it reads the database); [`record`] has them recorded by the
-//! group commit ([`crate::group_commit`], one transaction and one fsync
-//! for every report in flight, [`commit`]) and answers with the ids it
+//! worker: it reads the database), or [`check_from_memory`] on the
+//! connection's thread when the device's last poll answer is kept
+//! ([`crate::poll_cache`]); [`record`] has them recorded by the group
+//! commit ([`crate::group_commit`], one transaction and one fsync for
+//! every report in flight, [`commit`]) and answers with the ids it
 //! acknowledges. Each report is recorded once whatever how often it comes.
 
 use std::net::IpAddr;
 
 use outpost_agent::engine::digest::hex;
+use outpost_agent::engine::manifest::sha256;
 use outpost_agent::engine::proto::{self, Report};
 
 use crate::db::ReportRow;
 use crate::http::{Request, Response};
 use crate::pki::Fingerprint;
+use crate::poll_cache::Asker;
 use crate::serve::State;
 use crate::time::unix_now;
 
@@ -27,6 +31,25 @@ pub struct Checked {
 /// and read its reports; `Err`: the answer to send.
 pub fn check(state: &State, req: &Request, peer: IpAddr, cert: Option<Fingerprint>) -> Result<Checked, Response> {
     let (device, _) = super::authenticate(state, req, peer, cert)?;
+    read(device, req)
+}
+
+/// [`check`] with no read of the database, if the device's last poll
+/// answer is kept for these credentials from this address
+/// ([`crate::poll_cache::PollCache::knows`]); `None`: take [`check`].
+pub fn check_from_memory(
+    state: &State,
+    req: &Request,
+    peer: IpAddr,
+    cert: Option<Fingerprint>,
+) -> Option<Result<Checked, Response>> {
+    let (device, secret) = req.header("authorization").and_then(proto::parse_auth_header)?;
+    let asker = Asker { device, secret_sha256: &sha256(secret.as_bytes()), cert: cert.as_ref(), peer };
+    state.poll_cache.knows(&asker, crate::time::monotonic_now()).then(|| read(device, req))
+}
+
+/// The reports of `req`, from the authenticated `device`.
+fn read(device: &str, req: &Request) -> Result<Checked, Response> {
     let reports = proto::decode_reports(&req.body).map_err(|e| Response::text(400, e.to_string()))?;
     let rows = reports
         .iter()
@@ -64,12 +87,16 @@ pub async fn record(state: &State, c: Checked) -> Response {
 /// Record the reports of several requests in one transaction (one fsync):
 /// each request's answer is whether each of its reports changed something,
 /// or the database error, which fails them all (nothing was recorded; the
-/// agents send them again).
+/// agents send them again). The answers kept of the devices whose reports
+/// changed something are dropped ([`crate::poll_cache::PollCache::reported`];
+/// after an error, of every device of the batch), before anyone is answered.
 pub fn commit(state: &State, batch: Vec<Vec<ReportRow>>) -> Vec<Result<Vec<bool>, String>> {
     let all: Vec<ReportRow> = batch.iter().flatten().cloned().collect();
     let result = match state.db.lock() {
         Ok(mut db) => {
-            let changed = db.report_all(&all).map_err(|e| e.to_string());
+            let changed = db.told(|db| db.report_all(&all)).map_err(|e| e.to_string());
+            let concerned = all.iter().enumerate().filter(|(i, _)| changed.as_ref().map_or(true, |c| c[*i]));
+            state.poll_cache.reported(concerned.map(|(_, r)| r.device.as_str()));
             // Rollouts move on with the results (once per group).
             crate::fleet::contact::after_reports(&mut db, unix_now());
             changed

@@ -70,12 +70,19 @@ pub fn epoch(file: &Path) -> Epoch {
 }
 
 /// A change was committed to the database whose change file is `file`.
-/// `Err`: a server running on it could not be told.
-pub(crate) fn changed(file: Option<&Path>) -> Result<(), String> {
-    LOCAL.fetch_add(1, Ordering::AcqRel);
+/// `told`: its caller tells the answers kept which devices it concerns
+/// (reports: [`crate::poll_cache::PollCache::reported`]), so the epoch
+/// stays where it is; only in the process that serves, which keeps those
+/// answers (a command's changes always move it). `Err`: a server running
+/// on it could not be told.
+pub(crate) fn changed(file: Option<&Path>, told: bool) -> Result<(), String> {
     if SERVING.load(Ordering::SeqCst) {
+        if !told {
+            LOCAL.fetch_add(1, Ordering::AcqRel);
+        }
         return Ok(());
     }
+    LOCAL.fetch_add(1, Ordering::AcqRel);
     let Some(f) = file else { return Ok(()) };
     grow(f).map_err(|e| {
         format!(

@@ -22,7 +22,7 @@ CREATE INDEX IF NOT EXISTS devices_by_age ON devices(kind, COALESCE(last_seen, c
 
 /// The stale device seen longest ago. Walks `devices_by_age` from the
 /// oldest; each candidate costs two index probes (`ocs_history`'s primary
-/// key, `assignments_by_device`).
+/// key, `assignments_of_device`).
 pub(super) const STALEST: &str = "SELECT d.id FROM devices d
      WHERE d.kind = ?1 AND COALESCE(d.last_seen, d.created) < ?2
      AND NOT EXISTS (SELECT 1 FROM ocs_history h WHERE h.device = d.id)

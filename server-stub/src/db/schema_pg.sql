@@ -16,7 +16,8 @@ CREATE TABLE IF NOT EXISTS assignments(
     package BIGINT NOT NULL REFERENCES packages(id), device TEXT NOT NULL REFERENCES devices(id),
     status TEXT NOT NULL, updated TEXT NOT NULL, force BIGINT NOT NULL,
     PRIMARY KEY(package, device));
-CREATE INDEX IF NOT EXISTS assignments_by_device ON assignments(device, status);
+DROP INDEX IF EXISTS assignments_by_device;
+CREATE INDEX IF NOT EXISTS assignments_of_device ON assignments(device);
 CREATE TABLE IF NOT EXISTS reports(
     device TEXT NOT NULL, report_id TEXT NOT NULL, received TEXT NOT NULL,
     PRIMARY KEY(device, report_id));

@@ -125,6 +125,9 @@ enum Inner {
 struct Lite {
     conn: rusqlite::Connection,
     durable: std::cell::Cell<bool>,
+    /// The caller tells the answers kept which devices the commits
+    /// concern ([`Conn::set_told`]).
+    told: std::cell::Cell<bool>,
     changes: Option<PathBuf>,
 }
 
@@ -135,7 +138,7 @@ impl Lite {
     fn wrote(&self, before: u64) -> DbResult<()> {
         let c = &self.conn;
         if self.durable.get() && c.is_autocommit() && c.total_changes() != before {
-            super::changes::changed(self.changes.as_deref()).map_err(Error::Other)?;
+            super::changes::changed(self.changes.as_deref(), self.told.get()).map_err(Error::Other)?;
         }
         Ok(())
     }
@@ -146,7 +149,7 @@ impl Conn {
     /// changes made from another process ([`super::changes`]).
     pub fn sqlite(conn: rusqlite::Connection, changes: Option<PathBuf>) -> Self {
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        Self { inner: Inner::Lite(Lite { conn, durable: std::cell::Cell::new(true), changes }) }
+        Self { inner: Inner::Lite(Lite { conn, durable: std::cell::Cell::new(true), told: Default::default(), changes }) }
     }
 
     /// Connect to PostgreSQL at `url` (`postgres://user[:password]@host[:port]/db`).
@@ -279,6 +282,17 @@ impl Conn {
                 c.borrow_mut().durable = durable;
                 Ok(())
             }
+        }
+    }
+}
+
+impl Conn {
+    /// Whether the durable commits from now on are told to the answers
+    /// kept by their caller, device by device, rather than by the epoch
+    /// ([`super::changes::changed`]). PostgreSQL keeps no answers.
+    pub fn set_told(&self, told: bool) {
+        if let Inner::Lite(c) = &self.inner {
+            c.told.set(told);
         }
     }
 }
