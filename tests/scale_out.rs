@@ -195,3 +195,36 @@ fn two_instances_behind_nginx_one_killed_mid_deployment_every_report_recorded_on
     assert!(log2.contains(polled) && log2.contains("-> SUCCESS"), "instance 2 took no poll or report: {log2}");
     eprintln!("{at_kill} of {DEVICES} had reported when instance 1 was killed; agent runs per device: {runs:?}");
 }
+
+#[test]
+#[allow(clippy::disallowed_methods)] // real processes: bounded real-time waits
+fn a_second_serve_on_one_sqlite_directory_is_refused() {
+    if outpost_tests::backend_is_postgres() {
+        eprintln!("skipped: on PostgreSQL several instances share a directory (the test above)");
+        return;
+    }
+    // Two servers on one SQLite file would each keep answers and lockout
+    // counters in memory and miss the other's changes.
+    let t = TempDir::new("scale-out-sqlite");
+    let mut srv = Server::init(t.join("srv"), &[]);
+    srv.start();
+    let ports = (free_port(), free_port());
+    let mut second = Reap(vec![outpost_tests::spawn_serve(&srv.dir, Some(ports), "serve-2.log")]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = second.0[0].try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = fs::read_to_string(srv.dir.join("serve-2.log")).unwrap_or_default();
+    assert!(status.is_some_and(|s| !s.success()), "the second serve runs: {log}");
+    assert!(log.contains("another outpost-server serve runs on"), "{log}");
+    second.0.clear();
+    // The lock goes with the first server.
+    assert!(srv.stop());
+    srv.start();
+}

@@ -56,6 +56,33 @@ pub fn create_private(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Hold `DIR/serve.lock` (an advisory lock, `flock`) while the file
+/// returned lives: the one `serve` on a SQLite directory. A second is
+/// refused: it would keep its own answers and lockout counters in memory
+/// and miss the other's changes ([`crate::poll_cache`]). The lock goes
+/// with the process, however it ends.
+pub fn hold_serve_lock(dir: &Path) -> Result<fs::File, String> {
+    let path = dir.join("serve.lock");
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(fs::TryLockError::WouldBlock) => Err(format!(
+            "another outpost-server serve runs on {} ({} is locked): one server per SQLite directory; \
+             several instances need PostgreSQL ([database] url in server.toml; README, \"Several servers on PostgreSQL\")",
+            dir.display(),
+            path.display()
+        )),
+        Err(fs::TryLockError::Error(e)) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
 /// One mode change made by [`tighten`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tightened {

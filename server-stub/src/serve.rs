@@ -156,6 +156,8 @@ pub fn run_on(dir: &Path, https: Option<String>, http: Option<String>) -> Result
     // nothing changes (`crate::poll_cache`): this process's commits say so
     // in memory, other processes' in DIR/state.changes.
     let sqlite = db.lock().map_err(|e| e.to_string())?.backend() == crate::db::Backend::Sqlite;
+    // One `serve` per SQLite directory; held until the process ends.
+    let serve_lock = if sqlite { Some(crate::files::hold_serve_lock(dir)?) } else { None };
     let changes = sqlite.then(|| crate::db::changes::file_of(&dir.join("state.db")));
     if let Some(f) = &changes {
         crate::db::changes::serving(f).map_err(|e| format!("{}: {e}", f.display()))?;
@@ -251,6 +253,7 @@ pub fn run_on(dir: &Path, https: Option<String>, http: Option<String>) -> Result
     for h in helpers {
         let _ = h.join();
     }
+    drop(serve_lock);
     served
 }
 
