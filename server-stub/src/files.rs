@@ -68,7 +68,8 @@ pub fn hold_serve_lock(dir: &Path) -> Result<fs::File, String> {
         .create(true)
         .truncate(false)
         .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
+        // Never through a link; a FIFO put there does not block the open.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(&path)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     match f.try_lock() {

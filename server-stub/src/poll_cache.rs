@@ -138,6 +138,23 @@ impl Inner {
         self.epoch = epoch;
         (std::mem::take(&mut self.map), std::mem::take(&mut self.answers))
     }
+
+    /// Drop the entry of `key`, and its answer if no other entry shares
+    /// it (an entry replaced or dropped must not leave its answer behind:
+    /// a device that changes its answer at will would fill the set).
+    fn remove(&mut self, key: u64) {
+        if let Some(e) = self.map.remove(&key) {
+            self.forget(e.answer);
+        }
+    }
+
+    /// `answer` is no longer an entry's: out of the set if nobody else
+    /// holds it (the set's own reference and this one).
+    fn forget(&mut self, answer: Arc<Answer>) {
+        if Arc::strong_count(&answer) <= 2 {
+            self.answers.remove(&answer);
+        }
+    }
 }
 
 /// The answers kept.
@@ -199,7 +216,7 @@ impl PollCache {
         let count = self.reports.load(Ordering::Acquire) + 1;
         for d in devices {
             let key = self.keys.hash_one(d);
-            inner.map.remove(&key);
+            inner.remove(key);
             inner.reported.insert(key, count);
         }
         if inner.reported.len() > MAX_REPORTED {
@@ -247,11 +264,11 @@ impl PollCache {
         let Ok(mut inner) = self.inner.lock() else { return };
         let reported_since = at.reports < inner.floor || inner.reported.get(&key).is_some_and(|&r| r > at.reports);
         if !keep || reported_since {
-            inner.map.remove(&key);
+            inner.remove(key);
             return;
         }
         let mut stale = Default::default();
-        if inner.epoch != Some(epoch) || inner.map.len() >= MAX_ENTRIES {
+        if inner.epoch != Some(epoch) || inner.map.len() >= MAX_ENTRIES || inner.answers.len() >= MAX_ENTRIES {
             stale = inner.take(Some(epoch));
         }
         let answer = match inner.answers.get(&answer) {
@@ -263,7 +280,9 @@ impl PollCache {
             }
         };
         let until = now + Duration::from_secs(TTL_SECS);
-        inner.map.insert(key, Entry { check, credentials, peer: asker.peer, until, answer });
+        if let Some(old) = inner.map.insert(key, Entry { check, credentials, peer: asker.peer, until, answer }) {
+            inner.forget(old.answer);
+        }
         drop(inner);
         drop(stale);
     }
@@ -370,6 +389,19 @@ mod tests {
         assert_eq!(dropped, (None, Some(answer(false))), "pc-1's answer only");
         assert_eq!(stale, None, "read before the report: not kept");
         assert_eq!(fresh, Some(answer(false)), "read after it: kept");
+
+        // A device whose answer changes at will (it reports, polls, …)
+        // leaves no answer behind.
+        stable(&cache, |e| {
+            for n in 0..100 {
+                let mut a = answer(false);
+                a.offers[0].package = n;
+                cache.put(&asker, Snapshot { reports: e.reports + 1, ..e }, t, a);
+            }
+        });
+        let i = cache.inner.lock().unwrap();
+        assert_eq!((i.map.len(), i.answers.len()), (2, 2), "pc-1's last answer and pc-2's");
+        drop(i);
 
         // Past MAX_REPORTED devices, nothing read before is kept.
         let e = cache.snapshot().unwrap();

@@ -107,7 +107,19 @@ impl Session {
     /// `POST /api/v1/report` as `device` with `secret`: report `id` says
     /// `package` ended with SUCCESS; the status and the body.
     fn report(&mut self, device: &str, secret: &str, id: u64, package: u64) -> std::io::Result<(u16, Vec<u8>)> {
-        let body = encode_reports(&[Report { id, package, status: StatusCode::Success }]);
+        self.report_status(device, secret, id, package, StatusCode::Success)
+    }
+
+    /// [`Session::report`] with `status`.
+    fn report_status(
+        &mut self,
+        device: &str,
+        secret: &str,
+        id: u64,
+        package: u64,
+        status: StatusCode,
+    ) -> std::io::Result<(u16, Vec<u8>)> {
+        let body = encode_reports(&[Report { id, package, status }]);
         self.send(&format!(
             "POST /api/v1/report HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Outpost {device} {secret}\r\n\
              Content-Length: {}\r\n\r\n{body}",
@@ -297,6 +309,10 @@ fn a_report_drops_the_answer_kept_for_its_device_and_no_other() {
     assert_eq!(s.offers("pc1", &one.secret), Vec::<u64>::new(), "pc1 reported: nothing to offer");
     assert_eq!(s.offers("pc2", &two.secret), [pkg], "pc2 did not");
     assert_eq!(s.polls_from_memory(), before + kept, "pc2's answer was still kept; pc1's was not");
+    // A device cannot reopen its package by reporting the server's own
+    // status (each new set of offers would be an answer to keep).
+    let (status, _) = s.report_status("pc1", &one.secret, 0x52, pkg, StatusCode::parse("NOTIFIED")).unwrap();
+    assert_eq!((status, srv.status_of(pkg, "pc1").as_str()), (400, "SUCCESS"), "NOTIFIED is the server's");
 }
 
 /// The agent's stored credentials (`STATE/identity`), checked private.

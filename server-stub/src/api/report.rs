@@ -48,9 +48,14 @@ pub fn check_from_memory(
     state.poll_cache.knows(&asker, crate::time::monotonic_now()).then(|| read(device, req))
 }
 
-/// The reports of `req`, from the authenticated `device`.
+/// The reports of `req`, from the authenticated `device`. A status the
+/// server gives (NOTIFIED) is refused: a device reporting it would reopen
+/// its package at will.
 fn read(device: &str, req: &Request) -> Result<Checked, Response> {
     let reports = proto::decode_reports(&req.body).map_err(|e| Response::text(400, e.to_string()))?;
+    if let Some(r) = reports.iter().find(|r| [crate::db::NOTIFIED, crate::db::WAITING].contains(&r.status.to_string().as_str())) {
+        return Err(Response::text(400, format!("status {} is the server's to give, not a report", r.status)));
+    }
     let rows = reports
         .iter()
         .map(|r| ReportRow {
@@ -97,7 +102,7 @@ pub fn commit(state: &State, batch: Vec<Vec<ReportRow>>) -> Vec<Result<Vec<bool>
             let changed = db.told(|db| db.report_all(&all)).map_err(|e| e.to_string());
             let concerned = all.iter().enumerate().filter(|(i, _)| changed.as_ref().map_or(true, |c| c[*i]));
             state.poll_cache.reported(concerned.map(|(_, r)| r.device.as_str()));
-            // Rollouts move on with the results (once per group).
+            // Rollouts move on with the results (paced: crate::fleet::pace).
             crate::fleet::contact::after_reports(&mut db, unix_now());
             changed
         }
