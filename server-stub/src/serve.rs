@@ -284,11 +284,20 @@ async fn on_worker<T: Send + 'static>(
 /// How often the contacts that wait are written ([`crate::contacts`]).
 const CONTACT_FLUSH: Duration = Duration::from_secs(1);
 
-/// Write the contacts that wait, every [`CONTACT_FLUSH`].
+/// Write the contacts that wait, every [`CONTACT_FLUSH`]; then move
+/// rollouts on (`crate::fleet::contact::tick`: a `--wave-wait` that ran
+/// out, an evaluation asked for and paced).
 async fn flush_contacts_forever(state: Arc<State>) {
     loop {
         smol::Timer::after(CONTACT_FLUSH).await;
         flush_contacts(&state).await;
+        let st = state.clone();
+        smol::unblock(move || {
+            if let Ok(mut db) = st.db.lock() {
+                crate::fleet::contact::tick(&mut db, crate::time::unix_now());
+            }
+        })
+        .await;
     }
 }
 

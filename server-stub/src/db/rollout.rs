@@ -166,29 +166,58 @@ impl Db {
 
     /// Place a device in a wave of a rollout (once: a device keeps its wave).
     pub fn add_rollout_member(&mut self, id: u64, device: &str, wave: usize) -> DbResult<()> {
-        self.conn.execute(
-            "INSERT INTO rollout_members(rollout, device, wave) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-            params![to_i(id), device, wave as i64],
-        )?;
-        Ok(())
+        self.add_rollout_members(id, &[device], wave)
+    }
+
+    /// Place `devices` in a wave of a rollout, in one transaction (one
+    /// fsync for a whole fleet joining a group, not one each).
+    pub fn add_rollout_members(&mut self, id: u64, devices: &[&str], wave: usize) -> DbResult<()> {
+        if devices.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        {
+            let mut st = tx.prepare_cached(
+                "INSERT INTO rollout_members(rollout, device, wave) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+            )?;
+            for d in devices {
+                st.execute(params![to_i(id), *d, wave as i64])?;
+            }
+        }
+        tx.commit()
     }
 
     /// Assign the rollout's package to `device` unless it already has an
     /// assignment of it; `true` if this made one.
     pub fn rollout_assign(&mut self, r: &RolloutRow, device: &str) -> DbResult<bool> {
+        Ok(self.rollout_assign_all(r, &[device])? > 0)
+    }
+
+    /// [`Db::rollout_assign`] for each of `devices`, in one transaction: how
+    /// many assignments this made.
+    pub fn rollout_assign_all(&mut self, r: &RolloutRow, devices: &[&str]) -> DbResult<usize> {
+        if devices.is_empty() {
+            return Ok(0);
+        }
         let tx = self.conn.transaction()?;
-        let n = tx.execute(
-            "INSERT INTO assignments(package, device, status, updated, force) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
-            params![to_i(r.package), device, WAITING, crate::time::now_rfc3339(), r.force],
-        )?;
-        if n > 0 {
-            tx.execute(
-                "INSERT INTO rollout_assigned(rollout, device) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-                params![to_i(r.id), device],
+        let now = crate::time::now_rfc3339();
+        let mut made = 0;
+        {
+            let mut assign = tx.prepare_cached(
+                "INSERT INTO assignments(package, device, status, updated, force) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
             )?;
+            let mut ours = tx.prepare_cached(
+                "INSERT INTO rollout_assigned(rollout, device) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            )?;
+            for d in devices {
+                if assign.execute(params![to_i(r.package), *d, WAITING, now, r.force])? > 0 {
+                    ours.execute(params![to_i(r.id), *d])?;
+                    made += 1;
+                }
+            }
         }
         tx.commit()?;
-        Ok(n > 0)
+        Ok(made)
     }
 
     /// Withdraw the assignment rollout `r` made to `device` if it was not

@@ -7,7 +7,7 @@
 //! ([`poll`]), so a failure there fails the poll (`500`).
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use outpost_agent::engine::facts::Facts;
 
@@ -17,13 +17,14 @@ use crate::db::{Db, DbResult, Pending};
 /// Longest text read from an OCS value.
 const MAX_VALUE: usize = outpost_agent::engine::facts::MAX_VALUE_LEN;
 
-/// When rollouts were last moved on by a contact (Unix seconds).
-static LAST_EVALUATED: AtomicU64 = AtomicU64::new(0);
+/// When rollouts move on ([`super::pace`]).
+static PACE: Mutex<super::pace::Pace> = Mutex::new(super::pace::Pace::new());
 
 /// A device made contact from `address` at `now`, saying `facts` (or nothing new).
 ///
 /// Rollouts move on at a contact only when it may change a group (a new
-/// device, facts that changed) or at most once a second otherwise (a
+/// device, facts that changed), paced by what an evaluation costs
+/// ([`super::pace`]); the server asks every second otherwise ([`tick`]: a
 /// `--wave-wait` that ran out): an evaluation reads every device while a
 /// rollout lives, and polls come by the thousand a second.
 pub fn on_contact(db: &mut Db, device: &str, facts: Option<&Facts>, address: IpAddr, now: u64) {
@@ -35,8 +36,9 @@ pub fn on_contact(db: &mut Db, device: &str, facts: Option<&Facts>, address: IpA
 
 /// An Outpost device's poll, with its contact unless that waits
 /// ([`crate::contacts`]): one transaction for both ([`Db::contact_and_poll`]);
-/// if the contact may change a group, rollouts move on and the device is
-/// told of what they assigned it at this same poll.
+/// if the contact may change a group, rollouts move on (unless paced:
+/// then within ten times an evaluation's cost) and the device is told of
+/// what they assigned it at this same poll.
 pub fn poll(db: &mut Db, device: &str, contact: Option<(Option<&Facts>, &str, u64)>) -> DbResult<Vec<Pending>> {
     let (changed, pending) = db.contact_and_poll(device, contact)?;
     let Some((_, _, now)) = contact else { return Ok(pending) };
@@ -58,26 +60,49 @@ pub fn poll(db: &mut Db, device: &str, contact: Option<(Option<&Facts>, &str, u6
 }
 
 /// The contacts that waited ([`crate::contacts`]: none changes a group),
-/// recorded in one transaction; then rollouts move on if a second has
-/// passed since they last did.
+/// recorded in one transaction; then rollouts move on if paced so (a
+/// group's filter may read free space, address or last contact).
 pub fn on_contacts(db: &mut Db, contacts: &[Contact], now: u64) {
     let addresses: Vec<String> = contacts.iter().map(|c| c.address.to_string()).collect();
     let rows = contacts.iter().zip(&addresses).map(|(c, a)| (c.device.as_str(), c.free, a.as_str(), c.now));
     let r = db.record_contacts(rows).map_err(super::FleetError::Db);
-    if let Err(e) = r.and_then(|()| evaluate_if(db, false, now)) {
+    if let Err(e) = r.and_then(|()| evaluate_if(db, true, now)) {
         log::error!(target: "outpost", "fleet: {} contacts: {e}", contacts.len());
     }
 }
 
-/// Move rollouts on if a group may have changed or a second has passed.
-fn evaluate_if(db: &mut Db, changed: bool, now: u64) -> Result<(), super::FleetError> {
-    let due = LAST_EVALUATED.fetch_max(now, Ordering::Relaxed) < now;
-    if changed || due { super::rollout::evaluate(db, now) } else { Ok(()) }
+/// Ask for rollouts to move on if `ask` (a group may have changed); run
+/// the evaluation asked for, now or earlier, if paced so.
+fn evaluate_if(db: &mut Db, ask: bool, now: u64) -> Result<(), super::FleetError> {
+    let start = crate::time::monotonic_now();
+    let go = PACE.lock().is_ok_and(|mut p| {
+        if ask {
+            p.ask();
+        }
+        p.start(start)
+    });
+    if !go {
+        return Ok(());
+    }
+    let r = super::rollout::evaluate(db, now);
+    if let Ok(mut p) = PACE.lock() {
+        p.ran(start, crate::time::monotonic_now().saturating_duration_since(start));
+    }
+    r
 }
 
 /// Reports came in: rollouts may move on.
 pub fn after_reports(db: &mut Db, now: u64) {
-    if let Err(e) = super::rollout::evaluate(db, now) {
+    if let Err(e) = evaluate_if(db, true, now) {
+        log::error!(target: "outpost", "fleet: {e}");
+    }
+}
+
+/// A second went by (the server calls this every second): rollouts move
+/// on (a `--wave-wait` may have run out), and what was asked for and
+/// paced runs if its time came.
+pub fn tick(db: &mut Db, now: u64) {
+    if let Err(e) = evaluate_if(db, true, now) {
         log::error!(target: "outpost", "fleet: {e}");
     }
 }

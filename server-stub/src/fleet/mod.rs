@@ -14,6 +14,7 @@
 pub mod contact;
 pub mod expr;
 pub mod members;
+pub mod pace;
 pub mod rollout;
 pub mod status;
 

@@ -167,9 +167,8 @@ pub fn evaluate(db: &mut Db, now: u64) -> Result<(), FleetError> {
         let last = r.waves.len().saturating_sub(1);
         let known: BTreeMap<String, MemberRow> =
             db.rollout_members(r.id)?.into_iter().map(|m| (m.device.clone(), m)).collect();
-        for d in current.iter().filter(|d| !known.contains_key(*d)) {
-            db.add_rollout_member(r.id, d, r.wave.min(last))?;
-        }
+        let joined: Vec<&str> = current.iter().filter(|d| !known.contains_key(*d)).map(String::as_str).collect();
+        db.add_rollout_members(r.id, &joined, r.wave.min(last))?;
         for m in known.values().filter(|m| m.ours && !current.contains(&m.device)) {
             if db.rollout_withdraw(&r, &m.device, false)? {
                 log::info!(target: "outpost", "rollout {}: {} left group {}; package {} withdrawn", r.id, m.device, r.group, r.package);
@@ -178,12 +177,12 @@ pub fn evaluate(db: &mut Db, now: u64) -> Result<(), FleetError> {
         loop {
             if r.state == RUNNING || r.state == DONE {
                 let members = db.rollout_members(r.id)?;
-                for m in members
+                let due: Vec<&str> = members
                     .iter()
                     .filter(|m| m.wave <= r.wave && m.status.is_none() && !m.ours && current.contains(&m.device))
-                {
-                    db.rollout_assign(&r, &m.device)?;
-                }
+                    .map(|m| m.device.as_str())
+                    .collect();
+                db.rollout_assign_all(&r, &due)?;
             }
             if r.state != RUNNING {
                 break;
