@@ -26,6 +26,7 @@ pub mod ct;
 pub mod db;
 pub mod depot;
 pub mod downloads;
+pub mod every_second;
 pub mod faillog;
 pub mod files;
 pub mod fleet;

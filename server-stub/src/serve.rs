@@ -229,7 +229,7 @@ pub fn run_on(dir: &Path, https: Option<String>, http: Option<String>) -> Result
             Ok::<(), String>(())
         };
         ex.spawn(live::watch(state.cert.clone())).detach();
-        ex.spawn(flush_contacts_forever(state.clone())).detach();
+        ex.spawn(crate::every_second::run(state.clone())).detach();
         let accepting = smol::future::zip(
             accept_loop(&ex, &state, https, Side::Https, Some(tls)),
             accept_loop(&ex, &state, plain, Side::Http, None),
@@ -246,7 +246,7 @@ pub fn run_on(dir: &Path, https: Option<String>, http: Option<String>) -> Result
             }
             smol::Timer::after(Duration::from_millis(100)).await;
         }
-        flush_contacts(&state).await;
+        crate::every_second::flush_contacts(&state).await;
         Ok(())
     }));
     drop(stop);
@@ -279,55 +279,6 @@ async fn on_worker<T: Send + 'static>(
             Response::text(500, "internal error"),
         )
     })
-}
-
-/// How often the contacts that wait are written ([`crate::contacts`]).
-const CONTACT_FLUSH: Duration = Duration::from_secs(1);
-
-/// Write the contacts that wait, every [`CONTACT_FLUSH`]; then move
-/// rollouts on (`crate::fleet::contact::tick`: a `--wave-wait` that ran
-/// out, an evaluation asked for and paced).
-async fn flush_contacts_forever(state: Arc<State>) {
-    loop {
-        smol::Timer::after(CONTACT_FLUSH).await;
-        flush_contacts(&state).await;
-        let st = state.clone();
-        smol::unblock(move || {
-            if let Ok(mut db) = st.db.lock() {
-                crate::fleet::contact::tick(&mut db, crate::time::unix_now());
-            }
-        })
-        .await;
-    }
-}
-
-/// Contacts written in one transaction, at most: the database is locked
-/// for a few milliseconds at a time, not for a whole second's polls.
-const CONTACTS_PER_COMMIT: usize = 1024;
-
-/// Write the contacts that wait now, on the blocking pool.
-async fn flush_contacts(state: &Arc<State>) {
-    let mut contacts = state.contacts.take();
-    if contacts.is_empty() {
-        return;
-    }
-    // In key order, each commit writes its own run of pages, not a few
-    // rows on every page of the tables.
-    contacts.sort_unstable_by(|a, b| a.device.cmp(&b.device));
-    let state = state.clone();
-    smol::unblock(move || {
-        for chunk in contacts.chunks(CONTACTS_PER_COMMIT) {
-            // Let a poll waiting for the lock have it between two chunks.
-            std::thread::yield_now();
-            match state.db.lock() {
-                Ok(mut db) => crate::fleet::contact::on_contacts(&mut db, chunk, crate::time::unix_now()),
-                Err(_) => {
-                    log::error!(target: "outpost", "database lock poisoned: {} contacts not recorded", chunk.len())
-                }
-            }
-        }
-    })
-    .await;
 }
 
 /// Accept connections on `listener` forever: admit each through the gate,
