@@ -174,13 +174,8 @@ impl PollCache {
     /// Keep answers read from the SQLite database whose change file is
     /// `file`; none if `None`.
     pub fn new(file: Option<PathBuf>) -> Self {
-        let inner = Inner {
-            epoch: None,
-            map: HashMap::new(),
-            answers: HashSet::new(),
-            reported: HashMap::new(),
-            floor: 0,
-        };
+        let inner =
+            Inner { epoch: None, map: HashMap::new(), answers: HashSet::new(), reported: HashMap::new(), floor: 0 };
         let (keys, checks) = (Default::default(), Default::default());
         Self { file, keys, checks, inner: Mutex::new(inner), reports: AtomicU64::new(0) }
     }

@@ -53,7 +53,9 @@ pub fn check_from_memory(
 /// its package at will.
 fn read(device: &str, req: &Request) -> Result<Checked, Response> {
     let reports = proto::decode_reports(&req.body).map_err(|e| Response::text(400, e.to_string()))?;
-    if let Some(r) = reports.iter().find(|r| [crate::db::NOTIFIED, crate::db::WAITING].contains(&r.status.to_string().as_str())) {
+    if let Some(r) =
+        reports.iter().find(|r| [crate::db::NOTIFIED, crate::db::WAITING].contains(&r.status.to_string().as_str()))
+    {
         return Err(Response::text(400, format!("status {} is the server's to give, not a report", r.status)));
     }
     let rows = reports

@@ -149,7 +149,9 @@ impl Conn {
     /// changes made from another process ([`super::changes`]).
     pub fn sqlite(conn: rusqlite::Connection, changes: Option<PathBuf>) -> Self {
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        Self { inner: Inner::Lite(Lite { conn, durable: std::cell::Cell::new(true), told: Default::default(), changes }) }
+        Self {
+            inner: Inner::Lite(Lite { conn, durable: std::cell::Cell::new(true), told: Default::default(), changes }),
+        }
     }
 
     /// Connect to PostgreSQL at `url` (`postgres://user[:password]@host[:port]/db`).
