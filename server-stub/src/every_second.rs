@@ -11,7 +11,7 @@ use crate::serve::State;
 /// How often the contacts that wait are written ([`crate::contacts`]).
 const CONTACT_FLUSH: Duration = Duration::from_secs(1);
 
-/// Write the contacts that wait, every [`CONTACT_FLUSH`]; then move
+/// Write the contacts that wait, every second; then move
 /// rollouts on (`crate::fleet::contact::tick`: a `--wave-wait` that ran
 /// out, an evaluation asked for and paced).
 pub async fn run(state: Arc<State>) {

@@ -291,7 +291,7 @@ impl Conn {
 impl Conn {
     /// Whether the durable commits from now on are told to the answers
     /// kept by their caller, device by device, rather than by the epoch
-    /// ([`super::changes::changed`]). PostgreSQL keeps no answers.
+    /// (`changes::changed`). PostgreSQL keeps no answers.
     pub fn set_told(&self, told: bool) {
         if let Inner::Lite(c) = &self.inner {
             c.told.set(told);
