@@ -2,7 +2,7 @@
 //! default) and PostgreSQL, chosen for a whole test run by the environment.
 //!
 //! ```text
-//!  OUTPOST_TEST_POSTGRES=postgres://outpost@127.0.0.1:55432/postgres   (scripts/postgres start)
+//!  OUTPOST_TEST_POSTGRES=postgres://outpost@127.0.0.1:25432/postgres   (scripts/postgres start)
 //!     │
 //!     ├─ test_database() ── CREATE DATABASE t_<pid>_<n>_<nanos> ──► TestDatabase (DROPped on drop)
 //!     │                                                                 │
