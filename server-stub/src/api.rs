@@ -171,6 +171,13 @@ fn serve_file(path: &Path, req: &Request) -> Response {
     }
 }
 
+/// The device a request names and the SHA-256 of the secret it presents
+/// (`Authorization: Outpost DEVICE SECRET`), not checked yet.
+fn presented(req: &Request) -> Option<(&str, [u8; 32])> {
+    let (device, secret) = req.header("authorization").and_then(proto::parse_auth_header)?;
+    Some((device, sha256(secret.as_bytes())))
+}
+
 /// Authenticate a device by its secret and, where it has one or the server
 /// requires it, its client certificate `cert` ([`crate::db::Db::authenticate`],
 /// checked on every request), with lockout ([`crate::auth`]). `Err` is the

@@ -47,7 +47,7 @@ pub async fn flush_contacts(state: &Arc<State>) {
             // Let a poll waiting for the lock have it between two chunks.
             std::thread::yield_now();
             match state.db.lock() {
-                Ok(mut db) => crate::fleet::contact::on_contacts(&mut db, chunk, crate::time::unix_now()),
+                Ok(mut db) => crate::fleet::contact::on_contacts(&mut db, chunk),
                 Err(_) => {
                     log::error!(target: "outpost", "database lock poisoned: {} contacts not recorded", chunk.len())
                 }

@@ -471,18 +471,17 @@ async fn route(
         // Checked here if the device's answer is kept, else on a poll
         // worker; recorded by the group commit, which the request awaits
         // holding no thread.
-        if let Some(checked) = crate::api::report::check_from_memory(state, &req, origin.client, cert) {
-            let resp = match checked {
-                Ok(c) => crate::api::report::record(state, c).await,
-                Err(r) => r,
-            };
-            return (req, resp);
-        }
-        let checked =
-            on_worker(state, req, "report", move |st, req| crate::api::report::check(st, req, origin.client, cert));
-        let (req, checked) = match checked.await {
-            Ok(c) => c,
-            Err(refused) => return refused,
+        let (req, checked) = match crate::api::report::check_from_memory(state, &req, origin.client, cert) {
+            Some(checked) => (req, checked),
+            None => {
+                let on = on_worker(state, req, "report", move |st, req| {
+                    crate::api::report::check(st, req, origin.client, cert)
+                });
+                match on.await {
+                    Ok(c) => c,
+                    Err(refused) => return refused,
+                }
+            }
         };
         let resp = match checked {
             Ok(c) => crate::api::report::record(state, c).await,

@@ -8,7 +8,6 @@
 use std::net::IpAddr;
 
 use outpost_agent::engine::facts::Facts;
-use outpost_agent::engine::manifest::sha256;
 use outpost_agent::engine::proto::{self, Offer, PollReply};
 
 use crate::db::Pending;
@@ -26,8 +25,8 @@ pub fn from_memory(state: &State, req: &Request, peer: IpAddr, cert: Option<Fing
     if req.method != "POST" || !state.poll_cache.enabled() {
         return None;
     }
-    let (device, secret) = req.header("authorization").and_then(proto::parse_auth_header)?;
-    let asker = Asker { device, secret_sha256: &sha256(secret.as_bytes()), cert: cert.as_ref(), peer };
+    let (device, secret_sha256) = super::presented(req)?;
+    let asker = Asker { device, secret_sha256: &secret_sha256, cert: cert.as_ref(), peer };
     let answer = state.poll_cache.get(&asker, crate::time::monotonic_now())?;
     // The body is read only now, for a device known: progress lines are
     // stored, and facts that do not parse logged, by the whole path.
@@ -104,9 +103,9 @@ pub(super) fn poll(state: &State, req: &Request, peer: IpAddr, cert: Option<Fing
     let resp = reply(state, &pending, identity, &depots);
     if let Some(snapshot) = snapshot
         && !staged
-        && let Some((_, secret)) = req.header("authorization").and_then(proto::parse_auth_header)
+        && let Some((_, secret_sha256)) = super::presented(req)
     {
-        let asker = Asker { device, secret_sha256: &sha256(secret.as_bytes()), cert: cert.as_ref(), peer };
+        let asker = Asker { device, secret_sha256: &secret_sha256, cert: cert.as_ref(), peer };
         state.poll_cache.put(&asker, snapshot, crate::time::monotonic_now(), Answer { offers: pending, depots });
     }
     resp

@@ -10,7 +10,6 @@
 use std::net::IpAddr;
 
 use outpost_agent::engine::digest::hex;
-use outpost_agent::engine::manifest::sha256;
 use outpost_agent::engine::proto::{self, Report};
 
 use crate::db::ReportRow;
@@ -43,8 +42,8 @@ pub fn check_from_memory(
     peer: IpAddr,
     cert: Option<Fingerprint>,
 ) -> Option<Result<Checked, Response>> {
-    let (device, secret) = req.header("authorization").and_then(proto::parse_auth_header)?;
-    let asker = Asker { device, secret_sha256: &sha256(secret.as_bytes()), cert: cert.as_ref(), peer };
+    let (device, secret_sha256) = super::presented(req)?;
+    let asker = Asker { device, secret_sha256: &secret_sha256, cert: cert.as_ref(), peer };
     state.poll_cache.knows(&asker, crate::time::monotonic_now()).then(|| read(device, req))
 }
 

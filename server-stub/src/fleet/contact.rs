@@ -60,13 +60,13 @@ pub fn poll(db: &mut Db, device: &str, contact: Option<(Option<&Facts>, &str, u6
 }
 
 /// The contacts that waited ([`crate::contacts`]: none changes a group),
-/// recorded in one transaction; then rollouts move on if paced so (a
-/// group's filter may read free space, address or last contact).
-pub fn on_contacts(db: &mut Db, contacts: &[Contact], now: u64) {
+/// recorded in one transaction. Rollouts (a group's filter may read free
+/// space, address or last contact) move on at the [`tick`] that follows
+/// each flush in `serve` (`crate::every_second`).
+pub fn on_contacts(db: &mut Db, contacts: &[Contact]) {
     let addresses: Vec<String> = contacts.iter().map(|c| c.address.to_string()).collect();
     let rows = contacts.iter().zip(&addresses).map(|(c, a)| (c.device.as_str(), c.free, a.as_str(), c.now));
-    let r = db.record_contacts(rows).map_err(super::FleetError::Db);
-    if let Err(e) = r.and_then(|()| evaluate_if(db, true, now)) {
+    if let Err(e) = db.record_contacts(rows) {
         log::error!(target: "outpost", "fleet: {} contacts: {e}", contacts.len());
     }
 }

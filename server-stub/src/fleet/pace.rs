@@ -61,7 +61,8 @@ impl Pace {
     }
 
     /// Whether an evaluation asked for waits.
-    pub fn waiting(&self) -> bool {
+    #[cfg(test)]
+    fn waiting(&self) -> bool {
         self.wanted
     }
 }
