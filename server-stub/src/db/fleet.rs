@@ -181,11 +181,20 @@ impl Db {
 
     /// Every device with its facts, by id.
     pub fn devices_with_facts(&self) -> DbResult<Vec<DeviceRow>> {
-        let mut st = self.conn.prepare(
+        self.facts_where("ORDER BY d.id", &[])
+    }
+
+    /// One device with its facts (`None`: no such device).
+    pub fn device_with_facts(&self, id: &str) -> DbResult<Option<DeviceRow>> {
+        Ok(self.facts_where("WHERE d.id = ?1", params![id])?.pop())
+    }
+
+    fn facts_where(&self, tail: &str, args: &[&dyn super::ToArg]) -> DbResult<Vec<DeviceRow>> {
+        let mut st = self.conn.prepare(&format!(
             "SELECT d.id, d.kind, f.host, f.os, f.os_version, f.arch, f.agent, f.free, f.tags, f.address,
-             f.last_contact FROM devices d LEFT JOIN device_facts f ON f.device = d.id ORDER BY d.id",
-        )?;
-        st.query_map([], |r| {
+             f.last_contact FROM devices d LEFT JOIN device_facts f ON f.device = d.id {tail}"
+        ))?;
+        st.query_map(args, |r| {
             let s = |i| r.get::<_, Option<String>>(i).map(Option::unwrap_or_default);
             let tags = s(8)?;
             Ok(DeviceRow {
@@ -241,6 +250,15 @@ impl Db {
     /// Remove a device from a static group; `false` if it was not there.
     pub fn group_remove_device(&mut self, group: &str, device: &str) -> DbResult<bool> {
         Ok(self.conn.execute("DELETE FROM group_members WHERE grp = ?1 AND device = ?2", params![group, device])? > 0)
+    }
+
+    /// Whether `device` is in the static group `group`.
+    pub fn group_has_device(&self, group: &str, device: &str) -> DbResult<bool> {
+        Ok(self
+            .conn
+            .query_row("SELECT 1 FROM group_members WHERE grp = ?1 AND device = ?2", params![group, device], |_| Ok(()))
+            .optional()?
+            .is_some())
     }
 
     /// The members of a static group, by id.

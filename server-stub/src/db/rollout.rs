@@ -146,14 +146,29 @@ impl Db {
 
     /// The rollout's members so far with their waves and statuses.
     pub fn rollout_members(&self, id: u64) -> DbResult<Vec<MemberRow>> {
-        let mut st = self.conn.prepare(
+        self.members_where(id, None)
+    }
+
+    /// [`Db::rollout_members`] of `device` alone (none or one).
+    pub fn rollout_member(&self, id: u64, device: &str) -> DbResult<Vec<MemberRow>> {
+        self.members_where(id, Some(device))
+    }
+
+    fn members_where(&self, id: u64, device: Option<&str>) -> DbResult<Vec<MemberRow>> {
+        let one = if device.is_some() { "AND m.device = ?2" } else { "" };
+        let mut st = self.conn.prepare(&format!(
             "SELECT m.device, m.wave, a.status, o.device IS NOT NULL FROM rollout_members m
              JOIN rollouts r ON r.id = m.rollout
              LEFT JOIN assignments a ON a.package = r.package AND a.device = m.device
              LEFT JOIN rollout_assigned o ON o.rollout = m.rollout AND o.device = m.device
-             WHERE m.rollout = ?1 ORDER BY m.device",
-        )?;
-        st.query_map([to_i(id)], |r| {
+             WHERE m.rollout = ?1 {one} ORDER BY m.device"
+        ))?;
+        let id = to_i(id);
+        let mut args: Vec<&dyn super::ToArg> = vec![&id];
+        if let Some(d) = &device {
+            args.push(d);
+        }
+        st.query_map(&args[..], |r| {
             Ok(MemberRow {
                 device: r.get(0)?,
                 wave: r.get::<_, i64>(1)?.max(0) as usize,

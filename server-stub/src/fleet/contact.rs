@@ -22,27 +22,38 @@ static PACE: Mutex<super::pace::Pace> = Mutex::new(super::pace::Pace::new());
 
 /// A device made contact from `address` at `now`, saying `facts` (or nothing new).
 ///
-/// Rollouts move on at a contact only when it may change a group (a new
-/// device, facts that changed), paced by what an evaluation costs
-/// ([`super::pace`]); the server asks every second otherwise ([`tick`]: a
-/// `--wave-wait` that ran out): an evaluation reads every device while a
-/// rollout lives, and polls come by the thousand a second.
+/// A contact that may change a group (a new device, facts that changed)
+/// moves this device's rollouts on at once, and asks for the whole
+/// evaluation, paced by what it costs ([`super::pace`]); the server asks
+/// every second otherwise ([`tick`]: a `--wave-wait` that ran out): an
+/// evaluation reads every device while a rollout lives, and polls come by
+/// the thousand a second.
 pub fn on_contact(db: &mut Db, device: &str, facts: Option<&Facts>, address: IpAddr, now: u64) {
     let r = db.record_contact(device, facts, &address.to_string(), now).map_err(super::FleetError::Db);
-    if let Err(e) = r.and_then(|changed| evaluate_if(db, changed, now)) {
+    if let Err(e) = r.and_then(|changed| on_change(db, device, changed, now)) {
         log::error!(target: "outpost", "fleet: device {device}: {e}");
     }
 }
 
+/// If the contact may have changed `device`'s groups (`changed`), it joins
+/// or leaves rollouts now ([`super::rollout::evaluate_device`]), and the
+/// whole evaluation is asked for (paced).
+fn on_change(db: &mut Db, device: &str, changed: bool, now: u64) -> Result<(), super::FleetError> {
+    if changed {
+        super::rollout::evaluate_device(db, device, now)?;
+    }
+    evaluate_if(db, changed, now)
+}
+
 /// An Outpost device's poll, with its contact unless that waits
 /// ([`crate::contacts`]): one transaction for both ([`Db::contact_and_poll`]);
-/// if the contact may change a group, rollouts move on (unless paced:
-/// then within ten times an evaluation's cost) and the device is told of
-/// what they assigned it at this same poll.
+/// if the contact may change a group, the device joins or leaves rollouts
+/// and is told of what they assigned it at this same poll (waves move on
+/// when the paced evaluation runs).
 pub fn poll(db: &mut Db, device: &str, contact: Option<(Option<&Facts>, &str, u64)>) -> DbResult<Vec<Pending>> {
     let (changed, pending) = db.contact_and_poll(device, contact)?;
     let Some((_, _, now)) = contact else { return Ok(pending) };
-    if let Err(e) = evaluate_if(db, changed, now) {
+    if let Err(e) = on_change(db, device, changed, now) {
         log::error!(target: "outpost", "fleet: device {device}: {e}");
     }
     if !changed {
@@ -151,6 +162,41 @@ pub fn ocs_inventory_facts(xml: &str, user_agent: Option<&str>) -> Option<Facts>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_device_that_joins_a_group_is_told_at_that_poll_while_the_evaluation_is_paced() {
+        let mut db = crate::db::test_db("contact-paced");
+        let p =
+            crate::db::NewPackage { id: 9, name: "p", action: "EXECUTE", priority: 5, frags: 0, size: 0, https: false };
+        db.add_package(&p).unwrap();
+        db.add_device("pc0", &[1; 32]).unwrap();
+        db.add_group("lyon", Some("tag = \"lyon\"")).unwrap();
+        let r = crate::db::NewRollout {
+            package: 9,
+            group: "lyon",
+            force: false,
+            waves: &[100],
+            wave_wait: None,
+            halt_above: 100,
+        };
+        super::super::rollout::start(&mut db, &r, 1000).unwrap();
+        let facts = |t: &[&str]| Facts {
+            os: "linux".into(),
+            tags: t.iter().map(|s| s.to_string()).collect(),
+            ..Facts::default()
+        };
+        // The last whole evaluation cost a second: none runs for ten (this
+        // process's only user of PACE: no other test goes through it).
+        let now = crate::time::monotonic_now();
+        PACE.lock().unwrap().ran(now, std::time::Duration::from_secs(1));
+        let before = poll(&mut db, "pc0", Some((Some(&facts(&[])), "127.0.0.1", 1000))).unwrap();
+        assert!(before.is_empty());
+        let got = poll(&mut db, "pc0", Some((Some(&facts(&["lyon"])), "127.0.0.1", 1001))).unwrap();
+        assert_eq!(got.iter().map(|p| (p.package, p.new)).collect::<Vec<_>>(), [(9, true)], "told at this poll");
+        let gone = poll(&mut db, "pc0", Some((Some(&facts(&[])), "127.0.0.1", 1002))).unwrap();
+        assert_eq!(gone.len(), 1, "sent already: a rollout withdraws only what it has not sent");
+        *PACE.lock().unwrap() = super::super::pace::Pace::new();
+    }
 
     #[test]
     fn an_ocs_inventory_gives_host_os_arch_agent_and_tags() {

@@ -36,3 +36,11 @@ pub fn members(db: &Db, group: &GroupRow, devices: &[DeviceRow], now: u64) -> Re
         Some(f) => matching(devices, &Expr::parse(f)?, now).into_iter().map(|d| d.id.clone()).collect(),
     })
 }
+
+/// Whether `device` is in `group` now: [`members`] for one device.
+pub fn contains(db: &Db, group: &GroupRow, device: &DeviceRow, now: u64) -> Result<bool, FleetError> {
+    Ok(match &group.filter {
+        None => db.group_has_device(&group.name, &device.id)?,
+        Some(f) => Expr::parse(f)?.matches(&subject(device, now)),
+    })
+}

@@ -17,12 +17,15 @@
 //! the last wave is through, the rollout is `done` (and its later members
 //! still get the package).
 //!
-//! Evaluation is lazy: it runs at every poll, PROLOG and report, and in
-//! `status`; no timer. A `wave_wait` therefore ends at the first of those
-//! after it. Its cost is one pass over the devices per request while a
-//! rollout lives.
+//! A device whose facts changed (or that is new) joins or leaves at that
+//! contact ([`evaluate_device`]: a few statements per rollout). The whole
+//! evaluation ([`evaluate`]: one pass over every device while a rollout
+//! lives) runs when reports come, when a contact may change a group, every
+//! second in `serve`, and in `status` and the group commands; paced by its
+//! cost on a large fleet (`super::pace`). A `wave_wait` therefore ends
+//! within about a second after it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::FleetError;
 use super::members::members;
@@ -121,7 +124,7 @@ impl WaveCounts {
 }
 
 /// Per wave, the counts of the members in `current` (the group now).
-pub fn counts(r: &RolloutRow, known: &[MemberRow], current: &std::collections::BTreeSet<String>) -> Vec<WaveCounts> {
+pub fn counts(r: &RolloutRow, known: &[MemberRow], current: &BTreeSet<String>) -> Vec<WaveCounts> {
     let mut out = vec![WaveCounts::default(); r.waves.len()];
     for m in known.iter().filter(|m| current.contains(&m.device)) {
         let Some(c) = out.get_mut(m.wave) else { continue };
@@ -165,25 +168,9 @@ pub fn evaluate(db: &mut Db, now: u64) -> Result<(), FleetError> {
         }
         let current = &groups[&r.group];
         let last = r.waves.len().saturating_sub(1);
-        let known: BTreeMap<String, MemberRow> =
-            db.rollout_members(r.id)?.into_iter().map(|m| (m.device.clone(), m)).collect();
-        let joined: Vec<&str> = current.iter().filter(|d| !known.contains_key(*d)).map(String::as_str).collect();
-        db.add_rollout_members(r.id, &joined, r.wave.min(last))?;
-        for m in known.values().filter(|m| m.ours && !current.contains(&m.device)) {
-            if db.rollout_withdraw(&r, &m.device, false)? {
-                log::info!(target: "outpost", "rollout {}: {} left group {}; package {} withdrawn", r.id, m.device, r.group, r.package);
-            }
-        }
+        settle(db, &r, current, None)?;
         loop {
-            if r.state == RUNNING || r.state == DONE {
-                let members = db.rollout_members(r.id)?;
-                let due: Vec<&str> = members
-                    .iter()
-                    .filter(|m| m.wave <= r.wave && m.status.is_none() && !m.ours && current.contains(&m.device))
-                    .map(|m| m.device.as_str())
-                    .collect();
-                db.rollout_assign_all(&r, &due)?;
-            }
+            assign_due(db, &r, current, None)?;
             if r.state != RUNNING {
                 break;
             }
@@ -216,6 +203,69 @@ pub fn evaluate(db: &mut Db, now: u64) -> Result<(), FleetError> {
         }
     }
     Ok(())
+}
+
+/// Move every live rollout on for `device` alone, at `now`: it joins the
+/// rollouts of the groups it is in now (and gets their package if its wave
+/// was reached) and loses what a rollout of a group it left had assigned it
+/// and not sent. Waves do not move on ([`evaluate`] does that): a few
+/// statements per rollout, not a pass over every device, so a device whose
+/// facts changed is told at this same contact.
+pub fn evaluate_device(db: &mut Db, device: &str, now: u64) -> Result<(), FleetError> {
+    let rollouts = db.rollouts(true)?;
+    if rollouts.is_empty() {
+        return Ok(());
+    }
+    let Some(row) = db.device_with_facts(device)? else { return Ok(()) };
+    for r in rollouts {
+        let Some(group) = db.group(&r.group)? else { continue };
+        let current: BTreeSet<String> =
+            if super::members::contains(db, &group, &row, now)? { [row.id.clone()].into() } else { BTreeSet::new() };
+        settle(db, &r, &current, Some(device))?;
+        assign_due(db, &r, &current, Some(device))?;
+    }
+    Ok(())
+}
+
+/// Rollout `r`'s members (of `only` that device, or all) as the group is
+/// now (`current`; of `only` alone if given): who joined goes into the
+/// wave running, who left loses an assignment the rollout made and did not send.
+fn settle(db: &mut Db, r: &RolloutRow, current: &BTreeSet<String>, only: Option<&str>) -> Result<(), FleetError> {
+    let last = r.waves.len().saturating_sub(1);
+    let known: BTreeMap<String, MemberRow> =
+        member_rows(db, r.id, only)?.into_iter().map(|m| (m.device.clone(), m)).collect();
+    let joined: Vec<&str> = current.iter().filter(|d| !known.contains_key(*d)).map(String::as_str).collect();
+    db.add_rollout_members(r.id, &joined, r.wave.min(last))?;
+    for m in known.values().filter(|m| m.ours && !current.contains(&m.device)) {
+        if db.rollout_withdraw(r, &m.device, false)? {
+            log::info!(target: "outpost", "rollout {}: {} left group {}; package {} withdrawn", r.id, m.device, r.group, r.package);
+        }
+    }
+    Ok(())
+}
+
+/// A running or done rollout assigns its package to the members in
+/// `current` (of `only` if given) whose wave was reached and that have no
+/// assignment of it.
+fn assign_due(db: &mut Db, r: &RolloutRow, current: &BTreeSet<String>, only: Option<&str>) -> Result<(), FleetError> {
+    if r.state != RUNNING && r.state != DONE {
+        return Ok(());
+    }
+    let members = member_rows(db, r.id, only)?;
+    let due: Vec<&str> = members
+        .iter()
+        .filter(|m| m.wave <= r.wave && m.status.is_none() && !m.ours && current.contains(&m.device))
+        .map(|m| m.device.as_str())
+        .collect();
+    db.rollout_assign_all(r, &due)?;
+    Ok(())
+}
+
+fn member_rows(db: &Db, id: u64, only: Option<&str>) -> Result<Vec<MemberRow>, FleetError> {
+    Ok(match only {
+        Some(d) => db.rollout_member(id, d)?,
+        None => db.rollout_members(id)?,
+    })
 }
 
 /// `rollout resume`: a halted rollout starts its next wave at `now`.

@@ -189,3 +189,41 @@ fn a_poll_records_its_contact_and_its_notified_marks_together_and_a_waiting_one_
         .unwrap();
     assert_eq!(free, Some(5), "a newer one is written, free space with it");
 }
+
+#[test]
+fn one_device_joins_and_leaves_its_rollouts_without_a_pass_over_the_fleet() {
+    let mut d = db("one-device");
+    for i in 0..3 {
+        d.add_device(&format!("pc{i}"), &[1; 32]).unwrap();
+    }
+    d.add_group("lyon", Some("tag = \"lyon\"")).unwrap();
+    d.record_contact("pc0", Some(&tags(&["lyon"])), "127.0.0.1", 1000).unwrap();
+    let r = NewRollout { package: 7, group: "lyon", force: false, waves: &[100], wave_wait: None, halt_above: 100 };
+    start(&mut d, &r, 1000).unwrap();
+    assert_eq!(status(&d, "pc0").as_deref(), Some(WAITING));
+
+    // pc1 gains the tag: it joins at its own contact; pc2 (tagged too, not evaluated) does not.
+    d.record_contact("pc1", Some(&tags(&["lyon"])), "127.0.0.1", 1001).unwrap();
+    d.record_contact("pc2", Some(&tags(&["lyon"])), "127.0.0.1", 1001).unwrap();
+    // pc0 loses it, unevaluated: its assignment stays until its own turn.
+    d.record_contact("pc0", Some(&tags(&[])), "127.0.0.1", 1001).unwrap();
+    evaluate_device(&mut d, "pc1", 1001).unwrap();
+    assert_eq!(status(&d, "pc1").as_deref(), Some(WAITING), "joined at its contact");
+    assert_eq!(status(&d, "pc2"), None, "only the device asked for");
+    assert_eq!(status(&d, "pc0").as_deref(), Some(WAITING));
+    evaluate_device(&mut d, "pc0", 1001).unwrap();
+    assert_eq!(status(&d, "pc0"), None, "left before it was notified: withdrawn");
+    evaluate_device(&mut d, "no-such-device", 1001).unwrap();
+
+    // A halted rollout takes a new member into its wave and sends it nothing.
+    let id = d.rollouts(true).unwrap()[0].id;
+    d.set_rollout(id, 0, 1000, HALTED, "test").unwrap();
+    evaluate_device(&mut d, "pc2", 1002).unwrap();
+    assert_eq!(status(&d, "pc2"), None);
+    assert!(d.rollout_members(id).unwrap().iter().any(|m| m.device == "pc2"));
+    // And the whole pass agrees with what was done one device at a time.
+    d.set_rollout(id, 0, 1000, RUNNING, "").unwrap();
+    evaluate(&mut d, 1003).unwrap();
+    let got: Vec<(String, String)> = d.status(Some(7)).unwrap().into_iter().map(|r| (r.device, r.status)).collect();
+    assert_eq!(got, [("pc1".to_string(), WAITING.to_string()), ("pc2".to_string(), WAITING.to_string())]);
+}
