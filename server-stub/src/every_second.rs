@@ -1,31 +1,56 @@
 //! What `serve` does every second, off the request path: write the
 //! contacts that waited ([`crate::contacts`]), then move rollouts on
-//! ([`crate::fleet::contact::tick`]: a `--wave-wait` that ran out, an
-//! evaluation asked for and paced by [`crate::fleet::pace`]).
+//! ([`crate::fleet::contact::tick`], on a thread of its own, paced by
+//! [`crate::fleet::pace`]).
 
 use std::sync::Arc;
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::time::Duration;
 
+use crate::fleet::pace::Pace;
 use crate::serve::State;
 
 /// How often the contacts that wait are written ([`crate::contacts`]).
 const CONTACT_FLUSH: Duration = Duration::from_secs(1);
 
-/// Write the contacts that wait, every second; then move
-/// rollouts on (`crate::fleet::contact::tick`: a `--wave-wait` that ran
-/// out, an evaluation asked for and paced).
+/// Write the contacts that wait, every second; then move rollouts on.
 pub async fn run(state: Arc<State>) {
+    let rollouts = match rollout_thread(state.clone()) {
+        Ok(tx) => Some(tx),
+        Err(e) => {
+            log::error!(target: "outpost", "fleet: no thread for rollouts ({e}): they move on only at `status`");
+            None
+        }
+    };
     loop {
         smol::Timer::after(CONTACT_FLUSH).await;
         flush_contacts(&state).await;
-        let st = state.clone();
-        smol::unblock(move || {
-            if let Ok(mut db) = st.db.lock() {
-                crate::fleet::contact::tick(&mut db, crate::time::unix_now());
+        if let Some(tx) = &rollouts {
+            // One waits at most: a tick that finds the thread busy is not kept.
+            if let Err(TrySendError::Disconnected(())) = tx.try_send(()) {
+                log::error!(target: "outpost", "fleet: the rollouts thread ended");
             }
-        })
-        .await;
+        }
     }
+}
+
+/// The thread that runs every whole rollout evaluation of this process,
+/// one at a time: an evaluation reads every device (tens of MiB with
+/// 100,000), and run on whichever thread asked, each of those kept its
+/// peak (233 MiB resident with one rollout over 100,000 devices). It
+/// ends when `serve` drops the sender.
+fn rollout_thread(state: Arc<State>) -> std::io::Result<SyncSender<()>> {
+    let (tx, rx) = sync_channel::<()>(1);
+    std::thread::Builder::new().name("rollouts".into()).spawn(move || {
+        let mut pace = Pace::new();
+        while rx.recv().is_ok() {
+            match state.db.lock() {
+                Ok(mut db) => crate::fleet::contact::tick(&mut db, &mut pace, crate::time::unix_now()),
+                Err(_) => log::error!(target: "outpost", "database lock poisoned: rollouts do not move on"),
+            }
+        }
+    })?;
+    Ok(tx)
 }
 
 /// Contacts written in one transaction, at most: the database is locked

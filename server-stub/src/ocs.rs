@@ -337,7 +337,6 @@ pub fn handle(
             match db.report_ocs(&device_id, id, code.as_str()) {
                 Ok(true) => {
                     log::info!(target: "outpost", "OCS device {device_id}: package {id} -> {code}");
-                    crate::fleet::contact::after_reports(&mut db, now);
                 }
                 Ok(false) => {
                     log::warn!(target: "outpost", "OCS device {device_id}: report {code} for unassigned package {id}")

@@ -17,7 +17,6 @@ use crate::http::{Request, Response};
 use crate::pki::Fingerprint;
 use crate::poll_cache::Asker;
 use crate::serve::State;
-use crate::time::unix_now;
 
 /// A report request that passed [`check`].
 pub struct Checked {
@@ -103,8 +102,6 @@ pub fn commit(state: &State, batch: Vec<Vec<ReportRow>>) -> Vec<Result<Vec<bool>
             let changed = db.told(|db| db.report_all(&all)).map_err(|e| e.to_string());
             let concerned = all.iter().enumerate().filter(|(i, _)| changed.as_ref().map_or(true, |c| c[*i]));
             state.poll_cache.reported(concerned.map(|(_, r)| r.device.as_str()));
-            // Rollouts move on with the results (paced: crate::fleet::pace).
-            crate::fleet::contact::after_reports(&mut db, unix_now());
             changed
         }
         Err(_) => Err("database lock poisoned".to_string()),

@@ -1,33 +1,30 @@
 //! What the server does with each contact of a device: record its facts
 //! (an Outpost poll's `facts` line, an OCS agent's INVENTORY) and its
-//! address and time, then move rollouts on (`super::rollout::evaluate`),
-//! before the device is told what to install. A failure to record an OCS
+//! address and time; a device whose facts changed joins or leaves its
+//! rollouts (`super::rollout::evaluate_device`) before it is told what to
+//! install; the whole evaluation runs once a second ([`tick`]). A failure to record an OCS
 //! contact is logged and does not fail the request; an Outpost poll's
 //! contact shares its transaction with the poll's NOTIFIED marks
 //! ([`poll`]), so a failure there fails the poll (`500`).
 
 use std::net::IpAddr;
-use std::sync::Mutex;
 
 use outpost_agent::engine::facts::Facts;
 
+use super::pace::Pace;
 use crate::contacts::Contact;
 use crate::db::{Db, DbResult, Pending};
 
 /// Longest text read from an OCS value.
 const MAX_VALUE: usize = outpost_agent::engine::facts::MAX_VALUE_LEN;
 
-/// When rollouts move on ([`super::pace`]).
-static PACE: Mutex<super::pace::Pace> = Mutex::new(super::pace::Pace::new());
-
 /// A device made contact from `address` at `now`, saying `facts` (or nothing new).
 ///
 /// A contact that may change a group (a new device, facts that changed)
-/// moves this device's rollouts on at once, and asks for the whole
-/// evaluation, paced by what it costs ([`super::pace`]); the server asks
-/// every second otherwise ([`tick`]: a `--wave-wait` that ran out): an
-/// evaluation reads every device while a rollout lives, and polls come by
-/// the thousand a second.
+/// moves this device's rollouts on at once (a few statements per rollout);
+/// the whole evaluation, which reads every device while a rollout lives,
+/// runs once a second at most, off the request path ([`tick`]): polls come
+/// by the thousand a second.
 pub fn on_contact(db: &mut Db, device: &str, facts: Option<&Facts>, address: IpAddr, now: u64) {
     let r = db.record_contact(device, facts, &address.to_string(), now).map_err(super::FleetError::Db);
     if let Err(e) = r.and_then(|changed| on_change(db, device, changed, now)) {
@@ -36,13 +33,13 @@ pub fn on_contact(db: &mut Db, device: &str, facts: Option<&Facts>, address: IpA
 }
 
 /// If the contact may have changed `device`'s groups (`changed`), it joins
-/// or leaves rollouts now ([`super::rollout::evaluate_device`]), and the
-/// whole evaluation is asked for (paced).
+/// or leaves rollouts now ([`super::rollout::evaluate_device`]); waves
+/// move on at the next [`tick`].
 fn on_change(db: &mut Db, device: &str, changed: bool, now: u64) -> Result<(), super::FleetError> {
     if changed {
         super::rollout::evaluate_device(db, device, now)?;
     }
-    evaluate_if(db, changed, now)
+    Ok(())
 }
 
 /// An Outpost device's poll, with its contact unless that waits
@@ -72,8 +69,7 @@ pub fn poll(db: &mut Db, device: &str, contact: Option<(Option<&Facts>, &str, u6
 
 /// The contacts that waited ([`crate::contacts`]: none changes a group),
 /// recorded in one transaction. Rollouts (a group's filter may read free
-/// space, address or last contact) move on at the [`tick`] that follows
-/// each flush in `serve` (`crate::every_second`).
+/// space, address or last contact) move on at the next [`tick`].
 pub fn on_contacts(db: &mut Db, contacts: &[Contact]) {
     let addresses: Vec<String> = contacts.iter().map(|c| c.address.to_string()).collect();
     let rows = contacts.iter().zip(&addresses).map(|(c, a)| (c.device.as_str(), c.free, a.as_str(), c.now));
@@ -82,40 +78,21 @@ pub fn on_contacts(db: &mut Db, contacts: &[Contact]) {
     }
 }
 
-/// Ask for rollouts to move on if `ask` (a group may have changed); run
-/// the evaluation asked for, now or earlier, if paced so.
-fn evaluate_if(db: &mut Db, ask: bool, now: u64) -> Result<(), super::FleetError> {
+/// A second went by (`serve` calls this every second, on one thread of its
+/// own): rollouts move on ([`super::rollout::evaluate`]: waves whose
+/// results came or whose `--wave-wait` ran out, devices whose facts the
+/// contacts of the last second changed), unless `pace` says the last
+/// evaluation cost too much for another one yet.
+pub fn tick(db: &mut Db, pace: &mut Pace, now: u64) {
     let start = crate::time::monotonic_now();
-    let go = PACE.lock().is_ok_and(|mut p| {
-        if ask {
-            p.ask();
-        }
-        p.start(start)
-    });
-    if !go {
-        return Ok(());
+    pace.ask();
+    if !pace.start(start) {
+        return;
     }
-    let r = super::rollout::evaluate(db, now);
-    if let Ok(mut p) = PACE.lock() {
-        p.ran(start, crate::time::monotonic_now().saturating_duration_since(start));
-    }
-    r
-}
-
-/// Reports came in: rollouts may move on.
-pub fn after_reports(db: &mut Db, now: u64) {
-    if let Err(e) = evaluate_if(db, true, now) {
+    if let Err(e) = super::rollout::evaluate(db, now) {
         log::error!(target: "outpost", "fleet: {e}");
     }
-}
-
-/// A second went by (the server calls this every second): rollouts move
-/// on (a `--wave-wait` may have run out), and what was asked for and
-/// paced runs if its time came.
-pub fn tick(db: &mut Db, now: u64) {
-    if let Err(e) = evaluate_if(db, true, now) {
-        log::error!(target: "outpost", "fleet: {e}");
-    }
+    pace.ran(start, crate::time::monotonic_now().saturating_duration_since(start));
 }
 
 /// The facts an OCS agent's INVENTORY gives (`CONTENT/HARDWARE`: NAME,
@@ -164,7 +141,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_device_that_joins_a_group_is_told_at_that_poll_while_the_evaluation_is_paced() {
+    fn a_device_that_joins_a_group_is_told_at_that_poll_without_a_whole_evaluation() {
         let mut db = crate::db::test_db("contact-paced");
         let p =
             crate::db::NewPackage { id: 9, name: "p", action: "EXECUTE", priority: 5, frags: 0, size: 0, https: false };
@@ -185,17 +162,13 @@ mod tests {
             tags: t.iter().map(|s| s.to_string()).collect(),
             ..Facts::default()
         };
-        // The last whole evaluation cost a second: none runs for ten (this
-        // process's only user of PACE: no other test goes through it).
-        let now = crate::time::monotonic_now();
-        PACE.lock().unwrap().ran(now, std::time::Duration::from_secs(1));
+        // No whole evaluation runs here: the device alone is moved on.
         let before = poll(&mut db, "pc0", Some((Some(&facts(&[])), "127.0.0.1", 1000))).unwrap();
         assert!(before.is_empty());
         let got = poll(&mut db, "pc0", Some((Some(&facts(&["lyon"])), "127.0.0.1", 1001))).unwrap();
         assert_eq!(got.iter().map(|p| (p.package, p.new)).collect::<Vec<_>>(), [(9, true)], "told at this poll");
         let gone = poll(&mut db, "pc0", Some((Some(&facts(&[])), "127.0.0.1", 1002))).unwrap();
         assert_eq!(gone.len(), 1, "sent already: a rollout withdraws only what it has not sent");
-        *PACE.lock().unwrap() = super::super::pace::Pace::new();
     }
 
     #[test]

@@ -1,18 +1,18 @@
 //! How often rollouts are moved on ([`super::rollout::evaluate`]).
 //!
 //! An evaluation reads every device while a rollout lives: microseconds
-//! with a hundred devices, about a quarter of a second with 100,000. Each
-//! report group, each contact that may change a group and each second
-//! asks for one; run each time, one rollout on a group of no device
-//! brought a server with 100,000 devices from 19,000 reports a second to
-//! 80 (a quarter of a second of evaluation per group commit).
+//! with a hundred devices, about a quarter of a second with 100,000, and
+//! the database is the server's while it runs. Run at each report group
+//! (as it once was), one rollout on a group of no device brought a server
+//! with 100,000 devices from 19,000 reports a second to 80. `serve` now
+//! asks once a second, on a thread of its own (`crate::every_second`).
 //!
-//! So an evaluation that cost [`CHEAP`] or more lets the next run only
-//! after ten times its cost from its start (at most a tenth of the time
-//! goes to evaluations); what asks meanwhile is remembered and done by
-//! the first ask or [`Pace::start`] after that (the server asks every
-//! second). Cheaper ones (small fleets) run whenever asked, as if there
-//! were no pacing. Pure: the caller gives the time.
+//! An evaluation that cost [`CHEAP`] or more lets the next run only after
+//! ten times its cost from its start (at most a tenth of the time goes to
+//! evaluations); what asks meanwhile is remembered and done by the first
+//! ask or [`Pace::start`] after that. Cheaper ones (small fleets) run
+//! whenever asked, as if there were no pacing. Pure: the caller gives the
+//! time.
 
 use std::time::{Duration, Instant};
 
