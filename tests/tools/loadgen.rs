@@ -494,10 +494,12 @@ fn worker(sh: &Shared, w: usize) -> Tally {
         let start = Instant::now();
         let req = &sh.requests[next];
         next = (next + sh.opts.conns) % sh.requests.len();
+        let mut fresh = false;
         let result = (|| {
             let (c, have) = match &mut conn {
                 Some(c) => c,
                 None => {
+                    fresh = true;
                     let target = &sh.opts.targets[next_target];
                     next_target = (next_target + 1) % sh.opts.targets.len();
                     conn.insert((connect(sh, target)?, 0))
@@ -525,6 +527,13 @@ fn worker(sh: &Shared, w: usize) -> Tally {
                 conn = None;
                 if counted {
                     *t.errors.entry(error_kind(&e)).or_default() += 1;
+                    // When and where, for whoever looks for the cause.
+                    eprintln!(
+                        "outpost-loadgen: worker {w}: {} after {:.3} s, at {:.3} s into the run: {e}",
+                        if fresh { "connection or first request failed" } else { "request failed" },
+                        end.duration_since(start).as_secs_f64(),
+                        start.duration_since(from.checked_sub(sh.opts.warmup).unwrap_or(from)).as_secs_f64(),
+                    );
                 }
             }
         }
